@@ -20,8 +20,11 @@ def generate(out_dir: Path) -> list[Path]:
     sources = sorted((PROTO_ROOT / "umbra" / "v1").glob("*.proto"))
     include = Path(protoc.__file__).resolve().parent / "_proto"  # google/protobuf/*.proto
     out_dir.mkdir(parents=True, exist_ok=True)
+    scripts = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside the interpreter
     args = [
         "protoc",
+        f"--plugin=protoc-gen-mypy={scripts / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={scripts / 'protoc-gen-mypy_grpc'}",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out_dir}",

@@ -1,0 +1,145 @@
+"""umbra-agent: scan once, run the daemon, or say which sensors work here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from agent import __version__
+from agent.catalog.runtimes import CatalogError
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.daemon import build_pipeline, run_daemon
+from agent.findings import FindingTracker
+from agent.hostinfo import host_id
+from agent.output import render_table, write_json_lines, write_table
+from agent.spool import Spool, SpoolError
+
+PROG = "umbra-agent"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit status 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Umbra agent: finds shadow AI on this workstation.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    config_help = "agent config file (TOML); defaults apply to everything it leaves out"
+    scan = sub.add_parser("scan", help="one pass over this host, findings to stdout",
+                          description="Look at this host once (or for --duration seconds) and print findings.")
+    scan.add_argument("--duration", type=_non_negative, default=0.0, metavar="SECONDS",
+                      help="keep watching this long, polling at the process sensor's interval (default: 0, one pass)")
+    scan.add_argument("--format", choices=("json", "table"), default="table",
+                      help="json: one finding per line; table: for people (default: table)")
+    scan.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    scan.add_argument("--pcap", type=Path, metavar="FILE",
+                      help="run the network detections on a saved capture instead of this host (pcap/pcapng)")
+
+    run = sub.add_parser("run", help="the daemon: watch, spool and stream findings to the collector",
+                         description="Run until SIGTERM/SIGINT, streaming findings to the collector.")
+    run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+
+    status = sub.add_parser("status", help="which sensors run here, which cannot and why; spool depth",
+                            description="Report sensor states and the spool without starting the daemon.")
+    status.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    status.add_argument("--format", choices=("json", "table"), default="table", help="output format (default: table)")
+    return parser
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        logging.basicConfig(
+            level=config.agent.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command == "scan":
+            return _scan(config, args.duration, args.format, args.pcap)
+        if args.command == "run":
+            asyncio.run(run_daemon(config))
+            return 0
+        return _status(config, args.format)
+    except (ConfigError, CatalogError, SpoolError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> int:
+    if pcap is not None:
+        print(f"{PROG}: error: --pcap needs the network sensor, which this build does not have yet",
+              file=sys.stderr)
+        return 2
+    tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
+    pipeline = build_pipeline(config, tracker)
+    pipeline.start()
+    deadline = time.monotonic() + duration
+    try:
+        while True:
+            pipeline.poll()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(config.sensors.process.interval, remaining))
+    finally:
+        pipeline.stop()
+    findings = tracker.current()
+    if fmt == "json":
+        write_json_lines(findings, sys.stdout)
+    else:
+        write_table(findings, sys.stdout)
+    return 0
+
+
+def _status(config: AgentConfig, fmt: str) -> int:
+    tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
+    statuses = build_pipeline(config, tracker).statuses()
+    depth: int | None = None
+    dropped: int | None = None
+    if config.spool_path.exists():
+        spool = Spool(config.spool_path)
+        depth, dropped = spool.depth(), spool.dropped()
+        spool.close()
+    if fmt == "json":
+        doc = {
+            "host_id": tracker.host_id,
+            "sensors": [{"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses],
+            "spool": {"path": str(config.spool_path), "depth": depth, "dropped": dropped},
+            "collector": config.collector.address,
+        }
+        print(json.dumps(doc))
+        return 0
+    print(f"host id    {tracker.host_id}")
+    print(f"collector  {config.collector.address}")
+    spool_line = "not created yet" if depth is None else f"{depth} findings waiting, {dropped} dropped"
+    print(f"spool      {config.spool_path}: {spool_line}\n")
+    print(render_table(["SENSOR", "STATE", "WHY"], [[s.name, s.state.value, s.reason] for s in statuses]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

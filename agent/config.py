@@ -1,0 +1,168 @@
+"""Agent configuration: a TOML file, validated strictly, with defaults for everything.
+
+An unknown key or a wrong type is an error that names the key, so a typo cannot silently
+turn a sensor off. See the README's configuration reference.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+class ConfigError(ValueError):
+    """A broken config file: the message is one line for the operator."""
+
+
+def default_state_dir() -> Path:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/umbra")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "umbra"
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    host_id: str = ""  # empty: derived once from the machine id and kept in state_dir
+    state_dir: str = ""  # empty: /var/lib/umbra as root, ~/.local/state/umbra otherwise
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class CollectorSection:
+    address: str = "127.0.0.1:50051"
+    batch_size: int = 500
+    max_in_flight: int = 4  # batches sent and not yet acknowledged
+    heartbeat_interval: float = 30.0
+    # Reconnect backoff: OpenTelemetry's exporter defaults.
+    backoff_initial: float = 5.0
+    backoff_multiplier: float = 1.5
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.5
+
+
+@dataclass(frozen=True)
+class SpoolSection:
+    path: str = ""  # empty: <state_dir>/spool.db
+    max_findings: int = 100_000
+
+
+@dataclass(frozen=True)
+class ProcessSensorSection:
+    enabled: bool = True
+    interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class SensorsSection:
+    process: ProcessSensorSection = field(default_factory=ProcessSensorSection)
+
+
+@dataclass(frozen=True)
+class FindingsSection:
+    refresh_interval: float = 300.0  # resend a still-present finding at most this often
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    approved_runtimes: tuple[str, ...] = ()
+    min_confidence: float = 0.5
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    collector: CollectorSection = field(default_factory=CollectorSection)
+    spool: SpoolSection = field(default_factory=SpoolSection)
+    sensors: SensorsSection = field(default_factory=SensorsSection)
+    findings: FindingsSection = field(default_factory=FindingsSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.agent.state_dir) if self.agent.state_dir else default_state_dir()
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool.path) if self.spool.path else self.state_dir / "spool.db"
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """The config at `path`, or the defaults when None. Raises ConfigError, one line."""
+    if path is None:
+        return AgentConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    config = _build(AgentConfig, raw, f"{path}")
+    _check(config, path)
+    return config
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], raw: Any, where: str) -> _T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = getattr(cls(), name)
+        here = f"{where} [{name}]" if "[" not in where else f"{where}.{name}"
+        if hasattr(default, "__dataclass_fields__"):
+            values[name] = _build(type(default), value, here)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{here}: expected true or false, got {value!r}")
+            values[name] = value
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{here}: expected a number, got {value!r}")
+            values[name] = float(value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{here}: expected an integer, got {value!r}")
+            values[name] = value
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{here}: expected a list of strings, got {value!r}")
+            values[name] = tuple(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{here}: expected a string, got {value!r}")
+            values[name] = value
+    return cls(**values)
+
+
+def _check(config: AgentConfig, path: Path) -> None:
+    """Value ranges that types alone cannot express."""
+    problems = []
+    if config.agent.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        problems.append(f"[agent] log_level {config.agent.log_level!r} is not debug/info/warning/error")
+    host, _, port = config.collector.address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(f"[collector] address {config.collector.address!r} is not HOST:PORT")
+    if config.collector.batch_size < 1:
+        problems.append("[collector] batch_size must be at least 1")
+    if config.collector.max_in_flight < 1:
+        problems.append("[collector] max_in_flight must be at least 1")
+    if config.spool.max_findings < 1:
+        problems.append("[spool] max_findings must be at least 1")
+    if config.sensors.process.interval <= 0:
+        problems.append("[sensors.process] interval must be positive")
+    if not 0.0 <= config.policy.min_confidence <= 1.0:
+        problems.append("[policy] min_confidence must be between 0 and 1")
+    if not 0.0 <= config.collector.backoff_jitter <= 1.0:
+        problems.append("[collector] backoff_jitter must be between 0 and 1")
+    if problems:
+        raise ConfigError(f"config {path}: {problems[0]}")

@@ -1,0 +1,125 @@
+"""`umbra-agent run`: sensors -> pipeline -> spool -> stream, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import psutil
+from umbra import codec
+from umbra.v1 import agent_pb2 as apb
+
+from agent import __version__
+from agent.catalog.runtimes import load_runtime_catalog
+from agent.config import AgentConfig
+from agent.detection.runtime import RuntimeDetector
+from agent.findings import FindingTracker
+from agent.hostinfo import host_facts, host_id
+from agent.pipeline import Pipeline
+from agent.policy import Policy
+from agent.sensors.base import Sensor, SensorState, SensorStatus
+from agent.sensors.process import ProcessSensor
+from agent.spool import Spool
+from agent.transport import Backoff, StreamClient
+
+log = logging.getLogger(__name__)
+
+_WIRE_STATES = {
+    SensorState.ACTIVE: apb.SENSOR_STATE_ACTIVE,
+    SensorState.DEGRADED: apb.SENSOR_STATE_DEGRADED,
+    SensorState.INACTIVE: apb.SENSOR_STATE_INACTIVE,
+}
+
+
+def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
+    """The sensors and detectors the config enables; shared by `scan`, `run` and `status`."""
+    catalog = load_runtime_catalog()
+    sensors: list[Sensor] = []
+    if config.sensors.process.enabled:
+        sensors.append(ProcessSensor(catalog.is_candidate))
+    policy = Policy(
+        approved_runtimes=frozenset(config.policy.approved_runtimes),
+        min_confidence=config.policy.min_confidence,
+    )
+    return Pipeline(sensors, [RuntimeDetector(catalog)], policy, tracker)
+
+
+def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
+    return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
+
+
+async def run_daemon(config: AgentConfig) -> None:
+    state_dir = config.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    host = host_id(config.agent.host_id, state_dir)
+    spool = Spool(config.spool_path, max_findings=config.spool.max_findings)
+    tracker = FindingTracker(host, config.findings.refresh_interval, state_store=spool)
+    pipeline = build_pipeline(config, tracker)
+    statuses = pipeline.start()
+    for status in statuses:
+        log.info("sensor %s: %s%s", status.name, status.state.value, f" ({status.reason})" if status.reason else "")
+    me = psutil.Process()
+    me.cpu_percent()  # prime: the first call has no interval to measure
+
+    def hello() -> apb.Hello:
+        return apb.Hello(
+            host=host_facts(host),
+            agent_version=__version__,
+            sensors=wire_statuses(pipeline.statuses()),
+            policy_version=pipeline.policy.version,
+            protocol_version="umbra.v1",
+        )
+
+    def heartbeat() -> apb.Heartbeat:
+        return apb.Heartbeat(
+            sent_at=codec.timestamp(time.time()),
+            cpu_percent=me.cpu_percent(),
+            rss_bytes=me.memory_info().rss,
+            spool_depth=spool.depth(),
+            dropped_total=spool.dropped(),
+            sensors=wire_statuses(pipeline.statuses()),
+        )
+
+    c = config.collector
+    client = StreamClient(
+        c.address,
+        spool,
+        hello,
+        heartbeat,
+        batch_size=c.batch_size,
+        max_in_flight=c.max_in_flight,
+        heartbeat_interval=c.heartbeat_interval,
+        backoff=Backoff(c.backoff_initial, c.backoff_multiplier, c.backoff_max, c.backoff_jitter),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("umbra-agent %s (pid %d): host %s, collector %s, spool %s", __version__, os.getpid(), host,
+             c.address, config.spool_path)
+
+    async def sense() -> None:
+        interval = config.sensors.process.interval
+        while not stop.is_set():
+            started = time.monotonic()
+            findings = await asyncio.to_thread(pipeline.poll)
+            if findings:
+                dropped = spool.append(findings, client.send_cursor, tracker.take_unsaved())
+                if dropped:
+                    log.warning("spool full: dropped %d low-severity findings", dropped)
+                client.notify()
+            elapsed = time.monotonic() - started
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, interval - elapsed))
+            except TimeoutError:
+                pass
+
+    try:
+        await asyncio.gather(sense(), client.run(stop))
+    finally:
+        pipeline.stop()
+        spool.close()
+        log.info("umbra-agent stopped")

@@ -1,0 +1,1 @@
+"""Detection: observations + catalogs -> finding drafts. No I/O here: sensors do the looking."""

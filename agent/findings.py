@@ -1,0 +1,159 @@
+"""Findings: stable ids, deduplication, first/last seen and count.
+
+A detector describes what it saw as a `FindingDraft` with a dedupe key; the `FindingTracker`
+turns drafts into wire `Finding`s. The same thing seen again (the same runtime by the same
+user, the same exposed port) keeps its id; `count` is the number of distinct occurrences
+(process instances), `last_seen` moves while it is still there. The tracker says when a
+finding is worth sending again: new, changed, a new occurrence, or still active after
+`refresh_interval` seconds; otherwise it stays quiet, so a long-lived runtime does not
+flood the spool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from umbra import codec
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.observations import ProcessObservation
+
+MAX_REMEMBERED_OCCURRENCES = 32  # bounds memory per finding; enough for restarts of one runtime
+
+
+def finding_id(host_id: str, kind: int, key: str) -> str:
+    """Stable across scans, restarts and hosts' agents: the collector's idempotency key."""
+    digest = hashlib.sha256(f"{host_id}\x1f{codec.kind_name(kind)}\x1f{key}".encode()).hexdigest()
+    return digest[:32]
+
+
+def process_message(obs: ProcessObservation) -> fpb.Process:
+    return fpb.Process(
+        pid=obs.pid,
+        ppid=obs.ppid,
+        name=obs.name,
+        exe=obs.exe,
+        cmdline=list(obs.cmdline),
+        username=obs.username,
+        start_time=codec.timestamp(obs.create_time),
+    )
+
+
+@dataclass
+class FindingDraft:
+    """What a detector concluded from one observation, before dedupe."""
+
+    kind: fpb.FindingKind.ValueType
+    key: str  # dedupe key within the kind, e.g. "ollama|/usr/bin/ollama|alice"
+    severity: fpb.Severity.ValueType
+    confidence: float
+    summary: str
+    occurrence: str  # distinguishes occurrences of the same finding (a process instance)
+    subject: str = ""  # what policy rules match on (a runtime id, a service, a hash)
+    user: str = ""
+    process: ProcessObservation | None = None
+    evidence: list[fpb.Evidence] = field(default_factory=list)
+
+
+@dataclass
+class TrackedState:
+    first_seen: float
+    last_seen: float
+    count: int
+    occurrences: list[str]
+    last_sent: float
+    fingerprint: str
+
+
+class FindingStateStore(Protocol):
+    """Where tracked state survives restarts (the spool: it saves the state of sent findings
+    in the same transaction as the findings, so a crash cannot separate the two)."""
+
+    def load_state(self, finding_id: str) -> TrackedState | None: ...
+
+
+class FindingTracker:
+    def __init__(
+        self,
+        host_id: str,
+        refresh_interval: float = 300.0,
+        state_store: FindingStateStore | None = None,
+    ) -> None:
+        self.host_id = host_id
+        self.refresh_interval = refresh_interval
+        self._store = state_store
+        self._states: dict[str, TrackedState] = {}
+        self._latest: dict[str, fpb.Finding] = {}
+        self._unsaved: dict[str, TrackedState] = {}
+
+    def observe(self, draft: FindingDraft, decision: fpb.PolicyDecision, now: float) -> fpb.Finding | None:
+        """Record a sighting; return the finding when it should be (re)sent, else None."""
+        fid = finding_id(self.host_id, draft.kind, draft.key)
+        finding = fpb.Finding(
+            id=fid,
+            kind=draft.kind,
+            severity=draft.severity,
+            confidence=round(min(max(draft.confidence, 0.0), 1.0), 3),
+            host_id=self.host_id,
+            user=draft.user,
+            evidence=draft.evidence,
+            policy=decision,
+            summary=draft.summary,
+        )
+        if draft.process is not None:
+            finding.process.CopyFrom(process_message(draft.process))
+        fingerprint = _fingerprint(finding)
+
+        state = self._states.get(fid)
+        if state is None and self._store is not None:
+            state = self._store.load_state(fid)
+        send = False
+        if state is None:
+            state = TrackedState(now, now, 1, [draft.occurrence], now, fingerprint)
+            send = True
+        else:
+            state.last_seen = max(state.last_seen, now)
+            if draft.occurrence not in state.occurrences:
+                state.count += 1
+                state.occurrences = [*state.occurrences, draft.occurrence][-MAX_REMEMBERED_OCCURRENCES:]
+                send = True
+            if fingerprint != state.fingerprint:
+                state.fingerprint = fingerprint
+                send = True
+            if now - state.last_sent >= self.refresh_interval:
+                send = True
+        finding.first_seen.CopyFrom(codec.timestamp(state.first_seen))
+        finding.last_seen.CopyFrom(codec.timestamp(state.last_seen))
+        finding.count = state.count
+        self._states[fid] = state
+        self._latest[fid] = finding
+        if send:
+            state.last_sent = now
+            self._unsaved[fid] = state
+            return finding
+        return None
+
+    def take_unsaved(self) -> dict[str, TrackedState]:
+        """States of the findings returned since the last call, to persist with them."""
+        unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
+
+    def current(self) -> Sequence[fpb.Finding]:
+        """The newest version of every finding seen by this tracker (for one-pass scans)."""
+        return list(self._latest.values())
+
+
+def _fingerprint(finding: fpb.Finding) -> str:
+    """What makes a finding 'changed': evidence, judgement and process, not its timestamps."""
+    material = fpb.Finding(
+        kind=finding.kind,
+        severity=finding.severity,
+        confidence=finding.confidence,
+        evidence=finding.evidence,
+        policy=finding.policy,
+        summary=finding.summary,
+    )
+    return hashlib.sha256(material.SerializeToString(deterministic=True)).hexdigest()[:16]

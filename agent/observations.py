@@ -1,0 +1,54 @@
+"""Observations: what sensors saw, before any judgement.
+
+Sensors produce observations; detection (catalog + policy) turns them into findings. Keeping
+the two apart lets detection be tested on hand-built observations and sensors be tested on
+the real OS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    address: str
+    port: int
+    transport: str = "tcp"
+
+    @property
+    def exposed(self) -> bool:
+        """True when the socket accepts connections from beyond this host's loopback."""
+        host = self.address.split("%", 1)[0]  # drop an IPv6 zone id
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True  # an address we cannot parse is not provably loopback
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProcessObservation:
+    """One process, as the process sensor saw it (metadata only, never memory contents)."""
+
+    pid: int
+    ppid: int
+    name: str
+    exe: str
+    cmdline: tuple[str, ...]
+    username: str
+    create_time: float
+    listening: tuple[ListeningSocket, ...] = field(default=())
+
+    @property
+    def instance_key(self) -> str:
+        """Identifies this process instance across polls (pids are reused, start times are not)."""
+        return f"{self.pid}@{self.create_time:.2f}"
+
+
+# The union grows as sensors land (GPU, network, file observations).
+Observation = ProcessObservation

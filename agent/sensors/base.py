@@ -1,0 +1,62 @@
+"""The sensor interface: every source of observations (process, GPU, network, files) is one.
+
+Like an osquery table, a sensor declares what it needs and whether it can run here before it
+runs, so `umbra-agent status` and the Hello message can say which sensors are active, which
+are degraded and why, without trying them.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.observations import Observation
+
+
+class SensorState(enum.Enum):
+    ACTIVE = "active"
+    DEGRADED = "degraded"  # runs, with less than its full capability (e.g. no root)
+    INACTIVE = "inactive"  # cannot run here (no GPU, unsupported OS, disabled)
+
+
+@dataclass(frozen=True)
+class SensorStatus:
+    name: str
+    state: SensorState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SensorCapabilities:
+    """What a sensor needs, declared up front."""
+
+    needs_root: bool  # for full capability; without it the sensor may still run degraded
+    platforms: tuple[str, ...]  # platform.system() names it supports
+
+
+class Sensor(abc.ABC):
+    """A polled source of observations.
+
+    Lifecycle: `status()` (cheap, no side effects) -> `start()` -> `poll()` repeatedly -> `stop()`.
+    Event-driven sensors buffer events between polls and hand them out in `poll()`, so the
+    pipeline has one rhythm and one thread model for all sources.
+    """
+
+    name: str
+    capabilities: SensorCapabilities
+
+    @abc.abstractmethod
+    def status(self) -> SensorStatus:
+        """Whether the sensor can run here, and if not fully, why."""
+
+    def start(self) -> None:
+        """Acquire resources (sockets, watches). Default: nothing to acquire."""
+
+    @abc.abstractmethod
+    def poll(self) -> Sequence[Observation]:
+        """Observations since the last poll. Must be bounded in time and memory."""
+
+    def stop(self) -> None:
+        """Release resources. Default: nothing to release."""

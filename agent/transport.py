@@ -1,0 +1,215 @@
+"""The gRPC stream to the collector: batches from the spool out, Acks in.
+
+At-least-once by construction: the spool keeps a batch until the collector's Ack (sent
+after its commit) and the collector stores by finding id, so a resend after a crash or a
+broken stream adds nothing twice. On any failure the stream is dropped, the send cursor
+falls back to the last Ack, and the client reconnects after an exponential backoff with
+jitter; it never busy-loops while the collector is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+from dataclasses import dataclass
+
+import grpc
+from umbra.v1 import agent_pb2 as apb
+from umbra.v1 import agent_pb2_grpc as apb_grpc
+
+from agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# Both ends must agree on these (the collector's server options say the same).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 5.0
+    multiplier: float = 1.5
+    maximum: float = 30.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Delay before reconnect attempt `attempt` (0-based), jittered by +/- jitter/2."""
+        base = min(self.maximum, self.initial * self.multiplier**attempt)
+        return base * (1 + self.jitter * (rng.random() - 0.5))
+
+
+@dataclass
+class StreamStats:
+    connected: bool = False
+    batches_sent: int = 0
+    batches_acked: int = 0
+    last_ack_sequence: int = 0
+    last_error: str = ""
+    reconnects: int = 0
+
+
+class StreamClient:
+    def __init__(
+        self,
+        address: str,
+        spool: Spool,
+        hello: Callable[[], apb.Hello],
+        heartbeat: Callable[[], apb.Heartbeat],
+        *,
+        batch_size: int = 500,
+        max_in_flight: int = 4,
+        heartbeat_interval: float = 30.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.address = address
+        self.spool = spool
+        self._hello = hello
+        self._heartbeat = heartbeat
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff = backoff or Backoff()
+        self.stats = StreamStats()
+        self._wakeup = asyncio.Event()
+        self._rng = random.Random()
+        self._cursor = 0
+
+    def notify(self) -> None:
+        """New findings are in the spool."""
+        self._wakeup.set()
+
+    @property
+    def send_cursor(self) -> int:
+        """Spool rows after this sequence are not in flight (the spool may replace them)."""
+        return self._cursor
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stream until `stop` is set, reconnecting with backoff."""
+        attempt = 0
+        while not stop.is_set():
+            acked_before = self.stats.batches_acked
+            try:
+                await self._session(stop)
+            except (grpc.aio.AioRpcError, ConnectionError, OSError) as exc:
+                self.stats.last_error = _describe(exc)
+                log.warning("collector %s: %s", self.address, self.stats.last_error)
+            finally:
+                self.stats.connected = False
+                self._cursor = 0  # resend everything not yet acknowledged
+            if stop.is_set():
+                break
+            # A session that got acks was healthy: start the backoff again from the beginning.
+            attempt = 0 if self.stats.batches_acked > acked_before else attempt + 1
+            delay = self.backoff.delay(max(attempt - 1, 0), self._rng)
+            self.stats.reconnects += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
+            stub = apb_grpc.StreamServiceStub(channel)
+            # Unbounded, but holds at most max_in_flight batches plus a heartbeat or two.
+            outbox: asyncio.Queue[apb.AgentMessage | None] = asyncio.Queue()
+            call = stub.Stream(_drain(outbox))
+            outbox.put_nowait(apb.AgentMessage(hello=self._hello()))
+            in_flight = asyncio.Semaphore(self.max_in_flight)
+            sent: list[int] = []  # sequences sent and not yet acknowledged, ascending
+            reader = asyncio.create_task(self._read_acks(call, in_flight, sent))
+            stopper = asyncio.create_task(stop.wait())
+            self._cursor = 0
+            self.stats.connected = True
+            last_heartbeat = time.monotonic()
+            try:
+                while not stop.is_set():
+                    if reader.done():
+                        reader.result()  # raises the stream's error
+                        return
+                    if not await _first(in_flight.acquire(), reader, stopper):
+                        continue
+                    self._wakeup.clear()  # before leasing, so a notify after it is not lost
+                    batch = self.spool.lease(self._cursor, self.batch_size)
+                    if batch:
+                        sequence = batch[-1].seq
+                        sent.append(sequence)
+                        self._cursor = sequence
+                        outbox.put_nowait(
+                            apb.AgentMessage(
+                                batch=apb.FindingBatch(sequence=sequence, findings=[b.finding for b in batch])
+                            )
+                        )
+                        self.stats.batches_sent += 1
+                    else:
+                        in_flight.release()
+                    now = time.monotonic()
+                    if now - last_heartbeat >= self.heartbeat_interval:
+                        outbox.put_nowait(apb.AgentMessage(heartbeat=self._heartbeat()))
+                        last_heartbeat = now
+                    if not batch:
+                        timeout = max(0.05, self.heartbeat_interval - (now - last_heartbeat))
+                        await _first(self._wakeup.wait(), reader, stopper, timeout=timeout)
+            finally:
+                stopper.cancel()
+                outbox.put_nowait(None)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, ConnectionError):
+                    await reader
+                call.cancel()
+
+    async def _read_acks(self, call: AsyncIterator[apb.CollectorMessage], in_flight: asyncio.Semaphore,
+                         sent: list[int]) -> None:
+        async for message in call:
+            if message.HasField("ack"):
+                sequence = message.ack.sequence
+                removed = await asyncio.to_thread(self.spool.commit, sequence)
+                self.stats.last_ack_sequence = sequence
+                while sent and sent[0] <= sequence:
+                    sent.pop(0)
+                    in_flight.release()
+                    self.stats.batches_acked += 1
+                log.debug("ack %d: %d findings committed", sequence, removed)
+                self._wakeup.set()
+            elif message.HasField("policy"):
+                log.info("policy version %d received (applied in a later release)", message.policy.version)
+        raise ConnectionError("collector closed the stream")
+
+
+async def _drain(queue: asyncio.Queue[apb.AgentMessage | None]) -> AsyncIterator[apb.AgentMessage]:
+    while (message := await queue.get()) is not None:
+        yield message
+
+
+async def _first(
+    aw: Coroutine[Any, Any, Any], *watch: asyncio.Task[Any], timeout: float | None = None
+) -> bool:
+    """Await `aw` unless a watched task finishes (or the timeout passes) first.
+
+    Returns True when `aw` completed, even in the instant it was being cancelled (so a
+    semaphore acquired then is not leaked); False when it was cancelled first.
+    """
+    task = asyncio.ensure_future(aw)
+    await asyncio.wait({task, *watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return not task.cancelled()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return task.done() and not task.cancelled()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__

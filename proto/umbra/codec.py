@@ -1,0 +1,115 @@
+"""The wire package's one hand-written helper: names and plain-dict views of wire messages.
+
+Both the agent (JSON output) and the collector (storage, console, reports) need the same
+human names for kinds and severities and the same dict shape for a finding, so it lives
+here, beside the generated code both of them import.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from umbra.v1 import finding_pb2 as fpb
+
+_KIND_PREFIX = "KIND_"
+_SEVERITY_PREFIX = "SEVERITY_"
+
+#: The stable kind names of DESIGN.md, in enum order.
+KIND_NAMES: tuple[str, ...] = tuple(
+    n.removeprefix(_KIND_PREFIX) for n in fpb.FindingKind.keys() if n != "KIND_UNSPECIFIED"
+)
+#: Severity names, lowest first: info, low, medium, high, critical.
+SEVERITY_NAMES: tuple[str, ...] = tuple(
+    n.removeprefix(_SEVERITY_PREFIX).lower() for n in fpb.Severity.keys() if n != "SEVERITY_UNSPECIFIED"
+)
+
+
+def kind_name(kind: int) -> str:
+    """FindingKind value -> "LOCAL_MODEL_RUNTIME"."""
+    return fpb.FindingKind.Name(kind).removeprefix(_KIND_PREFIX)  # type: ignore[arg-type]
+
+
+def kind_value(name: str) -> fpb.FindingKind.ValueType:
+    """"LOCAL_MODEL_RUNTIME" (or "KIND_LOCAL_MODEL_RUNTIME") -> enum value; ValueError if unknown."""
+    key = name.upper()
+    key = key if key.startswith(_KIND_PREFIX) else _KIND_PREFIX + key
+    try:
+        return fpb.FindingKind.Value(key)
+    except ValueError:
+        raise ValueError(f"unknown finding kind {name!r}; known: {', '.join(KIND_NAMES)}") from None
+
+
+def severity_name(severity: int) -> str:
+    """Severity value -> "high"."""
+    return fpb.Severity.Name(severity).removeprefix(_SEVERITY_PREFIX).lower()  # type: ignore[arg-type]
+
+
+def severity_value(name: str) -> fpb.Severity.ValueType:
+    """"high" -> enum value; ValueError if unknown."""
+    try:
+        return fpb.Severity.Value(_SEVERITY_PREFIX + name.upper())
+    except ValueError:
+        raise ValueError(f"unknown severity {name!r}; known: {', '.join(SEVERITY_NAMES)}") from None
+
+
+def timestamp(when: float) -> Timestamp:
+    """Unix seconds -> protobuf Timestamp."""
+    ts = Timestamp()
+    ts.FromNanoseconds(int(when * 1e9))
+    return ts
+
+
+def seconds(ts: Timestamp) -> float:
+    """protobuf Timestamp -> Unix seconds (0.0 when unset)."""
+    return ts.ToNanoseconds() / 1e9
+
+
+def iso(ts: Timestamp) -> str:
+    """protobuf Timestamp -> ISO 8601 UTC, "" when unset."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return ""
+    return datetime.fromtimestamp(seconds(ts), tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def evidence_to_dict(evidence: fpb.Evidence) -> dict[str, Any]:
+    """One typed evidence -> {"type": "runtime", ...fields}."""
+    which = evidence.WhichOneof("detail")
+    if which is None:
+        return {"type": "none"}
+    body = json_format.MessageToDict(getattr(evidence, which), preserving_proto_field_name=True)
+    return {"type": which, **body}
+
+
+def finding_to_dict(finding: fpb.Finding) -> dict[str, Any]:
+    """A finding as a flat, readable dict: the JSON line of `umbra-agent scan` and the API shape."""
+    process: dict[str, Any] | None = None
+    if finding.HasField("process"):
+        p = finding.process
+        process = {
+            "pid": p.pid,
+            "ppid": p.ppid,
+            "name": p.name,
+            "exe": p.exe,
+            "cmdline": list(p.cmdline),
+            "username": p.username,
+            "start_time": iso(p.start_time),
+        }
+    return {
+        "id": finding.id,
+        "kind": kind_name(finding.kind),
+        "severity": severity_name(finding.severity),
+        "confidence": round(finding.confidence, 3),
+        "host_id": finding.host_id,
+        "user": finding.user,
+        "summary": finding.summary,
+        "process": process,
+        "evidence": [evidence_to_dict(e) for e in finding.evidence],
+        "policy": {"approved": finding.policy.approved, "rule": finding.policy.rule},
+        "first_seen": iso(finding.first_seen),
+        "last_seen": iso(finding.last_seen),
+        "count": finding.count,
+    }

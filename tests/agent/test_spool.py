@@ -1,0 +1,67 @@
+"""The spool keeps findings on disk until acknowledged, across reopen, bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.findings import TrackedState
+from agent.spool import Spool
+
+
+def _finding(fid: str, severity: int = fpb.SEVERITY_MEDIUM, count: int = 1) -> fpb.Finding:
+    return fpb.Finding(id=fid, kind=fpb.KIND_LOCAL_MODEL_RUNTIME, severity=severity, count=count)  # type: ignore[arg-type]
+
+
+def test_lease_keeps_rows_until_commit_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = Spool(path)
+    spool.append([_finding("a"), _finding("b"), _finding("c")])
+    leased = spool.lease(0, 2)
+    assert [s.finding.id for s in leased] == ["a", "b"]
+    assert spool.depth() == 3, "leasing must not remove anything"
+    spool.close()
+
+    spool = Spool(path)  # a crash before the ack: everything is still there
+    assert [s.finding.id for s in spool.lease(0, 10)] == ["a", "b", "c"]
+    assert spool.commit(leased[-1].seq) == 2
+    assert [s.finding.id for s in spool.lease(0, 10)] == ["c"]
+    spool.close()
+
+
+def test_sequences_strictly_increase_and_are_never_reused(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.append([_finding("a"), _finding("b")])
+    first = [s.seq for s in spool.lease(0, 10)]
+    spool.commit(first[-1])
+    spool.append([_finding("c")])
+    (second,) = [s.seq for s in spool.lease(0, 10)]
+    assert first == sorted(first) and second > first[-1]
+
+
+def test_unsent_version_is_replaced_but_in_flight_version_is_kept(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.append([_finding("a", count=1)])
+    (in_flight,) = spool.lease(0, 10)
+    spool.append([_finding("a", count=2)], not_after=in_flight.seq)  # 'a' v1 is in flight: keep it
+    spool.append([_finding("a", count=3)], not_after=in_flight.seq)  # v2 was never sent: replace it
+    assert [s.finding.count for s in spool.lease(0, 10)] == [1, 3]
+
+
+def test_full_spool_drops_lowest_severity_oldest_first_and_counts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", max_findings=3)
+    spool.append([_finding("low-old", fpb.SEVERITY_LOW), _finding("high", fpb.SEVERITY_HIGH)])
+    spool.append([_finding("low-new", fpb.SEVERITY_LOW)])
+    dropped = spool.append([_finding("crit", fpb.SEVERITY_CRITICAL), _finding("med", fpb.SEVERITY_MEDIUM)])
+    assert dropped == 2
+    assert spool.dropped() == 2
+    assert sorted(s.finding.id for s in spool.lease(0, 10)) == ["crit", "high", "med"]
+
+
+def test_tracker_state_is_saved_with_its_findings(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    state = TrackedState(1.0, 2.0, 3, ["1@1.00"], 2.0, "abc")
+    spool.append([_finding("a")], states={"a": state})
+    spool.close()
+    assert Spool(tmp_path / "spool.db").load_state("a") == state

@@ -1,0 +1,72 @@
+"""Shared test helpers: real processes that look like model runtimes, and the CLIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+SpawnRuntime = Callable[..., subprocess.Popen[str]]
+
+
+def cli(name: str) -> str:
+    """Path of an installed console script (umbra-agent, umbra-collector)."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make setup`")
+    return found
+
+
+@pytest.fixture
+def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
+    """Start a real process with a runtime's real command line and listening sockets.
+
+    - spawn_runtime(["ollama", "serve"], listen=["127.0.0.1:11434"]): the interpreter runs
+      through a symlink called `ollama` found on PATH (so the kernel's process name is
+      `ollama` and argv is exactly `ollama serve`), the program being a file named `serve`.
+    - spawn_runtime(["python3", "-m", "llama_cpp.server", "--port", "8000"]): the
+      interpreter runs a module of that name, laid out in the process's working directory.
+    """
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(argv: list[str], listen: list[str] | None = None) -> subprocess.Popen[str]:
+        home = tmp_path / f"rt-{len(procs)}"
+        home.mkdir()
+        env = {**os.environ, "UMBRA_FAKE_LISTEN": ",".join(listen or []), "PATH": f"{home}:{os.environ['PATH']}"}
+        program = (FIXTURES / "fake_runtime.py").read_text()
+        if len(argv) > 2 and argv[1] == "-m":
+            module = home.joinpath(*argv[2].split("."))
+            module.parent.mkdir(parents=True, exist_ok=True)
+            module.with_suffix(".py").write_text(program)
+            executable = sys.executable
+        else:
+            assert len(argv) > 1 and not argv[1].startswith("-"), "argv[1] names the program file"
+            (home / argv[0]).symlink_to(sys.executable)
+            (home / argv[1]).write_text(program)
+            executable = str(home / argv[0])
+        proc = subprocess.Popen(
+            argv, executable=executable, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            pytest.fail(f"{argv} did not start: {proc.stderr.read() if proc.stderr else ''}")
+        return proc
+
+    yield spawn
+    for proc in procs:
+        proc.kill()
+        proc.wait()
