@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 SpawnRuntime = Callable[..., subprocess.Popen[str]]
+
+
+def port_or_free(preferred: int) -> int:
+    """The runtime's default port when it is free here, else any free port.
+
+    Tests use the real default ports, but must not fail because something (a real Ollama,
+    a parallel run) already holds one.
+    """
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
 
 
 def cli(name: str) -> str:

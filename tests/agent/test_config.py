@@ -1,0 +1,71 @@
+"""Broken config files are refused with one line that names the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, ConfigError, load_config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None)
+    assert config == AgentConfig()
+    assert config.spool_path == config.state_dir / "spool.db"
+
+
+def test_values_are_read_and_typed(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, """
+[agent]
+host_id = "ws-42"
+state_dir = "/tmp/umbra-state"
+[collector]
+address = "collector.example:6000"
+backoff_initial = 1
+[sensors.process]
+interval = 0.5
+[policy]
+approved_runtimes = ["ollama"]
+"""))
+    assert config.agent.host_id == "ws-42"
+    assert config.collector.address == "collector.example:6000"
+    assert config.collector.backoff_initial == 1.0 and isinstance(config.collector.backoff_initial, float)
+    assert config.sensors.process.interval == 0.5
+    assert config.policy.approved_runtimes == ("ollama",)
+    assert config.spool_path == Path("/tmp/umbra-state/spool.db")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[agent\nhost_id = 1", "not valid TOML"),
+        ("[agnet]\nhost_id = 'x'", "unknown key 'agnet'"),
+        ("[sensors.process]\nintervall = 2", "unknown key 'intervall'"),
+        ("[sensors.process]\ninterval = 'fast'", "expected a number"),
+        ("[sensors.process]\nenabled = 1", "expected true or false"),
+        ("[collector]\nbatch_size = 1.5", "expected an integer"),
+        ("[collector]\naddress = 'nohost'", "is not HOST:PORT"),
+        ("[collector]\naddress = 'h:99999'", "is not HOST:PORT"),
+        ("[policy]\napproved_runtimes = 'ollama'", "expected a list of strings"),
+        ("[policy]\nmin_confidence = 2", "between 0 and 1"),
+        ("agent = 3", "expected a table"),
+    ],
+)
+def test_broken_config_names_the_problem(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    message = str(info.value)
+    assert names in message
+    assert "\n" not in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml")

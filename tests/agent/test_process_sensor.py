@@ -1,0 +1,78 @@
+"""The process sensor on the real OS: real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from conftest import SpawnRuntime, port_or_free
+
+from agent.catalog.runtimes import load_runtime_catalog
+from agent.detection.runtime import RuntimeDetector
+from agent.observations import ListeningSocket, ProcessObservation
+from agent.sensors.base import SensorState
+from agent.sensors.process import ProcessSensor
+
+CATALOG = load_runtime_catalog()
+
+
+def _poll_for(sensor: ProcessSensor, pid: int, timeout: float = 10.0) -> ProcessObservation | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for obs in sensor.poll():
+            if obs.pid == pid and obs.listening:
+                return obs
+        time.sleep(0.2)
+    return None
+
+
+def test_runtime_process_is_followed_with_its_sockets(spawn_runtime: SpawnRuntime) -> None:
+    sensor = ProcessSensor(CATALOG.is_candidate)
+    sensor.poll()  # everything already running is now 'seen'
+    port = port_or_free(11434)
+    proc = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port}"])
+    obs = _poll_for(sensor, proc.pid)
+    assert obs is not None, "a new ollama process was not observed"
+    assert obs.name == "ollama"
+    assert obs.cmdline == ("ollama", "serve")
+    assert obs.ppid == os.getpid()
+    assert obs.listening == (ListeningSocket("127.0.0.1", port, "tcp"),)
+    assert obs.username  # looked up for followed processes
+
+    proc.kill()
+    proc.wait()
+    assert all(o.pid != proc.pid for o in sensor.poll()), "an exited process is still reported"
+
+
+def test_unrelated_process_is_not_followed(spawn_runtime: SpawnRuntime) -> None:
+    sensor = ProcessSensor(CATALOG.is_candidate)
+    sensor.poll()
+    janitor = spawn_runtime(["janitor", "serve"], listen=[f"127.0.0.1:{port_or_free(11434)}"])
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert all(o.pid != janitor.pid for o in sensor.poll())
+        time.sleep(0.2)
+
+
+def test_exposed_listener_yields_an_exposed_server_finding(spawn_runtime: SpawnRuntime) -> None:
+    sensor = ProcessSensor(CATALOG.is_candidate)
+    sensor.poll()
+    port = port_or_free(11434)
+    proc = spawn_runtime(["ollama", "serve"], listen=[f"0.0.0.0:{port}"])
+    obs = _poll_for(sensor, proc.pid)
+    assert obs is not None
+    drafts = RuntimeDetector(CATALOG).detect(obs)
+    kinds = sorted(d.kind for d in drafts)
+    from umbra.v1 import finding_pb2 as fpb
+
+    assert kinds == sorted([fpb.KIND_LOCAL_MODEL_RUNTIME, fpb.KIND_MODEL_SERVER_EXPOSED])
+    exposed = next(d for d in drafts if d.kind == fpb.KIND_MODEL_SERVER_EXPOSED)
+    assert f"0.0.0.0:{port}" in exposed.summary and exposed.severity == fpb.SEVERITY_HIGH
+
+
+def test_status_says_why_it_is_degraded() -> None:
+    status = ProcessSensor(CATALOG.is_candidate).status()
+    if os.geteuid() == 0:
+        assert status.state is SensorState.ACTIVE
+    else:
+        assert status.state is SensorState.DEGRADED and "not root" in status.reason

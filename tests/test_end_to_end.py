@@ -1,0 +1,198 @@
+"""Agent to collector over a real gRPC channel on loopback, with real processes throughout.
+
+A process that looks like a model runtime is found by the agent daemon, spooled, streamed,
+stored once in the collector's SQLite file and shown in its host view; the collector is
+SIGKILLed and restarted mid-run, and nothing is lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SpawnRuntime, cli, port_or_free
+
+LISTENING = re.compile(r"listening grpc=(\S+)")
+
+
+class Collector:
+    """`umbra-collector serve` as a child process, restartable on the same port."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.address = "127.0.0.1:0"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [cli("umbra-collector"), "serve", "--db", f"sqlite:///{self.db}", "--grpc", self.address],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if found := LISTENING.search(line):
+                self.address = found.group(1)
+                return
+        self.proc.kill()
+        pytest.fail(f"collector did not start: {self.proc.stderr.read()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def query(self, *args: str) -> Any:
+        out = subprocess.run(
+            [cli("umbra-collector"), *args, "--db", f"sqlite:///{self.db}", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        if args[0] == "findings":
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return json.loads(out)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "collector.db")
+    c.start()
+    yield c
+    c.stop()
+
+
+def _agent_config(tmp_path: Path, address: str) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+host_id = "e2e-host"
+state_dir = "{tmp_path / 'agent-state'}"
+[collector]
+address = "{address}"
+heartbeat_interval = 1.0
+backoff_initial = 0.2
+backoff_max = 1.0
+[sensors.process]
+interval = 0.5
+""")
+    return config
+
+
+def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _by_kind(findings: list[dict[str, Any]], kind: str, runtime: str) -> list[dict[str, Any]]:
+    return [
+        f for f in findings
+        if f["kind"] == kind and any(e.get("runtime_id") == runtime for e in f["evidence"])
+    ]
+
+
+def test_runtime_found_streamed_and_stored_once_across_collector_restart(
+    tmp_path: Path, collector: Collector, spawn_runtime: SpawnRuntime
+) -> None:
+    port = port_or_free(11434)
+    ollama = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port}"])
+    config = _agent_config(tmp_path, collector.address)
+    agent = subprocess.Popen([cli("umbra-agent"), "run", "--config", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        found = _wait_for(
+            "the ollama finding at the collector",
+            lambda: [f for f in _by_kind(collector.query("findings"), "LOCAL_MODEL_RUNTIME", "ollama")
+                     if any(e["type"] == "socket" for e in f["evidence"])],
+        )
+        (runtime,) = found
+        assert runtime["host_id"] == "e2e-host"
+        assert runtime["process"]["pid"] == ollama.pid
+        assert runtime["process"]["name"] == "ollama"
+        assert runtime["process"]["cmdline"] == ["ollama", "serve"]
+        sockets = [e for e in runtime["evidence"] if e["type"] == "socket"]
+        assert {(s["address"], s["port"]) for s in sockets} == {("127.0.0.1", port)}
+        assert not _by_kind(collector.query("findings"), "MODEL_SERVER_EXPOSED", "ollama"), "loopback is not exposed"
+
+        # The collector dies; the agent keeps finding things and spools them meanwhile.
+        collector.kill()
+        vllm = spawn_runtime(["vllm", "serve", "facebook/opt-125m"], listen=[f"0.0.0.0:{port_or_free(8000)}"])
+        llama = spawn_runtime(["python3", "-m", "llama_cpp.server", "--port", "8001"],
+                              listen=[f"127.0.0.1:{port_or_free(8001)}"])
+        spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
+        _wait_for("the new findings in the agent's spool",
+                  lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 3)
+        spool.close()
+
+        collector.start()  # same file, same port
+        findings = _wait_for(
+            "the findings spooled during the outage",
+            lambda: (lambda fs: fs if _by_kind(fs, "MODEL_SERVER_EXPOSED", "vllm")
+                     and _by_kind(fs, "LOCAL_MODEL_RUNTIME", "llama-cpp-python") else None)(
+                collector.query("findings")),
+            timeout=60,
+        )
+        exposed = _by_kind(findings, "MODEL_SERVER_EXPOSED", "vllm")[0]
+        assert exposed["process"]["pid"] == vllm.pid and exposed["severity"] == "high"
+        assert _by_kind(findings, "LOCAL_MODEL_RUNTIME", "llama-cpp-python")[0]["process"]["pid"] == llama.pid
+
+        # Everything acknowledged, and each finding stored exactly once.
+        spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
+        _wait_for("the agent's spool to drain",
+                  lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0)
+        spool.close()
+        findings = collector.query("findings")
+        ids = [f["id"] for f in findings]
+        assert len(ids) == len(set(ids))
+        assert {(f["kind"], f["evidence"][0]["runtime_id"]) for f in findings} == {
+            ("LOCAL_MODEL_RUNTIME", "ollama"),
+            ("LOCAL_MODEL_RUNTIME", "vllm"),
+            ("MODEL_SERVER_EXPOSED", "vllm"),
+            ("LOCAL_MODEL_RUNTIME", "llama-cpp-python"),
+        }
+        assert all(f["count"] == 1 for f in findings), "a resend must not count as a new occurrence"
+        db = sqlite3.connect(collector.db)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        finding_table = next(t for t in tables if "finding" in t)
+        assert db.execute(f"SELECT COUNT(*) FROM {finding_table}").fetchone()[0] == len(ids)
+        db.close()
+
+        hosts = collector.query("hosts")
+        host = next(h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == "e2e-host")
+        assert any(s["name"] == "process" for s in host["sensors"])
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            pytest.fail("the agent did not stop on SIGTERM")
+    assert agent.returncode == 0, agent.stderr.read() if agent.stderr else ""
