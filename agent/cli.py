@@ -36,24 +36,48 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     config_help = "agent config file (TOML); defaults apply to everything it leaves out"
-    scan = sub.add_parser("scan", help="one pass over this host, findings to stdout",
-                          description="Look at this host once (or for --duration seconds) and print findings.")
-    scan.add_argument("--duration", type=_non_negative, default=0.0, metavar="SECONDS",
-                      help="keep watching this long, polling at the process sensor's interval (default: 0, one pass)")
-    scan.add_argument("--format", choices=("json", "table"), default="table",
-                      help="json: one finding per line; table: for people (default: table)")
+    scan = sub.add_parser(
+        "scan",
+        help="one pass over this host, findings to stdout",
+        description="Look at this host once (or for --duration seconds) and print findings.",
+    )
+    scan.add_argument(
+        "--duration",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep watching this long, polling at the process sensor's interval (default: 0, one pass)",
+    )
+    scan.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="table",
+        help="json: one finding per line; table: for people (default: table)",
+    )
     scan.add_argument("--config", type=Path, metavar="FILE", help=config_help)
-    scan.add_argument("--pcap", type=Path, metavar="FILE",
-                      help="run the network detections on a saved capture instead of this host (pcap/pcapng)")
+    scan.add_argument(
+        "--pcap",
+        type=Path,
+        metavar="FILE",
+        help="run the network detections on a saved capture instead of this host (pcap/pcapng)",
+    )
 
-    run = sub.add_parser("run", help="the daemon: watch, spool and stream findings to the collector",
-                         description="Run until SIGTERM/SIGINT, streaming findings to the collector.")
+    run = sub.add_parser(
+        "run",
+        help="the daemon: watch, spool and stream findings to the collector",
+        description="Run until SIGTERM/SIGINT, streaming findings to the collector.",
+    )
     run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
 
-    status = sub.add_parser("status", help="which sensors run here, which cannot and why; spool depth",
-                            description="Report sensor states and the spool without starting the daemon.")
+    status = sub.add_parser(
+        "status",
+        help="which sensors run here, which cannot and why; spool depth",
+        description="Report sensor states and the spool without starting the daemon.",
+    )
     status.add_argument("--config", type=Path, metavar="FILE", help=config_help)
-    status.add_argument("--format", choices=("json", "table"), default="table", help="output format (default: table)")
+    status.add_argument(
+        "--format", choices=("json", "table"), default="table", help="output format (default: table)"
+    )
     return parser
 
 
@@ -91,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> int:
     if pcap is not None:
-        print(f"{PROG}: error: --pcap needs the network sensor, which this build does not have yet",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: --pcap needs the network sensor, which this build does not have yet",
+            file=sys.stderr,
+        )
         return 2
     tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
     pipeline = build_pipeline(config, tracker)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -60,7 +61,9 @@ async def run_daemon(config: AgentConfig) -> None:
     pipeline = build_pipeline(config, tracker)
     statuses = pipeline.start()
     for status in statuses:
-        log.info("sensor %s: %s%s", status.name, status.state.value, f" ({status.reason})" if status.reason else "")
+        log.info(
+            "sensor %s: %s%s", status.name, status.state.value, f" ({status.reason})" if status.reason else ""
+        )
     me = psutil.Process()
     me.cpu_percent()  # prime: the first call has no interval to measure
 
@@ -98,8 +101,14 @@ async def run_daemon(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("umbra-agent %s (pid %d): host %s, collector %s, spool %s", __version__, os.getpid(), host,
-             c.address, config.spool_path)
+    log.info(
+        "umbra-agent %s (pid %d): host %s, collector %s, spool %s",
+        __version__,
+        os.getpid(),
+        host,
+        c.address,
+        config.spool_path,
+    )
 
     async def sense() -> None:
         interval = config.sensors.process.interval
@@ -112,10 +121,8 @@ async def run_daemon(config: AgentConfig) -> None:
                     log.warning("spool full: dropped %d low-severity findings", dropped)
                 client.notify()
             elapsed = time.monotonic() - started
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, interval - elapsed))
-            except TimeoutError:
-                pass
 
     try:
         await asyncio.gather(sense(), client.run(stop))

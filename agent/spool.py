@@ -110,7 +110,8 @@ class Spool:
             return 0
         # Lowest severity first, oldest first within a severity.
         self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY severity, seq LIMIT ?)", (excess,)
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY severity, seq LIMIT ?)",
+            (excess,),
         )
         self._db.execute(
             "INSERT INTO counters(name, value) VALUES ('dropped', ?) "

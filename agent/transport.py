@@ -15,8 +15,8 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from umbra.v1 import agent_pb2 as apb
@@ -168,8 +168,12 @@ class StreamClient:
                     await reader
                 call.cancel()
 
-    async def _read_acks(self, call: AsyncIterator[apb.CollectorMessage], in_flight: asyncio.Semaphore,
-                         sent: list[int]) -> None:
+    async def _read_acks(
+        self,
+        call: grpc.aio.StreamStreamCall[apb.AgentMessage, apb.CollectorMessage],
+        in_flight: asyncio.Semaphore,
+        sent: list[int],
+    ) -> None:
         async for message in call:
             if message.HasField("ack"):
                 sequence = message.ack.sequence

@@ -23,8 +23,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.catalog.runtimes import load_runtime_catalog  # noqa: E402
-from agent.sensors.process import ProcessSensor  # noqa: E402
+from agent.catalog.runtimes import load_runtime_catalog
+from agent.sensors.process import ProcessSensor
 
 FAKE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fake_runtime.py"
 
@@ -36,7 +36,9 @@ def cpu_of(fn: object) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -53,8 +55,13 @@ def main() -> None:
                 (Path(home) / "ollama").symlink_to(sys.executable)
                 (Path(home) / "serve").write_text(FAKE.read_text())
                 started = time.monotonic()
-                proc = subprocess.Popen(["ollama", "serve"], executable=str(Path(home) / "ollama"), cwd=home,
-                                        env={**os.environ, "UMBRA_FAKE_LISTEN": ""}, stdout=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    ["ollama", "serve"],
+                    executable=str(Path(home) / "ollama"),
+                    cwd=home,
+                    env={**os.environ, "UMBRA_FAKE_LISTEN": ""},
+                    stdout=subprocess.DEVNULL,
+                )
                 interval = 0.5  # the poll interval this latency figure assumes; default is 2 s
                 while not any(o.pid == proc.pid for o in sensor.poll()):
                     time.sleep(interval)
@@ -69,8 +76,12 @@ def main() -> None:
 
     rows = [
         ("processes on the host", f"{total}", "", ""),
-        ("CPU, pass with all processes new (ms)", f"{statistics.median(cold):.1f}", "< 100 per 1,000",
-         "osquery processes table: full /proc walk each query"),
+        (
+            "CPU, pass with all processes new (ms)",
+            f"{statistics.median(cold):.1f}",
+            "< 100 per 1,000",
+            "osquery processes table: full /proc walk each query",
+        ),
         ("CPU, steady-state poll (ms)", f"{statistics.median(warm):.2f}", "< 10", "only new PIDs are read"),
         ("new runtime observed after (ms), 0.5 s poll", f"{statistics.median(latency):.0f}", "< 2000", ""),
     ]

@@ -35,7 +35,11 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p for p in (out_dir / "umbra" / "v1").iterdir() if p.suffix in {".py", ".pyi"} and p.name != "__init__.py")
+    return sorted(
+        p
+        for p in (out_dir / "umbra" / "v1").iterdir()
+        if p.suffix in {".py", ".pyi"} and p.name != "__init__.py"
+    )
 
 
 def main() -> None:

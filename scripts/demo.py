@@ -29,7 +29,9 @@ STAND_IN = REPO / "tests" / "fixtures" / "fake_runtime.py"
 def start_collector(db: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [str(BIN / "umbra-collector"), "serve", "--db", f"sqlite:///{db}", "--grpc", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -51,8 +53,14 @@ def start_stand_in(home: Path) -> subprocess.Popen[str] | None:
     (home / "ollama").symlink_to(sys.executable)
     (home / "serve").write_text(STAND_IN.read_text())
     env = {**os.environ, "UMBRA_FAKE_LISTEN": "127.0.0.1:11434"}
-    proc = subprocess.Popen(["ollama", "serve"], executable=str(home / "ollama"), cwd=home, env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["ollama", "serve"],
+        executable=str(home / "ollama"),
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     print(f"demo: started a stand-in runtime, `ollama serve` on 127.0.0.1:11434 (pid {proc.pid})")
@@ -60,7 +68,9 @@ def start_stand_in(home: Path) -> subprocess.Popen[str] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="how long the agent watches (default 8)")
     parser.add_argument("--no-stand-in", action="store_true", help="do not start the stand-in runtime")
     args = parser.parse_args()
@@ -73,7 +83,7 @@ def main() -> None:
     config = work / "agent.toml"
     config.write_text(f"""
 [agent]
-state_dir = "{work / 'agent-state'}"
+state_dir = "{work / "agent-state"}"
 log_level = "warning"
 [collector]
 address = "{address}"

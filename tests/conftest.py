@@ -60,7 +60,11 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
     def spawn(argv: list[str], listen: list[str] | None = None) -> subprocess.Popen[str]:
         home = tmp_path / f"rt-{len(procs)}"
         home.mkdir()
-        env = {**os.environ, "UMBRA_FAKE_LISTEN": ",".join(listen or []), "PATH": f"{home}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "UMBRA_FAKE_LISTEN": ",".join(listen or []),
+            "PATH": f"{home}:{os.environ['PATH']}",
+        }
         program = (FIXTURES / "fake_runtime.py").read_text()
         if len(argv) > 2 and argv[1] == "-m":
             module = home.joinpath(*argv[2].split("."))
@@ -73,7 +77,13 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
             (home / argv[1]).write_text(program)
             executable = str(home / argv[0])
         proc = subprocess.Popen(
-            argv, executable=executable, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv,
+            executable=executable,
+            cwd=home,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         procs.append(proc)
         assert proc.stdout is not None

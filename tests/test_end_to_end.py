@@ -90,7 +90,7 @@ def _agent_config(tmp_path: Path, address: str) -> Path:
     config.write_text(f"""
 [agent]
 host_id = "e2e-host"
-state_dir = "{tmp_path / 'agent-state'}"
+state_dir = "{tmp_path / "agent-state"}"
 [collector]
 address = "{address}"
 heartbeat_interval = 1.0
@@ -114,7 +114,8 @@ def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any
 
 def _by_kind(findings: list[dict[str, Any]], kind: str, runtime: str) -> list[dict[str, Any]]:
     return [
-        f for f in findings
+        f
+        for f in findings
         if f["kind"] == kind and any(e.get("runtime_id") == runtime for e in f["evidence"])
     ]
 
@@ -125,13 +126,20 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
     port = port_or_free(11434)
     ollama = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port}"])
     config = _agent_config(tmp_path, collector.address)
-    agent = subprocess.Popen([cli("umbra-agent"), "run", "--config", str(config)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    agent = subprocess.Popen(
+        [cli("umbra-agent"), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         found = _wait_for(
             "the ollama finding at the collector",
-            lambda: [f for f in _by_kind(collector.query("findings"), "LOCAL_MODEL_RUNTIME", "ollama")
-                     if any(e["type"] == "socket" for e in f["evidence"])],
+            lambda: [
+                f
+                for f in _by_kind(collector.query("findings"), "LOCAL_MODEL_RUNTIME", "ollama")
+                if any(e["type"] == "socket" for e in f["evidence"])
+            ],
         )
         (runtime,) = found
         assert runtime["host_id"] == "e2e-host"
@@ -140,24 +148,35 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
         assert runtime["process"]["cmdline"] == ["ollama", "serve"]
         sockets = [e for e in runtime["evidence"] if e["type"] == "socket"]
         assert {(s["address"], s["port"]) for s in sockets} == {("127.0.0.1", port)}
-        assert not _by_kind(collector.query("findings"), "MODEL_SERVER_EXPOSED", "ollama"), "loopback is not exposed"
+        assert not _by_kind(collector.query("findings"), "MODEL_SERVER_EXPOSED", "ollama"), (
+            "loopback is not exposed"
+        )
 
         # The collector dies; the agent keeps finding things and spools them meanwhile.
         collector.kill()
         vllm = spawn_runtime(["vllm", "serve", "facebook/opt-125m"], listen=[f"0.0.0.0:{port_or_free(8000)}"])
-        llama = spawn_runtime(["python3", "-m", "llama_cpp.server", "--port", "8001"],
-                              listen=[f"127.0.0.1:{port_or_free(8001)}"])
+        llama = spawn_runtime(
+            ["python3", "-m", "llama_cpp.server", "--port", "8001"],
+            listen=[f"127.0.0.1:{port_or_free(8001)}"],
+        )
         spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
-        _wait_for("the new findings in the agent's spool",
-                  lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 3)
+        _wait_for(
+            "the new findings in the agent's spool",
+            lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 3,
+        )
         spool.close()
 
         collector.start()  # same file, same port
         findings = _wait_for(
             "the findings spooled during the outage",
-            lambda: (lambda fs: fs if _by_kind(fs, "MODEL_SERVER_EXPOSED", "vllm")
-                     and _by_kind(fs, "LOCAL_MODEL_RUNTIME", "llama-cpp-python") else None)(
-                collector.query("findings")),
+            lambda: (
+                lambda fs: (
+                    fs
+                    if _by_kind(fs, "MODEL_SERVER_EXPOSED", "vllm")
+                    and _by_kind(fs, "LOCAL_MODEL_RUNTIME", "llama-cpp-python")
+                    else None
+                )
+            )(collector.query("findings")),
             timeout=60,
         )
         exposed = _by_kind(findings, "MODEL_SERVER_EXPOSED", "vllm")[0]
@@ -166,8 +185,10 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
 
         # Everything acknowledged, and each finding stored exactly once.
         spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
-        _wait_for("the agent's spool to drain",
-                  lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0)
+        _wait_for(
+            "the agent's spool to drain",
+            lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0,
+        )
         spool.close()
         findings = collector.query("findings")
         ids = [f["id"] for f in findings]
@@ -186,7 +207,9 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
         db.close()
 
         hosts = collector.query("hosts")
-        host = next(h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == "e2e-host")
+        host = next(
+            h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == "e2e-host"
+        )
         assert any(s["name"] == "process" for s in host["sensors"])
     finally:
         agent.send_signal(signal.SIGTERM)

@@ -17,7 +17,9 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
     fresh = generate.generate(tmp_path)
     assert fresh, "protoc generated nothing"
     committed_dir = REPO / "proto" / "umbra" / "v1"
-    committed = sorted(p.name for p in committed_dir.iterdir() if p.suffix in {".py", ".pyi"} and p.name != "__init__.py")
+    committed = sorted(
+        p.name for p in committed_dir.iterdir() if p.suffix in {".py", ".pyi"} and p.name != "__init__.py"
+    )
     assert committed == [p.name for p in fresh], "generated file set differs: run `make proto`"
     stale = [p.name for p in fresh if p.read_bytes() != (committed_dir / p.name).read_bytes()]
     assert not stale, f"committed wire code is stale: {stale}; run `make proto` and commit"
@@ -26,10 +28,18 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
 def test_every_design_kind_is_on_the_wire() -> None:
     from umbra import codec
 
-    design = (REPO.parent / "shared" / "DESIGN.md")
+    design = REPO.parent / "shared" / "DESIGN.md"
     kinds = {
-        "LOCAL_MODEL_RUNTIME", "MODEL_SERVER_EXPOSED", "GPU_AI_WORKLOAD", "FINE_TUNING", "MODEL_ARTIFACT",
-        "MODEL_DOWNLOAD", "MODEL_EXFILTRATION", "AI_SERVICE_ACCESS", "AI_DATA_UPLOAD", "AGENT_HEALTH",
+        "LOCAL_MODEL_RUNTIME",
+        "MODEL_SERVER_EXPOSED",
+        "GPU_AI_WORKLOAD",
+        "FINE_TUNING",
+        "MODEL_ARTIFACT",
+        "MODEL_DOWNLOAD",
+        "MODEL_EXFILTRATION",
+        "AI_SERVICE_ACCESS",
+        "AI_DATA_UPLOAD",
+        "AGENT_HEALTH",
     }
     if design.exists():  # cross-check against the design's table where it is checked out
         text = design.read_text()

@@ -68,5 +68,7 @@ def _runtime_evidence(match: RuntimeMatch) -> fpb.Evidence:
 
 def _socket_evidence(sock: ListeningSocket) -> fpb.Evidence:
     return fpb.Evidence(
-        socket=fpb.SocketEvidence(address=sock.address, port=sock.port, transport=sock.transport, exposed=sock.exposed)
+        socket=fpb.SocketEvidence(
+            address=sock.address, port=sock.port, transport=sock.transport, exposed=sock.exposed
+        )
     )

@@ -51,12 +51,12 @@ class Sensor(abc.ABC):
     def status(self) -> SensorStatus:
         """Whether the sensor can run here, and if not fully, why."""
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Acquire resources (sockets, watches). Default: nothing to acquire."""
 
     @abc.abstractmethod
     def poll(self) -> Sequence[Observation]:
         """Observations since the last poll. Must be bounded in time and memory."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release resources. Default: nothing to release."""

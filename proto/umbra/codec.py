@@ -20,11 +20,11 @@ _SEVERITY_PREFIX = "SEVERITY_"
 
 #: The stable kind names of DESIGN.md, in enum order.
 KIND_NAMES: tuple[str, ...] = tuple(
-    n.removeprefix(_KIND_PREFIX) for n in fpb.FindingKind.keys() if n != "KIND_UNSPECIFIED"
+    n.removeprefix(_KIND_PREFIX) for n, _ in fpb.FindingKind.items() if n != "KIND_UNSPECIFIED"
 )
 #: Severity names, lowest first: info, low, medium, high, critical.
 SEVERITY_NAMES: tuple[str, ...] = tuple(
-    n.removeprefix(_SEVERITY_PREFIX).lower() for n in fpb.Severity.keys() if n != "SEVERITY_UNSPECIFIED"
+    n.removeprefix(_SEVERITY_PREFIX).lower() for n, _ in fpb.Severity.items() if n != "SEVERITY_UNSPECIFIED"
 )
 
 
@@ -34,7 +34,7 @@ def kind_name(kind: int) -> str:
 
 
 def kind_value(name: str) -> fpb.FindingKind.ValueType:
-    """"LOCAL_MODEL_RUNTIME" (or "KIND_LOCAL_MODEL_RUNTIME") -> enum value; ValueError if unknown."""
+    """ "LOCAL_MODEL_RUNTIME" (or "KIND_LOCAL_MODEL_RUNTIME") -> enum value; ValueError if unknown."""
     key = name.upper()
     key = key if key.startswith(_KIND_PREFIX) else _KIND_PREFIX + key
     try:
@@ -49,7 +49,7 @@ def severity_name(severity: int) -> str:
 
 
 def severity_value(name: str) -> fpb.Severity.ValueType:
-    """"high" -> enum value; ValueError if unknown."""
+    """ "high" -> enum value; ValueError if unknown."""
     try:
         return fpb.Severity.Value(_SEVERITY_PREFIX + name.upper())
     except ValueError:

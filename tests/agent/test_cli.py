@@ -10,8 +10,18 @@ import pytest
 from conftest import SpawnRuntime, cli, port_or_free
 
 DESIGN_FIELDS = {
-    "id", "kind", "severity", "confidence", "host_id", "user", "process", "evidence", "policy",
-    "first_seen", "last_seen", "count",
+    "id",
+    "kind",
+    "severity",
+    "confidence",
+    "host_id",
+    "user",
+    "process",
+    "evidence",
+    "policy",
+    "first_seen",
+    "last_seen",
+    "count",
 }
 
 
@@ -32,7 +42,7 @@ def test_scan_json_prints_one_finding_per_line(tmp_path: Path, spawn_runtime: Sp
     findings = [json.loads(line) for line in result.stdout.splitlines()]
     assert findings, "no findings while an ollama server runs"
     for finding in findings:
-        assert DESIGN_FIELDS <= set(finding)
+        assert set(finding) >= DESIGN_FIELDS
         assert finding["host_id"] == "cli-host"
         assert 0 < finding["confidence"] <= 1
     ours = [f for f in findings if f["process"] and f["process"]["pid"] == proc.pid]
@@ -48,8 +58,11 @@ def test_scan_honours_approved_runtimes(tmp_path: Path, spawn_runtime: SpawnRunt
     proc = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port_or_free(11434)}"])
     config = _config(tmp_path, '[policy]\napproved_runtimes = ["ollama"]\n')
     result = _agent("scan", "--format", "json", "--config", str(config))
-    (runtime,) = [json.loads(line) for line in result.stdout.splitlines()
-                  if json.loads(line)["process"]["pid"] == proc.pid]
+    (runtime,) = [
+        json.loads(line)
+        for line in result.stdout.splitlines()
+        if json.loads(line)["process"]["pid"] == proc.pid
+    ]
     assert runtime["policy"] == {"approved": True, "rule": "approved_runtimes:ollama"}
     assert runtime["severity"] == "info"
 
@@ -104,8 +117,11 @@ def test_broken_config_gets_one_clear_line(tmp_path: Path, command: str) -> None
 
 @pytest.mark.parametrize(
     ("command", "options"),
-    [("scan", ["--duration", "--format", "--config", "--pcap"]), ("run", ["--config"]),
-     ("status", ["--config", "--format"])],
+    [
+        ("scan", ["--duration", "--format", "--config", "--pcap"]),
+        ("run", ["--config"]),
+        ("status", ["--config", "--format"]),
+    ],
 )
 def test_help_explains_every_option(command: str, options: list[str]) -> None:
     result = _agent(command, "--help")

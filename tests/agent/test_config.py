@@ -22,7 +22,10 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_values_are_read_and_typed(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, """
+    config = load_config(
+        _write(
+            tmp_path,
+            """
 [agent]
 host_id = "ws-42"
 state_dir = "/tmp/umbra-state"
@@ -33,7 +36,9 @@ backoff_initial = 1
 interval = 0.5
 [policy]
 approved_runtimes = ["ollama"]
-"""))
+""",
+        )
+    )
     assert config.agent.host_id == "ws-42"
     assert config.collector.address == "collector.example:6000"
     assert config.collector.backoff_initial == 1.0 and isinstance(config.collector.backoff_initial, float)

@@ -54,9 +54,13 @@ def test_new_occurrence_counts_and_is_resent() -> None:
 def test_changed_evidence_or_refresh_interval_resends() -> None:
     tracker = FindingTracker("h1", refresh_interval=60)
     tracker.observe(_draft(), APPROVE_NOTHING, now=1000.0)
-    assert tracker.observe(_draft(summary="Ollama running, listening"), APPROVE_NOTHING, now=1001.0) is not None
+    assert (
+        tracker.observe(_draft(summary="Ollama running, listening"), APPROVE_NOTHING, now=1001.0) is not None
+    )
     assert tracker.observe(_draft(summary="Ollama running, listening"), APPROVE_NOTHING, now=1030.0) is None
-    assert tracker.observe(_draft(summary="Ollama running, listening"), APPROVE_NOTHING, now=1062.0) is not None
+    assert (
+        tracker.observe(_draft(summary="Ollama running, listening"), APPROVE_NOTHING, now=1062.0) is not None
+    )
 
 
 def test_unsaved_states_are_handed_over_once() -> None:
