@@ -30,11 +30,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-	$(BIN)/ruff check agent collector tests bench scripts proto/generate.py
+	$(BIN)/ruff check agent collector tests bench scripts proto
 	$(BIN)/mypy
 
 lint: setup
-	$(BIN)/ruff check agent collector tests bench scripts proto/generate.py
+	$(BIN)/ruff check agent collector tests bench scripts proto
 
 typecheck: setup
 	$(BIN)/mypy

@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from umbra.table import Column, render_table
+
 from agent import __version__
 from agent.catalog.runtimes import CatalogError
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.daemon import build_pipeline, run_daemon
 from agent.findings import FindingTracker
 from agent.hostinfo import host_id
-from agent.output import render_table, write_json_lines, write_table
+from agent.output import write_json_lines, write_table
 from agent.spool import Spool, SpoolError
 
 PROG = "umbra-agent"
@@ -163,7 +165,8 @@ def _status(config: AgentConfig, fmt: str) -> int:
     print(f"collector  {config.collector.address}")
     spool_line = "not created yet" if depth is None else f"{depth} findings waiting, {dropped} dropped"
     print(f"spool      {config.spool_path}: {spool_line}\n")
-    print(render_table(["SENSOR", "STATE", "WHY"], [[s.name, s.state.value, s.reason] for s in statuses]))
+    columns = [Column("SENSOR"), Column("STATE"), Column("WHY", flex=True)]
+    print(render_table(columns, [[s.name, s.state.value, s.reason] for s in statuses]))
     return 0
 
 

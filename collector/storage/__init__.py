@@ -1,0 +1,71 @@
+"""Collector storage: one `Store` interface, a backend per database, chosen by URL.
+
+URLs follow the SQLAlchemy convention, so they read the same everywhere:
+``sqlite:///relative/path.db`` (three slashes: relative to the working directory),
+``sqlite:////var/lib/umbra/collector.db`` (four: absolute), ``sqlite:///:memory:`` (tests).
+``postgresql://`` is reserved for the PostgreSQL backend that comes later.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from .base import HostRecord, InvalidBatch, SensorRecord, Store, StoreError, StoreResult
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "DEFAULT_DB_URL",
+    "HostRecord",
+    "InvalidBatch",
+    "SQLiteStore",
+    "SensorRecord",
+    "Store",
+    "StoreError",
+    "StoreResult",
+    "StoreURLError",
+    "open_store",
+    "sqlite_path",
+]
+
+#: The default store: a file in the working directory.
+DEFAULT_DB_URL = "sqlite:///umbra-collector.db"
+
+
+class StoreURLError(ValueError):
+    """A --db URL this collector cannot use (a usage error, not a runtime one)."""
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///x.db`` -> ``x.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        raise StoreURLError(f"not an SQLite URL: {url!r}")
+    if not rest.startswith("/"):
+        raise StoreURLError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = unquote(rest[1:])
+    if not path:
+        raise StoreURLError(f"bad SQLite URL {url!r}: no file path (sqlite:///:memory: for a memory store)")
+    return path
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store a URL names. `create=False` refuses to create a missing database.
+
+    Raises StoreURLError for a URL no backend takes, StoreError when the database cannot be used.
+    """
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return SQLiteStore(sqlite_path(url), create=create)
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise StoreURLError(
+            "PostgreSQL backend not available yet in this version; use sqlite:///PATH for now"
+        )
+    if not scheme:
+        raise StoreURLError(
+            f"database URL {url!r} has no scheme; expected sqlite:///PATH or postgresql://..."
+        )
+    raise StoreURLError(
+        f"unsupported database URL scheme {scheme!r} in {url!r}; expected sqlite or postgresql"
+    )

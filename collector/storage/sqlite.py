@@ -1,0 +1,485 @@
+"""SQLite backend: the zero-set-up store for a small fleet.
+
+Durability: WAL journal with `synchronous=FULL`, so every committed batch has reached the
+disk before `store_batch` returns and the server acks it. (NORMAL would only risk the last
+transactions on power loss, but an Ack promises the agent it may delete its spool, so a lost
+acked batch would be lost for good; one WAL fsync per batch is cheap next to that.)
+
+Concurrency: one writer connection behind a lock (SQLite has one writer anyway), and a small
+pool of reader connections, which WAL lets read while a batch is written, so the console and
+CLI never stall ingest. Every method is blocking: the asyncio server calls them through
+`asyncio.to_thread`.
+
+Rows: the serialized Finding plus the indexed columns queries and the merge rule need. The
+columns are authoritative for first_seen/last_seen/count: the blob keeps the body of the newest
+version, and reads overlay the merged times and count on it. Times are Unix nanoseconds.
+The key is (host_id, id): a host can only ever touch its own findings, whatever ids it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+from umbra import codec
+from umbra.v1 import agent_pb2, finding_pb2
+
+from .base import HostRecord, SensorRecord, Store, StoreError, StoreResult, sensor_records
+
+SCHEMA_VERSION = 1
+#: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
+APPLICATION_ID = 0x556D6272
+_MAX_IDLE_READERS = 4
+
+_SCHEMA = """
+CREATE TABLE hosts (
+    host_id           TEXT PRIMARY KEY,
+    hostname          TEXT NOT NULL DEFAULT '',
+    os                TEXT NOT NULL DEFAULT '',
+    os_release        TEXT NOT NULL DEFAULT '',
+    architecture      TEXT NOT NULL DEFAULT '',
+    agent_version     TEXT NOT NULL DEFAULT '',
+    policy_version    INTEGER NOT NULL DEFAULT 0,
+    peer              TEXT NOT NULL DEFAULT '',
+    sensors           TEXT NOT NULL DEFAULT '[]',
+    hello             BLOB,
+    first_seen        INTEGER NOT NULL,
+    last_seen         INTEGER NOT NULL,
+    last_sequence     INTEGER NOT NULL DEFAULT 0,
+    last_heartbeat    INTEGER NOT NULL DEFAULT 0,
+    agent_cpu_percent REAL NOT NULL DEFAULT 0,
+    agent_rss_bytes   INTEGER NOT NULL DEFAULT 0,
+    spool_depth       INTEGER NOT NULL DEFAULT 0,
+    dropped_total     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE findings (
+    host_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    kind       INTEGER NOT NULL,
+    severity   INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    approved   INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (host_id, id)
+);
+CREATE INDEX findings_kind ON findings (kind, last_seen);
+CREATE INDEX findings_last_seen ON findings (last_seen);
+"""
+
+# The merge rule of base.Store in one statement. SET expressions all read the old row; the WHERE
+# skips rows the incoming version adds nothing to, so `rowcount` counts only real changes.
+_UPSERT_FINDING = """
+INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (host_id, id) DO UPDATE SET
+    kind       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.kind ELSE findings.kind END,
+    severity   = CASE WHEN excluded.last_seen > findings.last_seen
+                      THEN excluded.severity ELSE findings.severity END,
+    confidence = CASE WHEN excluded.last_seen > findings.last_seen
+                      THEN excluded.confidence ELSE findings.confidence END,
+    approved   = CASE WHEN excluded.last_seen > findings.last_seen
+                      THEN excluded.approved ELSE findings.approved END,
+    data       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.data ELSE findings.data END,
+    first_seen = min(findings.first_seen, excluded.first_seen),
+    last_seen  = max(findings.last_seen, excluded.last_seen),
+    count      = max(findings.count, excluded.count)
+WHERE excluded.last_seen > findings.last_seen
+   OR excluded.count > findings.count
+   OR excluded.first_seen < findings.first_seen
+"""
+
+_COUNT_EXISTING = "SELECT count(*) FROM findings WHERE host_id = ? AND id IN (SELECT value FROM json_each(?))"
+
+_TOUCH_HOST_SEQUENCE = """
+INSERT INTO hosts (host_id, first_seen, last_seen, last_sequence) VALUES (?, ?, ?, ?)
+ON CONFLICT (host_id) DO UPDATE SET
+    last_seen = max(hosts.last_seen, excluded.last_seen),
+    last_sequence = max(hosts.last_sequence, excluded.last_sequence)
+"""
+
+_UPSERT_HOST = """
+INSERT INTO hosts (host_id, hostname, os, os_release, architecture, agent_version, policy_version,
+                   peer, sensors, hello, first_seen, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (host_id) DO UPDATE SET
+    hostname = excluded.hostname, os = excluded.os, os_release = excluded.os_release,
+    architecture = excluded.architecture, agent_version = excluded.agent_version,
+    policy_version = excluded.policy_version, peer = excluded.peer, sensors = excluded.sensors,
+    hello = excluded.hello, last_seen = max(hosts.last_seen, excluded.last_seen)
+"""
+
+_HEARTBEAT = """
+INSERT INTO hosts (host_id, first_seen, last_seen, last_heartbeat, agent_cpu_percent, agent_rss_bytes,
+                   spool_depth, dropped_total, sensors)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, '[]'))
+ON CONFLICT (host_id) DO UPDATE SET
+    last_seen = max(hosts.last_seen, excluded.last_seen),
+    last_heartbeat = excluded.last_heartbeat,
+    agent_cpu_percent = excluded.agent_cpu_percent,
+    agent_rss_bytes = excluded.agent_rss_bytes,
+    spool_depth = excluded.spool_depth,
+    dropped_total = excluded.dropped_total,
+    sensors = coalesce(?, hosts.sensors)
+"""
+
+_HOSTS = """
+SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_version, h.policy_version,
+       h.peer, h.sensors, h.first_seen, h.last_seen, h.last_sequence, h.last_heartbeat,
+       h.agent_cpu_percent, h.agent_rss_bytes, h.spool_depth, h.dropped_total
+FROM hosts h ORDER BY h.host_id
+"""
+
+_HOST_FINDING_COUNTS = """
+SELECT host_id, severity, count(*), sum(approved = 0) FROM findings GROUP BY host_id, severity
+"""
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def _clamp(value: int) -> int:
+    return min(value, 2**63 - 1)
+
+
+def _sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
+    return json.dumps(
+        [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
+    )
+
+
+def _merge_duplicates(findings: Sequence[finding_pb2.Finding]) -> list[finding_pb2.Finding]:
+    """One version per id, merged by the same rule as the upsert, so counts stay exact."""
+    merged: dict[str, finding_pb2.Finding] = {}
+    for f in findings:
+        seen = merged.get(f.id)
+        if seen is None:
+            merged[f.id] = f
+            continue
+        newer, older = (
+            (f, seen) if f.last_seen.ToNanoseconds() > seen.last_seen.ToNanoseconds() else (seen, f)
+        )
+        if older.first_seen.ToNanoseconds() < newer.first_seen.ToNanoseconds():
+            newer.first_seen.CopyFrom(older.first_seen)
+        newer.count = max(newer.count, older.count)
+        merged[f.id] = newer
+    return list(merged.values())
+
+
+class SQLiteStore(Store):
+    """`Store` over one SQLite file (or `:memory:`, for tests)."""
+
+    def __init__(self, path: str, *, create: bool = True, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._memory = path == ":memory:"
+        self._lock = threading.Lock()
+        self._closed = False
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        if not self._memory:
+            if not create and not os.path.exists(path):
+                raise StoreError(f"no database at {path}")
+            if create:
+                parent = os.path.dirname(os.path.abspath(path))
+                try:
+                    os.makedirs(parent, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create directory {parent}: {exc.strerror}") from None
+        self._writer = self._connect(create=create)
+        try:
+            self._init_schema(create)
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._writer.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise StoreError(f"cannot use {path}: {exc}") from None
+        except StoreError:
+            self._writer.close()
+            raise
+
+    # ---- connections
+
+    def _connect(self, *, create: bool = True, reader: bool = False) -> sqlite3.Connection:
+        target = ":memory:" if self._memory else f"file:{quote(self.path)}?mode={'rwc' if create else 'rw'}"
+        try:
+            conn = sqlite3.connect(
+                target, uri=not self._memory, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if reader:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def _init_schema(self, create: bool) -> None:
+        conn = self._writer
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and version == 0 and tables == 0:
+            if not create:
+                raise StoreError(f"{self.path} is empty, not an Umbra collector database")
+            # One script, one transaction: a crash never leaves half a schema behind.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA application_id = {APPLICATION_ID};"
+                f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            )
+            return
+        if app_id != APPLICATION_ID:
+            raise StoreError(f"{self.path} is not an Umbra collector database")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this collector's {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside one IMMEDIATE transaction, committed on success."""
+        with self._lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        if self._memory:  # one in-memory database, so reads share the writer
+            with self._lock:
+                if self._closed:
+                    raise StoreError("store is closed")
+                yield self._writer
+            return
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect(create=False, reader=True)
+        try:
+            yield conn
+        finally:
+            if self._closed or self._readers.qsize() >= _MAX_IDLE_READERS:
+                conn.close()
+            else:
+                self._readers.put(conn)
+
+    # ---- writes
+
+    def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
+        now = _ns(self._clock())
+        h = hello.host
+        row = (
+            host_id,
+            h.hostname,
+            h.os,
+            h.os_release,
+            h.architecture,
+            hello.agent_version,
+            _clamp(hello.policy_version),
+            peer,
+            _sensors_json(hello.sensors),
+            hello.SerializeToString(),
+            now,
+            now,
+        )
+        try:
+            with self._write() as conn:
+                conn.execute(_UPSERT_HOST, row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot register host {host_id!r}: {exc}") from exc
+
+    def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
+        now = _ns(self._clock())
+        sensors = _sensors_json(heartbeat.sensors) if heartbeat.sensors else None
+        sent = heartbeat.sent_at.ToNanoseconds() if heartbeat.HasField("sent_at") else now
+        row = (
+            host_id,
+            now,
+            now,
+            sent,
+            heartbeat.cpu_percent,
+            _clamp(heartbeat.rss_bytes),
+            _clamp(heartbeat.spool_depth),
+            _clamp(heartbeat.dropped_total),
+            sensors,
+            sensors,
+        )
+        try:
+            with self._write() as conn:
+                conn.execute(_HEARTBEAT, row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record heartbeat of {host_id!r}: {exc}") from exc
+
+    def _write_batch(
+        self, host_id: str, sequence: int, findings: Sequence[finding_pb2.Finding]
+    ) -> StoreResult:
+        unique = _merge_duplicates(findings)
+        rows = [
+            (
+                host_id,
+                f.id,
+                f.kind,
+                f.severity,
+                f.confidence,
+                int(f.policy.approved),
+                f.first_seen.ToNanoseconds(),
+                f.last_seen.ToNanoseconds(),
+                f.count,
+                f.SerializeToString(),
+            )
+            for f in unique
+        ]
+        now = _ns(self._clock())
+        try:
+            with self._write() as conn:
+                existing = 0
+                if rows:
+                    ids = json.dumps([f.id for f in unique])
+                    existing = conn.execute(_COUNT_EXISTING, (host_id, ids)).fetchone()[0]
+                changed = conn.executemany(_UPSERT_FINDING, rows).rowcount if rows else 0
+                conn.execute(_TOUCH_HOST_SEQUENCE, (host_id, now, now, sequence))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot store batch {sequence} of {host_id!r}: {exc}") from exc
+        new = len(unique) - existing
+        updated = changed - new
+        return StoreResult(new=new, updated=updated, unchanged=len(unique) - new - updated)
+
+    # ---- reads
+
+    def hosts(self) -> list[HostRecord]:
+        try:
+            with self._read() as conn:
+                host_rows = conn.execute(_HOSTS).fetchall()
+                count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read hosts: {exc}") from exc
+        totals: dict[str, list[int]] = {}
+        by_severity: dict[str, dict[str, int]] = {}
+        for host_id, severity, count, unapproved in count_rows:
+            t = totals.setdefault(host_id, [0, 0])
+            t[0] += count
+            t[1] += unapproved
+            by_severity.setdefault(host_id, {})[codec.severity_name(severity)] = count
+        records = []
+        for r in host_rows:
+            host_id = r[0]
+            sensors = tuple(SensorRecord(s["name"], s["state"], s["reason"]) for s in json.loads(r[8]))
+            total, unapproved = totals.get(host_id, [0, 0])
+            records.append(
+                HostRecord(
+                    host_id=host_id,
+                    hostname=r[1],
+                    os=r[2],
+                    os_release=r[3],
+                    architecture=r[4],
+                    agent_version=r[5],
+                    policy_version=r[6],
+                    peer=r[7],
+                    sensors=sensors,
+                    first_seen=r[9] / 1e9,
+                    last_seen=r[10] / 1e9,
+                    last_sequence=r[11],
+                    last_heartbeat=r[12] / 1e9,
+                    agent_cpu_percent=r[13],
+                    agent_rss_bytes=r[14],
+                    spool_depth=r[15],
+                    dropped_total=r[16],
+                    findings_total=total,
+                    findings_unapproved=unapproved,
+                    findings_by_severity=by_severity.get(host_id, {}),
+                )
+            )
+        return records
+
+    def findings(
+        self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if host_id is not None:
+            where.append("host_id = ?")
+            params.append(host_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(int(codec.kind_value(kind)))
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        sql = "SELECT host_id, first_seen, last_seen, count, data FROM findings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY last_seen DESC, host_id, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            with self._read() as conn:
+                rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read findings: {exc}") from exc
+        out = []
+        for row_host, first_ns, last_ns, count, data in rows:
+            f = finding_pb2.Finding.FromString(data)
+            f.host_id = row_host
+            f.first_seen.FromNanoseconds(first_ns)
+            f.last_seen.FromNanoseconds(last_ns)
+            f.count = count
+            out.append(codec.finding_to_dict(f))
+        return out
+
+    def risk_facts(self) -> list[dict[str, Any]]:
+        sql = "SELECT host_id, id, kind, severity, confidence, approved FROM findings ORDER BY host_id, id"
+        try:
+            with self._read() as conn:
+                rows = conn.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read findings: {exc}") from exc
+        kinds: dict[int, str] = {}
+        severities: dict[int, str] = {}
+        out = []
+        for host_id, finding_id, kind, severity, confidence, approved in rows:
+            if kind not in kinds:
+                kinds[kind] = codec.kind_name(kind)
+            if severity not in severities:
+                severities[severity] = codec.severity_name(severity)
+            out.append(
+                {
+                    "id": finding_id,
+                    "host_id": host_id,
+                    "kind": kinds[kind],
+                    "severity": severities[severity],
+                    "confidence": round(confidence, 3),
+                    "policy": {"approved": bool(approved)},
+                }
+            )
+        return out
+
+    def close(self) -> None:
+        with self._lock:  # waits for the batch being written
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                break

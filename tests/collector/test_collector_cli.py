@@ -1,0 +1,260 @@
+"""`umbra-collector` as users run it: a real subprocess, real files, real signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from collector_testkit import T0, build_finding, build_hello
+from grpc import aio
+from umbra.v1 import agent_pb2, agent_pb2_grpc
+
+from collector.cli import build_parser
+from collector.storage import open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+LISTENING = re.compile(r"listening grpc=(?P<grpc>\S+:\d+) http=(?P<http>\S+)")
+
+
+def collector_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "umbra-collector"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("umbra-collector")
+    return [found] if found else [sys.executable, "-m", "collector.cli"]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "100"}
+    return subprocess.run(
+        [*collector_cmd(), *args], capture_output=True, text=True, timeout=30, cwd=cwd, env=env
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("umbra-collector: error: ")
+
+
+@pytest.fixture(scope="module")
+def filled_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two hosts: one with an unapproved critical runtime, one with only approved service access."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'fleet.db'}"
+    with open_store(url) as store:
+        store.upsert_host("host-a", build_hello("host-a", "ws-a"), "ipv4:127.0.0.1:1")
+        store.upsert_host("host-b", build_hello("host-b", "ws-b"), "ipv4:127.0.0.1:2")
+        store.store_batch(
+            "host-a",
+            1,
+            [
+                build_finding("a1", severity="critical", summary="Ollama serving on 0.0.0.0:11434\x1b[31m"),
+                build_finding("a2", kind="MODEL_ARTIFACT", severity="medium", last_seen=T0 + 5),
+            ],
+        )
+        store.store_batch(
+            "host-b", 4, [build_finding("b1", kind="AI_SERVICE_ACCESS", severity="info", approved=True)]
+        )
+    return url
+
+
+# ---- help and usage errors
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", ["", *sorted(subcommands())])
+def test_help_explains_every_option(command: str) -> None:
+    result = cli(*([command] if command else []), "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    parser = subcommands()[command] if command else build_parser()
+    for action in parser._actions:
+        assert action.help, f"{command} {action.option_strings} has no help"
+        for option in action.option_strings:
+            assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["nonsense"],
+        ["findings", "--limit", "ten"],
+        ["findings", "--kind", "NOT_A_KIND"],
+        ["hosts", "--format", "xml"],
+        ["serve", "--grpc", "no-port"],
+        ["serve", "--grpc", "127.0.0.1:99999"],
+        ["fleet", "--db", "mysql://db/umbra"],
+        ["fleet", "--db", "postgresql://db/umbra"],
+        ["serve", "--db", "just-a-path.db"],
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(args: list[str], tmp_path: Path) -> None:
+    assert_one_line_error(cli(*args, cwd=tmp_path), 2)
+
+
+def test_missing_or_foreign_database_is_a_runtime_error(tmp_path: Path) -> None:
+    result = cli("fleet", "--db", f"sqlite:///{tmp_path / 'absent.db'}")
+    assert_one_line_error(result, 1)
+    assert not (tmp_path / "absent.db").exists()  # reading never creates a database
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello")
+    assert_one_line_error(cli("hosts", "--db", f"sqlite:///{junk}"), 1)
+
+
+# ---- read commands
+
+
+def test_fleet_json_is_one_document(filled_db: str) -> None:
+    result = cli("fleet", "--db", filled_db, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["fleet"]["hosts"] == 2
+    assert doc["fleet"]["hosts_at_risk"] == 1
+    assert doc["fleet"]["findings"] == 3 and doc["fleet"]["unapproved"] == 2
+    hosts = {h["host_id"]: h for h in doc["hosts"]}
+    assert hosts["host-a"]["risk"]["score"] == 45.0 and hosts["host-a"]["risk"]["level"] == "high"
+    assert hosts["host-b"]["risk"]["level"] == "none"
+    assert hosts["host-b"]["last_sequence"] == 4
+    assert {f["id"] for f in doc["findings"]} == {"a1", "a2", "b1"}
+
+
+def test_fleet_table_fits_100_columns(filled_db: str) -> None:
+    result = cli("fleet", "--db", filled_db)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert "HIGH" in lines[0]
+    assert any("host-a" in line and "45 high" in line for line in lines)
+    assert any("MODEL_ARTIFACT" in line for line in lines)
+    assert "\x1b" not in result.stdout  # an agent's text cannot drive the operator's terminal
+
+
+def test_findings_json_lines_and_filters(filled_db: str) -> None:
+    result = cli("findings", "--db", filled_db, "--format", "json", "--host", "host-a")
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["id"] for f in found] == ["a2", "a1"]  # newest first
+    assert all(f["host_id"] == "host-a" for f in found)
+    result = cli("findings", "--db", filled_db, "--format", "json", "--kind", "ai_service_access")
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["b1"]
+    result = cli("findings", "--db", filled_db, "--format", "json", "--limit", "1")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_findings_and_hosts_tables(filled_db: str) -> None:
+    result = cli("findings", "--db", filled_db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[:2] == ["KIND", "SEVERITY"]
+    assert "4242/ollama" in result.stdout
+    result = cli("hosts", "--db", filled_db)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["host-a", "host-b"]
+    assert all(len(line) <= 100 for line in result.stdout.splitlines())
+    result = cli("hosts", "--db", filled_db, "--format", "json")
+    assert [h["hostname"] for h in json.loads(result.stdout)["hosts"]] == ["ws-a", "ws-b"]
+
+
+# ---- serve
+
+
+class Serve:
+    def __init__(self, proc: subprocess.Popen[str], grpc_addr: str, http: str) -> None:
+        self.proc, self.grpc_addr, self.http = proc, grpc_addr, http
+
+
+def start_serve(*args: str, cwd: Path) -> Serve:
+    proc = subprocess.Popen(
+        [*collector_cmd(), "serve", "--grpc", "127.0.0.1:0", "--log-level", "warning", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if m := LISTENING.search(line):
+            return Serve(proc, m["grpc"], m["http"])
+    proc.kill()
+    raise AssertionError(f"no listening line; exit {proc.wait()}, stderr: {proc.stderr.read()}")
+
+
+@pytest.fixture
+def serve_proc(tmp_path: Path) -> Iterator[Serve]:
+    s = start_serve("--http", "127.0.0.1:0", "--grace", "1", cwd=tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()
+
+
+async def send_batches(addr: str, batches: list[tuple[int, int]]) -> list[int]:
+    async with aio.insecure_channel(addr) as channel:
+        call = agent_pb2_grpc.StreamServiceStub(channel).Stream()
+        await call.write(agent_pb2.AgentMessage(hello=build_hello("host-cli")))
+        for seq, n in batches:
+            findings = [build_finding(f"s{seq}-{i}") for i in range(n)]
+            await call.write(
+                agent_pb2.AgentMessage(batch=agent_pb2.FindingBatch(sequence=seq, findings=findings))
+            )
+        acks = []
+        for _ in batches:
+            reply = await call.read()
+            assert isinstance(reply, agent_pb2.CollectorMessage)
+            acks.append(reply.ack.sequence)
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
+        return acks
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stores_acks_and_stops_gracefully(
+    serve_proc: Serve, tmp_path: Path, sig: signal.Signals
+) -> None:
+    assert serve_proc.http != "off"
+    acks = asyncio.run(send_batches(serve_proc.grpc_addr, [(1, 10), (2, 10), (1, 10)]))
+    assert acks == [1, 2, 1]
+    serve_proc.proc.send_signal(sig)
+    assert serve_proc.proc.wait(timeout=15) == 0
+    assert "Traceback" not in (serve_proc.proc.stderr.read() if serve_proc.proc.stderr else "")
+    # The default database is ./umbra-collector.db in the working directory.
+    assert (tmp_path / "umbra-collector.db").exists()
+    result = cli("findings", "--format", "json", "--limit", "0", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == ""
+    result = cli("fleet", "--format", "json", cwd=tmp_path)
+    doc = json.loads(result.stdout)
+    assert doc["fleet"]["findings"] == 20
+    assert doc["hosts"][0]["host_id"] == "host-cli" and doc["hosts"][0]["last_sequence"] == 2
+
+
+def test_serve_on_a_taken_port_fails_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = cli("serve", "--grpc", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert_one_line_error(result, 1)
+    assert str(port) in result.stderr

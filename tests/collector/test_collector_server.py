@@ -1,0 +1,350 @@
+"""The gRPC service over real loopback sockets, with a real SQLite file behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from collector_testkit import T0, build_finding, build_hello
+from grpc import aio
+from umbra.v1 import agent_pb2, agent_pb2_grpc, finding_pb2
+
+from collector.identity import IdentityError, certificate_common_name, is_loopback_peer, peer_host_id
+from collector.server import MAX_MESSAGE_BYTES, CollectorServer
+from collector.storage import SQLiteStore, StoreError, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(coro_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    asyncio.run(coro_fn(*args))
+
+
+@asynccontextmanager
+async def collector(db: Path, http: bool = False) -> AsyncIterator[CollectorServer]:
+    store = open_store(f"sqlite:///{db}")
+    server = CollectorServer(store, "127.0.0.1:0", "127.0.0.1:0" if http else None, grace=0.5)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        store.close()
+
+
+@asynccontextmanager
+async def stream(server: CollectorServer) -> AsyncIterator[Any]:
+    async with aio.insecure_channel(server.grpc_address) as channel:
+        stub = agent_pb2_grpc.StreamServiceStub(channel)
+        yield stub.Stream()
+
+
+def hello_msg(host_id: str = "host-a") -> agent_pb2.AgentMessage:
+    return agent_pb2.AgentMessage(hello=build_hello(host_id))
+
+
+def batch_msg(sequence: int, findings: list[finding_pb2.Finding]) -> agent_pb2.AgentMessage:
+    return agent_pb2.AgentMessage(batch=agent_pb2.FindingBatch(sequence=sequence, findings=findings))
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_batches_are_acked_after_storing_and_replays_add_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server, stream(server) as call:
+            await call.write(hello_msg("host-a"))
+            await call.write(batch_msg(1, [build_finding("a"), build_finding("b")]))
+            ack = await call.read()
+            assert ack.WhichOneof("body") == "ack" and ack.ack.sequence == 1
+            # The row is in the file by the time the Ack arrives (another connection sees it).
+            assert rows(db, "SELECT count(*) FROM findings") == [(2,)]
+            await call.write(batch_msg(2, [build_finding("c", last_seen=T0 + 5, count=3)]))
+            await call.write(batch_msg(1, [build_finding("a"), build_finding("b")]))  # a resend
+            await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(spool_depth=7)))
+            await call.write(agent_pb2.AgentMessage(inventory=agent_pb2.Inventory()))
+            assert [(await call.read()).ack.sequence for _ in range(2)] == [2, 1]
+            await call.done_writing()
+            assert await call.read() == aio.EOF
+            assert await call.code() == grpc.StatusCode.OK
+            assert server.stats.batches_stored == 3 and server.stats.findings_new == 3
+            assert server.stats.findings_unchanged == 2
+
+    run(scenario)
+    assert rows(db, "SELECT id, host_id, count FROM findings ORDER BY id") == [
+        ("a", "host-a", 1), ("b", "host-a", 1), ("c", "host-a", 3)
+    ]  # fmt: skip
+    assert rows(db, "SELECT host_id, hostname, last_sequence, spool_depth FROM hosts") == [
+        ("host-a", "ws-a", 2, 7)
+    ]
+
+
+def test_a_reconnecting_agent_resends_without_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server:
+            for _ in range(2):  # the agent crashed before deleting its spool and sends it all again
+                async with stream(server) as call:
+                    await call.write(hello_msg())
+                    for seq in (1, 2):
+                        await call.write(batch_msg(seq, [build_finding(f"f{seq}-{i}") for i in range(50)]))
+                    assert [(await call.read()).ack.sequence for _ in range(2)] == [1, 2]
+                    await call.done_writing()
+                    assert await call.code() == grpc.StatusCode.OK
+
+    run(scenario)
+    assert rows(db, "SELECT count(*), count(DISTINCT id) FROM findings") == [(100, 100)]
+
+
+def test_host_id_comes_from_the_stream_not_the_body(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server, stream(server) as call:
+            await call.write(hello_msg("host-a"))
+            await call.write(batch_msg(1, [build_finding("x", host_id="host-victim")]))
+            assert (await call.read()).ack.sequence == 1
+            await call.done_writing()
+
+    run(scenario)
+    assert rows(db, "SELECT host_id FROM findings") == [("host-a",)]
+    assert rows(db, "SELECT host_id FROM hosts") == [("host-a",)]
+    data = rows(db, "SELECT data FROM findings")[0][0]
+    assert finding_pb2.Finding.FromString(data).host_id == "host-a"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        batch_msg(1, [build_finding("a")]),
+        agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()),
+    ],
+    ids=["batch", "heartbeat"],
+)
+def test_stream_must_start_with_hello(tmp_path: Path, first: agent_pb2.AgentMessage) -> None:
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db") as server, stream(server) as call:
+            await call.write(first)
+            with pytest.raises(aio.AioRpcError) as err:
+                await call.read()
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "Hello" in (err.value.details() or "")
+            assert server.stats.streams_refused == 1
+
+    run(scenario)
+    assert rows(tmp_path / "c.db", "SELECT count(*) FROM findings") == [(0,)]
+
+
+def test_hello_without_host_id_is_unauthenticated(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db") as server, stream(server) as call:
+            await call.write(hello_msg(""))
+            with pytest.raises(aio.AioRpcError) as err:
+                await call.read()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    run(scenario)
+
+
+def test_invalid_batch_gets_invalid_argument_and_the_server_lives_on(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server:
+            async with stream(server) as call:
+                await call.write(hello_msg())
+                await call.write(batch_msg(1, [build_finding("ok")]))
+                assert (await call.read()).ack.sequence == 1
+                await call.write(batch_msg(2, [build_finding("fine"), build_finding("")]))
+                with pytest.raises(aio.AioRpcError) as err:
+                    await call.read()
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "no id" in (err.value.details() or "")
+            assert server.stats.batches_invalid == 1
+            async with stream(server) as call:  # the next stream is served normally
+                await call.write(hello_msg())
+                await call.write(batch_msg(3, [build_finding("later")]))
+                assert (await call.read()).ack.sequence == 3
+                await call.done_writing()
+
+    run(scenario)
+    assert rows(db, "SELECT id FROM findings ORDER BY id") == [("later",), ("ok",)]
+    assert rows(db, "SELECT last_sequence FROM hosts") == [(3,)]
+
+
+def test_oversized_message_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db") as server, stream(server) as call:
+            await call.write(hello_msg())
+            big = build_finding("big", summary="x" * (MAX_MESSAGE_BYTES + 1))
+            await call.write(batch_msg(1, [big]))
+            with pytest.raises(aio.AioRpcError) as err:
+                await call.read()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    run(scenario)
+
+
+def test_enroll_is_unimplemented(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db") as server, aio.insecure_channel(server.grpc_address) as ch:
+            with pytest.raises(aio.AioRpcError) as err:
+                await agent_pb2_grpc.EnrollServiceStub(ch).Enroll(agent_pb2.EnrollRequest(token="t"))
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert "enrollment" in (err.value.details() or "")
+
+    run(scenario)
+
+
+def test_stop_waits_for_a_batch_being_written(tmp_path: Path) -> None:
+    """Shutdown mid-write: the batch commits and the store is closed only afterwards."""
+    db = tmp_path / "c.db"
+
+    class SlowStore(SQLiteStore):
+        def _write_batch(self, *args: Any) -> Any:
+            import time
+
+            time.sleep(0.5)
+            return super()._write_batch(*args)
+
+    async def scenario() -> None:
+        store = SlowStore(str(db))
+        server = CollectorServer(store, "127.0.0.1:0", grace=0.0)
+        await server.start()
+        async with stream(server) as call:
+            await call.write(hello_msg())
+            await call.write(batch_msg(1, [build_finding("slow")]))
+            await asyncio.sleep(0.2)  # the write is now running in a thread
+            await server.stop()
+            store.close()
+
+    run(scenario)
+    assert rows(db, "SELECT id FROM findings") == [("slow",)]
+
+
+def test_storage_failure_is_unavailable_and_never_acked(tmp_path: Path) -> None:
+    class BrokenStore(SQLiteStore):
+        def _write_batch(self, *args: Any) -> Any:
+            raise StoreError("disk full")
+
+    async def scenario() -> None:
+        store = BrokenStore(str(tmp_path / "c.db"))
+        server = CollectorServer(store, "127.0.0.1:0", grace=0.5)
+        await server.start()
+        try:
+            async with stream(server) as call:
+                await call.write(hello_msg())
+                await call.write(batch_msg(1, [build_finding("a")]))
+                with pytest.raises(aio.AioRpcError) as err:
+                    await call.read()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert server.stats.store_errors == 1 and server.stats.batches_stored == 0
+        finally:
+            await server.stop()
+            store.close()
+
+    run(scenario)
+
+
+def test_http_api(tmp_path: Path) -> None:
+    def get(base: str, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db", http=True) as server, stream(server) as call:
+            await call.write(hello_msg("host-a"))
+            await call.write(
+                batch_msg(
+                    1, [build_finding("a", severity="critical"), build_finding("b", kind="AI_SERVICE_ACCESS")]
+                )
+            )
+            assert (await call.read()).ack.sequence == 1
+            base = f"http://{server.http_address}"
+            status, health = await asyncio.to_thread(get, base, "/healthz")
+            assert status == 200 and health["status"] == "ok" and health["batches_stored"] == 1
+            status, fleet = await asyncio.to_thread(get, base, "/api/fleet")
+            assert status == 200
+            assert fleet["fleet"]["hosts"] == 1 and fleet["fleet"]["max_score"] == 55.0
+            assert fleet["hosts"][0]["host_id"] == "host-a" and fleet["hosts"][0]["risk"]["level"] == "high"
+            status, hosts = await asyncio.to_thread(get, base, "/api/hosts")
+            assert status == 200 and [h["sensors_active"] for h in hosts] == [1]
+            status, found = await asyncio.to_thread(
+                get, base, "/api/findings?host=host-a&kind=AI_SERVICE_ACCESS"
+            )
+            assert status == 200 and [f["id"] for f in found] == ["b"]
+            status, found = await asyncio.to_thread(get, base, "/api/findings?limit=1")
+            assert status == 200 and len(found) == 1
+            assert (await asyncio.to_thread(get, base, "/api/findings?kind=NOPE"))[0] == 400
+            assert (await asyncio.to_thread(get, base, "/api/findings?limit=-1"))[0] == 400
+            assert (await asyncio.to_thread(get, base, "/nope"))[0] == 404
+            await call.done_writing()
+
+    run(scenario)
+
+
+class FakeContext:
+    def __init__(self, peer: str, auth: dict[str, list[bytes]] | None = None) -> None:
+        self._peer, self._auth = peer, auth or {}
+
+    def peer(self) -> str:
+        return self._peer
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+
+class TestIdentity:
+    def test_certificate_common_name_wins_over_the_body(self) -> None:
+        ctx = FakeContext("ipv4:10.0.0.5:4000", {"x509_common_name": [b"host-from-cert"]})
+        assert peer_host_id(ctx, build_hello("host-claimed")) == "host-from-cert"
+
+    def test_loopback_without_certificate_uses_the_claim(self) -> None:
+        assert peer_host_id(FakeContext("ipv4:127.0.0.1:4000"), build_hello("host-a")) == "host-a"
+        assert peer_host_id(FakeContext("ipv6:[::1]:4000"), build_hello("host-a")) == "host-a"
+
+    def test_remote_without_certificate_is_refused_unless_allowed(self) -> None:
+        ctx = FakeContext("ipv4:10.0.0.5:4000")
+        with pytest.raises(IdentityError, match="loopback"):
+            peer_host_id(ctx, build_hello("host-a"))
+        assert peer_host_id(ctx, build_hello("host-a"), allow_insecure_remote=True) == "host-a"
+
+    @pytest.mark.parametrize(
+        ("peer", "loopback"),
+        [
+            ("ipv4:127.0.0.1:1", True),
+            ("ipv4:127.8.0.1:1", True),
+            ("ipv6:[::1]:1", True),
+            ("unix:/tmp/s", True),
+            ("ipv4:192.168.1.2:1", False),
+            ("ipv6:[2001:db8::1]:1", False),
+            ("ipv6:[::ffff:10.0.0.1]:1", False),
+            ("garbage", False),
+        ],
+    )
+    def test_loopback_peers(self, peer: str, loopback: bool) -> None:
+        assert is_loopback_peer(peer) is loopback
+
+    def test_empty_common_name_is_no_identity(self) -> None:
+        assert certificate_common_name({"x509_common_name": [b""]}) is None
+        assert certificate_common_name({}) is None

@@ -1,0 +1,384 @@
+"""The storage contract: every backend in BACKENDS must pass all of it.
+
+(Fixtures live here rather than in a conftest.py: a second conftest module would shadow the
+root one for tests that `from conftest import ...`.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from collector_testkit import T0, build_finding, build_hello
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from umbra import codec
+from umbra.v1 import agent_pb2, finding_pb2
+
+from collector.storage import (
+    InvalidBatch,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreURLError,
+    open_store,
+    sqlite_path,
+)
+
+Factory = Callable[..., finding_pb2.Finding]
+
+
+@pytest.fixture
+def make_finding() -> Callable[..., finding_pb2.Finding]:
+    return build_finding
+
+
+@pytest.fixture
+def make_hello() -> Callable[..., agent_pb2.Hello]:
+    return build_hello
+
+
+#: Every backend the storage contract runs against. A PostgreSQL entry joins here later
+#: (skipped when no server is configured).
+BACKENDS: dict[str, Callable[[Path], str]] = {
+    "sqlite-file": lambda tmp: f"sqlite:///{tmp / 'collector.db'}",
+    "sqlite-memory": lambda tmp: "sqlite:///:memory:",
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = open_store(BACKENDS[request.param](tmp_path))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+class TestStoreContract:
+    def test_new_batch_is_stored_under_the_given_host(self, store: Store, make_finding: Factory) -> None:
+        result = store.store_batch(
+            "host-a", 1, [make_finding("a"), make_finding("b", host_id="someone-else")]
+        )
+        assert (result.new, result.updated, result.unchanged) == (2, 0, 0)
+        rows = store.findings()
+        assert {r["id"] for r in rows} == {"a", "b"}
+        assert {r["host_id"] for r in rows} == {"host-a"}
+
+    def test_replaying_a_batch_adds_and_changes_nothing(self, store: Store, make_finding: Factory) -> None:
+        batch = [make_finding("a", count=3), make_finding("b")]
+        store.store_batch("host-a", 7, batch)
+        before = store.findings()
+        again = store.store_batch("host-a", 7, [make_finding("a", count=3), make_finding("b")])
+        assert (again.new, again.updated, again.unchanged) == (0, 0, 2)
+        assert store.findings() == before
+
+    def test_newer_version_updates_and_older_never_regresses(
+        self, store: Store, make_finding: Factory
+    ) -> None:
+        store.store_batch(
+            "h", 1, [make_finding("a", severity="low", last_seen=T0, first_seen=T0 - 10, count=2)]
+        )
+        newer = make_finding("a", severity="critical", last_seen=T0 + 100, first_seen=T0 - 5, count=5)
+        assert store.store_batch("h", 2, [newer]).updated == 1
+        # An older, late-arriving version may extend first_seen but must not bring back old fields.
+        older = make_finding("a", severity="info", last_seen=T0 + 50, first_seen=T0 - 30, count=4)
+        assert store.store_batch("h", 3, [older]).updated == 1
+        (row,) = store.findings()
+        assert row["severity"] == "critical"
+        assert row["count"] == 5
+        assert row["last_seen"] == codec.iso(codec.timestamp(T0 + 100))
+        assert row["first_seen"] == codec.iso(codec.timestamp(T0 - 30))
+
+    def test_duplicates_inside_one_batch_merge(self, store: Store, make_finding: Factory) -> None:
+        result = store.store_batch(
+            "h", 1, [make_finding("a", count=1, last_seen=T0), make_finding("a", count=9, last_seen=T0 + 1)]
+        )
+        assert (result.new, result.updated, result.unchanged) == (1, 0, 0)
+        (row,) = store.findings()
+        assert row["count"] == 9
+
+    def test_same_id_on_two_hosts_stays_two_findings(self, store: Store, make_finding: Factory) -> None:
+        store.store_batch("h1", 1, [make_finding("shared", severity="low")])
+        store.store_batch("h2", 1, [make_finding("shared", severity="critical", last_seen=T0 + 10)])
+        rows = {r["host_id"]: r for r in store.findings()}
+        assert rows["h1"]["severity"] == "low"
+        assert rows["h2"]["severity"] == "critical"
+
+    def test_highest_sequence_is_recorded(self, store: Store, make_finding: Factory) -> None:
+        store.store_batch("h", 5, [make_finding("a")])
+        store.store_batch("h", 3, [make_finding("b")])  # a late resend must not move it back
+        store.store_batch("h", 6, [])
+        (host,) = store.hosts()
+        assert host.last_sequence == 6
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            lambda f: setattr(f, "id", ""),
+            lambda f: setattr(f, "kind", finding_pb2.KIND_UNSPECIFIED),
+            lambda f: setattr(f, "confidence", 1.5),
+            lambda f: setattr(f, "confidence", float("nan")),
+            lambda f: (f.ClearField("first_seen"), f.ClearField("last_seen")),
+            lambda f: setattr(f, "id", "x" * 600),
+        ],
+        ids=["no-id", "no-kind", "confidence", "nan", "no-times", "long-id"],
+    )
+    def test_invalid_batch_is_refused_whole(
+        self, store: Store, make_finding: Factory, mutate: Callable[[finding_pb2.Finding], object]
+    ) -> None:
+        bad = make_finding("bad")
+        mutate(bad)
+        with pytest.raises(InvalidBatch):
+            store.store_batch("h", 1, [make_finding("good"), bad])
+        assert store.findings() == []
+        assert store.hosts() == []
+
+    def test_missing_times_and_count_are_normalised(self, store: Store, make_finding: Factory) -> None:
+        f = make_finding("a", count=0)
+        f.ClearField("first_seen")
+        store.store_batch("h", 1, [f])
+        (row,) = store.findings()
+        assert row["count"] == 1
+        assert row["first_seen"] == row["last_seen"] != ""
+
+    def test_hosts_report_facts_sensors_contact_and_counts(
+        self, store: Store, make_finding: Factory, make_hello: Callable[..., agent_pb2.Hello]
+    ) -> None:
+        started = time.time()
+        store.upsert_host("host-a", make_hello("claimed-id", "ws-a"), "ipv4:127.0.0.1:5000")
+        store.store_batch("host-a", 2, [make_finding("a"), make_finding("b", approved=True, severity="info")])
+        store.record_heartbeat(
+            "host-a",
+            agent_pb2.Heartbeat(
+                spool_depth=4,
+                rss_bytes=50_000_000,
+                sensors=[agent_pb2.SensorStatus(name="process", state=agent_pb2.SENSOR_STATE_DEGRADED)],
+            ),
+        )
+        (host,) = store.hosts()
+        assert host.host_id == "host-a"
+        assert (host.hostname, host.os, host.agent_version, host.peer) == (
+            "ws-a",
+            "Linux",
+            "0.1.0",
+            "ipv4:127.0.0.1:5000",
+        )
+        assert [(s.name, s.state) for s in host.sensors] == [("process", "degraded")]
+        assert host.spool_depth == 4 and host.agent_rss_bytes == 50_000_000
+        assert host.first_seen >= started - 1 and host.last_seen >= host.first_seen
+        assert host.last_heartbeat > 0
+        assert (host.findings_total, host.findings_unapproved) == (2, 1)
+        assert host.findings_by_severity == {"high": 1, "info": 1}
+        assert host.last_sequence == 2
+
+    def test_heartbeat_without_sensors_keeps_hello_sensors(
+        self, store: Store, make_hello: Callable[..., agent_pb2.Hello]
+    ) -> None:
+        store.upsert_host("h", make_hello("h"), "ipv4:127.0.0.1:1")
+        store.record_heartbeat("h", agent_pb2.Heartbeat(cpu_percent=1.5))
+        (host,) = store.hosts()
+        assert host.sensors_active == 1 and len(host.sensors) == 2
+        assert host.agent_cpu_percent == 1.5
+
+    def test_findings_filters_order_and_limit(self, store: Store, make_finding: Factory) -> None:
+        store.store_batch(
+            "h1",
+            1,
+            [
+                make_finding("old", last_seen=T0),
+                make_finding("new", last_seen=T0 + 10, kind="AI_SERVICE_ACCESS"),
+            ],
+        )
+        store.store_batch("h2", 1, [make_finding("mid", last_seen=T0 + 5)])
+        assert [r["id"] for r in store.findings()] == ["new", "mid", "old"]
+        assert [r["id"] for r in store.findings(host_id="h1")] == ["new", "old"]
+        assert [r["id"] for r in store.findings(kind="AI_SERVICE_ACCESS")] == ["new"]
+        assert [r["id"] for r in store.findings(kind="ai_service_access", host_id="h2")] == []
+        assert len(store.findings(limit=2)) == 2
+        assert len(store.findings(limit=None)) == 3
+        with pytest.raises(ValueError):
+            store.findings(kind="NOT_A_KIND")
+
+    def test_finding_dict_has_the_codec_shape(self, store: Store, make_finding: Factory) -> None:
+        f = make_finding("a", summary="Ollama serving on 127.0.0.1:11434")
+        store.store_batch("h", 1, [f])
+        (row,) = store.findings()
+        assert row == codec.finding_to_dict(f)  # f was normalised in place (host_id) by the store
+
+    def test_risk_facts_match_the_findings(self, store: Store, make_finding: Factory) -> None:
+        store.store_batch(
+            "h", 1, [make_finding("a", severity="low", confidence=0.25), make_finding("b", approved=True)]
+        )
+        store.store_batch("h", 2, [make_finding("a", severity="critical", last_seen=T0 + 1)])
+        keys = ("id", "host_id", "kind", "severity", "confidence")
+        expected = sorted(
+            (
+                {k: f[k] for k in keys} | {"policy": {"approved": f["policy"]["approved"]}}
+                for f in store.findings()
+            ),
+            key=lambda d: d["id"],
+        )
+        assert sorted(store.risk_facts(), key=lambda d: d["id"]) == expected
+        assert {f["id"]: f["severity"] for f in store.risk_facts()} == {"a": "critical", "b": "high"}
+
+    def test_closed_store_refuses_work(self, store: Store, make_finding: Factory) -> None:
+        store.close()
+        with pytest.raises(StoreError):
+            store.store_batch("h", 1, [make_finding("a")])
+        store.close()  # idempotent
+
+    def test_concurrent_batches_from_threads(self, store: Store, make_finding: Factory) -> None:
+        def work(host: str) -> None:
+            for seq in range(1, 11):
+                store.store_batch(host, seq, [make_finding(f"{host}-{seq}-{i}") for i in range(20)])
+                store.findings(host_id=host, limit=5)
+
+        threads = [threading.Thread(target=work, args=(f"h{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(store.findings(limit=None)) == 4 * 10 * 20
+        assert {h.last_sequence for h in store.hosts()} == {10}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        versions=st.lists(
+            st.tuples(
+                st.integers(0, 1000),  # last_seen offset (distinct: see unique_by)
+                st.integers(0, 100),  # first_seen before last_seen
+                st.integers(1, 50),  # count
+                st.sampled_from(codec.SEVERITY_NAMES),
+            ),
+            min_size=1,
+            max_size=6,
+            unique_by=lambda v: v[0],
+        ),
+        order=st.randoms(use_true_random=False),
+    )
+    def test_merge_is_order_independent(
+        self, store: Store, versions: list[tuple[int, int, int, str]], order: object
+    ) -> None:
+        """However versions arrive (and repeat), the row ends as their merge."""
+        store.close()
+        with open_store("sqlite:///:memory:") as fresh:
+            arrivals = versions + versions[: len(versions) // 2]
+            order.shuffle(arrivals)  # type: ignore[attr-defined]
+            for seq, (last, back, count, severity) in enumerate(arrivals):
+                fresh.store_batch(
+                    "h",
+                    seq,
+                    [
+                        build_finding(
+                            "x",
+                            last_seen=T0 + last,
+                            first_seen=T0 + last - back,
+                            count=count,
+                            severity=severity,
+                        )
+                    ],
+                )
+            (row,) = fresh.findings()
+            newest = max(versions, key=lambda v: v[0])
+            assert row["severity"] == newest[3]
+            assert row["count"] == max(v[2] for v in versions)
+            assert row["last_seen"] == codec.iso(codec.timestamp(T0 + newest[0]))
+            assert row["first_seen"] == codec.iso(codec.timestamp(min(T0 + v[0] - v[1] for v in versions)))
+
+
+class TestSQLiteBackend:
+    def test_file_is_wal_with_full_sync(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.db"
+        with SQLiteStore(str(path)):
+            pass
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+    def test_data_survives_reopen(self, tmp_path: Path, make_finding: Factory) -> None:
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+        with open_store(url) as s:
+            s.store_batch("h", 3, [make_finding("a")])
+        with open_store(url, create=False) as s:
+            assert [r["id"] for r in s.findings()] == ["a"]
+            assert s.hosts()[0].last_sequence == 3
+
+    def test_missing_file_without_create_is_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match="no database"):
+            open_store(f"sqlite:///{tmp_path / 'absent.db'}", create=False)
+        assert not (tmp_path / "absent.db").exists()
+
+    def test_foreign_files_are_refused(self, tmp_path: Path) -> None:
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(b"not sqlite at all" * 100)
+        with pytest.raises(StoreError):
+            open_store(f"sqlite:///{junk}")
+        other = tmp_path / "other.db"
+        conn = sqlite3.connect(other)
+        conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        with pytest.raises(StoreError, match="not an Umbra"):
+            open_store(f"sqlite:///{other}")
+
+    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.db"
+        SQLiteStore(str(path)).close()
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        with pytest.raises(StoreError, match="newer"):
+            SQLiteStore(str(path))
+
+    def test_parent_directories_are_created(self, tmp_path: Path) -> None:
+        with open_store(f"sqlite:///{tmp_path / 'a' / 'b' / 'c.db'}"):
+            pass
+        assert (tmp_path / "a" / "b" / "c.db").exists()
+
+    def test_batch_is_one_transaction(self, tmp_path: Path, make_finding: Factory) -> None:
+        """A failure in the middle of a batch leaves neither its findings nor its sequence."""
+        store = SQLiteStore(str(tmp_path / "c.db"))
+        store.store_batch("h", 1, [make_finding("a")])
+        store._writer.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON findings WHEN NEW.id = 'c' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        with pytest.raises(StoreError):
+            store.store_batch("h", 2, [make_finding("b"), make_finding("c")])
+        assert [r["id"] for r in store.findings()] == ["a"]
+        assert store.hosts()[0].last_sequence == 1
+        store.close()
+
+
+class TestOpenStore:
+    @pytest.mark.parametrize(
+        ("url", "path"),
+        [
+            ("sqlite:///rel.db", "rel.db"),
+            ("sqlite:////abs/dir/c.db", "/abs/dir/c.db"),
+            ("sqlite:///:memory:", ":memory:"),
+            ("SQLITE:///a%20b.db", "a b.db"),
+        ],
+    )
+    def test_sqlite_paths(self, url: str, path: str) -> None:
+        assert sqlite_path(url) == path
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("postgresql://u@db/umbra", "PostgreSQL backend not available"),
+            ("postgres://db/umbra", "PostgreSQL backend not available"),
+            ("mysql://db/umbra", "unsupported"),
+            ("collector.db", "no scheme"),
+            ("sqlite://", "bad SQLite URL"),
+            ("sqlite:///", "no file path"),
+        ],
+    )
+    def test_bad_urls_are_clear_value_errors(self, url: str, message: str) -> None:
+        with pytest.raises(StoreURLError, match=message):
+            open_store(url)
+        assert issubclass(StoreURLError, ValueError)
