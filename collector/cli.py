@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from umbra import codec
+from umbra.table import Column, render_table, terminal_width
 
 from .addr import parse_addr
 from .server import DEFAULT_GRACE_SECONDS, BindError, CollectorServer, serve
 from .storage import DEFAULT_DB_URL, Store, StoreError, StoreURLError, open_store
-from umbra.table import Column, render_table, terminal_width
 from .views import fleet_view, hosts_view
 
 PROG = "umbra-collector"
