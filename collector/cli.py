@@ -309,12 +309,16 @@ def _sensors(view: dict[str, Any]) -> str:
     return f"{view['sensors_active']}/{len(view['sensors'])}"
 
 
-def _findings_table(findings: Sequence[dict[str, Any]], width: int) -> str:
+def _findings_table(
+    findings: Sequence[dict[str, Any]], width: int, host_names: dict[str, str] | None = None
+) -> str:
+    """Findings as rows; HOST shows the host name where `host_names` knows it (ids are opaque)."""
+    names = host_names or {}
     rows = [
         (
             f["kind"],
             f["severity"],
-            f["host_id"],
+            names.get(f["host_id"]) or f["host_id"],
             f["summary"] or f["id"],
             _process(f),
             f["count"],
@@ -390,7 +394,7 @@ def _cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     if hosts:
         rows = [
             (
-                v["host_id"],
+                v["hostname"] or v["host_id"],
                 v["os"],
                 v["agent_version"],
                 _sensors(v),
@@ -408,7 +412,7 @@ def _cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     if findings:
         shown = f"{len(findings)} newest of {fleet['findings']}" if len(findings) < fleet["findings"] else ""
         print(f"Findings{' (' + shown + ')' if shown else ''}:")
-        print(_findings_table(findings, width))
+        print(_findings_table(findings, width, {h["host_id"]: h["hostname"] for h in hosts}))
     else:
         print("no findings")
     return EXIT_OK

@@ -1,0 +1,19 @@
+"""Catalogs: what the agent knows about AI software, kept as data (TOML) apart from the engines."""
+
+from agent.catalog.runtimes import (
+    CatalogError,
+    RuntimeCatalog,
+    RuntimeEntry,
+    RuntimeMatch,
+    default_runtime_catalog,
+    load_runtime_catalog,
+)
+
+__all__ = [
+    "CatalogError",
+    "RuntimeCatalog",
+    "RuntimeEntry",
+    "RuntimeMatch",
+    "default_runtime_catalog",
+    "load_runtime_catalog",
+]

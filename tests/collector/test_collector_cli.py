@@ -145,7 +145,7 @@ def test_fleet_table_fits_100_columns(filled_db: str) -> None:
     lines = result.stdout.splitlines()
     assert all(len(line) <= 100 for line in lines), max(lines, key=len)
     assert "HIGH" in lines[0]
-    assert any("host-a" in line and "45 high" in line for line in lines)
+    assert any("ws-a" in line and "45 high" in line for line in lines), "hosts are shown by name"
     assert any("MODEL_ARTIFACT" in line for line in lines)
     assert "\x1b" not in result.stdout  # an agent's text cannot drive the operator's terminal
 
