@@ -12,27 +12,67 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agent.catalog.runtimes import load_runtime_catalog
+from agent.catalog.runtimes import RuntimeCatalog, load_runtime_catalog
 from agent.sensors.process import ProcessSensor
 
 FAKE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fake_runtime.py"
 
 
-def cpu_of(fn: object) -> float:
+def cpu_of(fn: Callable[[], object]) -> float:
+    """CPU milliseconds (user + system) of one call."""
     start = time.process_time()
-    fn()  # type: ignore[operator]
+    fn()
     return (time.process_time() - start) * 1000
+
+
+def detection_latency(catalog: RuntimeCatalog, interval: float) -> float:
+    """ms from spawning `ollama serve` to its observation, with the agent's poll loop running
+    in the background at `interval` and the spawn landing at a random point of the cycle."""
+    sensor = ProcessSensor(catalog.is_candidate)
+    sensor.poll()
+    seen = threading.Event()
+    target: list[int] = []
+
+    def loop() -> None:
+        while not seen.is_set():
+            observed = {o.pid for o in sensor.poll()}
+            if target and target[0] in observed:
+                seen.set()
+            time.sleep(interval)
+
+    with tempfile.TemporaryDirectory() as home:
+        (Path(home) / "ollama").symlink_to(sys.executable)
+        (Path(home) / "serve").write_text(FAKE.read_text())
+        poller = threading.Thread(target=loop, daemon=True)
+        poller.start()
+        time.sleep(random.uniform(0, interval))
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            ["ollama", "serve"],
+            executable=str(Path(home) / "ollama"),
+            cwd=home,
+            env={**os.environ, "UMBRA_FAKE_LISTEN": ""},
+            stdout=subprocess.DEVNULL,
+        )
+        target.append(proc.pid)
+        seen.wait(timeout=30)
+        elapsed = (time.monotonic() - started) * 1000
+        proc.kill()
+        proc.wait()
+        poller.join()
+    return elapsed
 
 
 def main() -> None:
@@ -41,6 +81,9 @@ def main() -> None:
     )
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="poll interval (the agent's default: 2 s)"
+    )
     args = parser.parse_args()
     catalog = load_runtime_catalog()
     extra = [subprocess.Popen(["sleep", "600"]) for _ in range(args.processes)]
@@ -51,23 +94,7 @@ def main() -> None:
             sensor = ProcessSensor(catalog.is_candidate)
             cold.append(cpu_of(sensor.poll))
             warm.append(statistics.median(cpu_of(sensor.poll) for _ in range(5)))
-            with tempfile.TemporaryDirectory() as home:
-                (Path(home) / "ollama").symlink_to(sys.executable)
-                (Path(home) / "serve").write_text(FAKE.read_text())
-                started = time.monotonic()
-                proc = subprocess.Popen(
-                    ["ollama", "serve"],
-                    executable=str(Path(home) / "ollama"),
-                    cwd=home,
-                    env={**os.environ, "UMBRA_FAKE_LISTEN": ""},
-                    stdout=subprocess.DEVNULL,
-                )
-                interval = 0.5  # the poll interval this latency figure assumes; default is 2 s
-                while not any(o.pid == proc.pid for o in sensor.poll()):
-                    time.sleep(interval)
-                latency.append((time.monotonic() - started) * 1000)
-                proc.kill()
-                proc.wait()
+            latency.append(detection_latency(catalog, args.interval))
     finally:
         for p in extra:
             p.kill()
@@ -83,7 +110,12 @@ def main() -> None:
             "osquery processes table: full /proc walk each query",
         ),
         ("CPU, steady-state poll (ms)", f"{statistics.median(warm):.2f}", "< 10", "only new PIDs are read"),
-        ("new runtime observed after (ms), 0.5 s poll", f"{statistics.median(latency):.0f}", "< 2000", ""),
+        (
+            f"new runtime observed after (ms), {args.interval:g} s poll",
+            f"{statistics.median(latency):.0f}",
+            "< 2000",
+            "polling; the kernel's exec events come later",
+        ),
     ]
     widths = [max(len(r[i]) for r in [("figure", "median", "goal", "peer / note"), *rows]) for i in range(4)]
     for row in [("figure", "median", "goal", "peer / note"), tuple("-" * w for w in widths), *rows]:

@@ -3,8 +3,9 @@
 Cost is what matters on a workstation: each poll lists PIDs (one directory read) and inspects
 only PIDs it has not seen before, with one cheap pre-filter (the runtime catalog's
 `is_candidate`). Only candidates are followed on every poll (sockets, liveness), and only
-they pay for user-name lookups and socket tables. Processes younger than a few seconds are
-looked at again, because a shell that `exec`s a runtime keeps its PID but changes its name.
+they pay for user-name lookups and socket tables. Processes a few seconds old are looked at
+once more on the next poll, because a shell or launcher that `exec`s a runtime keeps
+its PID but changes its name (catching a late exec needs the kernel's exec events: a later step).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ProcessSensor(Sensor):
         self._is_candidate = is_candidate
         self._young_age = young_age
         self._seen: set[int] = set()
-        self._young: dict[int, float] = {}  # pid -> create_time, non-candidates to look at again
+        self._young: set[int] = set()  # non-candidates born just before a poll: look once more
         self._followed: dict[int, ProcessObservation] = {}
         self._self_pid = os.getpid()
 
@@ -55,21 +56,19 @@ class ProcessSensor(Sensor):
         pids = set(psutil.pids())
         for pid in self._seen - pids:
             self._followed.pop(pid, None)
-            self._young.pop(pid, None)
-        recheck = [pid for pid, started in self._young.items() if pid in pids]
+        recheck, self._young = self._young & pids, set()
         new = pids - self._seen
         self._seen = pids
         for pid in (*new, *recheck):
             if pid == self._self_pid or pid in self._followed:
                 continue
-            self._young.pop(pid, None)
             obs = _inspect(pid)
             if obs is None:
                 continue
             if self._is_candidate(obs.name, obs.exe, obs.cmdline):
                 self._followed[pid] = replace(obs, username=_username(pid))
-            elif now - obs.create_time < self._young_age:
-                self._young[pid] = obs.create_time
+            elif pid in new and now - obs.create_time < self._young_age:
+                self._young.add(pid)
         observations = []
         for pid, obs in list(self._followed.items()):
             listening = _listening_sockets(pid)
