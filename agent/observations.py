@@ -43,6 +43,7 @@ class ProcessObservation:
     username: str
     create_time: float
     listening: tuple[ListeningSocket, ...] = field(default=())
+    cwd: str = ""  # read for candidates only: `python main.py` means nothing without it
 
     @property
     def instance_key(self) -> str:

@@ -54,12 +54,13 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
       `ollama` and argv is exactly `ollama serve`), the program being a file named `serve`.
     - spawn_runtime(["python3", "-m", "llama_cpp.server", "--port", "8000"]): the
       interpreter runs a module of that name, laid out in the process's working directory.
+    - cwd="ComfyUI": run inside a folder of that name (for `python main.py` runtimes).
     """
     procs: list[subprocess.Popen[str]] = []
 
-    def spawn(argv: list[str], listen: list[str] | None = None) -> subprocess.Popen[str]:
-        home = tmp_path / f"rt-{len(procs)}"
-        home.mkdir()
+    def spawn(argv: list[str], listen: list[str] | None = None, cwd: str = "") -> subprocess.Popen[str]:
+        home = tmp_path / f"rt-{len(procs)}" / cwd  # `cwd`: a folder name the runtime runs in
+        home.mkdir(parents=True)
         env = {
             **os.environ,
             "UMBRA_FAKE_LISTEN": ",".join(listen or []),

@@ -15,7 +15,9 @@ class RuntimeDetector:
         self.catalog = catalog
 
     def detect(self, obs: ProcessObservation) -> list[FindingDraft]:
-        matches = self.catalog.match(obs.name, obs.exe, obs.cmdline, [s.port for s in obs.listening])
+        matches = self.catalog.match(
+            obs.name, obs.exe, obs.cmdline, [s.port for s in obs.listening], cwd=obs.cwd or None
+        )
         if not matches:
             return []
         match = matches[0]

@@ -66,7 +66,7 @@ class ProcessSensor(Sensor):
             if obs is None:
                 continue
             if self._is_candidate(obs.name, obs.exe, obs.cmdline):
-                self._followed[pid] = replace(obs, username=_username(pid))
+                self._followed[pid] = replace(obs, username=_username(pid), cwd=_cwd(pid))
             elif pid in new and now - obs.create_time < self._young_age:
                 self._young.add(pid)
         observations = []
@@ -106,6 +106,13 @@ def _username(pid: int) -> str:
     try:
         return psutil.Process(pid).username()
     except (*_GONE, psutil.AccessDenied, KeyError):  # KeyError: uid with no passwd entry
+        return ""
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return psutil.Process(pid).cwd()
+    except (*_GONE, psutil.AccessDenied):
         return ""
 
 

@@ -76,3 +76,23 @@ def test_status_says_why_it_is_degraded() -> None:
         assert status.state is SensorState.ACTIVE
     else:
         assert status.state is SensorState.DEGRADED and "not root" in status.reason
+
+
+def test_relative_script_is_judged_in_its_working_directory(spawn_runtime: SpawnRuntime) -> None:
+    """`python3 main.py` is ComfyUI only because it runs inside a ComfyUI checkout."""
+    sensor = ProcessSensor(CATALOG.is_candidate)
+    sensor.poll()
+    comfy = spawn_runtime(
+        ["python3", "main.py", "--listen"], listen=[f"127.0.0.1:{port_or_free(8188)}"], cwd="ComfyUI"
+    )
+    other = spawn_runtime(
+        ["python3", "main.py", "--listen"], listen=[f"127.0.0.1:{port_or_free(8189)}"], cwd="homework"
+    )
+    detector = RuntimeDetector(CATALOG)
+    obs = _poll_for(sensor, comfy.pid)
+    assert obs is not None and obs.cwd.endswith("/ComfyUI")
+    (runtime,) = [d for d in detector.detect(obs) if d.subject == "comfyui"]
+    assert "cmdline" in runtime.evidence[0].runtime.matched_on
+    for seen in sensor.poll():
+        if seen.pid == other.pid:
+            assert detector.detect(seen) == [], "main.py outside a ComfyUI checkout is not ComfyUI"

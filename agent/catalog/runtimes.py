@@ -1,0 +1,760 @@
+"""Runtime catalog: which processes are local model runtimes or inference servers.
+
+The knowledge lives in `runtimes.toml` (data, with a source for every entry); this module loads
+and validates it once, and matches process facts against it. Two entry points:
+
+- `RuntimeCatalog.is_candidate(name, exe, cmdline)`: the pre-filter the process sensor runs on
+  every new process. Set lookups on the names, then one scan for the catalog's keywords in the
+  program and script arguments; an entry's regexes run only when one of its keywords is there.
+- `RuntimeCatalog.match(name, exe, cmdline, listening_ports)`: the full verdict, with the
+  evidence (`matched_on`, `reasons`) and a confidence.
+
+Confidence model (documented here because findings carry it):
+
+=============================================  ==========
+evidence                                       confidence
+=============================================  ==========
+port only (opt-in, distinctive port)           0.30 (0.20 when several runtimes share the port)
+process name or exe name, exact                0.80
+process name and exe name (same file, so not   0.85
+independent)
+command line (regex or ``python -m`` module)   0.85
+command line plus name or exe                  0.95
+any of the above plus a default port           +0.05, capped at 0.99
+=============================================  ==========
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "CATEGORIES",
+    "SEVERITIES",
+    "CatalogError",
+    "RuntimeCatalog",
+    "RuntimeEntry",
+    "RuntimeMatch",
+    "default_runtime_catalog",
+    "load_runtime_catalog",
+]
+
+CATEGORIES: Final = frozenset({"inference_server", "desktop_app", "ui", "proxy", "image_generation", "cli"})
+SEVERITIES: Final = frozenset({"info", "low", "medium", "high", "critical"})
+SIGNALS: Final = ("name", "exe", "cmdline", "port")
+
+CONF_PORT_ONLY: Final = 0.30
+CONF_PORT_ONLY_SHARED: Final = 0.20
+CONF_NAME: Final = 0.80
+CONF_NAME_AND_EXE: Final = 0.85
+CONF_CMDLINE: Final = 0.85
+CONF_CORROBORATED: Final = 0.95
+PORT_BONUS: Final = 0.05
+CONF_CAP: Final = 0.99
+
+#: Command lines are scanned up to this many characters: the evidence (program, script, module,
+#: subcommand) comes first, and browsers' multi-kilobyte argument lists would only cost time.
+MAX_CMDLINE_CHARS: Final = 4096
+#: Linux keeps 15 characters of a process name (TASK_COMM_LEN - 1), macOS 16 (MAXCOMLEN).
+_COMM_LENGTHS: Final = (15, 16)
+#: The keyword scan reads the first arguments only, and not past this many characters: option
+#: lists (a browser's hundreds of flags) never hold a program or a script.
+_GATE_ARGS: Final = 16
+_GATE_CHARS: Final = 2048
+_GATE_CACHE_SIZE: Final = 8192
+
+_SCHEMA_VERSION: Final = 1
+_TOP_KEYS: Final = frozenset({"schema_version", "weak_ports", "runtime"})
+_STR_KEYS: Final = ("id", "name", "vendor", "category", "severity", "source", "notes")
+_LIST_KEYS: Final = ("process_names", "exe_names", "modules", "cmdline_patterns", "keywords", "libraries")
+_ENTRY_KEYS: Final = frozenset({*_STR_KEYS, *_LIST_KEYS, "ports"})
+_REQUIRED: Final = ("id", "name", "source")
+_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
+_NAME_GLOB_RE: Final = re.compile(r"\*?[^*]+|[^*]+\*")
+_MODULE_RE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_PYTHON_RE: Final = re.compile(r"(?:python|pythonw|pypy|py)(?:\d+(?:\.\d+)*)?[dmtw]?")
+_JS: Final = frozenset({"node", "nodejs", "bun", "deno"})
+_SHELLS: Final = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish"})
+# Programs that run another program named in their arguments. They exec or spawn it, so the
+# child is seen on its own too; here they only make the wrapper's own verdict right.
+_LAUNCHERS: Final = _words(
+    "uv uvx pipx poetry pdm hatch rye pixi conda mamba micromamba npx bunx pnpx env nohup"
+    " torchrun accelerate deepspeed"
+)
+_LAUNCHER_SUBCOMMANDS: Final = frozenset({"run", "exec", "tool", "x", "launch", "dlx"})
+# Launcher options whose value is a separate argument (so the value is not the program).
+_LAUNCHER_VALUE_OPTS: Final = _words(
+    "--with --from --python -p --project --directory --package -n --name --prefix --env-file"
+    " --extra --group --index-url --nproc_per_node --nproc-per-node --nnodes --config_file -u -C --chdir"
+)
+_PY_VALUE_OPTS: Final = frozenset({"-W", "-X", "-Q"})
+_PY_FLAGS_THEN_M: Final = re.compile(r"-[bBdEhiIOPqRsSuvx]*m(.*)")
+_PY_FLAGS_THEN_C: Final = re.compile(r"-[bBdEhiIOPqRsSuvx]*c.*")
+_JS_VALUE_OPTS: Final = frozenset({"-r", "--require", "--import", "--loader", "--experimental-loader"})
+_JS_EVAL_OPTS: Final = frozenset({"-e", "--eval", "-p", "--print"})
+# Script names a pattern mentions: main\.py, (?:server|one_click)\.py, index\.js.
+_SCRIPT_REF_RE: Final = re.compile(r"(?:\(\?:([\w|-]+)\)|([\w-]+))\\\.(py|js|sh)\b")
+_WINDOWS_ABS_RE: Final = re.compile(r"[A-Za-z]:[\\/]")
+
+
+class CatalogError(ValueError):
+    """The catalog file is unreadable or invalid; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One runtime, as written in the catalog (names normalised to lower case, no ".exe")."""
+
+    id: str
+    name: str
+    source: str
+    vendor: str = ""
+    category: str = "inference_server"
+    severity: str = "medium"
+    process_names: tuple[str, ...] = ()
+    exe_names: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    cmdline_patterns: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    libraries: tuple[str, ...] = ()
+    notes: str = ""
+    compiled: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RuntimeMatch:
+    """A catalog entry that a process matched, why, and how sure we are."""
+
+    entry: RuntimeEntry
+    matched_on: tuple[str, ...]  # subset of SIGNALS, in that order
+    confidence: float
+    reasons: tuple[str, ...]
+
+
+class _NameIndex:
+    """Exact, glob and truncated-comm lookup of normalised names -> entry indexes."""
+
+    def __init__(self, names: Iterable[tuple[str, int]]) -> None:
+        self.exact: dict[str, list[tuple[int, str]]] = {}
+        self.prefixes: list[tuple[str, int, str]] = []
+        self.suffixes: list[tuple[str, int, str]] = []
+        self.truncated: dict[str, list[tuple[int, str]]] = {}
+        for pattern, idx in names:
+            if pattern.endswith("*"):
+                self.prefixes.append((pattern[:-1], idx, pattern))
+            elif pattern.startswith("*"):
+                self.suffixes.append((pattern[1:], idx, pattern))
+            else:
+                self.exact.setdefault(pattern, []).append((idx, pattern))
+                for length in _COMM_LENGTHS:
+                    if len(pattern) > length:
+                        self.truncated.setdefault(pattern[:length], []).append((idx, pattern))
+        self.prefix_tuple = tuple(p for p, _, _ in self.prefixes)  # startswith(()) is False
+        self.suffix_tuple = tuple(s for s, _, _ in self.suffixes)
+
+    def hit(self, name: str, comm: bool = False) -> bool:
+        """Cheap yes/no for the pre-filter."""
+        return (
+            name in self.exact
+            or name.startswith(self.prefix_tuple)
+            or name.endswith(self.suffix_tuple)
+            or (comm and name in self.truncated)
+        )
+
+    def lookup(self, name: str, comm: bool = False) -> list[tuple[int, str, bool]]:
+        """(entry index, catalog name, via truncation) for every entry the name matches."""
+        found = [(idx, pat, False) for idx, pat in self.exact.get(name, ())]
+        found += [(idx, pat, False) for p, idx, pat in self.prefixes if name.startswith(p) and name != p]
+        found += [(idx, pat, False) for s, idx, pat in self.suffixes if name.endswith(s) and name != s]
+        if comm:
+            found += [(idx, pat, True) for idx, pat in self.truncated.get(name, ())]
+        return found
+
+
+@dataclass
+class _Evidence:
+    reasons: list[str] = field(default_factory=list)
+    name: bool = False
+    exe: bool = False
+    cmdline: bool = False
+    port: bool = False
+    port_only_confidence: float = CONF_PORT_ONLY
+
+
+@dataclass(frozen=True)
+class _Program:
+    """What an interpreter or launcher in argv runs: script names, a module, the script's index."""
+
+    names: tuple[tuple[str, str], ...] = ()  # (normalised basename, interpreter)
+    module: str | None = None
+    script_index: int | None = None
+    relative_script: bool = False
+
+
+class RuntimeCatalog:
+    """The loaded catalog and its indexes. Read-only once built (but for a bounded cache of
+    negative pre-filter results); safe to share between threads."""
+
+    def __init__(
+        self, entries: Sequence[RuntimeEntry], weak_ports: Iterable[int] = (), path: str = ""
+    ) -> None:
+        self.entries: tuple[RuntimeEntry, ...] = tuple(entries)
+        self.weak_ports: frozenset[int] = frozenset(weak_ports)
+        self.path = path
+        self._by_id = {e.id: e for e in self.entries}
+        # process_names and exe_names are one set of names to the engine: matched_on says which
+        # fact (process name, argv[0], script: "name"; executable: "exe") carried one.
+        self._names = _NameIndex(
+            (n, i)
+            for i, e in enumerate(self.entries)
+            for n in dict.fromkeys((*e.process_names, *e.exe_names))
+        )
+        self._modules = [(m, i) for i, e in enumerate(self.entries) for m in e.modules]
+        self._module_roots = frozenset(m.split(".", 1)[0] for m, _ in self._modules)
+        owners: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            if e.compiled:
+                for kw in e.keywords:
+                    owners.setdefault(kw, []).append(i)
+        # keyword -> the patterns it unlocks, shortest keywords first (they are the cheapest scans).
+        self._keyword_patterns: tuple[tuple[str, tuple[tuple[int, re.Pattern[str]], ...]], ...] = tuple(
+            (kw, tuple((i, p) for i in owners[kw] for p in self.entries[i].compiled))
+            for kw in sorted(owners, key=lambda k: (len(k), k))
+        )
+        # Scripts some pattern names (main.py, server.py): run from a relative path, their
+        # working directory may decide, so they stay candidates when it is unknown.
+        self._script_refs = frozenset(
+            f"{stem.lower()}.{ext}"
+            for e in self.entries
+            for source in e.cmdline_patterns
+            for m in _SCRIPT_REF_RE.finditer(source)
+            for stem, ext in ((s, m.group(3)) for s in (m.group(1) or m.group(2)).split("|"))
+        )
+        # Gate strings known to hold no keyword (browser helpers, kernel threads, daemons).
+        # A bounded set: a cache only, so sharing it between threads is harmless.
+        self._no_keyword: set[str] = set()
+        self._port_owners: dict[int, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            for port in e.ports:
+                self._port_owners.setdefault(port, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"RuntimeCatalog({len(self.entries)} entries from {self.path or '<memory>'})"
+
+    def get(self, runtime_id: str) -> RuntimeEntry | None:
+        """The entry with this id, or None."""
+        return self._by_id.get(runtime_id)
+
+    def ports(self) -> frozenset[int]:
+        """Every default port of every runtime (weak ones included)."""
+        return frozenset(self._port_owners)
+
+    def is_candidate(self, name: str, exe: str, cmdline: Sequence[str], *, cwd: str | None = None) -> bool:
+        """Cheap pre-filter: False means `match()` finds nothing but, at most, a port-only match.
+
+        Set lookups on the names, then one scan for the catalog's keywords in the program and
+        script arguments (those not starting with "-"). Conservative for an interpreter running
+        a relative script some pattern names (`python main.py`) when `cwd` is not known.
+        """
+        argv = _as_argv(cmdline)
+        names = self._names
+        comm = _norm(name) if name else ""
+        if comm and names.hit(comm, comm=True):
+            return True
+        exe_name = _norm(_basename(exe)) if exe else ""
+        if exe_name and exe_name != comm and names.hit(exe_name):
+            return True
+        if not argv:
+            return False
+        first = _norm(_basename(argv[0]))
+        if first != comm and first != exe_name and names.hit(first):
+            return True
+        program = _program(argv) if _runs_programs(first) else None
+        if program is not None:
+            if program.module is not None and program.module.split(".", 1)[0] in self._module_roots:
+                return True
+            if any(names.hit(n) for n, _ in program.names):
+                return True
+            if (
+                cwd is None
+                and program.relative_script
+                and program.script_index is not None
+                and _basename(argv[program.script_index]).lower() in self._script_refs
+            ):
+                return True
+        tokens = _tokens(exe, argv, cwd, program)
+        gate = _gate_text(tokens)
+        if gate in self._no_keyword:
+            return False
+        text = ""
+        for kw, patterns in self._keyword_patterns:
+            if kw in gate:
+                text = text or " ".join(tokens)[:MAX_CMDLINE_CHARS]
+                if any(p.search(text) for _, p in patterns):
+                    return True
+        if not text:  # no keyword at all: remember, process tables repeat themselves
+            if len(self._no_keyword) >= _GATE_CACHE_SIZE:
+                self._no_keyword.clear()
+            self._no_keyword.add(gate)
+        return False
+
+    def match(
+        self,
+        name: str,
+        exe: str,
+        cmdline: Sequence[str],
+        listening_ports: Iterable[int] = (),
+        *,
+        cwd: str | None = None,
+        allow_port_only: bool = False,
+    ) -> list[RuntimeMatch]:
+        """Entries this process matches, best first (usually 0 or 1).
+
+        `name` is the OS process name (Linux comm), `exe` the executable's path, `cmdline` argv
+        (a plain string is split on whitespace), `cwd` the working directory when known.
+        A default port alone is weak evidence: it is reported only with `allow_port_only=True`,
+        only for ports that are not in the catalog's `weak_ports`, and with low confidence.
+        """
+        found: dict[int, _Evidence] = {}
+        ports = {p for p in listening_ports if isinstance(p, int)}
+        # Same gate as the pre-filter, so the two never disagree.
+        if self.is_candidate(name, exe, cmdline, cwd=cwd):
+            self._collect(found, name, exe, _as_argv(cmdline), cwd)
+        for idx, ev in found.items():
+            hits = sorted(ports.intersection(self.entries[idx].ports))
+            if hits:
+                ev.port = True
+                ev.reasons.append(f"listening on default port {', '.join(map(str, hits))}")
+        if allow_port_only:
+            for port in sorted(ports - self.weak_ports):
+                owners = self._port_owners.get(port, [])
+                for idx in owners:
+                    if idx not in found:
+                        ev = found.setdefault(idx, _Evidence())
+                        ev.port = True
+                        ev.port_only_confidence = CONF_PORT_ONLY_SHARED if len(owners) > 1 else CONF_PORT_ONLY
+                        others = (
+                            f", shared with {len(owners) - 1} other runtime(s)" if len(owners) > 1 else ""
+                        )
+                        ev.reasons.append(
+                            f"listening on port {port}, the default of {self.entries[idx].name}{others}"
+                        )
+        matches = [self._verdict(idx, ev) for idx, ev in found.items()]
+        matches.sort(key=lambda m: (-m.confidence, -len(m.matched_on), m.entry.id))
+        return matches
+
+    def _collect(
+        self, found: dict[int, _Evidence], name: str, exe: str, argv: Sequence[str], cwd: str | None
+    ) -> None:
+        """Name, exe and command-line evidence for every entry."""
+
+        def note(idx: int) -> _Evidence:
+            return found.setdefault(idx, _Evidence())
+
+        comm = _norm(name) if name else ""
+        for idx, pat, truncated in self._names.lookup(comm, comm=True) if comm else ():
+            ev = note(idx)
+            ev.name = True
+            cut = f" (the name {pat!r} cut to {len(comm)} characters)" if truncated else ""
+            ev.reasons.append(f"process name {name!r}{cut}")
+        exe_base = _basename(exe) if exe else ""
+        for idx, _pat, _ in self._names.lookup(_norm(exe_base)) if exe_base else ():
+            ev = note(idx)
+            ev.exe = True
+            ev.reasons.append(f"executable {exe_base!r}")
+        if not argv:
+            return
+        argv0 = _basename(argv[0])
+        first = _norm(argv0)
+        if first and first != comm:  # argv[0] rewritten, or a comm cut short
+            for idx, _pat, _ in self._names.lookup(first):
+                ev = note(idx)
+                if not ev.name:
+                    ev.name = True
+                    ev.reasons.append(f"argv[0] {argv0!r}")
+        program = _program(argv) if _runs_programs(first) else None
+        if program is not None:
+            for script, runner in program.names:
+                for idx, _pat, _ in self._names.lookup(script):
+                    ev = note(idx)
+                    if not ev.name:
+                        ev.name = True
+                        ev.reasons.append(f"script {script!r} run by {runner}")
+            if program.module is not None:
+                for module, idx in self._modules:
+                    if program.module == module or program.module.startswith(module + "."):
+                        ev = note(idx)
+                        ev.cmdline = True
+                        ev.reasons.append(f"python module {program.module!r}")
+        tokens = _tokens(exe, argv, cwd, program)
+        gate = _gate_text(tokens)
+        text = " ".join(tokens)[:MAX_CMDLINE_CHARS]
+        for kw, patterns in self._keyword_patterns:
+            if kw not in gate:
+                continue
+            for idx, pattern in patterns:
+                seen = found.get(idx)
+                if seen is not None and seen.cmdline:
+                    continue
+                m = pattern.search(text)
+                if m is not None:
+                    ev = note(idx)
+                    ev.cmdline = True
+                    ev.reasons.append(f"command line matches {_excerpt(m.group(0))!r}")
+
+    def _verdict(self, idx: int, ev: _Evidence) -> RuntimeMatch:
+        entry = self.entries[idx]
+        if ev.cmdline and (ev.name or ev.exe):
+            confidence = CONF_CORROBORATED
+        elif ev.cmdline:
+            confidence = CONF_CMDLINE
+        elif ev.name and ev.exe:
+            confidence = CONF_NAME_AND_EXE
+        elif ev.name or ev.exe:
+            confidence = CONF_NAME
+        else:  # port only
+            return RuntimeMatch(entry, ("port",), ev.port_only_confidence, tuple(ev.reasons))
+        if ev.port:
+            confidence = min(CONF_CAP, confidence + PORT_BONUS)
+        matched_on = tuple(
+            s for s, on in zip(SIGNALS, (ev.name, ev.exe, ev.cmdline, ev.port), strict=True) if on
+        )
+        return RuntimeMatch(entry, matched_on, round(confidence, 4), tuple(ev.reasons))
+
+
+# --- process facts -------------------------------------------------------------------------
+
+
+def _norm(name: str) -> str:
+    """Case-folded name without a Windows ".exe"."""
+    n = name.strip().lower()
+    return n[:-4] if n.endswith(".exe") else n
+
+
+def _basename(path: str) -> str:
+    """Last component of a POSIX or Windows path."""
+    path = path.rstrip("/\\")
+    return path[max(path.rfind("/"), path.rfind("\\")) + 1 :]
+
+
+def _has_dir(path: str) -> bool:
+    return "/" in path or "\\" in path
+
+
+def _is_absolute(path: str) -> bool:
+    return path.startswith(("/", "\\")) or _WINDOWS_ABS_RE.match(path) is not None
+
+
+def _as_argv(cmdline: Sequence[str] | str) -> Sequence[str]:
+    if isinstance(cmdline, str):  # a caller with a flat command line: best effort
+        return cmdline.split()
+    return cmdline
+
+
+def _is_interpreter(name: str) -> bool:
+    return name in _JS or name in _SHELLS or _PYTHON_RE.fullmatch(name) is not None
+
+
+def _program(argv: Sequence[str], start: int = 0, depth: int = 0) -> _Program:
+    """The script or module an interpreter (or launcher) at argv[start] runs."""
+    if start >= len(argv) or depth > 3:
+        return _Program()
+    interp = _norm(_basename(argv[start]))
+    n = len(argv)
+    i = start + 1
+    if _PYTHON_RE.fullmatch(interp):
+        while i < n:
+            arg = argv[i]
+            if arg == "--":
+                i += 1
+                break
+            flags_m = _PY_FLAGS_THEN_M.fullmatch(arg)
+            if flags_m:
+                module = flags_m.group(1) or (argv[i + 1] if i + 1 < n else "")
+                return _Program(module=module or None)
+            if _PY_FLAGS_THEN_C.fullmatch(arg):
+                return _Program()  # code on the command line: no script
+            if arg in _PY_VALUE_OPTS:
+                i += 2
+                continue
+            if arg.startswith("-") and arg != "-":
+                i += 1
+                continue
+            break
+    elif interp in _JS:
+        while i < n:
+            arg = argv[i]
+            if arg in _JS_EVAL_OPTS:
+                return _Program()
+            if arg in _JS_VALUE_OPTS:
+                i += 2
+            elif arg.startswith("-") or (interp != "node" and arg in ("run", "x")):
+                i += 1
+            else:
+                break
+    elif interp in _SHELLS:
+        while i < n:
+            arg = argv[i]
+            if arg == "-c":
+                # `sh -c "prog args"`: the first word of the command string is the program.
+                words = argv[i + 1].split() if i + 1 < n else []
+                if not words:
+                    return _Program()
+                return _Program(names=((_norm(_basename(words[0])), interp),))
+            if arg.startswith("-"):
+                i += 1
+                continue
+            break
+    elif interp in _LAUNCHERS:
+        while i < n:
+            arg = argv[i]
+            if arg in _LAUNCHER_VALUE_OPTS:
+                i += 2
+            elif arg.startswith("-") or arg in _LAUNCHER_SUBCOMMANDS or ("=" in arg and not _has_dir(arg)):
+                i += 1
+            else:
+                break
+        if i >= n:
+            return _Program()
+        inner = _program(argv, i, depth + 1)
+        # uvx open-webui@latest, pipx run vllm==0.9: the version pin is not part of the name.
+        program = re.split(r"(?<=.)@|==", _norm(_basename(argv[i])), maxsplit=1)[0]
+        own = (program, interp)
+        return _Program(
+            names=(own, *inner.names),
+            module=inner.module,
+            script_index=inner.script_index if inner.script_index is not None else i,
+            relative_script=inner.relative_script or (_has_dir(argv[i]) and not _is_absolute(argv[i])),
+        )
+    else:
+        return _Program()
+    if i >= n:
+        return _Program()
+    script = argv[i]
+    return _Program(
+        names=((_norm(_basename(script)), interp),),
+        script_index=i,
+        relative_script=not _is_absolute(script),
+    )
+
+
+def _runs_programs(name: str) -> bool:
+    """An interpreter or launcher: its own name says nothing, its arguments do."""
+    return name in _LAUNCHERS or _is_interpreter(name)
+
+
+def _tokens(exe: str, argv: Sequence[str], cwd: str | None, program: _Program | None) -> Sequence[str]:
+    """argv as patterns see it: interpreter path and relative script path made explicit."""
+    if not argv:
+        return [exe] if exe else []
+    if program is None:
+        return argv
+    tokens = list(argv)
+    if exe and not _has_dir(argv[0]) and _has_dir(exe) and _is_interpreter(_norm(_basename(argv[0]))):
+        # `python server.py` from a venv or conda env: the interpreter's path names the project.
+        tokens[0] = exe
+    i = program.script_index
+    if cwd and i is not None and program.relative_script:
+        script = argv[i]
+        for prefix in ("./", ".\\"):
+            if script.startswith(prefix):
+                script = script[len(prefix) :]
+        sep = "\\" if "\\" in cwd and "/" not in cwd else "/"
+        tokens[i] = cwd.rstrip("/\\") + sep + script
+    return tokens
+
+
+def _gate_text(tokens: Sequence[str]) -> str:
+    """What the keyword scan reads: program and script arguments, not options, bounded."""
+    words = [t for t in tokens[:_GATE_ARGS] if t[:1] != "-"]
+    return " ".join(words)[:_GATE_CHARS].lower()
+
+
+def _excerpt(s: str, limit: int = 80) -> str:
+    s = s.strip()
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_runtime_catalog(path: Path | None = None) -> RuntimeCatalog:
+    """Load and validate a catalog file (default: the packaged runtimes.toml)."""
+    if path is None:
+        resource = resources.files("agent.catalog").joinpath("runtimes.toml")
+        label = str(resource)
+        try:
+            data = resource.read_bytes()
+        except OSError as exc:
+            raise CatalogError(f"{label}: cannot read: {exc}") from exc
+    else:
+        label = str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CatalogError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+    return parse_runtime_catalog(data, label)
+
+
+@lru_cache(maxsize=1)
+def default_runtime_catalog() -> RuntimeCatalog:
+    """The packaged catalog, loaded once per process."""
+    return load_runtime_catalog()
+
+
+def parse_runtime_catalog(data: bytes | str, label: str = "<string>") -> RuntimeCatalog:
+    """Validate catalog TOML text; `label` names it in error messages."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{label}: invalid TOML: {_one_line(str(exc))}") from exc
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{label}: {problem}")
+
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise fail(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
+    version = doc.get("schema_version")
+    if version != _SCHEMA_VERSION:
+        raise fail(f"schema_version must be {_SCHEMA_VERSION}, not {version!r}")
+    weak_ports = _ports(doc.get("weak_ports", []), lambda p: fail(f"weak_ports: {p}"))
+    runtimes = doc.get("runtime", [])
+    if not isinstance(runtimes, list) or not all(isinstance(r, dict) for r in runtimes):
+        raise fail("`runtime` must be an array of tables ([[runtime]])")
+    entries: list[RuntimeEntry] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(runtimes, 1):
+        entry = _entry(raw, number, label)
+        if entry.id in seen:
+            raise CatalogError(f"{label}: entry {entry.id!r}: duplicate id")
+        seen.add(entry.id)
+        entries.append(entry)
+    return RuntimeCatalog(entries, weak_ports, label)
+
+
+def _entry(raw: Mapping[str, Any], number: int, label: str) -> RuntimeEntry:
+    rid = raw.get("id")
+    where = f"entry {rid!r}" if isinstance(rid, str) and rid else f"entry #{number}"
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{label}: {where}: {problem}")
+
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise fail(f"missing required key {key!r}")
+    strings: dict[str, str] = {}
+    for key in _STR_KEYS:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or (key in _REQUIRED and not value.strip()):
+                raise fail(f"{key!r} must be a non-empty string")
+            strings[key] = value
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in _LIST_KEYS:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise fail(f"{key!r} must be a list of non-empty strings")
+        lists[key] = tuple(value)
+    if not _ID_RE.fullmatch(strings["id"]):
+        raise fail("id must be a slug of lower-case letters, digits and '-'")
+    if not strings["source"].startswith("https://"):
+        raise fail(f"source must be an https:// URL, not {strings['source']!r}")
+    category = strings.get("category", "inference_server")
+    if category not in CATEGORIES:
+        raise fail(f"category {category!r} is not one of {', '.join(sorted(CATEGORIES))}")
+    severity = strings.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise fail(f"severity {severity!r} is not one of {', '.join(sorted(SEVERITIES))}")
+    names: dict[str, tuple[str, ...]] = {}
+    for key in ("process_names", "exe_names"):
+        for n in lists[key]:
+            if not _NAME_GLOB_RE.fullmatch(n):
+                raise fail(f"{key}: {n!r} may hold one '*', at its start or its end only")
+        names[key] = tuple(dict.fromkeys(_norm(n) for n in lists[key]))
+    for module in lists["modules"]:
+        if not _MODULE_RE.fullmatch(module):
+            raise fail(f"modules: {module!r} is not a dotted Python module name")
+    compiled: list[re.Pattern[str]] = []
+    for source in lists["cmdline_patterns"]:
+        try:
+            pattern = re.compile(source, re.IGNORECASE)
+        except re.error as exc:
+            raise fail(f"cmdline_patterns: {source!r} does not compile: {exc}") from exc
+        if pattern.search("") is not None:
+            raise fail(
+                f"cmdline_patterns: {source!r} matches the empty string (it would match every process)"
+            )
+        compiled.append(pattern)
+    keywords = tuple(dict.fromkeys(lists["keywords"]))
+    for kw in keywords:
+        if kw != kw.lower() or kw != kw.strip():
+            raise fail(f"keywords: {kw!r} must be lower case, without surrounding blanks")
+    if compiled and not keywords:
+        raise fail(
+            "cmdline_patterns need keywords (the pre-filter only tries patterns whose keyword is present)"
+        )
+    for source in lists["cmdline_patterns"]:
+        literal = _unescape(source).lower()
+        if not any(kw in literal for kw in keywords):
+            raise fail(f"cmdline_patterns: {source!r} contains none of the keywords {list(keywords)}")
+    if not (names["process_names"] or names["exe_names"] or lists["modules"] or compiled):
+        raise fail("needs at least one of process_names, exe_names, modules, cmdline_patterns")
+    ports = _ports(raw.get("ports", []), lambda p: fail(f"ports: {p}"))
+    return RuntimeEntry(
+        id=strings["id"],
+        name=strings["name"],
+        source=strings["source"],
+        vendor=strings.get("vendor", ""),
+        category=category,
+        severity=severity,
+        process_names=names["process_names"],
+        exe_names=names["exe_names"],
+        modules=lists["modules"],
+        cmdline_patterns=lists["cmdline_patterns"],
+        keywords=keywords,
+        ports=ports,
+        libraries=lists["libraries"],
+        notes=strings.get("notes", ""),
+        compiled=tuple(compiled),
+    )
+
+
+def _ports(value: object, fail: Callable[[str], CatalogError]) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise fail("must be a list of integers")
+    for port in value:
+        # bool is an int in Python; `true` is never a port.
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise fail(f"{port!r} is not a TCP port (1..65535)")
+    return tuple(dict.fromkeys(value))
+
+
+def _unescape(pattern: str) -> str:
+    """A regex's source with backslash escapes of punctuation removed, for the keyword check."""
+    return re.sub(r"\\([^\w])", r"\1", pattern)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
