@@ -64,6 +64,7 @@ def _runtime_evidence(match: RuntimeMatch) -> fpb.Evidence:
             runtime_id=match.entry.id,
             runtime_name=match.entry.name,
             matched_on=list(match.matched_on),
+            reasons=list(match.reasons),
         )
     )
 

@@ -80,7 +80,11 @@ def evidence_to_dict(evidence: fpb.Evidence) -> dict[str, Any]:
     which = evidence.WhichOneof("detail")
     if which is None:
         return {"type": "none"}
-    body = json_format.MessageToDict(getattr(evidence, which), preserving_proto_field_name=True)
+    # Every field, defaults included: a reader should not have to know that a missing
+    # "exposed" means false.
+    body = json_format.MessageToDict(
+        getattr(evidence, which), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     return {"type": which, **body}
 
 

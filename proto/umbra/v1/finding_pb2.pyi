@@ -137,6 +137,7 @@ class RuntimeEvidence(_message.Message):
     LIBRARIES_FIELD_NUMBER: _builtins.int
     MODEL_FILES_FIELD_NUMBER: _builtins.int
     API_KEY_ENV_NAMES_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
     runtime_id: _builtins.str
     """catalog id, e.g. "ollama" """
     runtime_name: _builtins.str
@@ -157,6 +158,10 @@ class RuntimeEvidence(_message.Message):
     def api_key_env_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """names only (OPENAI_API_KEY), never values"""
 
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """for people: "process name 'ollama'", "command line 'ollama serve'" """
+
     def __init__(
         self,
         *,
@@ -166,10 +171,11 @@ class RuntimeEvidence(_message.Message):
         libraries: _abc.Iterable[_builtins.str] | None = ...,
         model_files: _abc.Iterable[_builtins.str] | None = ...,
         api_key_env_names: _abc.Iterable[_builtins.str] | None = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_env_names", b"api_key_env_names", "libraries", b"libraries", "matched_on", b"matched_on", "model_files", b"model_files", "runtime_id", b"runtime_id", "runtime_name", b"runtime_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_env_names", b"api_key_env_names", "libraries", b"libraries", "matched_on", b"matched_on", "model_files", b"model_files", "reasons", b"reasons", "runtime_id", b"runtime_id", "runtime_name", b"runtime_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
