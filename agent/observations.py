@@ -44,6 +44,11 @@ class ProcessObservation:
     create_time: float
     listening: tuple[ListeningSocket, ...] = field(default=())
     cwd: str = ""  # read for candidates only: `python main.py` means nothing without it
+    # Deeper evidence, read for candidates only (never per poll for every process):
+    libraries: tuple[str, ...] = ()  # basenames of AI-relevant shared libraries mapped (/proc/PID/maps)
+    model_files: tuple[str, ...] = ()  # mapped or open files that may be model weights (paths)
+    written_files: tuple[str, ...] = ()  # regular files open for writing (checkpoints, adapters)
+    env_key_names: tuple[str, ...] = ()  # names of AI API-key variables set (OPENAI_API_KEY), never values
 
     @property
     def instance_key(self) -> str:

@@ -55,15 +55,27 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
     - spawn_runtime(["python3", "-m", "llama_cpp.server", "--port", "8000"]): the
       interpreter runs a module of that name, laid out in the process's working directory.
     - cwd="ComfyUI": run inside a folder of that name (for `python main.py` runtimes).
+    - maps=[...] files it mmaps (weights, libraries); writes=[...] files it holds open for
+      writing (checkpoints); env={...} extra environment (API-key variables).
     """
     procs: list[subprocess.Popen[str]] = []
 
-    def spawn(argv: list[str], listen: list[str] | None = None, cwd: str = "") -> subprocess.Popen[str]:
+    def spawn(
+        argv: list[str],
+        listen: list[str] | None = None,
+        cwd: str = "",
+        maps: list[Path] | None = None,
+        writes: list[Path] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:
         home = tmp_path / f"rt-{len(procs)}" / cwd  # `cwd`: a folder name the runtime runs in
         home.mkdir(parents=True)
         env = {
             **os.environ,
+            **(env or {}),
             "UMBRA_FAKE_LISTEN": ",".join(listen or []),
+            "UMBRA_FAKE_MAP": ",".join(map(str, maps or [])),
+            "UMBRA_FAKE_WRITE": ",".join(map(str, writes or [])),
             "PATH": f"{home}:{os.environ['PATH']}",
         }
         program = (FIXTURES / "fake_runtime.py").read_text()

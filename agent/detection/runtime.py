@@ -1,70 +1,159 @@
-"""LOCAL_MODEL_RUNTIME and MODEL_SERVER_EXPOSED from process observations."""
+"""LOCAL_MODEL_RUNTIME and MODEL_SERVER_EXPOSED from process observations.
+
+A runtime is recognised by what the catalog knows (name, executable, command line, default
+port) and, beyond names, by what the process does: the AI libraries it maps and the model
+weights it maps or holds open. A renamed llama.cpp binary, or `python worker.py` that maps a
+GGUF file, is still a runtime; the evidence says why, and the confidence says how sure.
+"""
 
 from __future__ import annotations
+
+import os
 
 from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
+from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
+from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.findings import FindingDraft
 from agent.observations import ListeningSocket, ProcessObservation
 
+# Confidence of a runtime known only by its behaviour (no catalog name or command line).
+CONFIDENCE_MODEL_FILE = 0.85  # it maps or holds model weights
+CONFIDENCE_INFERENCE_LIBRARY = 0.7  # it maps an inference engine (libllama, onnxruntime ...)
+CONFIDENCE_BOTH = 0.95
+BEHAVIOUR_BONUS = 0.05  # a catalog match that the libraries or weights confirm
+
 
 class RuntimeDetector:
-    def __init__(self, catalog: RuntimeCatalog) -> None:
+    def __init__(self, catalog: RuntimeCatalog, signals: ProcessSignals | None = None) -> None:
         self.catalog = catalog
+        self.signals = signals or default_process_signals()
 
     def detect(self, obs: ProcessObservation) -> list[FindingDraft]:
+        identified = self._identify(obs)
+        if identified is None:
+            return []
+        entry, confidence, matched_on, reasons = identified
+        drafts = [self._runtime(obs, entry, confidence, matched_on, reasons)]
+        drafts.extend(
+            self._exposed(obs, entry, confidence, matched_on, reasons, sock)
+            for sock in obs.listening
+            if sock.exposed
+        )
+        return drafts
+
+    def _identify(
+        self, obs: ProcessObservation
+    ) -> tuple[RuntimeEntry | None, float, list[str], list[str]] | None:
+        """(catalog entry or None for an unnamed runtime, confidence, matched_on, reasons)."""
+        inference = [s for s in map(self.signals.library, obs.libraries) if s and s.category == "inference"]
+        behaviour_on, behaviour_reasons = _behaviour(obs, inference)
         matches = self.catalog.match(
             obs.name, obs.exe, obs.cmdline, [s.port for s in obs.listening], cwd=obs.cwd or None
         )
-        if not matches:
-            return []
-        match = matches[0]
-        drafts = [self._runtime(obs, match)]
-        drafts.extend(self._exposed(obs, match, sock) for sock in obs.listening if sock.exposed)
-        return drafts
+        if matches:
+            match = matches[0]
+            bonus = BEHAVIOUR_BONUS if behaviour_on else 0.0
+            return (
+                match.entry,
+                min(0.99, match.confidence + bonus),
+                [*match.matched_on, *behaviour_on],
+                [*match.reasons, *behaviour_reasons],
+            )
+        if not behaviour_on:
+            return None
+        if obs.model_files and inference:
+            confidence = CONFIDENCE_BOTH
+        elif obs.model_files:
+            confidence = CONFIDENCE_MODEL_FILE
+        else:
+            confidence = CONFIDENCE_INFERENCE_LIBRARY
+        hinted = next((s.runtime for s in inference if s.runtime), "")
+        return self.catalog.get(hinted) if hinted else None, confidence, behaviour_on, behaviour_reasons
 
-    def _runtime(self, obs: ProcessObservation, match: RuntimeMatch) -> FindingDraft:
-        entry = match.entry
+    def _runtime(
+        self,
+        obs: ProcessObservation,
+        entry: RuntimeEntry | None,
+        confidence: float,
+        matched_on: list[str],
+        reasons: list[str],
+    ) -> FindingDraft:
+        label = _label(entry, obs)
         listening = f", listening on {', '.join(map(str, obs.listening))}" if obs.listening else ""
+        weights = f", with {os.path.basename(obs.model_files[0])} loaded" if obs.model_files else ""
         return FindingDraft(
             kind=fpb.KIND_LOCAL_MODEL_RUNTIME,
-            key=f"{entry.id}|{obs.exe or obs.name}|{obs.username}",
-            severity=codec.severity_value(entry.severity),
-            confidence=match.confidence,
-            summary=f"{entry.name} running as {obs.username or 'an unknown user'} "
-            f"(pid {obs.pid}, {obs.name}){listening}",
+            key=f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{obs.username}",
+            severity=codec.severity_value(entry.severity if entry else "medium"),
+            confidence=confidence,
+            summary=f"{label} running as {obs.username or 'an unknown user'} (pid {obs.pid}, {obs.name})"
+            f"{weights}{listening}",
             occurrence=obs.instance_key,
-            subject=entry.id,
+            subject=entry.id if entry else "",
             user=obs.username,
             process=obs,
-            evidence=[_runtime_evidence(match), *(_socket_evidence(s) for s in obs.listening)],
+            evidence=[
+                _runtime_evidence(obs, entry, matched_on, reasons),
+                *(_socket_evidence(s) for s in obs.listening),
+                *(_model_file_evidence(p) for p in obs.model_files),
+            ],
         )
 
-    def _exposed(self, obs: ProcessObservation, match: RuntimeMatch, sock: ListeningSocket) -> FindingDraft:
-        entry = match.entry
+    def _exposed(
+        self,
+        obs: ProcessObservation,
+        entry: RuntimeEntry | None,
+        confidence: float,
+        matched_on: list[str],
+        reasons: list[str],
+        sock: ListeningSocket,
+    ) -> FindingDraft:
         return FindingDraft(
             kind=fpb.KIND_MODEL_SERVER_EXPOSED,
-            key=f"{entry.id}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
+            key=f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
             severity=fpb.SEVERITY_HIGH,
-            confidence=match.confidence,
-            summary=f"{entry.name} accepts connections from the network on {sock} (pid {obs.pid})",
+            confidence=confidence,
+            summary=f"{_label(entry, obs)} accepts connections from the network on {sock} (pid {obs.pid})",
             occurrence=obs.instance_key,
-            subject=entry.id,
+            subject=entry.id if entry else "",
             user=obs.username,
             process=obs,
-            evidence=[_runtime_evidence(match), _socket_evidence(sock)],
+            evidence=[_runtime_evidence(obs, entry, matched_on, reasons), _socket_evidence(sock)],
         )
 
 
-def _runtime_evidence(match: RuntimeMatch) -> fpb.Evidence:
+def _behaviour(obs: ProcessObservation, inference: list[LibrarySignal]) -> tuple[list[str], list[str]]:
+    matched_on: list[str] = []
+    reasons: list[str] = []
+    if inference:
+        matched_on.append("library")
+        names = ", ".join(dict.fromkeys(s.name for s in inference))
+        reasons.append(f"maps inference libraries ({names})")
+    if obs.model_files:
+        matched_on.append("model_file")
+        more = f" and {len(obs.model_files) - 1} more" if len(obs.model_files) > 1 else ""
+        reasons.append(f"maps or holds model weights {obs.model_files[0]}{more}")
+    return matched_on, reasons
+
+
+def _label(entry: RuntimeEntry | None, obs: ProcessObservation) -> str:
+    return entry.name if entry else f"An unnamed model runtime ({obs.name})"
+
+
+def _runtime_evidence(
+    obs: ProcessObservation, entry: RuntimeEntry | None, matched_on: list[str], reasons: list[str]
+) -> fpb.Evidence:
     return fpb.Evidence(
         runtime=fpb.RuntimeEvidence(
-            runtime_id=match.entry.id,
-            runtime_name=match.entry.name,
-            matched_on=list(match.matched_on),
-            reasons=list(match.reasons),
+            runtime_id=entry.id if entry else "",
+            runtime_name=entry.name if entry else "",
+            matched_on=matched_on,
+            reasons=reasons,
+            libraries=list(obs.libraries),
+            model_files=list(obs.model_files),
+            api_key_env_names=list(obs.env_key_names),
         )
     )
 
@@ -75,3 +164,11 @@ def _socket_evidence(sock: ListeningSocket) -> fpb.Evidence:
             address=sock.address, port=sock.port, transport=sock.transport, exposed=sock.exposed
         )
     )
+
+
+def _model_file_evidence(path: str) -> fpb.Evidence:
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0
+    return fpb.Evidence(model_file=fpb.ModelFileEvidence(path=path, size_bytes=size))

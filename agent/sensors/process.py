@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import psutil
 
+from agent import procfs
+from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]
+#: path -> is it model weights, by content? Cached by the callee.
+ModelFileCheck = Callable[[str], bool]
+
+MAX_FILES_PER_PROCESS = 64
+_INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
+_LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
 
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 
@@ -31,12 +41,29 @@ class ProcessSensor(Sensor):
     name = "process"
     capabilities = SensorCapabilities(needs_root=True, platforms=("Linux", "Darwin", "Windows"))
 
-    def __init__(self, is_candidate: CandidateFilter, young_age: float = 5.0) -> None:
+    def __init__(
+        self,
+        is_candidate: CandidateFilter,
+        *,
+        signals: ProcessSignals | None = None,
+        is_model_file: ModelFileCheck | None = None,
+        deep_interval: float = 15.0,
+        large_rss_bytes: int = 512 * 1024 * 1024,
+        sweep_interval: float = 60.0,
+        young_age: float = 5.0,
+    ) -> None:
         self._is_candidate = is_candidate
+        self._signals = signals or default_process_signals()
+        self._is_model_file = is_model_file or ModelFileCache()
+        self._deep_interval = deep_interval
+        self._large_rss = large_rss_bytes
+        self._sweep_interval = sweep_interval
         self._young_age = young_age
         self._seen: set[int] = set()
         self._young: set[int] = set()  # non-candidates born just before a poll: look once more
         self._followed: dict[int, ProcessObservation] = {}
+        self._deep_at: dict[int, float] = {}  # pid -> when its deep facts were last read
+        self._last_sweep = time.monotonic()
         self._self_pid = os.getpid()
 
     def status(self) -> SensorStatus:
@@ -47,25 +74,40 @@ class ProcessSensor(Sensor):
             return SensorStatus(
                 self.name,
                 SensorState.DEGRADED,
-                "not root: executables and sockets of other users' processes are hidden",
+                "not root: executables, sockets and maps of other users' processes are hidden",
             )
         return SensorStatus(self.name, SensorState.ACTIVE)
+
+    def _worth_following(self, obs: ProcessObservation, rss: int) -> bool:
+        """Catalog candidates, interpreters (a model can run in plain `python worker.py`) and
+        processes large enough to hold model weights (a renamed llama.cpp binary)."""
+        return (
+            self._is_candidate(obs.name, obs.exe, obs.cmdline)
+            or _INTERPRETER.fullmatch(obs.name.lower()) is not None
+            or rss >= self._large_rss
+        )
 
     def poll(self) -> Sequence[ProcessObservation]:
         now = time.time()
         pids = set(psutil.pids())
         for pid in self._seen - pids:
             self._followed.pop(pid, None)
+            self._deep_at.pop(pid, None)
         recheck, self._young = self._young & pids, set()
         new = pids - self._seen
         self._seen = pids
+        if time.monotonic() - self._last_sweep >= self._sweep_interval:
+            # A process that grew into a model server after we first saw it: promote it.
+            self._last_sweep = time.monotonic()
+            recheck |= {pid for pid in pids - self._followed.keys() if _rss(pid) >= self._large_rss}
         for pid in (*new, *recheck):
             if pid == self._self_pid or pid in self._followed:
                 continue
-            obs = _inspect(pid)
-            if obs is None:
+            inspected = _inspect(pid)
+            if inspected is None:
                 continue
-            if self._is_candidate(obs.name, obs.exe, obs.cmdline):
+            obs, rss = inspected
+            if self._worth_following(obs, rss):
                 self._followed[pid] = replace(obs, username=_username(pid), cwd=_cwd(pid))
             elif pid in new and now - obs.create_time < self._young_age:
                 self._young.add(pid)
@@ -74,19 +116,84 @@ class ProcessSensor(Sensor):
             listening = _listening_sockets(pid)
             if listening is None:  # exited since the PID list was read
                 self._followed.pop(pid, None)
+                self._deep_at.pop(pid, None)
                 continue
             current = replace(obs, listening=listening)
+            if now - self._deep_at.get(pid, 0.0) >= self._deep_interval:
+                current = self._with_deep_facts(current)
+                self._deep_at[pid] = now
             self._followed[pid] = current
             observations.append(current)
         return observations
 
+    def _with_deep_facts(self, obs: ProcessObservation) -> ProcessObservation:
+        mapped = procfs.mapped_files(obs.pid)
+        reading, writing = procfs.open_files(obs.pid)
+        libraries = tuple(
+            dict.fromkeys(base for path in mapped if self._signals.library(base := os.path.basename(path)))
+        )
+        model_files = tuple(
+            path for path in dict.fromkeys((*mapped, *reading, *writing))
+            if not _LIBRARY_FILE.search(path) and self._is_model_file(path)
+        )
+        return replace(
+            obs,
+            libraries=libraries,
+            model_files=model_files[:MAX_FILES_PER_PROCESS],
+            written_files=writing[:MAX_FILES_PER_PROCESS],
+            env_key_names=procfs.env_var_names(obs.pid, self._signals.api_key_variables),
+        )
 
-def _inspect(pid: int) -> ProcessObservation | None:
-    """Cheap facts of one process, or None when it is gone or hidden."""
+
+class ModelFileCache:
+    """Is this path model weights? Answered from the first bytes, once per file version.
+
+    Keyed by (device, inode, size, mtime), so a file is read again only when it changes, and
+    bounded so a process opening thousands of files cannot grow it without limit.
+    """
+
+    MIN_SIZE = 1024 * 1024  # weights are never this small; a 200-byte '.bin' is not a model
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._answers: dict[tuple[int, int, int, int], bool] = {}
+        self._max = max_entries
+
+    def __call__(self, path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size < self.MIN_SIZE:
+            return False
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        answer = self._answers.get(key)
+        if answer is None:
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(16)
+            except OSError:
+                return False
+            answer = _looks_like_weights(head)
+            if len(self._answers) >= self._max:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+
+def _looks_like_weights(head: bytes) -> bool:
+    """GGUF's magic, or a safetensors header (little-endian length, then a JSON object)."""
+    if head.startswith(b"GGUF"):
+        return True
+    return len(head) >= 10 and head[8:10] == b'{"' and 0 < int.from_bytes(head[:8], "little") < 100 * 2**20
+
+
+def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:
+    """Cheap facts of one process and its RSS, or None when it is gone or hidden."""
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
             name = proc.name()
+            rss = proc.memory_info().rss
             ppid = proc.ppid()
             create_time = proc.create_time()
             try:
@@ -99,7 +206,14 @@ def _inspect(pid: int) -> ProcessObservation | None:
                 cmdline = ()
     except (*_GONE, psutil.AccessDenied):
         return None
-    return ProcessObservation(pid, ppid, name, exe, cmdline, "", create_time)
+    return ProcessObservation(pid, ppid, name, exe, cmdline, "", create_time), rss
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except (*_GONE, psutil.AccessDenied):
+        return 0
 
 
 def _username(pid: int) -> str:
