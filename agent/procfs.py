@@ -10,6 +10,7 @@ there, left for the platform work.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -85,6 +86,52 @@ def env_var_names(pid: int, wanted: frozenset[str]) -> tuple[str, ...]:
             if text in wanted:
                 found.append(text)
     return tuple(sorted(set(found)))
+
+
+@dataclass(frozen=True)
+class BasicFacts:
+    name: str
+    ppid: int
+    create_time: float
+    rss_bytes: int
+    exe: str
+    cmdline: tuple[str, ...]
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MAX_CMDLINE_BYTES = 32 * 1024
+
+
+def basic_facts(pid: int, boot_time: float) -> BasicFacts | None:
+    """Name, parent, start time, RSS, executable and command line in three reads.
+
+    The process sensor's hot path on Linux: every new PID pays this, so it reads /proc
+    directly instead of through psutil's per-process objects (a third of the cost). The
+    start time is computed as psutil computes it, so the two agree.
+    """
+    base = PROC / str(pid)
+    stat = _read(base / "stat", 4096)
+    close = stat.rfind(b")")
+    if close < 0:
+        return None  # gone
+    name = stat[stat.find(b"(") + 1 : close].decode("utf-8", "replace")
+    fields = stat[close + 2 :].split()
+    try:
+        ppid = int(fields[1])
+        create_time = boot_time + int(fields[19]) / _CLOCK_TICKS
+        rss = int(fields[21]) * _PAGE_SIZE
+    except (IndexError, ValueError):
+        return None
+    try:
+        exe = os.readlink(base / "exe")
+    except OSError:  # kernel thread, gone, or not ours
+        exe = ""
+    raw = _read(base / "cmdline", MAX_CMDLINE_BYTES)
+    cmdline = (
+        tuple(a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")) if raw else ()
+    )
+    return BasicFacts(name, ppid, create_time, rss, exe.removesuffix(" (deleted)"), cmdline)
 
 
 def rss_bytes(pid: int) -> int:

@@ -31,6 +31,8 @@ CandidateFilter = Callable[[str, str, Sequence[str]], bool]
 ModelFileCheck = Callable[[str], bool]
 
 MAX_FILES_PER_PROCESS = 64
+_LINUX = platform.system() == "Linux"
+_BOOT_TIME = psutil.boot_time()
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
 _LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
 
@@ -133,7 +135,8 @@ class ProcessSensor(Sensor):
             dict.fromkeys(base for path in mapped if self._signals.library(base := os.path.basename(path)))
         )
         model_files = tuple(
-            path for path in dict.fromkeys((*mapped, *reading, *writing))
+            path
+            for path in dict.fromkeys((*mapped, *reading, *writing))
             if not _LIBRARY_FILE.search(path) and self._is_model_file(path)
         )
         return replace(
@@ -189,6 +192,12 @@ def _looks_like_weights(head: bytes) -> bool:
 
 def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:
     """Cheap facts of one process and its RSS, or None when it is gone or hidden."""
+    if _LINUX:
+        facts = procfs.basic_facts(pid, _BOOT_TIME)
+        if facts is None:
+            return None
+        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, "", facts.create_time)
+        return obs, facts.rss_bytes
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -210,6 +219,8 @@ def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:
 
 
 def _rss(pid: int) -> int:
+    if _LINUX:
+        return procfs.rss_bytes(pid)
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except (*_GONE, psutil.AccessDenied):
