@@ -22,7 +22,7 @@ from agent.observations import ListeningSocket, ProcessObservation
 CONFIDENCE_MODEL_FILE = 0.85  # it maps or holds model weights
 CONFIDENCE_INFERENCE_LIBRARY = 0.7  # it maps an inference engine (libllama, onnxruntime ...)
 CONFIDENCE_BOTH = 0.95
-BEHAVIOUR_BONUS = 0.05  # a catalog match that the libraries or weights confirm
+BEHAVIOUR_BONUS = 0.05  # per behaviour (libraries, weights) that confirms a catalog match
 
 
 class RuntimeDetector:
@@ -54,7 +54,7 @@ class RuntimeDetector:
         )
         if matches:
             match = matches[0]
-            bonus = BEHAVIOUR_BONUS if behaviour_on else 0.0
+            bonus = BEHAVIOUR_BONUS * len(behaviour_on)
             return (
                 match.entry,
                 min(0.99, match.confidence + bonus),
