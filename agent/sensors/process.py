@@ -24,6 +24,7 @@ from agent import procfs
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.sensors.proc_connector import ProcConnector
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]
@@ -53,6 +54,7 @@ class ProcessSensor(Sensor):
         large_rss_bytes: int = 512 * 1024 * 1024,
         sweep_interval: float = 60.0,
         young_age: float = 5.0,
+        exec_events: bool = True,
     ) -> None:
         self._is_candidate = is_candidate
         self._signals = signals or default_process_signals()
@@ -67,6 +69,15 @@ class ProcessSensor(Sensor):
         self._deep_at: dict[int, float] = {}  # pid -> when its deep facts were last read
         self._last_sweep = time.monotonic()
         self._self_pid = os.getpid()
+        self._want_events = exec_events and _LINUX
+        self._events = ProcConnector()
+
+    def start(self) -> None:
+        if self._want_events:
+            self._events.open()
+
+    def stop(self) -> None:
+        self._events.close()
 
     def status(self) -> SensorStatus:
         system = platform.system()
@@ -78,6 +89,8 @@ class ProcessSensor(Sensor):
                 SensorState.DEGRADED,
                 "not root: executables, sockets and maps of other users' processes are hidden",
             )
+        if self._want_events and not self._events.is_open and self._events.reason:
+            return SensorStatus(self.name, SensorState.ACTIVE, f"polling only: {self._events.reason}")
         return SensorStatus(self.name, SensorState.ACTIVE)
 
     def _worth_following(self, obs: ProcessObservation, rss: int) -> bool:
@@ -96,6 +109,12 @@ class ProcessSensor(Sensor):
             self._followed.pop(pid, None)
             self._deep_at.pop(pid, None)
         recheck, self._young = self._young & pids, set()
+        # A process that exec'd is a new program under an old PID: look at it again.
+        for pid in self._events.drain().exec_pids & pids:
+            recheck.add(pid)
+            if pid in self._followed and not self._still_same_program(pid):
+                self._followed.pop(pid)
+                self._deep_at.pop(pid, None)
         new = pids - self._seen
         self._seen = pids
         if time.monotonic() - self._last_sweep >= self._sweep_interval:
@@ -127,6 +146,14 @@ class ProcessSensor(Sensor):
             self._followed[pid] = current
             observations.append(current)
         return observations
+
+    def _still_same_program(self, pid: int) -> bool:
+        inspected = _inspect(pid)
+        followed = self._followed[pid]
+        return inspected is not None and (inspected[0].exe, inspected[0].cmdline) == (
+            followed.exe,
+            followed.cmdline,
+        )
 
     def _with_deep_facts(self, obs: ProcessObservation) -> ProcessObservation:
         mapped = procfs.mapped_files(obs.pid)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from conftest import SpawnRuntime, port_or_free
+import pytest
+from conftest import FIXTURES, SpawnRuntime, port_or_free
 
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
@@ -96,3 +100,57 @@ def test_relative_script_is_judged_in_its_working_directory(spawn_runtime: Spawn
     for seen in sensor.poll():
         if seen.pid == other.pid:
             assert detector.detect(seen) == [], "main.py outside a ComfyUI checkout is not ComfyUI"
+
+
+def _late_exec(tmp_path: Path, delay: float) -> subprocess.Popen[str]:
+    """`sh launch.sh`, a script that sleeps and then `exec`s `ollama serve`: a launcher whose
+    own command line says nothing, that becomes a runtime later under the same PID."""
+    (tmp_path / "ollama").symlink_to(sys.executable)
+    (tmp_path / "serve").write_text((FIXTURES / "fake_runtime.py").read_text())
+    (tmp_path / "launch.sh").write_text(f"sleep {delay}\nexec ollama serve\n")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "UMBRA_FAKE_LISTEN": ""}
+    return subprocess.Popen(
+        ["sh", "launch.sh"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's process events need root")
+def test_exec_after_start_is_seen_through_kernel_events(tmp_path: Path) -> None:
+    sensor = ProcessSensor(CATALOG.is_candidate, young_age=0.5)
+    sensor.start()
+    try:
+        assert "polling only" not in sensor.status().reason, sensor.status().reason
+        sensor.poll()
+        proc = _late_exec(tmp_path, delay=2.0)
+        try:
+            time.sleep(0.5)
+            assert all(o.pid != proc.pid for o in sensor.poll()), "still a shell: not a runtime yet"
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"  # exec'd now
+            observed = [o for o in sensor.poll() if o.pid == proc.pid]
+            assert [o.name for o in observed] == ["ollama"]
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        sensor.stop()
+
+
+def test_without_kernel_events_a_late_exec_is_missed_and_the_status_says_polling(tmp_path: Path) -> None:
+    """The documented limit of polling alone, so the status line is not a boast."""
+    sensor = ProcessSensor(CATALOG.is_candidate, young_age=0.5, exec_events=False)
+    sensor.start()
+    sensor.poll()
+    proc = _late_exec(tmp_path, delay=2.0)
+    try:
+        time.sleep(0.5)
+        sensor.poll()
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        sensor.poll()  # the young-process second look has passed
+        assert all(o.pid != proc.pid for o in sensor.poll())
+    finally:
+        proc.kill()
+        proc.wait()
