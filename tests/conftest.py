@@ -109,3 +109,54 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def idle_server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/fixtures/idle_server.c, compiled once per run (gcc is part of the set-up)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("a C compiler (gcc) is needed to build the stand-in runtime binary")
+    out = tmp_path_factory.mktemp("bin") / "idle_server"
+    subprocess.run([compiler, "-O2", "-o", str(out), str(FIXTURES / "idle_server.c")], check=True)
+    return out
+
+
+SpawnBinary = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture
+def spawn_binary(tmp_path: Path, idle_server_binary: Path) -> Iterator[SpawnBinary]:
+    """Start a native process with any name and argv: spawn_binary(["llama-server", "-m", "x.gguf"]).
+
+    The stand-in binary is copied to a file named like argv[0]'s basename, so the kernel's
+    process name, the executable and the command line are exactly the runtime's.
+    """
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(argv: list[str], listen: list[str] | None = None) -> subprocess.Popen[str]:
+        home = tmp_path / f"bin-{len(procs)}"
+        home.mkdir()
+        binary = home / Path(argv[0]).name
+        shutil.copy(idle_server_binary, binary)
+        env = {**os.environ, "UMBRA_FAKE_LISTEN": ",".join(listen or [])}
+        proc = subprocess.Popen(
+            argv,
+            executable=str(binary),
+            cwd=home,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            pytest.fail(f"{argv} did not start: {proc.stderr.read() if proc.stderr else ''}")
+        return proc
+
+    yield spawn
+    for proc in procs:
+        proc.kill()
+        proc.wait()
