@@ -54,11 +54,27 @@ class SpoolSection:
 class ProcessSensorSection:
     enabled: bool = True
     interval: float = 2.0
+    deep_interval: float = 15.0  # how often followed processes' maps, files and env are re-read
+    large_process_mib: int = 512  # a process this large is followed even if nothing names it AI
+    exec_events: bool = True  # the kernel's exec events (Linux, root) on top of polling
+
+
+@dataclass(frozen=True)
+class GpuSensorSection:
+    enabled: bool = True
+    interval: float = 5.0  # seconds between NVML reads (at most as often as the process sensor polls)
+    facts_interval: float = 30.0  # re-read the libraries and model files GPU processes map
+    # Sustained GPU use (a FINE_TUNING signal): memory held for `sustained_seconds`, over at least
+    # `sustained_samples` reads, with a mean SM utilisation of `sustained_utilization` percent.
+    sustained_seconds: float = 60.0
+    sustained_samples: int = 5
+    sustained_utilization: float = 10.0
 
 
 @dataclass(frozen=True)
 class SensorsSection:
     process: ProcessSensorSection = field(default_factory=ProcessSensorSection)
+    gpu: GpuSensorSection = field(default_factory=GpuSensorSection)
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,15 @@ def _check(config: AgentConfig, path: Path) -> None:
         problems.append("[spool] max_findings must be at least 1")
     if config.sensors.process.interval <= 0:
         problems.append("[sensors.process] interval must be positive")
+    if config.sensors.process.deep_interval < 0 or config.sensors.process.large_process_mib < 0:
+        problems.append("[sensors.process] deep_interval and large_process_mib must not be negative")
+    gpu = config.sensors.gpu
+    if gpu.interval <= 0 or gpu.facts_interval <= 0 or gpu.sustained_seconds <= 0:
+        problems.append("[sensors.gpu] interval, facts_interval and sustained_seconds must be positive")
+    if gpu.sustained_samples < 2:
+        problems.append("[sensors.gpu] sustained_samples must be at least 2")
+    if not 0.0 <= gpu.sustained_utilization <= 100.0:
+        problems.append("[sensors.gpu] sustained_utilization must be between 0 and 100")
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:

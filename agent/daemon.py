@@ -16,12 +16,15 @@ from umbra.v1 import agent_pb2 as apb
 from agent import __version__
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.config import AgentConfig
+from agent.detection.finetune import FineTuningDetector
+from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.detection.runtime import RuntimeDetector
 from agent.findings import FindingTracker
 from agent.hostinfo import host_facts, host_id
-from agent.pipeline import Pipeline
+from agent.pipeline import Detector, Pipeline
 from agent.policy import Policy
 from agent.sensors.base import Sensor, SensorState, SensorStatus
+from agent.sensors.gpu import GpuSensor
 from agent.sensors.process import ProcessSensor
 from agent.spool import Spool
 from agent.transport import Backoff, StreamClient
@@ -40,12 +43,28 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
     catalog = load_runtime_catalog()
     sensors: list[Sensor] = []
     if config.sensors.process.enabled:
-        sensors.append(ProcessSensor(catalog.is_candidate))
+        section = config.sensors.process
+        sensors.append(
+            ProcessSensor(
+                catalog.is_candidate,
+                deep_interval=section.deep_interval,
+                large_rss_bytes=section.large_process_mib * 2**20,
+                exec_events=section.exec_events,
+            )
+        )
+    gpu = config.sensors.gpu
+    detectors: list[Detector] = [RuntimeDetector(catalog)]
+    if gpu.enabled:
+        sensors.append(GpuSensor(interval=gpu.interval, facts_interval=gpu.facts_interval))
+        usage = GpuUsage(gpu.sustained_seconds, gpu.sustained_samples, gpu.sustained_utilization)
+        detectors += [GpuWorkloadDetector(catalog), FineTuningDetector(usage=usage)]
+    else:  # training without an NVIDIA GPU (CPU, Apple, AMD) is still seen by its process facts
+        detectors.append(FineTuningDetector())
     policy = Policy(
         approved_runtimes=frozenset(config.policy.approved_runtimes),
         min_confidence=config.policy.min_confidence,
     )
-    return Pipeline(sensors, [RuntimeDetector(catalog)], policy, tracker)
+    return Pipeline(sensors, detectors, policy, tracker)
 
 
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:

@@ -56,5 +56,40 @@ class ProcessObservation:
         return f"{self.pid}@{self.create_time:.2f}"
 
 
-# The union grows as sensors land (GPU, network, file observations).
-Observation = ProcessObservation
+@dataclass(frozen=True)
+class GpuDeviceObservation:
+    """One GPU, as the GPU sensor saw it through NVML. None: NVML does not report the field here."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    utilization_percent: int | None  # SM busy, whole device, over NVML's last sample period
+    memory_utilization_percent: int | None
+    process_count: int
+    sampled_at: float  # the sensor's clock (time.time()), so detectors can measure windows
+    unsupported: tuple[str, ...] = ()  # NVML fields this GPU does not support (NotSupported)
+
+
+@dataclass(frozen=True)
+class GpuProcessObservation:
+    """A process holding a context on one GPU: NVML's numbers plus the process's facts from /proc."""
+
+    process: ProcessObservation
+    gpu_index: int
+    gpu_uuid: str
+    gpu_name: str
+    used_memory_bytes: int | None  # None: not available (Windows WDDM, MIG without privileges)
+    sm_utilization_percent: int | None  # None: per-process samples unsupported, or none this period
+    memory_utilization_percent: int | None
+    context: str  # "compute" (CUDA) or "graphics"
+    sampled_at: float
+
+    @property
+    def instance_key(self) -> str:
+        return self.process.instance_key
+
+
+# The union grows as sensors land (network, file observations).
+Observation = ProcessObservation | GpuDeviceObservation | GpuProcessObservation

@@ -16,7 +16,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.findings import FindingDraft
-from agent.observations import ListeningSocket, ProcessObservation
+from agent.observations import ListeningSocket, Observation, ProcessObservation
 
 # Confidence of a runtime known only by its behaviour (no catalog name or command line).
 CONFIDENCE_MODEL_FILE = 0.85  # it maps or holds model weights
@@ -30,7 +30,9 @@ class RuntimeDetector:
         self.catalog = catalog
         self.signals = signals or default_process_signals()
 
-    def detect(self, obs: ProcessObservation) -> list[FindingDraft]:
+    def detect(self, obs: Observation) -> list[FindingDraft]:
+        if not isinstance(obs, ProcessObservation):
+            return []  # GPU observations: agent/detection/gpu.py
         identified = self._identify(obs)
         if identified is None:
             return []

@@ -1,0 +1,434 @@
+"""FINE_TUNING: a process that trains or fine-tunes a model, with the combined evidence.
+
+The runtime is often plain `python`, so no name gives it away. Four independent kinds of
+signal do, and the finding carries every one that was seen:
+
+- **command line**: a training launcher or CLI (`accelerate launch`, `deepspeed`, `tune run`,
+  `axolotl train`, `trl sft`, `llamafactory-cli train`, `mlx_lm.lora`, ...), its `python -m`
+  module, or the options of Hugging Face's Trainer and of PEFT (`--deepspeed ds.json`,
+  `--per_device_train_batch_size`, `--use_peft`, `--lora_r`);
+- **maps**: training kernels mapped (the `training` category of process_signals.toml:
+  DeepSpeed ops, bitsandbytes, FlashAttention);
+- **writes**: training artifacts open for writing: `checkpoint-N/` directories, optimizer and
+  scheduler state, LoRA adapters (`adapter_model.safetensors`), DeepSpeed `global_stepN/`;
+- **GPU**: sustained GPU use (agent/detection/gpu.py, `GpuUsage`).
+
+A finding needs the command line or the writes: training kernels are mapped by inference
+servers too (vLLM maps FlashAttention), and sustained GPU use is what inference does as well.
+Confidence grows with the number of kinds seen:
+
+=========================  ==========
+kinds of signal            confidence
+=========================  ==========
+1 (command line or writes)  0.60
+2                           0.80
+3                           0.90
+4                           0.97
+a training-like script      +0.05 (train.py, finetune.py, sft.py, run_clm.py; or torchrun),
+name, with something else   capped at 0.99
+=========================  ==========
+
+Severity is high when the training runs on a GPU (sustained use seen), medium otherwise. The
+dedupe key is the workload (executable plus script or module) and the user, so the ranks of
+one distributed job are occurrences of one finding. What an instance wrote is remembered for
+the life of the instance (checkpoints are written in bursts between polls), bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.catalog.process_signals import ProcessSignals, default_process_signals
+from agent.detection.gpu import (
+    GpuUsage,
+    Sustained,
+    ai_libraries,
+    coarse_bytes,
+    coarse_percent,
+    gpu_evidence,
+    human_bytes,
+    workload_identity,
+    workload_label,
+)
+from agent.findings import FindingDraft
+from agent.observations import GpuProcessObservation, Observation, ProcessObservation
+
+CONFIDENCE_BY_KINDS = {1: 0.60, 2: 0.80, 3: 0.90, 4: 0.97}
+HINT_BONUS = 0.05
+CONF_CAP = 0.99
+MAX_ARTIFACTS = 16  # remembered per process instance (newest kept)
+MAX_ARTIFACT_EVIDENCE = 8
+MAX_INSTANCES = 2048
+MAX_ARGS = 64  # command-line tokens looked at
+
+
+@dataclass(frozen=True)
+class TrainingTool:
+    """A training launcher, CLI or option set, as it shows on a command line."""
+
+    id: str
+    name: str
+    source: str
+    programs: tuple[str, ...] = ()  # argv[0]'s basename, or the script an interpreter runs
+    subcommands: tuple[str, ...] = ()  # when given, the program must be followed by one of them
+    modules: tuple[str, ...] = ()  # `python -m MODULE`; "a.b" also matches "a.b.c"
+    options: tuple[str, ...] = ()  # "--opt" or "--opt=value" anywhere on the command line
+    strong: bool = True  # False: a hint that only adds to other evidence (torchrun)
+
+
+TOOLS: tuple[TrainingTool, ...] = (
+    TrainingTool(
+        "accelerate",
+        "Hugging Face Accelerate",
+        "https://huggingface.co/docs/accelerate/basic_tutorials/launch",
+        programs=("accelerate",),
+        subcommands=("launch",),
+        modules=("accelerate.commands.launch", "accelerate.commands.accelerate_cli"),
+    ),
+    TrainingTool(
+        "deepspeed",
+        "DeepSpeed",
+        "https://www.deepspeed.ai/getting-started/",
+        programs=("deepspeed",),
+        modules=("deepspeed.launcher",),
+        options=("--deepspeed", "--deepspeed_config"),
+    ),
+    TrainingTool(
+        "torchtune",
+        "torchtune",
+        "https://docs.pytorch.org/torchtune/stable/tune_cli.html",
+        programs=("tune",),
+        subcommands=("run",),
+        modules=("torchtune._cli", "recipes"),
+    ),
+    TrainingTool(
+        "axolotl",
+        "Axolotl",
+        "https://docs.axolotl.ai/docs/cli.html",
+        programs=("axolotl",),
+        subcommands=("train", "preprocess"),
+        modules=("axolotl.cli.train", "axolotl.cli.preprocess"),
+    ),
+    TrainingTool(
+        "trl",
+        "TRL",
+        "https://huggingface.co/docs/trl/clis",
+        programs=("trl",),
+        subcommands=("sft", "dpo", "grpo", "kto", "reward", "rloo", "ppo", "orpo"),
+        modules=("trl.scripts",),
+    ),
+    TrainingTool(
+        "llamafactory",
+        "LLaMA-Factory",
+        "https://github.com/hiyouga/LLaMA-Factory",
+        programs=("llamafactory-cli", "lmf"),
+        subcommands=("train",),
+        modules=("llamafactory.launcher",),
+    ),
+    TrainingTool(
+        "mlx-lm-lora",
+        "MLX LM LoRA",
+        "https://github.com/ml-explore/mlx-lm/blob/main/mlx_lm/LORA.md",
+        programs=("mlx_lm.lora",),
+        modules=("mlx_lm.lora",),
+    ),
+    TrainingTool(
+        "autotrain",
+        "AutoTrain",
+        "https://huggingface.co/docs/autotrain/index",
+        programs=("autotrain",),
+        subcommands=("llm",),
+    ),
+    TrainingTool(
+        "unsloth",
+        "Unsloth",
+        "https://github.com/unslothai/unsloth",
+        programs=("unsloth-cli.py", "unsloth"),
+        modules=("unsloth",),
+    ),
+    TrainingTool(
+        "peft",
+        "PEFT (LoRA options)",
+        "https://huggingface.co/docs/trl/main/en/sft_trainer",
+        options=("--use_peft", "--lora_r", "--lora_alpha", "--lora_rank", "--lora_target_modules"),
+    ),
+    TrainingTool(
+        "hf-trainer",
+        "Transformers Trainer",
+        "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments",
+        options=(
+            "--per_device_train_batch_size",
+            "--num_train_epochs",
+            "--gradient_accumulation_steps",
+            "--do_train",
+        ),
+    ),
+    TrainingTool(
+        "torchrun",
+        "torchrun",
+        "https://docs.pytorch.org/docs/stable/elastic/run.html",
+        programs=("torchrun",),
+        modules=("torch.distributed.run", "torch.distributed.launch"),
+        strong=False,
+    ),
+)
+
+#: A script whose name says training: only a hint (a `train.py` may train anything, even a CPU toy).
+_SCRIPT_HINT = re.compile(
+    r"(?:^|[_\-.])(?:train|training|finetune|finetuning|fine[_-]tune|sft|lora|qlora|dpo|orpo|pretrain)"
+    r"(?:[_\-.]|$)|^run_(?:clm|mlm|sft|summarization|translation|qa|glue)\.py$",
+    re.IGNORECASE,
+)
+_PYTHON = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
+
+#: Training artifacts by path, first match wins (an adapter inside checkpoint-N/ is an adapter).
+ARTIFACTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"/(?:adapter_model\.(?:safetensors|bin)|adapter_config\.json|(?:\d+_)?adapters\.safetensors"
+            r"|adapter_\d+\.pt)$"
+        ),
+        "lora_adapter",
+    ),
+    (
+        re.compile(r"/global_step\d+/|_optim_states\.pt$|/mp_rank_\d+_model_states\.pt$"),
+        "deepspeed_checkpoint",
+    ),
+    (re.compile(r"/checkpoint-\d+/"), "trainer_checkpoint"),
+    (
+        re.compile(
+            r"/(?:optimizer\.(?:pt|bin)|scheduler\.pt|trainer_state\.json|training_args\.bin"
+            r"|rng_state(?:_\d+)?\.pth|recipe_state\.pt)$"
+        ),
+        "optimizer_state",
+    ),
+    (re.compile(r"/(?:epoch=\d+[^/]*|last)\.ckpt$"), "trainer_checkpoint"),  # PyTorch Lightning
+)
+
+
+def artifact_format(path: str) -> str | None:
+    """The kind of training artifact a written path is, or None."""
+    for pattern, fmt in ARTIFACTS:
+        if pattern.search(path):
+            return fmt
+    return None
+
+
+@dataclass(frozen=True)
+class CommandLineSignals:
+    tools: tuple[TrainingTool, ...]  # every tool the command line shows, strong ones first
+    reasons: tuple[str, ...]
+    hint: str = ""  # a training-like script name, or a weak launcher
+
+    @property
+    def strong(self) -> bool:
+        return any(t.strong for t in self.tools)
+
+
+def command_line_signals(proc: ProcessObservation) -> CommandLineSignals:
+    """Training tools on a command line: program (or script), subcommand, `-m` module, options."""
+    return _command_line_signals(proc.cmdline[:MAX_ARGS])
+
+
+@lru_cache(maxsize=4096)  # a process is judged on every poll; its command line does not change
+def _command_line_signals(argv: tuple[str, ...]) -> CommandLineSignals:
+    if not argv:
+        return CommandLineSignals((), ())
+    program, after, module, script = _program(argv)
+    found: list[TrainingTool] = []
+    reasons: list[str] = []
+    for tool in TOOLS:
+        why = ""
+        if program and program in tool.programs:
+            sub = next((a for a in argv[after:] if not a.startswith("-")), "")
+            if not tool.subcommands:
+                why = f"runs {program}"
+            elif sub in tool.subcommands:
+                why = f"runs {program} {sub}"
+        if not why and module and any(module == m or module.startswith(m + ".") for m in tool.modules):
+            why = f"runs python -m {module}"
+        if not why and tool.options:
+            opt = next((a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in tool.options), "")
+            if opt:
+                why = f"command line has {opt}"
+        if why:
+            found.append(tool)
+            reasons.append(f"{why} ({tool.name})")
+    hint = ""
+    if script and _SCRIPT_HINT.search(script):
+        hint = f"script name {script!r} suggests training"
+    weak = [t for t in found if not t.strong]
+    if weak and not hint:
+        hint = reasons[found.index(weak[0])]
+    strong = [(t, r) for t, r in zip(found, reasons, strict=True) if t.strong]
+    return CommandLineSignals(tuple(t for t, _ in strong), tuple(r for _, r in strong), hint)
+
+
+def _program(argv: Sequence[str]) -> tuple[str, int, str, str]:
+    """(program name, index after it, `-m` module, script basename) of a command line."""
+    first = os.path.basename(argv[0]).lower()
+    first = first[:-4] if first.endswith(".exe") else first
+    if not _PYTHON.fullmatch(first):
+        return first, 1, "", first
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            return "", i + 2, argv[i + 1] if i + 1 < len(argv) else "", ""
+        if arg.startswith("-m") and len(arg) > 2:
+            return "", i + 1, arg[2:], ""
+        if arg == "-c":
+            return "", len(argv), "", ""
+        if arg in ("-W", "-X"):
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        script = os.path.basename(arg)
+        return script.lower(), i + 1, "", script
+    return "", len(argv), "", ""
+
+
+@dataclass
+class _Job:
+    process: ProcessObservation
+    artifacts: OrderedDict[str, str] = field(default_factory=OrderedDict)  # path -> format, newest last
+
+
+class FineTuningDetector:
+    def __init__(self, signals: ProcessSignals | None = None, usage: GpuUsage | None = None) -> None:
+        self.signals = signals or default_process_signals()
+        self.usage = usage if usage is not None else GpuUsage()
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+
+    def detect(self, obs: Observation) -> list[FindingDraft]:
+        if isinstance(obs, GpuProcessObservation):
+            self.usage.record(obs)
+            proc = obs.process
+        elif isinstance(obs, ProcessObservation):
+            proc = obs
+        else:
+            return []
+        job = self._remember(proc)
+        return self._judge(job)
+
+    def _remember(self, proc: ProcessObservation) -> _Job:
+        key = proc.instance_key
+        job = self._jobs.pop(key, None) or _Job(proc)
+        self._jobs[key] = job  # most recently seen last: the oldest go first when full
+        if len(self._jobs) > MAX_INSTANCES:
+            self._jobs.popitem(last=False)
+        if proc.libraries or not job.process.libraries:
+            job.process = proc  # the process sensor refreshes maps slowly: keep what was known
+        else:
+            job.process = _with_libraries(proc, job.process.libraries)
+        for path in proc.written_files:
+            fmt = artifact_format(path)
+            if fmt is not None:
+                job.artifacts.pop(path, None)
+                job.artifacts[path] = fmt
+                while len(job.artifacts) > MAX_ARTIFACTS:
+                    job.artifacts.popitem(last=False)
+        return job
+
+    def _judge(self, job: _Job) -> list[FindingDraft]:
+        proc = job.process
+        cmd = command_line_signals(proc)
+        training_libs = [(b, s) for b, s in ai_libraries(proc, self.signals) if s.category == "training"]
+        sustained = self.usage.sustained(proc.instance_key)
+        if not cmd.strong and not job.artifacts:
+            return []
+        matched_on: list[str] = []
+        reasons: list[str] = []
+        if cmd.strong:
+            matched_on.append("cmdline")
+            reasons.extend(cmd.reasons)
+        if training_libs:
+            matched_on.append("library")
+            names = ", ".join(dict.fromkeys(s.name for _, s in training_libs))
+            reasons.append(f"maps training kernels ({names})")
+        if job.artifacts:
+            matched_on.append("written_file")
+            reasons.append(_artifact_reason(job.artifacts))
+        if sustained is not None:
+            matched_on.append("gpu")
+            reasons.append(_sustained_reason(sustained, self.usage))
+        confidence = CONFIDENCE_BY_KINDS[len(matched_on)]
+        if cmd.hint:
+            reasons.append(cmd.hint)
+            confidence = min(CONF_CAP, confidence + HINT_BONUS)
+        peaks = self.usage.peaks(proc.instance_key) if sustained is not None else []
+        ai_names = [b for b, _ in ai_libraries(proc, self.signals)]
+        tool = cmd.tools[0] if cmd.tools else None
+        evidence = [
+            fpb.Evidence(
+                runtime=fpb.RuntimeEvidence(
+                    runtime_id=tool.id if tool else "",
+                    runtime_name=tool.name if tool else "",
+                    matched_on=matched_on,
+                    reasons=reasons,
+                    libraries=list(proc.libraries),
+                    model_files=list(proc.model_files),
+                    api_key_env_names=list(proc.env_key_names),
+                )
+            ),
+            *(
+                gpu_evidence(
+                    p.index, p.name, coarse_bytes(p.memory_bytes), coarse_percent(p.sm_percent), ai_names
+                )
+                for p in peaks
+            ),
+            *(
+                fpb.Evidence(model_file=fpb.ModelFileEvidence(path=path, format=fmt))
+                for path, fmt in sorted(list(job.artifacts.items())[-MAX_ARTIFACT_EVIDENCE:])
+            ),
+        ]
+        where = ""
+        if peaks:
+            top = max(peaks, key=lambda p: p.memory_bytes or 0)
+            held = coarse_bytes(top.memory_bytes)
+            where = f" on GPU {top.index} ({top.name}{', ' + human_bytes(held) if held else ''})"
+        via = f" with {tool.name}" if tool else ""
+        return [
+            FindingDraft(
+                kind=fpb.KIND_FINE_TUNING,
+                key=f"{workload_identity(proc)}|{proc.username}",
+                severity=fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
+                confidence=confidence,
+                summary=f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
+                f"(pid {proc.pid}){via}{where}; {len(matched_on)} kinds of evidence",
+                occurrence=proc.instance_key,
+                subject=tool.id if tool else "",
+                user=proc.username,
+                process=proc,
+                evidence=evidence,
+            )
+        ]
+
+
+def _with_libraries(proc: ProcessObservation, libraries: tuple[str, ...]) -> ProcessObservation:
+    return replace(proc, libraries=libraries)
+
+
+def _artifact_reason(artifacts: OrderedDict[str, str]) -> str:
+    newest = next(reversed(artifacts))
+    kinds = ", ".join(sorted({f.replace("_", " ") for f in artifacts.values()}))
+    more = f" and {len(artifacts) - 1} more" if len(artifacts) > 1 else ""
+    return f"writes training artifacts ({kinds}): {newest}{more}"
+
+
+def _sustained_reason(sustained: Sustained, usage: GpuUsage) -> str:
+    util = (
+        f"mean SM utilisation at least {usage.min_utilization:g}%"
+        if sustained.mean_sm_percent is not None
+        else "per-process utilisation not reported"
+    )
+    return f"sustained GPU use: memory held for at least {usage.window:g} s ({util})"
