@@ -1,0 +1,193 @@
+"""The model-format catalog (`agent/catalog/model_formats.toml`): loaded once, validated strictly.
+
+The parsers take their lookup tables from here (GGUF quantisation names and block sizes,
+safetensors dtype widths, Core ML model kinds), and identification takes each format's
+confidence and whether it holds a model at all.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Final
+
+from agent.catalog import CatalogError
+
+__all__ = ["FormatCatalog", "FormatEntry", "GgmlType", "default_format_catalog", "parse_format_catalog"]
+
+_SCHEMA_VERSION: Final = 1
+_Fail = Callable[[str], CatalogError]
+_TOP_KEYS: Final = frozenset({"schema_version", "format", "gguf", "safetensors", "coreml"})
+_ENTRY_KEYS: Final = frozenset(
+    {"id", "name", "model", "confidence", "signature", "extensions", "source", "notes"}
+)
+_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+@dataclass(frozen=True)
+class FormatEntry:
+    id: str
+    name: str
+    model: bool
+    confidence: float
+    signature: str
+    source: str
+    extensions: tuple[str, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class GgmlType:
+    name: str
+    block: int  # elements per block
+    bytes: int  # bytes per block
+
+
+@dataclass(frozen=True)
+class FormatCatalog:
+    formats: Mapping[str, FormatEntry]
+    gguf_file_types: Mapping[int, str]
+    gguf_tensor_types: Mapping[int, GgmlType]
+    safetensors_dtype_bits: Mapping[str, int]
+    coreml_model_types: Mapping[int, str]
+
+    def get(self, format_id: str) -> FormatEntry | None:
+        return self.formats.get(format_id)
+
+
+@lru_cache(maxsize=1)
+def default_format_catalog() -> FormatCatalog:
+    """The packaged catalog, loaded once per process."""
+    resource = resources.files("agent.catalog").joinpath("model_formats.toml")
+    try:
+        data = resource.read_bytes()
+    except OSError as exc:
+        raise CatalogError(f"{resource}: cannot read: {exc}") from exc
+    return parse_format_catalog(data, str(resource))
+
+
+def parse_format_catalog(data: bytes | str, label: str = "<string>") -> FormatCatalog:
+    """Validate catalog TOML; `label` names it in error messages."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{label}: invalid TOML: {' '.join(str(exc).split())}") from exc
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{label}: {problem}")
+
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise fail(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
+    if doc.get("schema_version") != _SCHEMA_VERSION:
+        raise fail(f"schema_version must be {_SCHEMA_VERSION}, not {doc.get('schema_version')!r}")
+    raw_formats = doc.get("format", [])
+    if not isinstance(raw_formats, list) or not raw_formats:
+        raise fail("`format` must be a non-empty array of tables ([[format]])")
+    formats: dict[str, FormatEntry] = {}
+    for number, raw in enumerate(raw_formats, 1):
+        entry = _entry(raw, number, fail)
+        if entry.id in formats:
+            raise fail(f"entry {entry.id!r}: duplicate id")
+        formats[entry.id] = entry
+
+    gguf = _table(doc, "gguf", {"file_types", "tensor_types"}, fail)
+    file_types = {k: _str(v, f"gguf.file_types.{k}", fail) for k, v in _int_keyed(gguf, "file_types", fail)}
+    tensor_types: dict[int, GgmlType] = {}
+    for k, v in _int_keyed(gguf, "tensor_types", fail):
+        where = f"gguf.tensor_types.{k}"
+        if not isinstance(v, dict) or set(v) != {"name", "block", "bytes"}:
+            raise fail(f"{where}: must be {{ name, block, bytes }}")
+        tensor_types[k] = GgmlType(
+            _str(v["name"], where, fail), _pos(v["block"], where, fail), _pos(v["bytes"], where, fail)
+        )
+    st = _table(doc, "safetensors", {"dtype_bits"}, fail)
+    bits = st.get("dtype_bits", {})
+    if not isinstance(bits, dict) or not bits:
+        raise fail("safetensors.dtype_bits must be a non-empty table")
+    dtype_bits = {str(k): _pos(v, f"safetensors.dtype_bits.{k}", fail) for k, v in bits.items()}
+    coreml = _table(doc, "coreml", {"model_types"}, fail)
+    model_types = {
+        k: _str(v, f"coreml.model_types.{k}", fail) for k, v in _int_keyed(coreml, "model_types", fail)
+    }
+    return FormatCatalog(formats, file_types, tensor_types, dtype_bits, model_types)
+
+
+def _entry(raw: object, number: int, fail: _Fail) -> FormatEntry:
+    if not isinstance(raw, dict):
+        raise fail(f"format #{number} must be a table")
+    fid = raw.get("id")
+    where = f"format {fid!r}" if isinstance(fid, str) else f"format #{number}"
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise fail(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+    for key in ("id", "name", "signature", "source"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise fail(f"{where}: {key!r} must be a non-empty string")
+    if not _ID_RE.fullmatch(raw["id"]):
+        raise fail(f"{where}: id must be a slug of lower-case letters, digits and '-'")
+    if not raw["source"].startswith("https://"):
+        raise fail(f"{where}: source must be an https:// URL")
+    model = raw.get("model")
+    if not isinstance(model, bool):
+        raise fail(f"{where}: 'model' must be true or false")
+    confidence = raw.get("confidence", 0.0)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+        raise fail(f"{where}: 'confidence' must be a number in 0..1")
+    if model and not confidence:
+        raise fail(f"{where}: a model format needs a confidence above 0")
+    extensions = raw.get("extensions", [])
+    if not isinstance(extensions, list) or not all(isinstance(e, str) and e for e in extensions):
+        raise fail(f"{where}: 'extensions' must be a list of non-empty strings")
+    notes = raw.get("notes", "")
+    if not isinstance(notes, str):
+        raise fail(f"{where}: 'notes' must be a string")
+    return FormatEntry(
+        id=raw["id"],
+        name=raw["name"],
+        model=model,
+        confidence=float(confidence),
+        signature=" ".join(raw["signature"].split()),
+        source=raw["source"],
+        extensions=tuple(extensions),
+        notes=notes,
+    )
+
+
+def _table(doc: Mapping[str, Any], key: str, allowed: set[str], fail: _Fail) -> Mapping[str, Any]:
+    value = doc.get(key)
+    if not isinstance(value, dict):
+        raise fail(f"[{key}] must be a table")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise fail(f"[{key}]: unknown key(s) {', '.join(map(repr, unknown))}")
+    return value
+
+
+def _int_keyed(table: Mapping[str, Any], key: str, fail: _Fail) -> list[tuple[int, Any]]:
+    value = table.get(key)
+    if not isinstance(value, dict) or not value:
+        raise fail(f"{key} must be a non-empty table")
+    out: list[tuple[int, Any]] = []
+    for k, v in value.items():
+        if not str(k).isdigit():
+            raise fail(f"{key}: key {k!r} must be a non-negative integer")
+        out.append((int(k), v))
+    return out
+
+
+def _str(value: object, where: str, fail: _Fail) -> str:
+    if not isinstance(value, str) or not value:
+        raise fail(f"{where}: must be a non-empty string")
+    return value
+
+
+def _pos(value: object, where: str, fail: _Fail) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise fail(f"{where}: must be a positive integer")
+    return value
