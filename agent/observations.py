@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from agent.modelfiles import ModelFileInfo
+
 
 @dataclass(frozen=True)
 class ListeningSocket:
@@ -46,7 +48,8 @@ class ProcessObservation:
     cwd: str = ""  # read for candidates only: `python main.py` means nothing without it
     # Deeper evidence, read for candidates only (never per poll for every process):
     libraries: tuple[str, ...] = ()  # basenames of AI-relevant shared libraries mapped (/proc/PID/maps)
-    model_files: tuple[str, ...] = ()  # mapped or open files that may be model weights (paths)
+    model_files: tuple[str, ...] = ()  # mapped or open files that are model weights (paths)
+    models: tuple[ModelFileInfo, ...] = ()  # the same files, as their headers describe them
     written_files: tuple[str, ...] = ()  # regular files open for writing (checkpoints, adapters)
     env_key_names: tuple[str, ...] = ()  # names of AI API-key variables set (OPENAI_API_KEY), never values
 

@@ -16,6 +16,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.findings import FindingDraft
+from agent.modelfiles import ModelFileInfo
 from agent.observations import ListeningSocket, Observation, ProcessObservation
 
 # Confidence of a runtime known only by its behaviour (no catalog name or command line).
@@ -99,7 +100,7 @@ class RuntimeDetector:
             evidence=[
                 _runtime_evidence(obs, entry, matched_on, reasons),
                 *(_socket_evidence(s) for s in obs.listening),
-                *(_model_file_evidence(p) for p in obs.model_files),
+                *(_model_file_evidence(m) for m in obs.models),
             ],
         )
 
@@ -168,9 +169,15 @@ def _socket_evidence(sock: ListeningSocket) -> fpb.Evidence:
     )
 
 
-def _model_file_evidence(path: str) -> fpb.Evidence:
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        size = 0
-    return fpb.Evidence(model_file=fpb.ModelFileEvidence(path=path, size_bytes=size))
+def _model_file_evidence(model: ModelFileInfo) -> fpb.Evidence:
+    return fpb.Evidence(
+        model_file=fpb.ModelFileEvidence(
+            path=model.path,
+            format=model.format,
+            size_bytes=model.size_bytes,
+            architecture=model.architecture or "",
+            parameter_count=model.parameter_count or 0,
+            quantization=model.quantization or "",
+            model_name=model.model_name or "",
+        )
+    )

@@ -31,15 +31,12 @@ from typing import Any
 import psutil
 
 from agent import procfs
-from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.nvml import GpuRead, Nvml, NvmlUnavailable, load_pynvml
 from agent.observations import GpuDeviceObservation, GpuProcessObservation, Observation, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process import ModelFileCache
+from agent.sensors.process_facts import MAX_FILES_PER_PROCESS, DeepFacts
 
-MAX_FILES_PER_PROCESS = 64
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
-_LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 
 
@@ -61,16 +58,14 @@ class GpuSensor(Sensor):
         interval: float = 5.0,
         facts_interval: float = 30.0,
         reprobe_interval: float = 600.0,
-        signals: ProcessSignals | None = None,
-        is_model_file: Callable[[str], bool] | None = None,
+        facts: DeepFacts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nvml = Nvml(nvml_loader)
         self._interval = interval
         self._facts_interval = facts_interval
         self._reprobe_interval = reprobe_interval
-        self._signals = signals or default_process_signals()
-        self._is_model_file = is_model_file or ModelFileCache()
+        self._deep = facts or DeepFacts()
         self._clock = clock
         self._unavailable: str | None = None  # why NVML cannot be used (INACTIVE), once probed
         self._probed_at: float | None = None
@@ -180,7 +175,7 @@ class GpuSensor(Sensor):
         if deep or process.libraries or _INTERPRETER.fullmatch(process.name.lower()):
             reading, writing = procfs.open_files(pid)
             if deep:
-                process = self._with_deep_facts(process, reading, writing)
+                process = self._deep.read(process, (reading, writing))
                 cached.deep_at = now
             writing = writing[:MAX_FILES_PER_PROCESS]
             if writing != process.written_files:
@@ -188,24 +183,6 @@ class GpuSensor(Sensor):
             cached.process = process
         return process
 
-    def _with_deep_facts(
-        self, obs: ProcessObservation, reading: Sequence[str], writing: Sequence[str]
-    ) -> ProcessObservation:
-        mapped = procfs.mapped_files(obs.pid)
-        libraries = tuple(
-            dict.fromkeys(base for path in mapped if self._signals.library(base := os.path.basename(path)))
-        )
-        model_files = tuple(
-            path
-            for path in dict.fromkeys((*mapped, *reading, *writing))
-            if not _LIBRARY_FILE.search(path) and self._is_model_file(path)
-        )
-        return replace(
-            obs,
-            libraries=libraries,
-            model_files=model_files[:MAX_FILES_PER_PROCESS],
-            env_key_names=procfs.env_var_names(obs.pid, self._signals.api_key_variables),
-        )
 
 
 def _device_observation(gpu: GpuRead, stamp: float) -> GpuDeviceObservation:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -21,21 +20,16 @@ from dataclasses import replace
 import psutil
 
 from agent import procfs
-from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.proc_connector import ProcConnector
+from agent.sensors.process_facts import DeepFacts
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]
-#: path -> is it model weights, by content? Cached by the callee.
-ModelFileCheck = Callable[[str], bool]
-
-MAX_FILES_PER_PROCESS = 64
 _LINUX = platform.system() == "Linux"
 _BOOT_TIME = psutil.boot_time()
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
-_LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
 
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 
@@ -48,8 +42,7 @@ class ProcessSensor(Sensor):
         self,
         is_candidate: CandidateFilter,
         *,
-        signals: ProcessSignals | None = None,
-        is_model_file: ModelFileCheck | None = None,
+        facts: DeepFacts | None = None,
         deep_interval: float = 15.0,
         large_rss_bytes: int = 512 * 1024 * 1024,
         sweep_interval: float = 60.0,
@@ -57,8 +50,7 @@ class ProcessSensor(Sensor):
         exec_events: bool = True,
     ) -> None:
         self._is_candidate = is_candidate
-        self._signals = signals or default_process_signals()
-        self._is_model_file = is_model_file or ModelFileCache()
+        self._facts = facts or DeepFacts()
         self._deep_interval = deep_interval
         self._large_rss = large_rss_bytes
         self._sweep_interval = sweep_interval
@@ -141,7 +133,7 @@ class ProcessSensor(Sensor):
                 continue
             current = replace(obs, listening=listening)
             if now - self._deep_at.get(pid, 0.0) >= self._deep_interval:
-                current = self._with_deep_facts(current)
+                current = self._facts.read(current)
                 self._deep_at[pid] = now
             self._followed[pid] = current
             observations.append(current)
@@ -155,66 +147,6 @@ class ProcessSensor(Sensor):
             followed.cmdline,
         )
 
-    def _with_deep_facts(self, obs: ProcessObservation) -> ProcessObservation:
-        mapped = procfs.mapped_files(obs.pid)
-        reading, writing = procfs.open_files(obs.pid)
-        libraries = tuple(
-            dict.fromkeys(base for path in mapped if self._signals.library(base := os.path.basename(path)))
-        )
-        model_files = tuple(
-            path
-            for path in dict.fromkeys((*mapped, *reading, *writing))
-            if not _LIBRARY_FILE.search(path) and self._is_model_file(path)
-        )
-        return replace(
-            obs,
-            libraries=libraries,
-            model_files=model_files[:MAX_FILES_PER_PROCESS],
-            written_files=writing[:MAX_FILES_PER_PROCESS],
-            env_key_names=procfs.env_var_names(obs.pid, self._signals.api_key_variables),
-        )
-
-
-class ModelFileCache:
-    """Is this path model weights? Answered from the first bytes, once per file version.
-
-    Keyed by (device, inode, size, mtime), so a file is read again only when it changes, and
-    bounded so a process opening thousands of files cannot grow it without limit.
-    """
-
-    MIN_SIZE = 1024 * 1024  # weights are never this small; a 200-byte '.bin' is not a model
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._answers: dict[tuple[int, int, int, int], bool] = {}
-        self._max = max_entries
-
-    def __call__(self, path: str) -> bool:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size < self.MIN_SIZE:
-            return False
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        answer = self._answers.get(key)
-        if answer is None:
-            try:
-                with open(path, "rb") as f:
-                    head = f.read(16)
-            except OSError:
-                return False
-            answer = _looks_like_weights(head)
-            if len(self._answers) >= self._max:
-                self._answers.clear()
-            self._answers[key] = answer
-        return answer
-
-
-def _looks_like_weights(head: bytes) -> bool:
-    """GGUF's magic, or a safetensors header (little-endian length, then a JSON object)."""
-    if head.startswith(b"GGUF"):
-        return True
-    return len(head) >= 10 and head[8:10] == b'{"' and 0 < int.from_bytes(head[:8], "little") < 100 * 2**20
 
 
 def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:

@@ -4,11 +4,11 @@ API-key variable names, files written. Real processes, real /proc."""
 from __future__ import annotations
 
 import json
-import struct
+import sys
 import time
 from pathlib import Path
 
-from conftest import SpawnRuntime
+from conftest import FIXTURES, SpawnRuntime
 from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
@@ -16,16 +16,17 @@ from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
 from agent.findings import FindingTracker
 from agent.observations import ProcessObservation
-from agent.sensors.process import ModelFileCache, ProcessSensor
+from agent.sensors.process import ProcessSensor
+from agent.sensors.process_facts import ModelFileCache
 
 CATALOG = load_runtime_catalog()
+sys.path.insert(0, str(FIXTURES))
+from tiny_gguf import write_tiny_llama  # noqa: E402
 
 
-def _gguf(path: Path, size: int = 2 * 1024 * 1024) -> Path:
-    """A GGUF v3 header (no tensors, no keys) padded to `size`: weights by content, any name."""
-    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-    path.write_bytes(header + b"\0" * (size - len(header)))
-    return path
+def _gguf(path: Path) -> Path:
+    """Real weights (a tiny llama GGUF written by the `gguf` package) under any name."""
+    return write_tiny_llama(path)
 
 
 def _observe(sensor: ProcessSensor, pid: int, timeout: float = 10.0) -> ProcessObservation:
@@ -51,11 +52,10 @@ def test_python_worker_mapping_gguf_weights_is_a_runtime(tmp_path: Path, spawn_r
     runtime = draft.evidence[0].runtime
     assert list(runtime.matched_on) == ["model_file"]
     assert any(str(weights) in r for r in runtime.reasons)
-    assert any(
-        e.model_file.path == str(weights) and e.model_file.size_bytes == 2 * 1024 * 1024
-        for e in draft.evidence
-        if e.HasField("model_file")
-    )
+    (model,) = [e.model_file for e in draft.evidence if e.HasField("model_file")]
+    assert model.path == str(weights) and model.size_bytes == weights.stat().st_size
+    assert (model.format, model.architecture, model.model_name) == ("gguf", "llama", "umbra-test-tiny")
+    assert model.parameter_count > 1_000_000
 
 
 def test_renamed_binary_mapping_libllama_is_llama_cpp(tmp_path: Path, spawn_runtime: SpawnRuntime) -> None:

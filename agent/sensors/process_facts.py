@@ -1,0 +1,100 @@
+"""Deep process facts, judged: AI libraries mapped, model weights held, API-key names.
+
+Shared by the process sensor and the GPU sensor, which follow different processes but
+must say the same thing about each. Reading is `agent/procfs.py`'s job; this module
+decides what the raw facts mean, with the process-signal catalog and the model-file
+identification library (by content, never by name).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import replace
+
+from agent import procfs
+from agent.catalog.process_signals import ProcessSignals, default_process_signals
+from agent.modelfiles import DEFAULT_MIN_MODEL_BYTES, ModelFileInfo, identify_file, looks_like_model_quick
+from agent.observations import ProcessObservation
+
+MAX_FILES_PER_PROCESS = 64
+_LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
+
+
+class ModelFileCache:
+    """Is this path model weights? Answered by content, once per file version.
+
+    Keyed by (device, inode, size, mtime), so a file is read again only when it changes. The
+    first 16 bytes decide cheaply (most mapped files are not weights); only a likely model
+    gets its header parsed. Bounded, so a process opening thousands of files cannot grow it.
+    """
+
+    def __init__(self, max_entries: int = 4096, min_size: int = DEFAULT_MIN_MODEL_BYTES) -> None:
+        self._answers: dict[tuple[int, int, int, int], ModelFileInfo | None] = {}
+        self._max = max_entries
+        self._min_size = min_size
+
+    def __call__(self, path: str) -> bool:
+        return self.info(path) is not None
+
+    def info(self, path: str) -> ModelFileInfo | None:
+        """What the header says, or None when the file is not model weights (or unreadable)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size < self._min_size:
+            return None  # weights are never this small; a 200-byte '.bin' is not a model
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in self._answers:
+            return self._answers[key]
+        answer: ModelFileInfo | None = None
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return None
+        if looks_like_model_quick(head):
+            found = identify_file(path)
+            answer = found.info if found.verdict == "model" else None
+        if len(self._answers) >= self._max:
+            self._answers.clear()
+        self._answers[key] = answer
+        return answer
+
+
+class DeepFacts:
+    def __init__(self, signals: ProcessSignals | None = None, models: ModelFileCache | None = None) -> None:
+        self.signals = signals or default_process_signals()
+        self.models = models or ModelFileCache()
+
+    def read(
+        self,
+        obs: ProcessObservation,
+        open_files: tuple[Sequence[str], Sequence[str]] | None = None,
+    ) -> ProcessObservation:
+        """`obs` with libraries, model weights, files open for writing and API-key names.
+
+        `open_files` (reading, writing) may be passed by a caller that has just read them.
+        """
+        mapped = procfs.mapped_files(obs.pid)
+        reading, writing = open_files if open_files is not None else procfs.open_files(obs.pid)
+        libraries = tuple(
+            dict.fromkeys(base for path in mapped if self.signals.library(base := os.path.basename(path)))
+        )
+        models: list[ModelFileInfo] = []
+        for path in dict.fromkeys((*mapped, *reading, *writing)):
+            if len(models) >= MAX_FILES_PER_PROCESS:
+                break
+            if not _LIBRARY_FILE.search(path) and (info := self.models.info(path)) is not None:
+                models.append(info)
+        return replace(
+            obs,
+            libraries=libraries,
+            models=tuple(models),
+            model_files=tuple(m.path for m in models),
+            written_files=tuple(writing[:MAX_FILES_PER_PROCESS]),
+            env_key_names=procfs.env_var_names(obs.pid, self.signals.api_key_variables),
+        )
