@@ -43,8 +43,11 @@ def mapped_files(pid: int) -> tuple[str, ...]:
 
 
 def open_files(pid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(regular files open for reading only, regular files open for writing), bounded."""
-    fd_dir = PROC / str(pid) / "fd"
+    """(regular files open for reading only, regular files open for writing), bounded.
+
+    String paths, not Path objects: this runs for every descriptor of a followed process.
+    """
+    fd_dir = f"/proc/{pid}/fd"
     reading: dict[str, None] = {}
     writing: dict[str, None] = {}
     try:
@@ -53,7 +56,7 @@ def open_files(pid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ()
     for fd in fds[:MAX_FDS]:
         try:
-            target = os.readlink(fd_dir / fd)
+            target = os.readlink(f"{fd_dir}/{fd}")
         except OSError:
             continue
         if not target.startswith("/") or target.startswith(("/dev/", "/proc/", "/sys/")):
@@ -66,7 +69,12 @@ def open_files(pid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _fd_flags(pid: int, fd: str) -> int | None:
-    for line in _read(PROC / str(pid) / "fdinfo" / fd, 4096).splitlines():
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+            info = f.read(4096)
+    except OSError:
+        return None
+    for line in info.splitlines():
         if line.startswith(b"flags:"):
             try:
                 return int(line.split()[1], 8)
