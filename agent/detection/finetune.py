@@ -382,7 +382,12 @@ class FineTuningDetector:
             ),
             *(
                 gpu_evidence(
-                    p.index, p.name, coarse_bytes(p.memory_bytes), coarse_percent(p.sm_percent), ai_names
+                    p.index,
+                    p.name,
+                    coarse_bytes(p.memory_bytes),
+                    coarse_percent(p.sm_percent),
+                    ai_names,
+                    p.uuid,
                 )
                 for p in peaks
             ),

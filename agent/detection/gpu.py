@@ -303,7 +303,9 @@ class GpuWorkloadDetector:
                 user=proc.username,
                 process=proc,
                 evidence=[
-                    gpu_evidence(obs.gpu_index, obs.gpu_name, memory, sm, [b for b, _ in ai]),
+                    gpu_evidence(
+                        obs.gpu_index, obs.gpu_name, memory, sm, [b for b, _ in ai], obs.gpu_uuid, obs.context
+                    ),
                     fpb.Evidence(
                         runtime=fpb.RuntimeEvidence(
                             runtime_id=runtime_id,
@@ -329,7 +331,9 @@ def ai_libraries(proc: ProcessObservation, signals: ProcessSignals) -> list[tupl
     return found
 
 
-def gpu_evidence(index: int, name: str, memory: int, sm: int, libraries: Sequence[str]) -> fpb.Evidence:
+def gpu_evidence(
+    index: int, name: str, memory: int, sm: int, libraries: Sequence[str], uuid: str = "", context: str = ""
+) -> fpb.Evidence:
     return fpb.Evidence(
         gpu=fpb.GpuEvidence(
             gpu_index=index,
@@ -337,5 +341,7 @@ def gpu_evidence(index: int, name: str, memory: int, sm: int, libraries: Sequenc
             memory_used_bytes=memory,
             sm_utilization_percent=sm,
             ai_libraries=list(libraries),
+            gpu_uuid=uuid,
+            context=context,
         )
     )

@@ -223,10 +223,16 @@ class GpuEvidence(_message.Message):
     MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
     SM_UTILIZATION_PERCENT_FIELD_NUMBER: _builtins.int
     AI_LIBRARIES_FIELD_NUMBER: _builtins.int
+    GPU_UUID_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     gpu_index: _builtins.int
     gpu_name: _builtins.str
     memory_used_bytes: _builtins.int
     sm_utilization_percent: _builtins.int
+    gpu_uuid: _builtins.str
+    """stable across reboots and re-indexing, unlike gpu_index"""
+    context: _builtins.str
+    """"compute" (CUDA) or "graphics" """
     @_builtins.property
     def ai_libraries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -237,10 +243,12 @@ class GpuEvidence(_message.Message):
         memory_used_bytes: _builtins.int = ...,
         sm_utilization_percent: _builtins.int = ...,
         ai_libraries: _abc.Iterable[_builtins.str] | None = ...,
+        gpu_uuid: _builtins.str = ...,
+        context: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai_libraries", b"ai_libraries", "gpu_index", b"gpu_index", "gpu_name", b"gpu_name", "memory_used_bytes", b"memory_used_bytes", "sm_utilization_percent", b"sm_utilization_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai_libraries", b"ai_libraries", "context", b"context", "gpu_index", b"gpu_index", "gpu_name", b"gpu_name", "gpu_uuid", b"gpu_uuid", "memory_used_bytes", b"memory_used_bytes", "sm_utilization_percent", b"sm_utilization_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
