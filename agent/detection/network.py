@@ -1,0 +1,154 @@
+"""AI_SERVICE_ACCESS and AI_DATA_UPLOAD from network observations.
+
+A flow whose host name (DNS question, TLS/QUIC SNI, HTTP Host, or a CNAME a DNS answer gave
+for it) is in the endpoint catalog is an AI_SERVICE_ACCESS, approved or not: the policy decides
+that, the detector only says what it saw. When the client sent more than `upload_threshold`
+bytes on one flow to a service the policy does not approve, that is also an AI_DATA_UPLOAD.
+
+Confidence says how directly the name ties to the traffic:
+
+==========================================  ==========
+name came from                              confidence
+==========================================  ==========
+TLS or QUIC SNI, HTTP Host                  0.95
+a DNS question for the name                 0.90
+a flow to an address a DNS answer gave      0.60 (shared CDN addresses serve many names)
+a CNAME target in a DNS answer              -0.05
+==========================================  ==========
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Final
+
+from umbra import codec
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
+from agent.findings import FindingDraft
+from agent.netscan import NetworkObservation
+
+__all__ = ["DEFAULT_UPLOAD_THRESHOLD", "NetworkDetector"]
+
+DEFAULT_UPLOAD_THRESHOLD: Final = 1_000_000  # bytes out on one flow (IP bytes, headers included)
+CONF_HANDSHAKE: Final = 0.95
+CONF_DNS_QUESTION: Final = 0.90
+CONF_DNS_ADDRESS: Final = 0.60
+ALIAS_PENALTY: Final = 0.05
+_UPLOAD_SEVERITY: Final = {
+    "info": fpb.SEVERITY_LOW,
+    "low": fpb.SEVERITY_MEDIUM,
+    "medium": fpb.SEVERITY_HIGH,
+    "high": fpb.SEVERITY_HIGH,
+    "critical": fpb.SEVERITY_CRITICAL,
+}
+
+
+class NetworkDetector:
+    """Network observations + the endpoint catalog -> drafts. No I/O."""
+
+    def __init__(
+        self,
+        catalog: EndpointCatalog,
+        *,
+        approved: Collection[str] = (),
+        upload_threshold: int = DEFAULT_UPLOAD_THRESHOLD,
+    ) -> None:
+        self.catalog = catalog
+        self.approved = frozenset(approved)
+        self.upload_threshold = upload_threshold
+
+    def detect(self, obs: object) -> list[FindingDraft]:
+        """Drafts for one observation; [] for observations of other kinds or unknown hosts."""
+        if not isinstance(obs, NetworkObservation):
+            return []
+        match, via_alias = self._match(obs)
+        if match is None:
+            return []
+        entry = match.entry
+        confidence = (
+            CONF_HANDSHAKE
+            if obs.source in ("tls_sni", "quic_sni", "http_host")
+            else CONF_DNS_ADDRESS
+            if obs.resolved
+            else CONF_DNS_QUESTION
+        ) - (ALIAS_PENALTY if via_alias else 0.0)
+        process = obs.process
+        who = (process.exe or process.name) if process is not None else "none"
+        user = process.username if process is not None else ""
+        evidence = fpb.Evidence(
+            network=fpb.NetworkEvidence(
+                host_name=obs.host_name,
+                vendor=entry.vendor,
+                product=entry.product,
+                category=entry.category,
+                source=obs.source,
+                remote_address=obs.server_ip,
+                remote_port=obs.server_port,
+                bytes_out=obs.bytes_out,
+                bytes_in=obs.bytes_in,
+            )
+        )
+        alias = f" (via {match.host_name})" if via_alias else ""
+        by = f" by {process.name} (pid {process.pid})" if process is not None else ""
+        drafts = [
+            FindingDraft(
+                kind=fpb.KIND_AI_SERVICE_ACCESS,
+                key=f"{entry.vendor}|{obs.host_name}|{who}",
+                severity=codec.severity_value(entry.risk),
+                confidence=confidence,
+                summary=f"{entry.product} ({entry.vendor}) contacted: {obs.host_name}{alias}{by}, "
+                f"{_source_text(obs)}",
+                occurrence=obs.occurrence,
+                subject=entry.id,
+                user=user,
+                process=process,
+                evidence=[evidence],
+            )
+        ]
+        approved = self.catalog.approval_rule(entry, self.approved) is not None
+        if not approved and obs.bytes_out > self.upload_threshold:
+            drafts.append(
+                FindingDraft(
+                    kind=fpb.KIND_AI_DATA_UPLOAD,
+                    key=f"{entry.vendor}|{obs.host_name}|{who}",
+                    severity=_UPLOAD_SEVERITY[entry.risk],
+                    confidence=confidence,
+                    summary=f"{_size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}",
+                    occurrence=obs.occurrence,
+                    subject=entry.id,
+                    user=user,
+                    process=process,
+                    evidence=[evidence],
+                )
+            )
+        return drafts
+
+    def _match(self, obs: NetworkObservation) -> tuple[EndpointMatch | None, bool]:
+        match = self.catalog.match(obs.host_name)
+        if match is not None:
+            return match, False
+        for alias in obs.aliases:
+            match = self.catalog.match(alias)
+            if match is not None:
+                return match, True
+        return None, False
+
+
+def _source_text(obs: NetworkObservation) -> str:
+    where = f"{obs.server_ip}:{obs.server_port}/{obs.transport}"
+    if obs.source == "dns":
+        if obs.resolved:
+            return f"flow to {where}, an address a DNS answer gave for the name"
+        return f"DNS question to {where}"
+    return {"tls_sni": "TLS SNI", "quic_sni": "QUIC SNI", "http_host": "HTTP Host"}.get(
+        obs.source, obs.source
+    ) + (f" to {where}")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

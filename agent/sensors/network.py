@@ -1,0 +1,260 @@
+"""Network sensor: host names of the flows this machine opens, from a kernel-filtered capture.
+
+A Linux AF_PACKET socket (scapy's `L2ListenSocket`, read as raw frames: no scapy dissection per
+packet) carries a classic BPF program compiled by libpcap, so traffic that names no host never
+reaches Python: DNS (port 53, UDP and TCP), TCP segments whose payload starts a TLS handshake
+record holding a ClientHello (any port, so STARTTLS and odd ports too), QUIC long-header
+packets on UDP 443, and plain-HTTP requests on port 80. Once a flow is named after a watched
+host (an AI service, by the caller's `watch` predicate), its server address is added to the
+filter, so the bytes of that flow (and later ones to the same address) are counted for the
+upload detection. The watched-address list is bounded.
+
+A reader thread copies frames into a bounded queue; `poll()` runs them through the same
+`FlowAnalyzer` the offline scan uses and returns observations for flows named since the last
+poll, for finished flows, and again for a flow whose upload grew by `report_step` bytes.
+
+Without root (CAP_NET_RAW) the sensor is inactive. Without libpcap there is no BPF compiler:
+the sensor still runs, filtering in Python (degraded: every packet costs Python time).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
+import platform
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
+
+from agent.netparse.frames import LINKTYPE_ETHERNET
+from agent.netscan import FlowAnalyzer, NetworkObservation
+from agent.observations import Observation
+from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BPF_FILTER", "NetworkSensor"]
+
+_TCP_PAYLOAD: Final = "((tcp[12:1] & 0xf0) >> 2)"
+_TCP6_PAYLOAD: Final = "(40 + ((ip6[52:1] & 0xf0) >> 2))"  # IPv6 without extension headers
+#: What reaches Python: DNS, TLS ClientHello records, QUIC long headers, HTTP request starts.
+BPF_FILTER: Final = " or ".join(
+    [
+        "udp port 53",
+        "tcp port 53",
+        f"(tcp and tcp[{_TCP_PAYLOAD}:1] = 0x16 and tcp[{_TCP_PAYLOAD} + 5:1] = 0x01)",
+        f"(ip6 and ip6[6] = 6 and ip6[{_TCP6_PAYLOAD}:1] = 0x16 and ip6[{_TCP6_PAYLOAD} + 5:1] = 0x01)",
+        "(udp port 443 and udp[8:1] & 0x80 = 0x80)",
+        "(ip6 and ip6[6] = 17 and udp port 443 and ip6[48:1] & 0x80 = 0x80)",
+        f"(tcp dst port 80 and (tcp[{_TCP_PAYLOAD}:4] = 0x47455420 or tcp[{_TCP_PAYLOAD}:4] = 0x504f5354"
+        f" or tcp[{_TCP_PAYLOAD}:4] = 0x434f4e4e or tcp[{_TCP_PAYLOAD}:4] = 0x50555420))",
+    ]
+)
+MAX_WATCHED: Final = 256  # server addresses whose every packet is captured (for byte counts)
+MAX_QUEUE: Final = 50_000  # frames between polls; beyond it frames are dropped and counted
+SNAPLEN: Final = 65535
+RCVBUF: Final = 16 << 20
+SO_RCVBUFFORCE: Final = 33  # Linux: like SO_RCVBUF, past rmem_max, for CAP_NET_ADMIN
+_SOL_PACKET: Final = 263
+_PACKET_STATISTICS: Final = 6
+
+
+class NetworkSensor(Sensor):
+    name = "network"
+    capabilities = SensorCapabilities(needs_root=True, platforms=("Linux",))
+
+    def __init__(
+        self,
+        interface: str | None = None,
+        *,
+        watch: Callable[[str], bool] | None = None,
+        analyzer: FlowAnalyzer | None = None,
+        report_step: int = 1_000_000,
+    ) -> None:
+        self.interface = interface  # None: every interface
+        self._watch = watch
+        self.analyzer = analyzer or FlowAnalyzer(idle_timeout=120.0)
+        self._report_step = report_step
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._dropped = 0
+        self._socket: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error = ""
+        self._kernel_filter = False
+        self._watched: list[str] = []
+        self._reported: dict[str, int] = {}  # occurrence -> bytes_out when last reported
+
+    # --- the Sensor interface -----------------------------------------------------------------
+
+    def status(self) -> SensorStatus:
+        system = platform.system()
+        if system not in self.capabilities.platforms:
+            return SensorStatus(self.name, SensorState.INACTIVE, f"live capture needs Linux, not {system}")
+        if os.geteuid() != 0:
+            return SensorStatus(
+                self.name, SensorState.INACTIVE, "not root: capturing packets needs CAP_NET_RAW"
+            )
+        if self._error:
+            return SensorStatus(self.name, SensorState.DEGRADED, self._error)
+        if ctypes.util.find_library("pcap") is None:
+            return SensorStatus(
+                self.name, SensorState.DEGRADED, "libpcap missing: no kernel BPF filter, filtering in Python"
+            )
+        if self._dropped:
+            return SensorStatus(
+                self.name, SensorState.DEGRADED, f"{self._dropped} packets dropped (queue full)"
+            )
+        return SensorStatus(self.name, SensorState.ACTIVE)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        try:
+            from scapy.arch.linux import L2ListenSocket
+
+            self._socket = L2ListenSocket(iface=self.interface, filter=None, nofilter=1)
+        except (OSError, ImportError) as exc:
+            self._error = f"cannot open a capture socket: {exc}"
+            log.warning("network sensor: %s", self._error)
+            return
+        # A burst (a 64 KiB loopback segment is one packet) must not overflow the socket's
+        # queue while the reader thread sleeps: ask for a large one (root may force it).
+        for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                self._socket.ins.setsockopt(socket.SOL_SOCKET, option, RCVBUF)
+                break
+            except OSError:
+                continue
+        self._kernel_filter = self._attach(BPF_FILTER)
+        if not self._kernel_filter and not self._error:
+            self._error = "no kernel BPF filter (libpcap missing?): filtering in Python"
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._read, name="umbra-network-sensor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def poll(self) -> Sequence[Observation]:
+        self._read_kernel_drops()
+        analyzer = self.analyzer
+        while self._queue:
+            ts, frame = self._queue.popleft()
+            analyzer.feed(ts, LINKTYPE_ETHERNET, frame)
+        out: list[NetworkObservation] = []
+        for obs in analyzer.drain():  # finished flows: their final byte counts
+            self._reported.pop(obs.occurrence, None)
+            out.append(obs)
+        for obs in analyzer.active():
+            last = self._reported.get(obs.occurrence)
+            if last is None or obs.bytes_out - last >= self._report_step:
+                self._reported[obs.occurrence] = obs.bytes_out
+                out.append(obs)
+        if len(self._reported) > 4 * analyzer.max_flows:
+            self._reported.clear()
+        self._watch_servers(out)
+        # Sequence is covariant but Observation is still only the process union's first member.
+        return cast("list[Observation]", out)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        sock = self._socket
+        fd = sock.ins
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                frame = fd.recv(SNAPLEN)
+            except OSError as exc:
+                if not self._stop.is_set():
+                    self._error = f"capture failed: {exc}"
+                return
+            if not self._kernel_filter and not _python_filter(frame):
+                continue
+            if len(self._queue) >= MAX_QUEUE:
+                self._dropped += 1
+                continue
+            # lo shows every packet twice (its outgoing and its incoming copy): the analyzer
+            # counts the second one as a loopback duplicate.
+            self._queue.append((time.time(), frame))
+
+    def _attach(self, expression: str) -> bool:
+        """Compile with libpcap and attach to the socket; False when that is not possible."""
+        try:
+            from scapy.arch.common import compile_filter
+            from scapy.data import SO_ATTACH_FILTER
+            from scapy.libs.structures import sock_fprog
+
+            program = compile_filter(expression, linktype=LINKTYPE_ETHERNET)
+            fprog = sock_fprog(program.bf_len, program.bf_insns)
+            self._socket.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            return True
+        except Exception as exc:  # scapy raises its own exception types; any failure means no filter
+            log.warning("network sensor: BPF filter not attached: %s", exc)
+            return False
+
+    def _watch_servers(self, observations: Sequence[NetworkObservation]) -> None:
+        """Capture every packet to servers of watched hosts from now on (bytes for uploads)."""
+        if self._watch is None or not self._kernel_filter:
+            return
+        new = [
+            o.server_ip
+            for o in observations
+            if o.source != "dns" and o.server_ip not in self._watched and self._watch(o.host_name)
+        ]
+        if not new:
+            return
+        self._watched = [*self._watched, *dict.fromkeys(new)][-MAX_WATCHED:]
+        hosts = " or ".join(f"host {ip}" for ip in self._watched)
+        self._attach(f"{BPF_FILTER} or {hosts}")
+
+    def _read_kernel_drops(self) -> None:
+        """Add the kernel's drop count (PACKET_STATISTICS, reset by each read) to ours."""
+        if self._socket is None:
+            return
+        try:
+            raw = self._socket.ins.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
+        except OSError:
+            return
+        self._dropped += struct.unpack("II", raw)[1]
+
+    @property
+    def dropped(self) -> int:
+        """Packets lost: queue full here, or socket buffer full in the kernel."""
+        return self._dropped
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        return tuple(self._watched)
+
+
+def _python_filter(frame: bytes) -> bool:
+    """The BPF filter's job, done in Python when no kernel filter could be attached."""
+    from agent.netparse import http, tls
+    from agent.netparse.frames import TCP, decode
+
+    p = decode(LINKTYPE_ETHERNET, frame)
+    if p is None:
+        return False
+    if 53 in (p.sport, p.dport):
+        return True
+    if p.proto == TCP:
+        return tls.looks_like_handshake_record(p.payload) or (
+            p.dport == 80 and http.looks_like_request(p.payload)
+        )
+    return 443 in (p.sport, p.dport) and bool(p.payload) and p.payload[0] & 0x80 != 0
