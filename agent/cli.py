@@ -8,18 +8,23 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from umbra.table import Column, render_table
+from umbra.v1 import finding_pb2 as fpb
 
 from agent import __version__
 from agent.catalog.runtimes import CatalogError
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.daemon import build_pipeline, run_daemon
+from agent.daemon import build_pipeline, build_policy, run_daemon
 from agent.findings import FindingTracker
 from agent.hostinfo import host_id
+from agent.netparse.capture import CaptureError
+from agent.netscan import scan_pcap
 from agent.output import write_json_lines, write_table
+from agent.pipeline import Pipeline
 from agent.spool import Spool, SpoolError
 
 PROG = "umbra-agent"
@@ -116,13 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> int:
-    if pcap is not None:
-        print(
-            f"{PROG}: error: --pcap needs the network sensor, which this build does not have yet",
-            file=sys.stderr,
-        )
-        return 2
     tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
+    if pcap is not None:
+        return _scan_pcap(config, pcap, fmt, tracker)
     pipeline = build_pipeline(config, tracker)
     pipeline.start()
     deadline = time.monotonic() + duration
@@ -135,12 +136,40 @@ def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> 
             time.sleep(min(config.sensors.process.interval, remaining))
     finally:
         pipeline.stop()
-    findings = tracker.current()
+    _write(tracker.current(), fmt)
+    return 0
+
+
+def _scan_pcap(config: AgentConfig, pcap: Path, fmt: str, tracker: FindingTracker) -> int:
+    """The network detections on a saved capture, as Zeek's -r: same catalog, same policy."""
+    judge = Pipeline([], [], build_policy(config), tracker)
+    endpoints = judge.policy.endpoints
+    assert endpoints is not None
+    try:
+        drafts = scan_pcap(
+            pcap,
+            endpoints,
+            approved=judge.policy.approved_services,
+            upload_threshold=judge.policy.upload_threshold_bytes,
+        )
+    except CaptureError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: error: cannot read {pcap}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    now = time.time()
+    for draft in drafts:
+        judge.judge(draft, now)
+    _write(tracker.current(), fmt)
+    return 0
+
+
+def _write(findings: Sequence[fpb.Finding], fmt: str) -> None:
     if fmt == "json":
         write_json_lines(findings, sys.stdout)
     else:
         write_table(findings, sys.stdout)
-    return 0
 
 
 def _status(config: AgentConfig, fmt: str) -> int:

@@ -72,9 +72,17 @@ class GpuSensorSection:
 
 
 @dataclass(frozen=True)
+class NetworkSensorSection:
+    enabled: bool = True
+    interface: str = ""  # empty: every interface
+    catalog: str = ""  # a TOML file of your own AI endpoints, merged over the packaged catalog
+
+
+@dataclass(frozen=True)
 class SensorsSection:
     process: ProcessSensorSection = field(default_factory=ProcessSensorSection)
     gpu: GpuSensorSection = field(default_factory=GpuSensorSection)
+    network: NetworkSensorSection = field(default_factory=NetworkSensorSection)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,9 @@ class FindingsSection:
 @dataclass(frozen=True)
 class PolicySection:
     approved_runtimes: tuple[str, ...] = ()
+    approved_services: tuple[str, ...] = ()  # endpoint catalog service ids or vendor slugs
     min_confidence: float = 0.5
+    upload_threshold_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ def _check(config: AgentConfig, path: Path) -> None:
         problems.append("[sensors.gpu] sustained_samples must be at least 2")
     if not 0.0 <= gpu.sustained_utilization <= 100.0:
         problems.append("[sensors.gpu] sustained_utilization must be between 0 and 100")
+    if config.policy.upload_threshold_bytes < 0:
+        problems.append("[policy] upload_threshold_bytes must not be negative")
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:

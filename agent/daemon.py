@@ -8,16 +8,19 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 from umbra import codec
 from umbra.v1 import agent_pb2 as apb
 
 from agent import __version__
+from agent.catalog.endpoints import load_endpoint_catalog
 from agent.catalog.runtimes import load_runtime_catalog
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
+from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
 from agent.findings import FindingTracker
 from agent.hostinfo import host_facts, host_id
@@ -25,6 +28,7 @@ from agent.pipeline import Detector, Pipeline
 from agent.policy import Policy
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.gpu import GpuSensor
+from agent.sensors.network import NetworkSensor
 from agent.sensors.process import ProcessSensor
 from agent.spool import Spool
 from agent.transport import Backoff, StreamClient
@@ -60,11 +64,39 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
         detectors += [GpuWorkloadDetector(catalog), FineTuningDetector(usage=usage)]
     else:  # training without an NVIDIA GPU (CPU, Apple, AMD) is still seen by its process facts
         detectors.append(FineTuningDetector())
-    policy = Policy(
-        approved_runtimes=frozenset(config.policy.approved_runtimes),
-        min_confidence=config.policy.min_confidence,
-    )
+    policy = build_policy(config)
+    if config.sensors.network.enabled:
+        endpoints = policy.endpoints
+        assert endpoints is not None
+        sensors.append(
+            NetworkSensor(
+                config.sensors.network.interface or None, watch=lambda h: endpoints.match(h) is not None
+            )
+        )
+        detectors.append(
+            NetworkDetector(
+                endpoints, approved=policy.approved_services, upload_threshold=policy.upload_threshold_bytes
+            )
+        )
     return Pipeline(sensors, detectors, policy, tracker)
+
+
+def build_policy(config: AgentConfig) -> Policy:
+    """The local policy from the config file (the collector's pushed policy replaces it later)."""
+    catalog = config.sensors.network.catalog
+    endpoints = load_endpoint_catalog(user_path=Path(catalog) if catalog else None)
+    unknown = endpoints.unknown_approvals(config.policy.approved_services)
+    if unknown:
+        raise ConfigError(
+            f"[policy] approved_services: {unknown[0]!r} is no service id or vendor in the catalog"
+        )
+    return Policy(
+        approved_runtimes=frozenset(config.policy.approved_runtimes),
+        approved_services=frozenset(config.policy.approved_services),
+        min_confidence=config.policy.min_confidence,
+        upload_threshold_bytes=config.policy.upload_threshold_bytes,
+        endpoints=endpoints,
+    )
 
 
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:

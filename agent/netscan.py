@@ -32,7 +32,7 @@ from agent.findings import FindingDraft
 from agent.netparse import dns, http, quic, tls
 from agent.netparse.capture import CaptureReader
 from agent.netparse.frames import TCP, Packet, decode
-from agent.observations import ProcessObservation
+from agent.observations import NetworkObservation
 
 __all__ = [
     "SOURCES",
@@ -54,35 +54,6 @@ _DNS_PORTS: Final = frozenset({53})
 _SERVICE_PORTS: Final = frozenset({53, 80, 443, 853, 8080, 8443})
 
 _UNDECIDED, _PARSING, _DONE = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkObservation:
-    """One flow (or, for DNS, one name asked on a flow) and the host name it named."""
-
-    host_name: str
-    source: str  # one of SOURCES
-    client_ip: str
-    client_port: int
-    server_ip: str
-    server_port: int
-    transport: str  # "tcp" or "udp"
-    first_seen: float
-    last_seen: float
-    bytes_out: int  # IP bytes client -> server
-    bytes_in: int
-    packets: int
-    aliases: tuple[str, ...] = ()  # CNAME targets a DNS answer gave for the name
-    resolved: bool = False  # source "dns": named after a DNS answer for the server's address
-    process: ProcessObservation | None = None  # the live sensor may know it; a capture does not
-
-    @property
-    def occurrence(self) -> str:
-        """Identifies the flow: endpoints, transport and start."""
-        return (
-            f"{self.transport}:{self.client_ip}:{self.client_port}>{self.server_ip}:{self.server_port}"
-            f"@{self.first_seen:.6f}"
-        )
 
 
 @dataclass

@@ -94,5 +94,92 @@ class GpuProcessObservation:
         return self.process.instance_key
 
 
-# The union grows as sensors land (network, file observations).
-Observation = ProcessObservation | GpuDeviceObservation | GpuProcessObservation
+@dataclass(frozen=True, slots=True)
+class NetworkObservation:
+    """One flow (or, for DNS, one name asked on a flow) and the host name it named."""
+
+    host_name: str
+    source: str  # one of SOURCES
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    transport: str  # "tcp" or "udp"
+    first_seen: float
+    last_seen: float
+    bytes_out: int  # IP bytes client -> server
+    bytes_in: int
+    packets: int
+    aliases: tuple[str, ...] = ()  # CNAME targets a DNS answer gave for the name
+    resolved: bool = False  # source "dns": named after a DNS answer for the server's address
+    process: ProcessObservation | None = None  # the live sensor may know it; a capture does not
+
+    @property
+    def occurrence(self) -> str:
+        """Identifies the flow: endpoints, transport and start."""
+        return (
+            f"{self.transport}:{self.client_ip}:{self.client_port}>{self.server_ip}:{self.server_port}"
+            f"@{self.first_seen:.6f}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelFileObservation:
+    """Model weights on disk, identified by content (file sensor). `origin`: "inventory" (found by
+    a scan), "new" (appeared while watched), "download" (appeared in a hub cache, a runtime's
+    model store or Downloads). Sent once the SHA-256 is known, so policy can match the hash."""
+
+    path: str
+    format: str
+    size_bytes: int
+    sha256: str
+    confidence: float
+    origin: str = "inventory"
+    architecture: str = ""
+    parameter_count: int = 0
+    quantization: str = ""
+    model_name: str = ""
+    hub: str = ""  # "huggingface.co/ORG/NAME", "registry.ollama.ai/library/llama3.2:latest"
+    owner: str = ""  # the file's owner (user name)
+    writer: ProcessObservation | None = None  # the process seen writing it, when found
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelTransferObservation:
+    """Model weights leaving their place: `kind` is "removable_media", "sync_folder", "archive",
+    "rename", "upload" or "hub"; `destination` a path (mount point, sync folder, archive, new name)."""
+
+    source_path: str
+    destination: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    destination_root: str = ""  # what the copy went into: mount point, sync folder, archive, new name
+    format: str = ""
+    model_name: str = ""
+    confidence: float = 0.9
+    reason: str = ""
+    owner: str = ""
+    process: ProcessObservation | None = None
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingArtifactObservation:
+    """A fine-tuning artifact on disk (adapter, checkpoint-N/, trainer state, optimizer state):
+    `label` from agent.modelfiles.TRAINING_LABELS, `writer` the process writing it when found."""
+
+    path: str
+    label: str
+    owner: str = ""
+    writer: ProcessObservation | None = None
+    observed_at: float = 0.0
+
+
+FileObservation = ModelFileObservation | ModelTransferObservation | TrainingArtifactObservation
+
+# The union grows as sensors land (file observations next).
+Observation = (
+    ProcessObservation | GpuDeviceObservation | GpuProcessObservation | NetworkObservation | FileObservation
+)

@@ -46,7 +46,12 @@ class Pipeline:
         for sensor in self.sensors:
             status = sensor.status()
             if status.state is not SensorState.INACTIVE:
-                sensor.start()
+                try:
+                    sensor.start()
+                except Exception as exc:  # one sensor that cannot start must not stop the others
+                    log.exception("sensor %s failed to start", sensor.name)
+                    self._failures[sensor.name] = f"failed to start: {type(exc).__name__}: {exc}"
+                    status = SensorStatus(sensor.name, SensorState.DEGRADED, self._failures[sensor.name])
             states.append(status)
         return states
 
@@ -82,12 +87,13 @@ class Pipeline:
             for obs in observations:
                 for detector in self.detectors:
                     for draft in detector.detect(obs):
-                        finding = self._judge(draft, stamp)
+                        finding = self.judge(draft, stamp)
                         if finding is not None:
                             out.append(finding)
         return out
 
-    def _judge(self, draft: FindingDraft, now: float) -> fpb.Finding | None:
+    def judge(self, draft: FindingDraft, now: float) -> fpb.Finding | None:
+        """Policy, then dedupe: the finding to send for a draft, or None."""
         decision = self.policy.decide(draft)
         if decision is None:
             return None

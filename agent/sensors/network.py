@@ -117,10 +117,8 @@ class NetworkSensor(Sensor):
         if self._thread is not None:
             return
         try:
-            from scapy.arch.linux import L2ListenSocket
-
-            self._socket = L2ListenSocket(iface=self.interface, filter=None, nofilter=1)
-        except (OSError, ImportError) as exc:
+            self._socket = _PacketSocket(self.interface)
+        except (OSError, ValueError) as exc:
             self._error = f"cannot open a capture socket: {exc}"
             log.warning("network sensor: %s", self._error)
             return
@@ -258,3 +256,23 @@ def _python_filter(frame: bytes) -> bool:
             p.dport == 80 and http.looks_like_request(p.payload)
         )
     return 443 in (p.sport, p.dport) and bool(p.payload) and p.payload[0] & 0x80 != 0
+
+
+class _PacketSocket:
+    """A raw AF_PACKET socket: bound to one interface, or unbound to hear every interface
+    (scapy's listen socket needs a default interface, which a host without a route lacks)."""
+
+    def __init__(self, interface: str | None) -> None:
+        self.ins = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+        if interface:
+            try:
+                self.ins.bind((interface, _ETH_P_ALL))
+            except OSError:
+                self.ins.close()
+                raise
+
+    def close(self) -> None:
+        self.ins.close()
+
+
+_ETH_P_ALL = 0x0003

@@ -11,10 +11,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from umbra.v1 import finding_pb2 as fpb
 
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
 _KIND_PREFIX = "KIND_"
 _SEVERITY_PREFIX = "SEVERITY_"
 
@@ -82,9 +92,16 @@ def evidence_to_dict(evidence: fpb.Evidence) -> dict[str, Any]:
         return {"type": "none"}
     # Every field, defaults included: a reader should not have to know that a missing
     # "exposed" means false.
+    detail = getattr(evidence, which)
     body = json_format.MessageToDict(
-        getattr(evidence, which), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        detail, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    # proto3 JSON writes 64-bit integers as strings (for JavaScript); byte counts and parameter
+    # counts are numbers to every reader of ours.
+    for field in detail.DESCRIPTOR.fields:
+        if field.type in _INT64_TYPES and field.name in body:
+            value = body[field.name]
+            body[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
     return {"type": which, **body}
 
 
