@@ -30,12 +30,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from dataclasses import replace
+from typing import Any, Final
+
+import psutil
 
 from agent.netparse.frames import LINKTYPE_ETHERNET
 from agent.netscan import FlowAnalyzer, NetworkObservation
-from agent.observations import Observation
+from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.sensors.process_facts import describe_process
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,7 @@ class NetworkSensor(Sensor):
         self._kernel_filter = False
         self._watched: list[str] = []
         self._reported: dict[str, int] = {}  # occurrence -> bytes_out when last reported
+        self._owners: dict[str, ProcessObservation | None] = {}  # occurrence -> owning process
 
     # --- the Sensor interface -----------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class NetworkSensor(Sensor):
             self._socket.close()
             self._socket = None
 
-    def poll(self) -> Sequence[Observation]:
+    def poll(self) -> Sequence[NetworkObservation]:
         self._read_kernel_drops()
         analyzer = self.analyzer
         while self._queue:
@@ -164,8 +169,7 @@ class NetworkSensor(Sensor):
         if len(self._reported) > 4 * analyzer.max_flows:
             self._reported.clear()
         self._watch_servers(out)
-        # Sequence is covariant but Observation is still only the process union's first member.
-        return cast("list[Observation]", out)
+        return self._attribute(out)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -205,6 +209,39 @@ class NetworkSensor(Sensor):
         except Exception as exc:  # scapy raises its own exception types; any failure means no filter
             log.warning("network sensor: BPF filter not attached: %s", exc)
             return False
+
+    def _attribute(self, observations: list[NetworkObservation]) -> list[NetworkObservation]:
+        """Name the process that owns each watched flow's socket.
+
+        The socket table is walked (psutil: /proc/net/* and every process's descriptors) only
+        in a poll that has a watched flow not yet attributed, once for all of them; a flow keeps
+        its owner for its life. A socket that closed before the poll stays unattributed.
+        """
+        if self._watch is None:
+            return observations
+        pending = [
+            o
+            for o in observations
+            if o.source != "dns" and o.occurrence not in self._owners and self._watch(o.host_name)
+        ]
+        if pending:
+            owners: dict[tuple[str, int, str], int] = {}
+            try:
+                for conn in psutil.net_connections(kind="inet"):
+                    if conn.laddr and conn.pid:
+                        transport = "tcp" if conn.type == socket.SOCK_STREAM else "udp"
+                        owners[(conn.laddr.ip, conn.laddr.port, transport)] = conn.pid
+            except (psutil.AccessDenied, OSError) as exc:
+                log.debug("socket table unavailable: %s", exc)
+            for obs in pending:
+                pid = owners.get((obs.client_ip, obs.client_port, obs.transport))
+                self._owners[obs.occurrence] = describe_process(pid) if pid else None
+            while len(self._owners) > 4 * self.analyzer.max_flows:
+                self._owners.pop(next(iter(self._owners)))
+        return [
+            replace(o, process=self._owners[o.occurrence]) if self._owners.get(o.occurrence) else o
+            for o in observations
+        ]
 
     def _watch_servers(self, observations: Sequence[NetworkObservation]) -> None:
         """Capture every packet to servers of watched hosts from now on (bytes for uploads)."""

@@ -9,10 +9,13 @@ identification library (by content, never by name).
 from __future__ import annotations
 
 import os
+import platform
 import re
 import stat
 from collections.abc import Sequence
 from dataclasses import replace
+
+import psutil
 
 from agent import procfs
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
@@ -20,6 +23,8 @@ from agent.modelfiles import DEFAULT_MIN_MODEL_BYTES, ModelFileInfo, identify_fi
 from agent.observations import ProcessObservation
 
 MAX_FILES_PER_PROCESS = 64
+_LINUX = platform.system() == "Linux"
+_BOOT_TIME = psutil.boot_time()
 _LIBRARY_FILE = re.compile(r"\.so(?:\.[0-9.]+)?$|\.dylib$|\.dll$|\.pyd$")
 
 
@@ -63,6 +68,35 @@ class ModelFileCache:
             self._answers.clear()
         self._answers[key] = answer
         return answer
+
+
+def describe_process(pid: int) -> ProcessObservation | None:
+    """Identity facts of one process (name, parent, start, exe, cmdline, user), or None when it
+    is gone: for sensors that meet a PID elsewhere (a socket, a GPU context) and must name it."""
+    if _LINUX:
+        facts = procfs.basic_facts(pid, _BOOT_TIME)
+        if facts is None:
+            return None
+        name, ppid, created, exe, cmdline = (
+            facts.name,
+            facts.ppid,
+            facts.create_time,
+            facts.exe,
+            facts.cmdline,
+        )
+    else:
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                name, ppid, created = proc.name(), proc.ppid(), proc.create_time()
+                exe, cmdline = proc.exe(), tuple(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+    try:
+        user = psutil.Process(pid).username()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+        user = ""
+    return ProcessObservation(pid, ppid, name, exe, cmdline, user, created)
 
 
 class DeepFacts:
