@@ -1,13 +1,13 @@
 """Catalogs: what the agent knows about AI software, kept as data (TOML) apart from the engines."""
 
 from agent.catalog.runtimes import (
-    CatalogError,
     RuntimeCatalog,
     RuntimeEntry,
     RuntimeMatch,
     default_runtime_catalog,
     load_runtime_catalog,
 )
+from agent.catalog.source import CatalogError
 
 __all__ = [
     "CatalogError",

@@ -26,15 +26,14 @@ the name), so matching costs the same with 300 patterns or 30,000.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from agent.catalog.runtimes import SEVERITIES, CatalogError
+from agent.catalog.runtimes import SEVERITIES
+from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
 
 __all__ = [
     "ENDPOINT_CATEGORIES",
@@ -201,26 +200,10 @@ class EndpointCatalog:
 
 def load_endpoint_catalog(path: Path | None = None, user_path: Path | None = None) -> EndpointCatalog:
     """Load and validate the packaged catalog (or `path`), with `user_path` merged over it."""
-    if path is None:
-        resource = resources.files("agent.catalog").joinpath("ai_endpoints.toml")
-        label = str(resource)
-        try:
-            data = resource.read_bytes()
-        except OSError as exc:
-            raise CatalogError(f"{label}: cannot read: {exc}") from exc
-        catalog = parse_endpoint_catalog(data, label)
-    else:
-        catalog = parse_endpoint_catalog(_read(path), str(path))
+    catalog = parse_endpoint_catalog(*read_catalog("ai_endpoints.toml", path))
     if user_path is not None:
-        catalog = catalog.merged(parse_endpoint_catalog(_read(user_path), str(user_path)))
+        catalog = catalog.merged(parse_endpoint_catalog(*read_catalog("", user_path)))
     return catalog
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 @lru_cache(maxsize=1)
@@ -231,18 +214,7 @@ def default_endpoint_catalog() -> EndpointCatalog:
 
 def parse_endpoint_catalog(data: bytes | str, label: str = "<string>") -> EndpointCatalog:
     """Validate catalog TOML text; `label` names it in error messages."""
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{label}: invalid TOML: {' '.join(str(exc).split())}") from exc
-    unknown = sorted(set(doc) - _TOP_KEYS)
-    if unknown:
-        raise CatalogError(f"{label}: unknown top-level key(s) {', '.join(map(repr, unknown))}")
-    if doc.get("schema_version") != _SCHEMA_VERSION:
-        raise CatalogError(
-            f"{label}: schema_version must be {_SCHEMA_VERSION}, not {doc.get('schema_version')!r}"
-        )
+    doc = parse_catalog_toml(data, label, _TOP_KEYS)
     services = doc.get("service", [])
     if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
         raise CatalogError(f"{label}: `service` must be an array of tables ([[service]])")

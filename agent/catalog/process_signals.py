@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agent.catalog.runtimes import CatalogError
+from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
 
 LIBRARY_CATEGORIES = frozenset({"inference", "training", "gpu_runtime", "ml_framework"})
 _LIBRARY_KEYS = frozenset({"pattern", "name", "category", "runtime", "source"})
@@ -48,20 +46,8 @@ class ProcessSignals:
 
 
 def load_process_signals(path: Path | None = None) -> ProcessSignals:
-    if path is None:
-        resource = resources.files("agent.catalog").joinpath("process_signals.toml")
-        label, data = str(resource), resource.read_bytes()
-    else:
-        label = str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CatalogError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    try:
-        doc = tomllib.loads(data.decode("utf-8", errors="replace"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{label}: invalid TOML: {exc}") from None
-    return _parse(doc, label)
+    data, label = read_catalog("process_signals.toml", path)
+    return _parse(parse_catalog_toml(data, label, _TOP_KEYS), label)
 
 
 @lru_cache(maxsize=1)
@@ -70,11 +56,6 @@ def default_process_signals() -> ProcessSignals:
 
 
 def _parse(doc: dict[str, Any], label: str) -> ProcessSignals:
-    unknown = sorted(set(doc) - _TOP_KEYS)
-    if unknown:
-        raise CatalogError(f"{label}: unknown top-level key {unknown[0]!r}")
-    if doc.get("schema_version") != 1:
-        raise CatalogError(f"{label}: schema_version must be 1")
     names = doc.get("api_key_variables", [])
     if not isinstance(names, list) or not all(isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in names):
         raise CatalogError(f"{label}: api_key_variables must be a list of UPPER_CASE variable names")
@@ -93,8 +74,10 @@ def _parse(doc: dict[str, Any], label: str) -> ProcessSignals:
             if not values[key]:
                 raise CatalogError(f"{where}: missing {key!r}")
         if values["category"] not in LIBRARY_CATEGORIES:
-            raise CatalogError(f"{where}: category {values['category']!r} is not one of "
-                               f"{', '.join(sorted(LIBRARY_CATEGORIES))}")
+            raise CatalogError(
+                f"{where}: category {values['category']!r} is not one of "
+                f"{', '.join(sorted(LIBRARY_CATEGORIES))}"
+            )
         if not values["source"].startswith("https://"):
             raise CatalogError(f"{where}: source must be an https:// URL")
         libraries.append(LibrarySignal(**values))

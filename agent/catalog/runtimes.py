@@ -27,13 +27,13 @@ any of the above plus a default port           +0.05, capped at 0.99
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+
+from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
 
 __all__ = [
     "CATEGORIES",
@@ -70,7 +70,6 @@ _GATE_ARGS: Final = 16
 _GATE_CHARS: Final = 2048
 _GATE_CACHE_SIZE: Final = 8192
 
-_SCHEMA_VERSION: Final = 1
 _TOP_KEYS: Final = frozenset({"schema_version", "weak_ports", "runtime"})
 _STR_KEYS: Final = ("id", "name", "vendor", "category", "severity", "source", "notes")
 _LIST_KEYS: Final = ("process_names", "exe_names", "modules", "cmdline_patterns", "keywords", "libraries")
@@ -108,10 +107,6 @@ _JS_EVAL_OPTS: Final = frozenset({"-e", "--eval", "-p", "--print"})
 # Script names a pattern mentions: main\.py, (?:server|one_click)\.py, index\.js.
 _SCRIPT_REF_RE: Final = re.compile(r"(?:\(\?:([\w|-]+)\)|([\w-]+))\\\.(py|js|sh)\b")
 _WINDOWS_ABS_RE: Final = re.compile(r"[A-Za-z]:[\\/]")
-
-
-class CatalogError(ValueError):
-    """The catalog file is unreadable or invalid; the message names the file and the entry."""
 
 
 @dataclass(frozen=True)
@@ -597,20 +592,7 @@ def _excerpt(s: str, limit: int = 80) -> str:
 
 def load_runtime_catalog(path: Path | None = None) -> RuntimeCatalog:
     """Load and validate a catalog file (default: the packaged runtimes.toml)."""
-    if path is None:
-        resource = resources.files("agent.catalog").joinpath("runtimes.toml")
-        label = str(resource)
-        try:
-            data = resource.read_bytes()
-        except OSError as exc:
-            raise CatalogError(f"{label}: cannot read: {exc}") from exc
-    else:
-        label = str(path)
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise CatalogError(f"{label}: cannot read: {exc.strerror or exc}") from exc
-    return parse_runtime_catalog(data, label)
+    return parse_runtime_catalog(*read_catalog("runtimes.toml", path))
 
 
 @lru_cache(maxsize=1)
@@ -621,21 +603,11 @@ def default_runtime_catalog() -> RuntimeCatalog:
 
 def parse_runtime_catalog(data: bytes | str, label: str = "<string>") -> RuntimeCatalog:
     """Validate catalog TOML text; `label` names it in error messages."""
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{label}: invalid TOML: {_one_line(str(exc))}") from exc
+    doc = parse_catalog_toml(data, label, _TOP_KEYS)
 
     def fail(problem: str) -> CatalogError:
         return CatalogError(f"{label}: {problem}")
 
-    unknown = sorted(set(doc) - _TOP_KEYS)
-    if unknown:
-        raise fail(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
-    version = doc.get("schema_version")
-    if version != _SCHEMA_VERSION:
-        raise fail(f"schema_version must be {_SCHEMA_VERSION}, not {version!r}")
     weak_ports = _ports(doc.get("weak_ports", []), lambda p: fail(f"weak_ports: {p}"))
     runtimes = doc.get("runtime", [])
     if not isinstance(runtimes, list) or not all(isinstance(r, dict) for r in runtimes):
@@ -754,7 +726,3 @@ def _ports(value: object, fail: Callable[[str], CatalogError]) -> tuple[int, ...
 def _unescape(pattern: str) -> str:
     """A regex's source with backslash escapes of punctuation removed, for the keyword check."""
     return re.sub(r"\\([^\w])", r"\1", pattern)
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())

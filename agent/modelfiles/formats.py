@@ -8,14 +8,12 @@ confidence and whether it holds a model at all.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Final
 
-from agent.catalog import CatalogError
+from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
 
 __all__ = ["FormatCatalog", "FormatEntry", "GgmlType", "default_format_catalog", "parse_format_catalog"]
 
@@ -62,30 +60,16 @@ class FormatCatalog:
 @lru_cache(maxsize=1)
 def default_format_catalog() -> FormatCatalog:
     """The packaged catalog, loaded once per process."""
-    resource = resources.files("agent.catalog").joinpath("model_formats.toml")
-    try:
-        data = resource.read_bytes()
-    except OSError as exc:
-        raise CatalogError(f"{resource}: cannot read: {exc}") from exc
-    return parse_format_catalog(data, str(resource))
+    return parse_format_catalog(*read_catalog("model_formats.toml"))
 
 
 def parse_format_catalog(data: bytes | str, label: str = "<string>") -> FormatCatalog:
     """Validate catalog TOML; `label` names it in error messages."""
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{label}: invalid TOML: {' '.join(str(exc).split())}") from exc
+    doc = parse_catalog_toml(data, label, _TOP_KEYS)
 
     def fail(problem: str) -> CatalogError:
         return CatalogError(f"{label}: {problem}")
 
-    unknown = sorted(set(doc) - _TOP_KEYS)
-    if unknown:
-        raise fail(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
-    if doc.get("schema_version") != _SCHEMA_VERSION:
-        raise fail(f"schema_version must be {_SCHEMA_VERSION}, not {doc.get('schema_version')!r}")
     raw_formats = doc.get("format", [])
     if not isinstance(raw_formats, list) or not raw_formats:
         raise fail("`format` must be a non-empty array of tables ([[format]])")
