@@ -2,9 +2,9 @@
 
 The NVML binding (nvidia-ml-py's `pynvml`) is imported lazily, when the GPU sensor first
 probes, so a host without it, or without a driver, costs an import attempt and nothing else
-(glances does the same). Everything else takes the binding as an object, so tests hand in a
-small fake module with the same functions, constants and `NVMLError` classes, and the real
-error handling below runs against it.
+(glances does the same). On machines without a GPU the tests build a stand-in
+`libnvidia-ml.so.1` (tests/fixtures/nvml_stub.c), so the real binding and the real error
+handling below run against it; the hardware boundary is the only thing replaced.
 
 Errors, as NVML defines them (`NVMLError.value` is the NVML_ERROR_* code):
 
@@ -22,6 +22,7 @@ process utilisation on a busy GPU. Reading one GPU is six to seven calls.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,9 +171,9 @@ class Nvml:
         handle = device.handle
         memory = self._field(lib, device, MEMORY, lambda: lib.nvmlDeviceGetMemoryInfo(handle))
         rates = self._field(lib, device, UTILIZATION, lambda: lib.nvmlDeviceGetUtilizationRates(handle))
-        compute = self._field(lib, device, COMPUTE_PROCESSES, lambda: _compute_processes(lib, handle)) or []
-        graphics_call = lib.nvmlDeviceGetGraphicsRunningProcesses
-        graphics = self._field(lib, device, GRAPHICS_PROCESSES, lambda: graphics_call(handle)) or []
+        processes = functools.partial(_processes, lib, handle)
+        compute = self._field(lib, device, COMPUTE_PROCESSES, lambda: processes(COMPUTE_PROCESSES)) or []
+        graphics = self._field(lib, device, GRAPHICS_PROCESSES, lambda: processes(GRAPHICS_PROCESSES)) or []
         utilization = self._process_utilization(lib, device)
 
         by_pid: dict[int, GpuProcess] = {}
@@ -237,15 +238,16 @@ class Nvml:
         return {pid: (round(sm / n), round(mem / n)) for pid, (sm, mem, n) in sums.items()}
 
 
-def _compute_processes(lib: Any, handle: Any) -> Any:
-    """Compute processes, falling back to the v2 struct on drivers older than the binding."""
+def _processes(lib: Any, handle: Any, call: str) -> Any:
+    """Compute or graphics processes, falling back to the v2 call on drivers older than the binding
+    (they lack both `_v3` calls; pynvml raises NVMLLibraryMismatchError, not an NVMLError)."""
     mismatch = getattr(lib, "NVMLLibraryMismatchError", None)
     try:
-        return lib.nvmlDeviceGetComputeRunningProcesses(handle)
+        return getattr(lib, call)(handle)
     except Exception as exc:
         if mismatch is None or not isinstance(exc, mismatch):
             raise
-        return lib.nvmlDeviceGetComputeRunningProcesses_v2(handle)
+        return getattr(lib, f"{call}_v2")(handle)
 
 
 def _memory(value: Any) -> int | None:

@@ -1,11 +1,14 @@
-"""GPU sensor cost: one NVML poll with N GPU processes, with a fake NVML and real processes.
+"""GPU sensor cost: one NVML poll with N GPU processes, against the NVML stub and real processes.
 
-The fake NVML (tests/agent/fake_nvml.py) answers instantly, so these figures are Umbra's own
-CPU per poll: reading the NVML answers, attributing every PID to a real process through /proc
-(identity once per process, open files every poll for processes that may train, maps every
-`facts_interval`), and the two GPU detectors. Half the N processes are Python processes that
-map a (fake) libtorch_cuda.so and hold a checkpoint open for writing, as a trainer does; the
-other half are `sleep` processes, as a game or a renderer would be. They are split over 2 GPUs.
+The real nvidia-ml-py runs against tests/fixtures/nvml_stub.c, built with gcc as
+libnvidia-ml.so.1 and loaded into this process ahead of any driver (tests/agent/nvml_stub.py),
+so these figures are Umbra's own CPU per poll plus pynvml's ctypes calls: reading the NVML
+answers, attributing every PID to a real process through /proc (identity once per process,
+open files every poll for processes that may train, maps every `facts_interval`), and the two
+GPU detectors. The stub answers each call by re-reading its state file (a few µs per call),
+where a driver makes an ioctl. Half the N processes are Python processes that map a (fake)
+libtorch_cuda.so and hold a checkpoint open for writing, as a trainer does; the other half are
+`sleep` processes, as a game or a renderer would be. They are split over 2 GPUs.
 
 On a real GPU each NVML call is an ioctl into the driver, from a few microseconds to about a
 millisecond (process utilisation on a busy GPU is the slowest), about 7 calls per GPU a poll:
@@ -31,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "agent"))
 
-from fake_nvml import FakeGpu, FakeNvml  # noqa: E402
+from nvml_stub import STATE_ENV, Gpu, NvmlStub, build, load_in_process  # noqa: E402
 from umbra import codec  # noqa: E402
 
 from agent.catalog.runtimes import load_runtime_catalog  # noqa: E402
@@ -54,13 +57,13 @@ def cpu_us(fn: Callable[[], object]) -> float:
     return (time.process_time() - start) * 1e6
 
 
-def fake_for(pids: list[int]) -> FakeNvml:
-    gpus = [FakeGpu(uuid=f"GPU-{i}") for i in range(2)]
+def gpus_for(pids: list[int]) -> list[Gpu]:
+    gpus = [Gpu(uuid=f"GPU-{i}") for i in range(2)]
     for n, pid in enumerate(pids):
         gpu = gpus[n % 2]
         gpu.compute[pid] = (n % 7 + 1) * GIB
         gpu.process_util[pid] = (n % 100, n % 50)
-    return FakeNvml(gpus)
+    return gpus
 
 
 def spawn(n: int, home: Path) -> list[subprocess.Popen[bytes]]:
@@ -96,21 +99,22 @@ def main() -> None:
     args = parser.parse_args()
     catalog = load_runtime_catalog()
     with tempfile.TemporaryDirectory() as home:
+        stub = NvmlStub(Path(home) / "nvml.state", load_in_process(build(Path(home))))
+        os.environ[STATE_ENV] = str(stub.path)
         extra = spawn(args.processes, Path(home))
         try:
-            pids = [p.pid for p in extra]
+            stub.set(*gpus_for([p.pid for p in extra]))
             nvml_only, cold, warm, detect = [], [], [], []
             drafts: list[FindingDraft] = []
             observations: list[Observation] = []
             for _ in range(args.rounds):
-                fake = fake_for(pids)
-                session = Nvml(lambda fake=fake: fake)  # type: ignore[misc]
+                session = Nvml()  # the real pynvml, reaching the stub
                 session.open()
                 session.read()
                 nvml_only.append(statistics.median(cpu_us(session.read) for _ in range(20)))
                 session.close()
 
-                sensor = GpuSensor(lambda fake=fake: fake, interval=0.0)  # type: ignore[misc]
+                sensor = GpuSensor(interval=0.0)
                 sensor.start()
                 cold.append(cpu_us(sensor.poll))
                 warm.append(statistics.median(cpu_us(sensor.poll) for _ in range(10)))
@@ -124,6 +128,7 @@ def main() -> None:
 
                 detect.append(statistics.median(cpu_us(run_detectors) for _ in range(10)))
                 sensor.stop()
+            assert stub.inits() == 0, "NVML left initialised"
         finally:
             for p in extra:
                 p.kill()
@@ -144,7 +149,7 @@ def main() -> None:
             "CPU, NVML read only (µs/poll)",
             f"{statistics.median(nvml_only):,.0f}",
             "",
-            "fake NVML; GPUs add ioctls",
+            "pynvml + stub; GPUs add ioctls",
         ),
         (
             "CPU, first poll, all processes new (µs)",

@@ -1,19 +1,23 @@
-"""FINE_TUNING: real training-like processes, the real /proc, a fake NVML, the whole pipeline.
+"""FINE_TUNING: real training-like processes, the real /proc, the whole pipeline, and NVML as
+nvidia-ml-py really calls it, answered by a stand-in libnvidia-ml.so.1 (tests/agent/nvml_stub.py).
 
 The scenario: an insider fine-tunes a model on proprietary code on a GPU, in plain `python`.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import nvml_stub
 import pytest
-from conftest import SpawnRuntime
-from fake_nvml import FakeGpu, FakeNvml
+from conftest import SpawnRuntime, cli
+from nvml_stub import Gpu, NvmlStub, child_env
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.runtimes import load_runtime_catalog
@@ -21,10 +25,13 @@ from agent.detection.finetune import FineTuningDetector, artifact_format, comman
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.findings import FindingTracker
 from agent.observations import GpuProcessObservation, ProcessObservation
-from agent.pipeline import Pipeline
+from agent.pipeline import Detector, Pipeline
 from agent.policy import Policy
 from agent.sensors.gpu import GpuSensor
 from agent.sensors.process import ProcessSensor
+
+nvml_stub_dir = nvml_stub.nvml_stub_dir  # the stub's fixtures, made this module's
+stub_nvml = nvml_stub.stub_nvml
 
 GIB = 2**30
 CATALOG = load_runtime_catalog()
@@ -46,12 +53,26 @@ def _library(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _gpu_pipeline(fake: FakeNvml, *, clock: Any, **usage: Any) -> Pipeline:
-    sensor = GpuSensor(lambda: fake, interval=0.0, clock=clock)
-    detectors = [GpuWorkloadDetector(CATALOG), FineTuningDetector(usage=GpuUsage(**usage))]
-    pipeline = Pipeline([sensor], detectors, Policy(), FindingTracker("host-1"))
-    pipeline.start()
-    return pipeline
+@pytest.fixture
+def gpu_pipeline(stub_nvml: NvmlStub) -> Iterator[Callable[..., Pipeline]]:
+    """gpu_pipeline(clock=..., window=..., min_samples=...): the real GPU sensor (pynvml, reaching
+    the stub) and both GPU detectors; stopped after the test."""
+    made: list[Pipeline] = []
+
+    def make(*, clock: Any, **usage: Any) -> Pipeline:
+        sensor = GpuSensor(interval=0.0, clock=clock)
+        detectors: list[Detector] = [
+            GpuWorkloadDetector(CATALOG),
+            FineTuningDetector(usage=GpuUsage(**usage)),
+        ]
+        pipeline = Pipeline([sensor], detectors, Policy(), FindingTracker("host-1"))
+        pipeline.start()
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop()
 
 
 def _fine_tuning(findings: list[fpb.Finding]) -> list[fpb.Finding]:
@@ -59,7 +80,7 @@ def _fine_tuning(findings: list[fpb.Finding]) -> list[fpb.Finding]:
 
 
 def test_fine_tuning_in_plain_python_on_a_gpu_with_the_combined_evidence(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, gpu_pipeline: Callable[..., Pipeline], spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     (out / "checkpoint-100").mkdir(parents=True)
@@ -70,8 +91,8 @@ def test_fine_tuning_in_plain_python_on_a_gpu_with_the_combined_evidence(
         maps=[_library(tmp_path, "libtorch_cuda.so")],
         writes=[optimizer, adapter],
     )
-    gpu = FakeGpu(compute={proc.pid: 21 * GIB}, process_util={proc.pid: (96, 60)}, utilization=(98, 61))
-    pipeline = _gpu_pipeline(FakeNvml([gpu]), clock=StepClock(15.0), window=60, min_samples=5)
+    stub_nvml.set(Gpu(compute={proc.pid: 21 * GIB}, process_util={proc.pid: (96, 60)}, utilization=(98, 61)))
+    pipeline = gpu_pipeline(clock=StepClock(15.0), window=60, min_samples=5)
 
     first = pipeline.poll()
     assert {f.kind for f in first} == {fpb.KIND_GPU_AI_WORKLOAD, fpb.KIND_FINE_TUNING}
@@ -130,14 +151,14 @@ def test_deepspeed_training_seen_by_the_process_sensor_without_any_gpu(
 
 
 def test_a_python_process_writing_an_ordinary_file_is_not_training(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, gpu_pipeline: Callable[..., Pipeline], spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     log = tmp_path / "service.log"
     proc = spawn_runtime(
         ["python3", "service.py"], writes=[log], maps=[_library(tmp_path, "libtorch_cuda.so")]
     )
-    gpu = FakeGpu(compute={proc.pid: 4 * GIB}, process_util={proc.pid: (80, 30)})
-    pipeline = _gpu_pipeline(FakeNvml([gpu]), clock=StepClock(30.0), window=60, min_samples=3)
+    stub_nvml.set(Gpu(compute={proc.pid: 4 * GIB}, process_util={proc.pid: (80, 30)}))
+    pipeline = gpu_pipeline(clock=StepClock(30.0), window=60, min_samples=3)
     kinds = [f.kind for _ in range(5) for f in pipeline.poll()]
     # Inference on a GPU is an AI workload; busy for minutes, it is still not training.
     assert fpb.KIND_GPU_AI_WORKLOAD in kinds
@@ -274,7 +295,7 @@ def test_artifact_formats(path: str, fmt: str | None) -> None:
 
 
 def test_seen_by_both_sensors_the_finding_is_sent_once_not_every_poll(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     # The process sensor follows interpreters too: the same instance reaches the detector twice a
     # poll. Both routes must agree, or the finding would be resent on every poll.
@@ -285,17 +306,77 @@ def test_seen_by_both_sensors_the_finding_is_sent_once_not_every_poll(
         maps=[_library(tmp_path, "libtorch_cuda.so")],
         writes=[out / "adapter_model.safetensors"],
     )
-    gpu = FakeGpu(compute={proc.pid: 8 * GIB}, process_util={proc.pid: (88, 50)})
-    fake = FakeNvml([gpu])
+    stub_nvml.set(Gpu(compute={proc.pid: 8 * GIB}, process_util={proc.pid: (88, 50)}))
     sensors = [
         ProcessSensor(CATALOG.is_candidate, deep_interval=0.0),
-        GpuSensor(lambda: fake, interval=0.0, clock=StepClock(20.0)),
+        GpuSensor(interval=0.0, clock=StepClock(20.0)),
     ]
-    detectors = [GpuWorkloadDetector(CATALOG), FineTuningDetector(usage=GpuUsage(window=60, min_samples=3))]
+    detectors: list[Detector] = [
+        GpuWorkloadDetector(CATALOG),
+        FineTuningDetector(usage=GpuUsage(window=60, min_samples=3)),
+    ]
     pipeline = Pipeline(sensors, detectors, Policy(), FindingTracker("host-1"))
     pipeline.start()
     sent = [f for _ in range(8) for f in _fine_tuning(pipeline.poll()) if f.process.pid == proc.pid]
+    pipeline.stop()
     # Once with what the first poll knew, once more when the GPU use became sustained.
     assert [f.confidence for f in sent] == pytest.approx([0.85, 0.95])
     assert [f.severity for f in sent] == [fpb.SEVERITY_MEDIUM, fpb.SEVERITY_HIGH]
     assert len({f.id for f in sent}) == 1
+
+
+# --- end to end: umbra-agent, with the stub first on its library path ---------------------------
+
+
+def test_umbra_agent_scan_reports_fine_tuning_on_a_gpu_from_nvml(
+    nvml_stub_dir: Path, spawn_runtime: SpawnRuntime, tmp_path: Path
+) -> None:
+    # `umbra-agent scan` as a user runs it, in a child whose dynamic loader finds the stub first on
+    # LD_LIBRARY_PATH: the installed console script, the real pynvml, the real /proc.
+    out = tmp_path / "out" / "checkpoint-100"
+    out.mkdir(parents=True)
+    torch = _library(tmp_path, "libtorch_cuda.so")
+    trainer = spawn_runtime(
+        ["python3", "-m", "accelerate.commands.launch", "train.py"],
+        maps=[torch],
+        writes=[out / "optimizer.pt", out / "adapter_model.safetensors"],
+    )
+    server = spawn_runtime(["python3", "serve.py"], maps=[torch])
+    stub = NvmlStub(tmp_path / "nvml.state")
+    stub.set(
+        Gpu(uuid="GPU-train", compute={trainer.pid: 21 * GIB}, process_util={trainer.pid: (96, 60)}),
+        Gpu(name="NVIDIA L4", uuid="GPU-serve", memory_total=24 * GIB, compute={server.pid: 5 * GIB}),
+    )
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nhost_id = "gpu-host"\nstate_dir = "{tmp_path / "state"}"\n'
+        "[sensors.process]\nenabled = false\ninterval = 0.2\n"  # the GPU route alone; a poll per 0.2 s
+        "[sensors.gpu]\ninterval = 0.2\nsustained_seconds = 0.6\nsustained_samples = 3\n"
+    )
+    result = subprocess.run(
+        [cli("umbra-agent"), "scan", "--format", "json", "--duration", "1.5", "--config", str(config)],
+        env=child_env(nvml_stub_dir, stub.path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    findings = [json.loads(line) for line in result.stdout.splitlines()]
+    by_pid: dict[int, dict[str, Any]] = {}
+    for f in findings:
+        if f["process"] and f["kind"] in {"GPU_AI_WORKLOAD", "FINE_TUNING"}:
+            by_pid.setdefault(f["process"]["pid"], {})[f["kind"]] = f
+    assert set(by_pid) == {trainer.pid, server.pid}
+    assert set(by_pid[server.pid]) == {"GPU_AI_WORKLOAD"}  # inference: an AI workload, not training
+    assert set(by_pid[trainer.pid]) == {"GPU_AI_WORKLOAD", "FINE_TUNING"}
+
+    training = by_pid[trainer.pid]["FINE_TUNING"]
+    assert training["host_id"] == "gpu-host"
+    assert training["process"]["cmdline"] == ["python3", "-m", "accelerate.commands.launch", "train.py"]
+    assert (training["severity"], training["confidence"]) == ("high", pytest.approx(0.9))  # sustained
+    (runtime,) = [e for e in training["evidence"] if e["type"] == "runtime"]
+    assert any(r.startswith("sustained GPU use") for r in runtime["reasons"])
+    gpus = [e for f in by_pid[trainer.pid].values() for e in f["evidence"] if e["type"] == "gpu"]
+    assert gpus and all(e["gpu_uuid"] == "GPU-train" for e in gpus)
+    (serving,) = [e for e in by_pid[server.pid]["GPU_AI_WORKLOAD"]["evidence"] if e["type"] == "gpu"]
+    assert (serving["gpu_name"], serving["gpu_index"]) == ("NVIDIA L4", 1)

@@ -1,15 +1,20 @@
-"""GPU_AI_WORKLOAD, and the GPU bookkeeping (peaks, sustained use) it shares with FINE_TUNING."""
+"""GPU_AI_WORKLOAD, and the GPU bookkeeping (peaks, sustained use) it shares with FINE_TUNING.
+
+The pipeline tests run the real GPU sensor and pynvml against the stand-in libnvidia-ml.so.1
+(tests/agent/nvml_stub.py), with real processes behind the PIDs it lists."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import nvml_stub
 import pytest
 from conftest import SpawnRuntime
-from fake_nvml import FakeGpu, FakeNvml
+from nvml_stub import Gpu, NvmlStub
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.runtimes import load_runtime_catalog
@@ -19,6 +24,9 @@ from agent.observations import GpuProcessObservation, ProcessObservation
 from agent.pipeline import Pipeline
 from agent.policy import Policy
 from agent.sensors.gpu import GpuSensor
+
+nvml_stub_dir = nvml_stub.nvml_stub_dir  # the stub's fixtures, made this module's
+stub_nvml = nvml_stub.stub_nvml
 
 GIB = 2**30
 CATALOG = load_runtime_catalog()
@@ -30,21 +38,22 @@ def _library(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _pipeline(fake: FakeNvml, clock: Any = None) -> Pipeline:
-    sensor = GpuSensor(lambda: fake, interval=0.0, **({"clock": clock} if clock else {}))
-    pipeline = Pipeline([sensor], [GpuWorkloadDetector(CATALOG)], Policy(), FindingTracker("host-1"))
+@pytest.fixture
+def pipeline(stub_nvml: NvmlStub) -> Iterator[Pipeline]:
+    """The real GPU sensor (default loader: pynvml, reaching the stub) and the GPU detector."""
+    pipeline = Pipeline(
+        [GpuSensor(interval=0.0)], [GpuWorkloadDetector(CATALOG)], Policy(), FindingTracker("host-1")
+    )
     pipeline.start()
-    return pipeline
+    yield pipeline
+    pipeline.stop()
 
 
 def test_a_process_holding_gpu_memory_with_pytorch_mapped_is_an_ai_workload(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, pipeline: Pipeline, spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     proc = spawn_runtime(["python3", "infer.py"], maps=[_library(tmp_path, "libtorch_cuda.so")])
-    fake = FakeNvml(
-        [FakeGpu(uuid="GPU-aaaa", compute={proc.pid: 6 * GIB}, process_util={proc.pid: (73, 20)})]
-    )
-    pipeline = _pipeline(fake)
+    stub_nvml.set(Gpu(uuid="GPU-aaaa", compute={proc.pid: 6 * GIB}, process_util={proc.pid: (73, 20)}))
     (finding,) = pipeline.poll()
     assert finding.kind == fpb.KIND_GPU_AI_WORKLOAD
     assert finding.severity == fpb.SEVERITY_MEDIUM
@@ -61,38 +70,45 @@ def test_a_process_holding_gpu_memory_with_pytorch_mapped_is_an_ai_workload(
 
 
 def test_numbers_that_move_every_sample_do_not_resend_the_finding(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, pipeline: Pipeline, spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     proc = spawn_runtime(["python3", "infer.py"], maps=[_library(tmp_path, "libllama.so")])
-    gpu = FakeGpu(compute={proc.pid: 6 * GIB}, process_util={proc.pid: (91, 20)})
-    pipeline = _pipeline(FakeNvml([gpu]))
+    gpu = Gpu(compute={proc.pid: 6 * GIB}, process_util={proc.pid: (91, 20)})
+    stub_nvml.set(gpu)
     assert len(pipeline.poll()) == 1
     for used, sm in [(6 * GIB - 2**20, 85), (6 * GIB + 3 * 2**20, 93), (5 * GIB, 40)]:
         gpu.compute[proc.pid], gpu.process_util[proc.pid] = used, (sm, 20)
+        stub_nvml.write()
         assert pipeline.poll() == [], "a finding was resent for a small change"
     gpu.compute[proc.pid] = 9 * GIB  # the workload grew: worth saying
+    stub_nvml.write()
     (grown,) = pipeline.poll()
     assert next(e.gpu for e in grown.evidence if e.HasField("gpu")).memory_used_bytes == 9 * GIB
 
 
-def test_one_finding_per_gpu(spawn_runtime: SpawnRuntime, tmp_path: Path) -> None:
+def test_one_finding_per_gpu(
+    stub_nvml: NvmlStub, pipeline: Pipeline, spawn_runtime: SpawnRuntime, tmp_path: Path
+) -> None:
     proc = spawn_runtime(["python3", "train.py"], maps=[_library(tmp_path, "libtorch_cuda.so")])
-    fake = FakeNvml(
-        [FakeGpu(uuid="GPU-a", compute={proc.pid: GIB}), FakeGpu(uuid="GPU-b", compute={proc.pid: GIB})]
-    )
-    findings = _pipeline(fake).poll()
+    stub_nvml.set(Gpu(uuid="GPU-a", compute={proc.pid: GIB}), Gpu(uuid="GPU-b", compute={proc.pid: GIB}))
+    findings = pipeline.poll()
     assert len({f.id for f in findings}) == 2
+    assert {next(e.gpu.gpu_uuid for e in f.evidence if e.HasField("gpu")) for f in findings} == {
+        "GPU-a",
+        "GPU-b",
+    }
 
 
 def test_a_game_on_the_gpu_is_observed_but_is_no_ai_workload(
-    spawn_runtime: SpawnRuntime, tmp_path: Path
+    stub_nvml: NvmlStub, spawn_runtime: SpawnRuntime, tmp_path: Path
 ) -> None:
     # CUDA itself (libcudart) is loaded by games, renderers and encoders: not AI on its own.
     game = spawn_runtime(["supertuxkart", "game.py"], maps=[_library(tmp_path, "libcudart.so.12")])
-    fake = FakeNvml([FakeGpu(graphics={game.pid: 2 * GIB}, process_util={game.pid: (99, 60)})])
-    sensor = GpuSensor(lambda: fake, interval=0.0)
+    stub_nvml.set(Gpu(graphics={game.pid: 2 * GIB}, process_util={game.pid: (99, 60)}))
+    sensor = GpuSensor(interval=0.0)
     observations = [o for o in sensor.poll() if isinstance(o, GpuProcessObservation)]
-    assert [o.process.pid for o in observations] == [game.pid]
+    sensor.stop()
+    assert [(o.process.pid, o.context) for o in observations] == [(game.pid, "graphics")]
     assert observations[0].process.libraries == ("libcudart.so.12",)
     detector = GpuWorkloadDetector(CATALOG)
     assert [d for o in observations for d in detector.detect(o)] == []
