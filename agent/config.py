@@ -7,6 +7,7 @@ turn a sensor off. See the README's configuration reference.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -79,10 +80,32 @@ class NetworkSensorSection:
 
 
 @dataclass(frozen=True)
+class FilesSensorSection:
+    enabled: bool = True
+    paths: tuple[str, ...] = ()  # more directories to inventory and watch
+    homes: tuple[str, ...] = ()  # empty: every user's home directory (uid >= 1000) and the agent's
+    default_roots: bool = True  # the catalog's model locations (HF cache, Ollama, LM Studio, Downloads ...)
+    scan_homes: bool = True  # inventory whole home directories (watched: model locations only)
+    media_prefixes: tuple[str, ...] = ()  # empty: the catalog's (/media, /run/media, /mnt, /Volumes)
+    sync_folders: tuple[str, ...] = ()  # more cloud-sync folders, beside the catalog's
+    state_path: str = ""  # empty: <state_dir>/files.db (hash cache)
+    files_per_second: int = 2000
+    read_mib_per_second: float = 8.0  # identification reads
+    hash_mib_per_second: float = 64.0
+    settle_seconds: float = 2.0  # a file quiet this long is looked at (at once when closed, on Linux)
+    rescan_interval: float = 86400.0
+    max_tracked_files: int = 200_000
+    max_queued_events: int = 10_000
+    max_models: int = 10_000
+    max_watches: int = 64
+
+
+@dataclass(frozen=True)
 class SensorsSection:
     process: ProcessSensorSection = field(default_factory=ProcessSensorSection)
     gpu: GpuSensorSection = field(default_factory=GpuSensorSection)
     network: NetworkSensorSection = field(default_factory=NetworkSensorSection)
+    files: FilesSensorSection = field(default_factory=FilesSensorSection)
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,8 @@ class PolicySection:
     approved_services: tuple[str, ...] = ()  # endpoint catalog service ids or vendor slugs
     min_confidence: float = 0.5
     upload_threshold_bytes: int = 1_000_000
+    approved_model_hashes: tuple[str, ...] = ()  # SHA-256 of approved model files
+    approved_paths: tuple[str, ...] = ()  # directories whose model files are approved
 
 
 @dataclass(frozen=True)
@@ -197,6 +222,18 @@ def _check(config: AgentConfig, path: Path) -> None:
         problems.append("[sensors.gpu] sustained_utilization must be between 0 and 100")
     if config.policy.upload_threshold_bytes < 0:
         problems.append("[policy] upload_threshold_bytes must not be negative")
+    files = config.sensors.files
+    if min(files.files_per_second, files.read_mib_per_second, files.hash_mib_per_second) <= 0:
+        problems.append("[sensors.files] files_per_second and the MiB/s budgets must be positive")
+    if files.settle_seconds < 0 or files.rescan_interval < 60:
+        problems.append("[sensors.files] settle_seconds must not be negative, rescan_interval at least 60")
+    if min(files.max_tracked_files, files.max_queued_events, files.max_models, files.max_watches) < 1:
+        problems.append("[sensors.files] max_tracked_files, max_queued_events, max_models, max_watches: >= 1")
+    if any(not re.fullmatch(r"[0-9a-fA-F]{64}", h) for h in config.policy.approved_model_hashes):
+        problems.append("[policy] approved_model_hashes must be SHA-256 hex digests")
+    absolute = (*config.policy.approved_paths, *files.paths, *files.media_prefixes)
+    if any(not os.path.isabs(p) for p in absolute):
+        problems.append("[policy] approved_paths, [sensors.files] paths and media_prefixes must be absolute")
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:

@@ -18,6 +18,7 @@ from agent import __version__
 from agent.catalog.endpoints import load_endpoint_catalog
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.config import AgentConfig, ConfigError
+from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.detection.network import NetworkDetector
@@ -27,6 +28,7 @@ from agent.hostinfo import host_facts, host_id
 from agent.pipeline import Detector, Pipeline
 from agent.policy import Policy
 from agent.sensors.base import Sensor, SensorState, SensorStatus
+from agent.sensors.files import FileSensor
 from agent.sensors.gpu import GpuSensor
 from agent.sensors.network import NetworkSensor
 from agent.sensors.process import ProcessSensor
@@ -78,6 +80,29 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
                 endpoints, approved=policy.approved_services, upload_threshold=policy.upload_threshold_bytes
             )
         )
+    files = config.sensors.files
+    if files.enabled:
+        sensors.append(
+            FileSensor(
+                state_path=Path(files.state_path) if files.state_path else config.state_dir / "files.db",
+                homes=files.homes or None,
+                paths=files.paths,
+                default_roots=files.default_roots,
+                scan_homes=files.scan_homes,
+                media_prefixes=files.media_prefixes or None,
+                sync_folders=files.sync_folders,
+                files_per_second=files.files_per_second,
+                read_bytes_per_second=files.read_mib_per_second * 2**20,
+                hash_bytes_per_second=files.hash_mib_per_second * 2**20,
+                settle_seconds=files.settle_seconds,
+                rescan_interval=files.rescan_interval,
+                max_tracked_files=files.max_tracked_files,
+                max_queued_events=files.max_queued_events,
+                max_models=files.max_models,
+                max_watches=files.max_watches,
+            )
+        )
+        detectors.append(ArtifactDetector())
     return Pipeline(sensors, detectors, policy, tracker)
 
 
@@ -96,6 +121,8 @@ def build_policy(config: AgentConfig) -> Policy:
         min_confidence=config.policy.min_confidence,
         upload_threshold_bytes=config.policy.upload_threshold_bytes,
         endpoints=endpoints,
+        approved_model_hashes=frozenset(h.lower() for h in config.policy.approved_model_hashes),
+        approved_paths=config.policy.approved_paths,
     )
 
 

@@ -126,8 +126,9 @@ class NetworkObservation:
 @dataclass(frozen=True)
 class ModelFileObservation:
     """Model weights on disk, identified by content (file sensor). `origin`: "inventory" (found by
-    a scan), "new" (appeared while watched), "download" (appeared in a hub cache, a runtime's
-    model store or Downloads). Sent once the SHA-256 is known, so policy can match the hash."""
+    a scan), "new" (appeared while watched), "moved" (renamed while watched), "download"
+    (appeared in a hub cache, a runtime's model store or Downloads). Sent once the SHA-256 is
+    known, so policy can match the hash."""
 
     path: str
     format: str

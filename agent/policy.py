@@ -16,6 +16,7 @@ from agent.findings import FindingDraft
 
 DEFAULT_RULE = "default:unapproved"
 _SERVICE_KINDS = (fpb.KIND_AI_SERVICE_ACCESS, fpb.KIND_AI_DATA_UPLOAD)
+_MODEL_KINDS = (fpb.KIND_MODEL_ARTIFACT, fpb.KIND_MODEL_DOWNLOAD, fpb.KIND_MODEL_EXFILTRATION)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Policy:
     min_confidence: float = 0.5  # drafts below this are not findings
     upload_threshold_bytes: int = 1_000_000  # AI_DATA_UPLOAD above this, to unapproved services
     endpoints: EndpointCatalog | None = None  # resolves a service's vendor for approvals by vendor
+    approved_model_hashes: frozenset[str] = frozenset()  # SHA-256 (lower-case hex) of approved weights
+    approved_paths: tuple[str, ...] = ()  # directories whose models (and copies into them) are approved
 
     def decide(self, draft: FindingDraft) -> fpb.PolicyDecision | None:
         """The decision for a draft; None when the draft is below the confidence floor."""
@@ -39,4 +42,27 @@ class Policy:
             rule = self.endpoints.approval_rule(entry, self.approved_services) if entry else None
             if rule is not None:
                 return fpb.PolicyDecision(approved=True, rule=rule)
+        if draft.kind in _MODEL_KINDS:  # see agent/detection/artifacts.py
+            model_rule = self._model_rule(draft)
+            if model_rule is not None:
+                return fpb.PolicyDecision(approved=True, rule=model_rule)
         return fpb.PolicyDecision(approved=False, rule=DEFAULT_RULE)
+
+    def _model_rule(self, draft: FindingDraft) -> str | None:
+        """An approved hash approves the weights anywhere; an approved directory approves the files
+        below it, and an exfiltration only when its destination is below it."""
+        if draft.subject and draft.subject.lower() in self.approved_model_hashes:
+            return f"approved_model_hashes:{draft.subject.lower()}"
+        for ev in draft.evidence:
+            which = ev.WhichOneof("detail")
+            if which == "transfer" and draft.kind == fpb.KIND_MODEL_EXFILTRATION:
+                path = ev.transfer.destination
+            elif which == "model_file" and draft.kind != fpb.KIND_MODEL_EXFILTRATION:
+                path = ev.model_file.path
+            else:
+                continue
+            for folder in self.approved_paths:
+                base = folder.rstrip("/") or "/"
+                if path == base or path.startswith(base if base == "/" else base + "/"):
+                    return f"approved_paths:{folder}"
+        return None

@@ -58,7 +58,12 @@ from agent.detection.gpu import (
     workload_label,
 )
 from agent.findings import FindingDraft
-from agent.observations import GpuProcessObservation, Observation, ProcessObservation
+from agent.observations import (
+    GpuProcessObservation,
+    Observation,
+    ProcessObservation,
+    TrainingArtifactObservation,
+)
 
 CONFIDENCE_BY_KINDS = {1: 0.60, 2: 0.80, 3: 0.90, 4: 0.97}
 HINT_BONUS = 0.05
@@ -315,6 +320,10 @@ class FineTuningDetector:
             proc = obs.process
         elif isinstance(obs, ProcessObservation):
             proc = obs
+        elif isinstance(obs, TrainingArtifactObservation) and obs.writer is not None:
+            # The file sensor saw a training artifact's writer: a write, as the process sensor reports one.
+            written = obs.path + ("/" if obs.label.endswith("checkpoint") else "")
+            proc = replace(obs.writer, written_files=(written,))
         else:
             return []
         job = self._remember(proc)
