@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from agent.catalog.runtimes import CatalogError
+from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
 
 __all__ = [
     "LOCATION_KINDS",
@@ -63,25 +61,11 @@ class LocationCatalog:
 
 @lru_cache(maxsize=1)
 def default_location_catalog() -> LocationCatalog:
-    resource = resources.files("agent.catalog").joinpath("model_locations.toml")
-    try:
-        data = resource.read_bytes()
-    except OSError as exc:
-        raise CatalogError(f"{resource}: cannot read: {exc}") from exc
-    return parse_location_catalog(data, str(resource))
+    return parse_location_catalog(*read_catalog("model_locations.toml"))
 
 
 def parse_location_catalog(data: bytes | str, label: str = "<string>") -> LocationCatalog:
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{label}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"schema_version", "location", "sync_folder", "media"}
-    if unknown:
-        raise CatalogError(f"{label}: unknown top-level key {sorted(unknown)[0]!r}")
-    if doc.get("schema_version") != 1:
-        raise CatalogError(f"{label}: schema_version must be 1")
+    doc = parse_catalog_toml(data, label, {"schema_version", "location", "sync_folder", "media"})
     seen: set[str] = set()
     locations = []
     for n, raw in enumerate(doc.get("location", []), 1):
