@@ -77,6 +77,7 @@ class NetworkSensorSection:
     enabled: bool = True
     interface: str = ""  # empty: every interface
     catalog: str = ""  # a TOML file of your own AI endpoints, merged over the packaged catalog
+    resolve_per_second: float = 2.0  # without capture: catalog names resolved per second (0: none)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ def _check(config: AgentConfig, path: Path) -> None:
         problems.append("[sensors.gpu] sustained_samples must be at least 2")
     if not 0.0 <= gpu.sustained_utilization <= 100.0:
         problems.append("[sensors.gpu] sustained_utilization must be between 0 and 100")
+    if config.sensors.network.resolve_per_second < 0:
+        problems.append("[sensors.network] resolve_per_second must not be negative")
     if config.policy.upload_threshold_bytes < 0:
         problems.append("[policy] upload_threshold_bytes must not be negative")
     files = config.sensors.files

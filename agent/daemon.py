@@ -32,6 +32,7 @@ from agent.sensors.files import FileSensor
 from agent.sensors.gpu import GpuSensor
 from agent.sensors.network import NetworkSensor
 from agent.sensors.process import ProcessSensor
+from agent.sensors.socket_table import SocketTableSensor, catalog_names
 from agent.spool import Spool
 from agent.transport import Backoff, StreamClient
 
@@ -70,11 +71,17 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
     if config.sensors.network.enabled:
         endpoints = policy.endpoints
         assert endpoints is not None
-        sensors.append(
-            NetworkSensor(
-                config.sensors.network.interface or None, watch=lambda h: endpoints.match(h) is not None
-            )
+        capture: Sensor = NetworkSensor(
+            config.sensors.network.interface or None, watch=lambda h: endpoints.match(h) is not None
         )
+        cannot = capture.status()
+        if cannot.state is SensorState.INACTIVE:  # no capture here: the socket tables instead
+            capture = SocketTableSensor(
+                catalog_names(endpoints),
+                resolve_per_second=config.sensors.network.resolve_per_second,
+                capture_reason=cannot.reason,
+            )
+        sensors.append(capture)
         detectors.append(
             NetworkDetector(
                 endpoints, approved=policy.approved_services, upload_threshold=policy.upload_threshold_bytes

@@ -43,7 +43,7 @@ __all__ = [
     "scan_pcap",
 ]
 
-SOURCES: Final = ("dns", "tls_sni", "quic_sni", "http_host")
+SOURCES: Final = ("dns", "tls_sni", "quic_sni", "http_host", "socket_table")  # the last: no capture
 MAX_CLIENT_SEGMENTS: Final = 16  # client data segments a flow's parsers look at (STARTTLS fits)
 MAX_OUT_OF_ORDER: Final = 16  # client segments held ahead of a gap
 MAX_DNS_NAMES_PER_FLOW: Final = 256

@@ -9,9 +9,16 @@ host (an AI service, by the caller's `watch` predicate), its server address is a
 filter, so the bytes of that flow (and later ones to the same address) are counted for the
 upload detection. The watched-address list is bounded.
 
+A TLS ClientHello to a watched host is acted on at once, in the reader thread, not at the next
+poll: its server address joins the filter before the handshake completes (so an upload that
+starts and ends between two polls is counted whole), and the socket table is read while the
+socket is surely open (so a process that makes one request and exits is still named).
+
 A reader thread copies frames into a bounded queue; `poll()` runs them through the same
 `FlowAnalyzer` the offline scan uses and returns observations for flows named since the last
-poll, for finished flows, and again for a flow whose upload grew by `report_step` bytes.
+poll, for finished flows, again for a flow whose upload grew by `report_step` bytes, and once
+more when a flow's byte count moved and it then went quiet for `SETTLE_SECONDS` (its final count,
+long before the idle timeout finishes it).
 
 Without root (CAP_NET_RAW) the sensor is inactive. Without libpcap there is no BPF compiler:
 the sensor still runs, filtering in Python (degraded: every packet costs Python time).
@@ -35,7 +42,8 @@ from typing import Any, Final
 
 import psutil
 
-from agent.netparse.frames import LINKTYPE_ETHERNET
+from agent.netparse import tls
+from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
 from agent.netscan import FlowAnalyzer, NetworkObservation
 from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
@@ -65,6 +73,10 @@ MAX_QUEUE: Final = 50_000  # frames between polls; beyond it frames are dropped 
 SNAPLEN: Final = 65535
 RCVBUF: Final = 16 << 20
 SO_RCVBUFFORCE: Final = 33  # Linux: like SO_RCVBUF, past rmem_max, for CAP_NET_ADMIN
+SETTLE_SECONDS: Final = 1.0  # a flow quiet this long after its bytes moved is reported again
+MIN_WALK_GAP: Final = 0.05  # seconds between socket-table walks the reader thread makes
+MAX_EARLY_OWNERS: Final = 4096
+MAX_EARLY_FRAME: Final = 16384  # larger frames are bulk data, never a hello the reader thread reads
 _SOL_PACKET: Final = 263
 _PACKET_STATISTICS: Final = 6
 
@@ -95,6 +107,11 @@ class NetworkSensor(Sensor):
         self._watched: list[str] = []
         self._reported: dict[str, int] = {}  # occurrence -> bytes_out when last reported
         self._owners: dict[str, ProcessObservation | None] = {}  # occurrence -> owning process
+        # (client ip, client port, transport) -> owner, read by the reader thread at the hello
+        self._early_owners: dict[tuple[str, int, str], ProcessObservation | None] = {}
+        self._filter_lock = threading.Lock()
+        self._owners_lock = threading.Lock()
+        self._last_walk = 0.0
 
     # --- the Sensor interface -----------------------------------------------------------------
 
@@ -161,9 +178,14 @@ class NetworkSensor(Sensor):
         for obs in analyzer.drain():  # finished flows: their final byte counts
             self._reported.pop(obs.occurrence, None)
             out.append(obs)
+        quiet_since = time.time() - SETTLE_SECONDS
         for obs in analyzer.active():
             last = self._reported.get(obs.occurrence)
-            if last is None or obs.bytes_out - last >= self._report_step:
+            if (
+                last is None
+                or obs.bytes_out - last >= self._report_step
+                or (obs.bytes_out != last and obs.last_seen < quiet_since)
+            ):
                 self._reported[obs.occurrence] = obs.bytes_out
                 out.append(obs)
         if len(self._reported) > 4 * analyzer.max_flows:
@@ -194,6 +216,31 @@ class NetworkSensor(Sensor):
             # lo shows every packet twice (its outgoing and its incoming copy): the analyzer
             # counts the second one as a loopback duplicate.
             self._queue.append((time.time(), frame))
+            if self._watch is not None and len(frame) <= MAX_EARLY_FRAME:
+                self._early_hello(frame)
+
+    def _early_hello(self, frame: bytes) -> None:
+        """A ClientHello to a watched host: watch its server now and read who owns the socket."""
+        p = decode(LINKTYPE_ETHERNET, frame)
+        if p is None or p.proto != TCP or not tls.looks_like_handshake_record(p.payload):
+            return
+        hello = tls.ClientHelloBuffer().feed(p.payload)  # a hello in one segment; else poll() names it
+        name = hello.server_name if hello is not None else None
+        if not name or self._watch is None or not self._watch(name):
+            return
+        family = socket.AF_INET if p.version == 4 else socket.AF_INET6
+        client, server = socket.inet_ntop(family, p.src), socket.inet_ntop(family, p.dst)
+        self._watch_addresses([server])
+        wait = self._last_walk + MIN_WALK_GAP - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # bounds the walks to 1/MIN_WALK_GAP a second in a burst of hellos
+        self._last_walk = time.monotonic()
+        pid = _socket_owners().get((client, p.sport, "tcp"))
+        owner = describe_process(pid) if pid else None
+        with self._owners_lock:
+            self._early_owners[(client, p.sport, "tcp")] = owner
+            while len(self._early_owners) > MAX_EARLY_OWNERS:
+                self._early_owners.pop(next(iter(self._early_owners)))
 
     def _attach(self, expression: str) -> bool:
         """Compile with libpcap and attach to the socket; False when that is not possible."""
@@ -224,15 +271,14 @@ class NetworkSensor(Sensor):
             for o in observations
             if o.source != "dns" and o.occurrence not in self._owners and self._watch(o.host_name)
         ]
+        with self._owners_lock:  # named by the reader thread at the hello, while the socket was open
+            for obs in pending:
+                known = self._early_owners.pop((obs.client_ip, obs.client_port, obs.transport), None)
+                if known is not None:
+                    self._owners[obs.occurrence] = known
+        pending = [o for o in pending if o.occurrence not in self._owners]
         if pending:
-            owners: dict[tuple[str, int, str], int] = {}
-            try:
-                for conn in psutil.net_connections(kind="inet"):
-                    if conn.laddr and conn.pid:
-                        transport = "tcp" if conn.type == socket.SOCK_STREAM else "udp"
-                        owners[(conn.laddr.ip, conn.laddr.port, transport)] = conn.pid
-            except (psutil.AccessDenied, OSError) as exc:
-                log.debug("socket table unavailable: %s", exc)
+            owners = _socket_owners()
             for obs in pending:
                 pid = owners.get((obs.client_ip, obs.client_port, obs.transport))
                 self._owners[obs.occurrence] = describe_process(pid) if pid else None
@@ -245,18 +291,24 @@ class NetworkSensor(Sensor):
 
     def _watch_servers(self, observations: Sequence[NetworkObservation]) -> None:
         """Capture every packet to servers of watched hosts from now on (bytes for uploads)."""
-        if self._watch is None or not self._kernel_filter:
+        if self._watch is None:
             return
-        new = [
-            o.server_ip
-            for o in observations
-            if o.source != "dns" and o.server_ip not in self._watched and self._watch(o.host_name)
-        ]
-        if not new:
+        watch = self._watch
+        self._watch_addresses(
+            [o.server_ip for o in observations if o.source != "dns" and watch(o.host_name)]
+        )
+
+    def _watch_addresses(self, addresses: Sequence[str]) -> None:
+        """Add server addresses to the kernel filter (from the poll or the reader thread)."""
+        if not self._kernel_filter:
             return
-        self._watched = [*self._watched, *dict.fromkeys(new)][-MAX_WATCHED:]
-        hosts = " or ".join(f"host {ip}" for ip in self._watched)
-        self._attach(f"{BPF_FILTER} or {hosts}")
+        with self._filter_lock:
+            new = [ip for ip in dict.fromkeys(addresses) if ip not in self._watched]
+            if not new or self._socket is None:
+                return
+            self._watched = [*self._watched, *new][-MAX_WATCHED:]
+            hosts = " or ".join(f"host {ip}" for ip in self._watched)
+            self._attach(f"{BPF_FILTER} or {hosts}")
 
     def _read_kernel_drops(self) -> None:
         """Add the kernel's drop count (PACKET_STATISTICS, reset by each read) to ours."""
@@ -276,6 +328,19 @@ class NetworkSensor(Sensor):
     @property
     def watched(self) -> tuple[str, ...]:
         return tuple(self._watched)
+
+
+def _socket_owners() -> dict[tuple[str, int, str], int]:
+    """(local ip, local port, transport) -> pid, for every inet socket psutil can see."""
+    owners: dict[tuple[str, int, str], int] = {}
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.pid:
+                transport = "tcp" if conn.type == socket.SOCK_STREAM else "udp"
+                owners[(conn.laddr.ip, conn.laddr.port, transport)] = conn.pid
+    except (psutil.AccessDenied, OSError) as exc:
+        log.debug("socket table unavailable: %s", exc)
+    return owners
 
 
 def _python_filter(frame: bytes) -> bool:
