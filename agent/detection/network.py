@@ -142,6 +142,8 @@ def _source_text(obs: NetworkObservation) -> str:
         if obs.resolved:
             return f"flow to {where}, an address a DNS answer gave for the name"
         return f"DNS question to {where}"
+    if obs.source == "socket_table":
+        return f"connection to {where}, an address this host resolves the name to (no capture here)"
     return {"tls_sni": "TLS SNI", "quic_sni": "QUIC SNI", "http_host": "HTTP Host"}.get(
         obs.source, obs.source
     ) + (f" to {where}")
