@@ -19,6 +19,7 @@ from agent import __version__
 from agent.catalog.runtimes import CatalogError
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.daemon import build_pipeline, build_policy, run_daemon
+from agent.enroll import EnrollError, enroll
 from agent.findings import FindingTracker
 from agent.hostinfo import host_id
 from agent.netparse.capture import CaptureError
@@ -26,6 +27,7 @@ from agent.netscan import scan_pcap
 from agent.output import write_json_lines, write_table
 from agent.pipeline import Pipeline
 from agent.spool import Spool, SpoolError
+from agent.tls import IdentityError, collector_address, load_identity
 
 PROG = "umbra-agent"
 
@@ -85,6 +87,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--format", choices=("json", "table"), default="table", help="output format (default: table)"
     )
+
+    enroll = sub.add_parser(
+        "enroll",
+        help="trade an enrollment token for this agent's client certificate",
+        description="Generate this agent's key, send a certificate request with the token to the "
+        "collector's enrollment port, and keep the certificate in the state directory. From then on "
+        "`run` streams over mutual TLS to the collector it enrolled with.",
+    )
+    enroll.add_argument(
+        "--collector", required=True, metavar="HOST:PORT", help="the collector's enrollment address"
+    )
+    enroll.add_argument(
+        "--token", required=True, metavar="TOKEN", help="a token from `umbra-collector token create`"
+    )
+    enroll.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="FILE",
+        help="the collector's CA certificate (PEM), for a token without a CA fingerprint",
+    )
+    enroll.add_argument("--config", type=Path, metavar="FILE", help=config_help)
     return parser
 
 
@@ -109,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.command == "scan":
             return _scan(config, args.duration, args.format, args.pcap)
+        if args.command == "enroll":
+            return _enroll(config, args.collector, args.token, args.ca_file)
         if args.command == "run":
             asyncio.run(run_daemon(config))
             return 0
         return _status(config, args.format)
-    except (ConfigError, CatalogError, SpoolError) as exc:
+    except (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
@@ -172,8 +197,21 @@ def _write(findings: Sequence[fpb.Finding], fmt: str) -> None:
         write_table(findings, sys.stdout)
 
 
+def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None) -> int:
+    try:
+        ca = ca_file.read_bytes() if ca_file is not None else None
+    except OSError as exc:
+        raise EnrollError(f"cannot read {ca_file}: {exc.strerror or exc}") from None
+    identity = enroll(address, token, config.state_dir, ca_pem=ca)
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(identity.not_after))
+    print(f"enrolled as {identity.host_id}; stream to {identity.collector}; certificate valid until {until}")
+    return 0
+
+
 def _status(config: AgentConfig, fmt: str) -> int:
-    tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
+    identity = load_identity(config.state_dir)
+    host = identity.host_id if identity else host_id(config.agent.host_id, config.state_dir)
+    tracker = FindingTracker(host)
     statuses = build_pipeline(config, tracker).statuses()
     depth: int | None = None
     dropped: int | None = None
@@ -186,12 +224,14 @@ def _status(config: AgentConfig, fmt: str) -> int:
             "host_id": tracker.host_id,
             "sensors": [{"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses],
             "spool": {"path": str(config.spool_path), "depth": depth, "dropped": dropped},
-            "collector": config.collector.address,
+            "collector": collector_address(config.collector.address, identity),
+            "enrolled": identity is not None,
         }
         print(json.dumps(doc))
         return 0
     print(f"host id    {tracker.host_id}")
-    print(f"collector  {config.collector.address}")
+    address = collector_address(config.collector.address, identity)
+    print(f"collector  {address} ({'mutual TLS' if identity else 'not enrolled: plain gRPC'})")
     spool_line = "not created yet" if depth is None else f"{depth} findings waiting, {dropped} dropped"
     print(f"spool      {config.spool_path}: {spool_line}\n")
     columns = [Column("SENSOR"), Column("STATE"), Column("WHY", flex=True)]

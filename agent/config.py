@@ -34,7 +34,7 @@ class AgentSection:
 
 @dataclass(frozen=True)
 class CollectorSection:
-    address: str = "127.0.0.1:50051"
+    address: str = ""  # empty: the collector this agent enrolled with, else 127.0.0.1:50051
     batch_size: int = 500
     max_in_flight: int = 4  # batches sent and not yet acknowledged
     heartbeat_interval: float = 30.0
@@ -202,7 +202,7 @@ def _check(config: AgentConfig, path: Path) -> None:
     if config.agent.log_level.lower() not in {"debug", "info", "warning", "error"}:
         problems.append(f"[agent] log_level {config.agent.log_level!r} is not debug/info/warning/error")
     host, _, port = config.collector.address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if config.collector.address and (not host or not port.isdigit() or not 0 < int(port) < 65536):
         problems.append(f"[collector] address {config.collector.address!r} is not HOST:PORT")
     if config.collector.batch_size < 1:
         problems.append("[collector] batch_size must be at least 1")

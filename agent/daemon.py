@@ -23,7 +23,9 @@ from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
+from agent.enroll import keep_renewed
 from agent.findings import FindingTracker
+from agent.fleet_policy import PolicyKeeper
 from agent.hostinfo import host_facts, host_id
 from agent.pipeline import Detector, Pipeline
 from agent.policy import Policy
@@ -34,6 +36,7 @@ from agent.sensors.network import NetworkSensor
 from agent.sensors.process import ProcessSensor
 from agent.sensors.socket_table import SocketTableSensor, catalog_names
 from agent.spool import Spool
+from agent.tls import collector_address, credentials_loader, load_identity
 from agent.transport import Backoff, StreamClient
 
 log = logging.getLogger(__name__)
@@ -140,10 +143,12 @@ def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
 async def run_daemon(config: AgentConfig) -> None:
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    host = host_id(config.agent.host_id, state_dir)
+    identity = load_identity(state_dir)  # enrolled: mutual TLS, and the certificate's host id
+    host = identity.host_id if identity is not None else host_id(config.agent.host_id, state_dir)
     spool = Spool(config.spool_path, max_findings=config.spool.max_findings)
     tracker = FindingTracker(host, config.findings.refresh_interval, state_store=spool)
     pipeline = build_pipeline(config, tracker)
+    keeper = PolicyKeeper(state_dir, pipeline.policy, lambda policy, _: setattr(pipeline, "policy", policy))
     statuses = pipeline.start()
     for status in statuses:
         log.info(
@@ -172,8 +177,9 @@ async def run_daemon(config: AgentConfig) -> None:
         )
 
     c = config.collector
+    address = collector_address(c.address, identity)
     client = StreamClient(
-        c.address,
+        address,
         spool,
         hello,
         heartbeat,
@@ -181,17 +187,20 @@ async def run_daemon(config: AgentConfig) -> None:
         max_in_flight=c.max_in_flight,
         heartbeat_interval=c.heartbeat_interval,
         backoff=Backoff(c.backoff_initial, c.backoff_multiplier, c.backoff_max, c.backoff_jitter),
+        credentials=credentials_loader(state_dir),
+        on_policy=keeper.receive,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "umbra-agent %s (pid %d): host %s, collector %s, spool %s",
+        "umbra-agent %s (pid %d): host %s, collector %s (%s), spool %s",
         __version__,
         os.getpid(),
         host,
-        c.address,
+        address,
+        "mutual TLS" if identity is not None else "not enrolled: plain gRPC, development collectors only",
         config.spool_path,
     )
 
@@ -210,7 +219,7 @@ async def run_daemon(config: AgentConfig) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, interval - elapsed))
 
     try:
-        await asyncio.gather(sense(), client.run(stop))
+        await asyncio.gather(sense(), client.run(stop), keep_renewed(state_dir, stop, lambda: address))
     finally:
         pipeline.stop()
         spool.close()

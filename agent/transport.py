@@ -5,6 +5,12 @@ after its commit) and the collector stores by finding id, so a resend after a cr
 broken stream adds nothing twice. On any failure the stream is dropped, the send cursor
 falls back to the last Ack, and the client reconnects after an exponential backoff with
 jitter; it never busy-loops while the collector is away.
+
+The channel is mutual TLS when the agent is enrolled (`credentials` gives the identity's
+credentials, read again for every session so a renewed certificate is used on the next
+connect), plain gRPC otherwise (the collector's loopback development mode). A Policy from
+the collector goes to `on_policy`; when that applies it, a fresh Hello tells the collector the
+version now in force.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
 from agent.spool import Spool
+from agent.tls import TLS_CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +38,19 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # 60 s is above the collector's minimum ping interval (10 s), so it never answers
+    # "too many pings"; the collector pings idle agents at the same period.
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 2),
+    # gRPC's own reconnect backoff stays below ours: the session loop decides when to retry.
+    ("grpc.initial_reconnect_backoff_ms", 1_000),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
+#: Batches in flight and no Ack within this: the session is dead (a collector that accepts the
+#: connection but hangs); it is dropped and the batches are resent on the next one.
+SESSION_DEADLINE = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,8 @@ class StreamClient:
         max_in_flight: int = 4,
         heartbeat_interval: float = 30.0,
         backoff: Backoff | None = None,
+        credentials: Callable[[], grpc.ChannelCredentials | None] | None = None,
+        on_policy: Callable[[apb.Policy], bool] | None = None,
     ) -> None:
         self.address = address
         self.spool = spool
@@ -82,10 +99,14 @@ class StreamClient:
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
         self.backoff = backoff or Backoff()
+        self._credentials = credentials
+        self._on_policy = on_policy
         self.stats = StreamStats()
         self._wakeup = asyncio.Event()
         self._rng = random.Random()
         self._cursor = 0
+        self._progress = 0.0  # monotonic time of the session's start or its last Ack
+        self.session_deadline = SESSION_DEADLINE
 
     def notify(self) -> None:
         """New findings are in the spool."""
@@ -118,8 +139,17 @@ class StreamClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
+    def _channel(self) -> grpc.aio.Channel:
+        try:
+            creds = self._credentials() if self._credentials is not None else None
+        except Exception as exc:  # a damaged identity file: say so, and retry with backoff
+            raise ConnectionError(f"cannot load this agent's certificate: {exc}") from exc
+        if creds is None:
+            return grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(self.address, creds, options=[*CHANNEL_OPTIONS, *TLS_CHANNEL_OPTIONS])
+
     async def _session(self, stop: asyncio.Event) -> None:
-        async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel() as channel:
             stub = apb_grpc.StreamServiceStub(channel)
             # Unbounded, but holds at most max_in_flight batches plus a heartbeat or two.
             outbox: asyncio.Queue[apb.AgentMessage | None] = asyncio.Queue()
@@ -127,22 +157,26 @@ class StreamClient:
             outbox.put_nowait(apb.AgentMessage(hello=self._hello()))
             in_flight = asyncio.Semaphore(self.max_in_flight)
             sent: list[int] = []  # sequences sent and not yet acknowledged, ascending
-            reader = asyncio.create_task(self._read_acks(call, in_flight, sent))
+            reader = asyncio.create_task(self._read_acks(call, in_flight, sent, outbox))
             stopper = asyncio.create_task(stop.wait())
             self._cursor = 0
             self.stats.connected = True
-            last_heartbeat = time.monotonic()
+            last_heartbeat = self._progress = time.monotonic()
             try:
                 while not stop.is_set():
                     if reader.done():
                         reader.result()  # raises the stream's error
                         return
-                    if not await _first(in_flight.acquire(), reader, stopper):
+                    if sent and time.monotonic() - self._progress > self.session_deadline:
+                        raise ConnectionError(f"no Ack from the collector in {self.session_deadline:.0f} s")
+                    if not await _first(in_flight.acquire(), reader, stopper, timeout=self.session_deadline):
                         continue
                     self._wakeup.clear()  # before leasing, so a notify after it is not lost
                     batch = self.spool.lease(self._cursor, self.batch_size)
                     if batch:
                         sequence = batch[-1].seq
+                        if not sent:  # the deadline counts from the oldest unacknowledged batch
+                            self._progress = time.monotonic()
                         sent.append(sequence)
                         self._cursor = sequence
                         outbox.put_nowait(
@@ -159,6 +193,8 @@ class StreamClient:
                         last_heartbeat = now
                     if not batch:
                         timeout = max(0.05, self.heartbeat_interval - (now - last_heartbeat))
+                        if sent:  # wake up in time to notice a collector that stopped acking
+                            timeout = min(timeout, max(0.05, self._progress + self.session_deadline - now))
                         await _first(self._wakeup.wait(), reader, stopper, timeout=timeout)
             finally:
                 stopper.cancel()
@@ -173,10 +209,12 @@ class StreamClient:
         call: grpc.aio.StreamStreamCall[apb.AgentMessage, apb.CollectorMessage],
         in_flight: asyncio.Semaphore,
         sent: list[int],
+        outbox: asyncio.Queue[apb.AgentMessage | None],
     ) -> None:
         async for message in call:
             if message.HasField("ack"):
                 sequence = message.ack.sequence
+                self._progress = time.monotonic()
                 removed = await asyncio.to_thread(self.spool.commit, sequence)
                 self.stats.last_ack_sequence = sequence
                 while sent and sent[0] <= sequence:
@@ -186,7 +224,16 @@ class StreamClient:
                 log.debug("ack %d: %d findings committed", sequence, removed)
                 self._wakeup.set()
             elif message.HasField("policy"):
-                log.info("policy version %d received (applied in a later release)", message.policy.version)
+                applied = False
+                if self._on_policy is not None:
+                    applied = await asyncio.to_thread(self._on_policy, message.policy)
+                else:
+                    log.info(
+                        "policy version %d received; this agent does not apply policies",
+                        message.policy.version,
+                    )
+                if applied:  # tell the collector which version is now in force
+                    outbox.put_nowait(apb.AgentMessage(hello=self._hello()))
         raise ConnectionError("collector closed the stream")
 
 

@@ -97,7 +97,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         db = Path(work) / "bench.db"
         server = subprocess.Popen(
-            [str(BIN / "umbra-collector"), "serve", "--db", f"sqlite:///{db}", "--grpc", "127.0.0.1:0"],
+            # --insecure: this is the plain-TCP baseline; bench_fleet_agents.py measures mutual TLS.
+            [
+                str(BIN / "umbra-collector"),
+                "serve",
+                "--db",
+                f"sqlite:///{db}",
+                "--grpc",
+                "127.0.0.1:0",
+                "--insecure",
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -139,7 +148,7 @@ def main() -> None:
             "findings/s stored and acked",
             f"{total / elapsed:,.0f}",
             ">= 100,000",
-            "1,000 agents over mTLS: later",
+            "1,000 agents over mTLS: bench_fleet_agents.py",
         ),
         (
             "batch ack latency p50 (ms)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -18,15 +19,28 @@ import textwrap
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from umbra import codec
 from umbra.table import Column, render_table, terminal_width
 
-from .addr import parse_addr
-from .server import DEFAULT_GRACE_SECONDS, BindError, CollectorServer, serve
-from .storage import DEFAULT_DB_URL, Store, StoreError, StoreURLError, open_store
-from .views import fleet_view, hosts_view
+from . import pki
+from .addr import format_addr, parse_addr
+from .policy import PolicyError, load_file
+from .server import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_STREAMS_PER_HOST,
+    DEFAULT_MONITOR_INTERVAL,
+    DEFAULT_SILENT_AFTER,
+    BindError,
+    CollectorServer,
+    ServerTLS,
+    serve,
+)
+from .storage import DEFAULT_DB_URL, Store, StoreError, StoreURLError, open_store, sqlite_path
+from .views import fleet_view, hosts_view, iso_seconds
+from .workers import supervise
 
 PROG = "umbra-collector"
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
@@ -73,6 +87,46 @@ def _count(text: str) -> int:
     return int(text)
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """ "90" or "90s", "15m", "24h", "30d" -> seconds. ValueError if malformed or not positive."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:], 0.0)
+    number = raw[:-1] if unit else raw
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (e.g. 90s, 15m, 24h, 30d)") from None
+    if not 0 < value < 100 * 365 * 86400:
+        raise ValueError(f"duration out of range: {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -109,9 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "json"), default="table", help="output format (default table)"
     )
 
+    pki_opts = _Parser(add_help=False)
+    pki_opts.add_argument(
+        "--pki-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="where the collector keeps its CA and server certificate (default: umbra-pki/ beside the "
+        "SQLite database); created on first start",
+    )
+    pki_opts.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="use this CA certificate (PEM) instead of the collector's own; with --ca-key",
+    )
     s = sub.add_parser(
         "serve",
-        parents=[db],
+        parents=[db, pki_opts],
         help="run the collector until SIGTERM/SIGINT",
         description="Run the collector: accept agent streams on --grpc, store findings in --db, "
         "optionally serve the read-only JSON API on --http. Prints 'listening grpc=HOST:PORT' on "
@@ -148,10 +218,176 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"at shutdown, how long open agent streams may still finish (default {DEFAULT_GRACE_SECONDS:g})",
     )
     s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="development mode: plain gRPC without TLS and without enrollment; only agents on this "
+        "machine (loopback) are accepted, and the host id their Hello claims is trusted",
+    )
+    s.add_argument(
         "--allow-insecure-remote",
         action="store_true",
-        help="accept agents from other machines without client certificates, trusting the host id "
-        "they claim (development only; by default only loopback agents are accepted until mTLS)",
+        help="with --insecure: accept agents from other machines too, trusting the host id they claim "
+        "(development only)",
+    )
+    s.add_argument(
+        "--enroll",
+        metavar="ADDR",
+        type=_addr,
+        default=None,
+        help="enrollment listener HOST:PORT (TLS, no client certificate: agents trade a token for a "
+        "certificate here); default: the --grpc host, port + 1 (port 0 when --grpc has port 0)",
+    )
+    s.add_argument(
+        "--ca-key",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the private key (PEM, unencrypted) of --ca-cert",
+    )
+    s.add_argument(
+        "--tls-name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a DNS name or IP address to add to the collector's server certificate (repeatable); agents "
+        "verify the name umbra-collector, which is always there",
+    )
+    s.add_argument(
+        "--advertise",
+        metavar="ADDR",
+        type=_addr,
+        default=None,
+        help="the stream address HOST:PORT enrolled agents are told to use (default: the host they enrolled "
+        "at, with the --grpc port); set it behind a load balancer",
+    )
+    s.add_argument(
+        "--agent-cert-ttl",
+        metavar="DURATION",
+        type=_duration,
+        default=30 * 86400.0,
+        help="validity of the certificates issued to agents, e.g. 30d, 12h (default 30d); agents renew "
+        "when a third of it is left",
+    )
+    s.add_argument(
+        "--silent-after",
+        metavar="DURATION",
+        type=_duration,
+        default=DEFAULT_SILENT_AFTER,
+        help=f"mark a host silent (an AGENT_HEALTH finding) after this long without contact "
+        f"(default {DEFAULT_SILENT_AFTER:g}s)",
+    )
+    s.add_argument(
+        "--monitor-interval",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=DEFAULT_MONITOR_INTERVAL,
+        help=f"how often to look for silent hosts, revocations and a new policy "
+        f"(default {DEFAULT_MONITOR_INTERVAL:g})",
+    )
+    s.add_argument(
+        "--workers",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help="collector processes sharing the listening ports (SO_REUSEPORT; the kernel spreads agents "
+        "over them), to use several cores for ingest (default 1); --max-streams-per-host then holds per "
+        "process",
+    )
+    s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--stats-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--no-http", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument(
+        "--max-streams-per-host",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_MAX_STREAMS_PER_HOST,
+        help=f"open streams one agent identity may hold at once (default {DEFAULT_MAX_STREAMS_PER_HOST}); "
+        "more are refused with RESOURCE_EXHAUSTED",
+    )
+
+    tok = sub.add_parser(
+        "token",
+        help="enrollment tokens: create, list",
+        description="Enrollment tokens: an agent trades one for its client certificate (umbra-agent enroll).",
+    )
+    tok_sub = tok.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do ('ACTION --help' for its options)"
+    )
+    tc = tok_sub.add_parser(
+        "create",
+        parents=[db, pki_opts],
+        help="mint a token and print it",
+        description="Mint an enrollment token and print it on stdout. The token carries the CA's "
+        "fingerprint, so the agent can check the collector it reaches. Only its hash is stored.",
+    )
+    tc.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        type=_duration,
+        default=86400.0,
+        help="how long the token is valid, e.g. 15m, 24h, 7d (default 24h)",
+    )
+    tc.add_argument(
+        "--uses",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help="how many enrollments it allows (default 1)",
+    )
+    tc.add_argument("--note", metavar="TEXT", default="", help="a note kept with the token (who it is for)")
+    tok_sub.add_parser(
+        "list",
+        parents=[db, fmt],
+        help="list tokens (hashes, expiry, uses left)",
+        description="List enrollment tokens: hash prefix, created, expires, uses left. "
+        "The tokens themselves are never stored, so never shown.",
+    )
+
+    ag = sub.add_parser(
+        "agent",
+        help="enrolled agents: list, revoke",
+        description="Enrolled agents and their certificates.",
+    )
+    ag_sub = ag.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do ('ACTION --help' for its options)"
+    )
+    ag_sub.add_parser(
+        "list",
+        parents=[db, fmt],
+        help="list enrolled agents",
+        description="List enrolled agents: host id, host name, enrolled, certificate expiry, revoked.",
+    )
+    ar = ag_sub.add_parser(
+        "revoke",
+        parents=[db],
+        help="revoke an agent: its streams end and it cannot connect or renew again",
+        description="Revoke an agent for good. A running collector ends its streams within "
+        "--monitor-interval and refuses it from then on (PERMISSION_DENIED).",
+    )
+    ar.add_argument("host_id", metavar="HOST_ID", help="the agent's host id (see 'agent list')")
+
+    po = sub.add_parser(
+        "policy",
+        help="the fleet policy: set, show",
+        description="The versioned fleet policy the collector pushes to every agent.",
+    )
+    po_sub = po.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do ('ACTION --help' for its options)"
+    )
+    ps = po_sub.add_parser(
+        "set",
+        parents=[db],
+        help="store a policy file as the next version",
+        description="Validate a policy TOML file (approved_runtimes, approved_services, "
+        "approved_model_hashes, watched_paths, [thresholds] min_confidence, upload_bytes) and store it as "
+        "the next version; running collectors push it to their agents within --monitor-interval.",
+    )
+    ps.add_argument("file", metavar="FILE", type=Path, help="the policy file (TOML)")
+    po_sub.add_parser(
+        "show",
+        parents=[db, fmt],
+        help="print the current policy",
+        description="Print the current policy version and its content.",
     )
 
     h = sub.add_parser(
@@ -200,7 +436,42 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- serve
 
 
-async def _run_server(store: Store, args: argparse.Namespace, url: str) -> None:
+def default_pki_dir(db_url: str) -> Path:
+    """umbra-pki/ beside the SQLite file (the working directory for other stores)."""
+    try:
+        path = sqlite_path(db_url)
+    except StoreURLError:
+        return Path("umbra-pki")
+    if path == ":memory:":
+        return Path("umbra-pki")
+    return Path(path).resolve().parent / "umbra-pki"
+
+
+def _enroll_addr(args: argparse.Namespace) -> str:
+    if args.enroll is not None:
+        return str(args.enroll)
+    host, port = parse_addr(args.grpc)
+    return format_addr(host, port + 1 if 0 < port < 65535 else 0)
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTLS | None:
+    if args.insecure:
+        return None
+    if args.allow_insecure_remote:
+        raise UsageError("--allow-insecure-remote needs --insecure (with TLS, agents prove who they are)")
+    pki_dir = args.pki_dir or default_pki_dir(args.db)
+    identity = pki.load_or_create(
+        pki_dir, ca_cert=args.ca_cert, ca_key=args.ca_key, server_names=args.tls_name
+    )
+    return ServerTLS(
+        identity=identity,
+        enroll_addr=_enroll_addr(args),
+        agent_validity=dt.timedelta(seconds=args.agent_cert_ttl),
+        advertise=args.advertise,
+    )
+
+
+async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: ServerTLS | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,19 +482,29 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str) -> None:
 
     def listening(server: CollectorServer) -> None:
         print(
-            f"{PROG}: listening grpc={server.grpc_address} http={server.http_address or 'off'} store={url}",
+            f"{PROG}: listening grpc={server.grpc_address} http={server.http_address or 'off'} "
+            f"enroll={server.enroll_address or 'off'} tls={'on' if tls else 'off'} store={url}",
             file=sys.stderr,
             flush=True,
         )
 
+    worker = args.worker_index
     await serve(
         store,
         args.grpc,
-        args.http,
+        None if args.no_http else args.http,
         stop=stop,
         on_listening=listening,
+        tls=tls,
+        reuse_port=worker is not None,
+        primary=worker in (None, 0),
+        stats_dir=args.stats_dir,
+        worker_name=str(worker or 0),
         allow_insecure_remote=args.allow_insecure_remote,
         grace=args.grace,
+        silent_after=args.silent_after,
+        monitor_interval=args.monitor_interval,
+        max_streams_per_host=args.max_streams_per_host,
     )
 
 
@@ -233,11 +514,136 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.workers > 1 and args.worker_index is None:
+        _server_tls(args)  # create the PKI once, before the workers load it
+        open_store(args.db, create=True).close()  # create or migrate the database once
+        return supervise(args, list(sys.argv[1:] if args.argv is None else args.argv), PROG)
+    tls = _server_tls(args)
     store = open_store(args.db, create=True)
     try:
-        asyncio.run(_run_server(store, args, args.db))
+        asyncio.run(_run_server(store, args, args.db, tls))
     finally:
         store.close()
+    return EXIT_OK
+
+
+# ---- tokens, agents, policy
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        pki_dir = args.pki_dir or default_pki_dir(args.db)
+        if args.ca_cert is not None:
+            try:
+                pin = pki.certificate_pin(args.ca_cert.read_bytes())
+            except OSError as exc:
+                raise pki.PKIError(f"cannot read {args.ca_cert}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise pki.PKIError(f"{args.ca_cert} is not a PEM certificate: {exc}") from None
+        else:
+            pin = pki.load_or_create_ca(pki_dir).pin
+        secret = pki.new_token_secret()
+        expires = time.time() + args.ttl
+        with open_store(args.db, create=True) as store:
+            store.create_token(pki.token_hash(secret), expires, args.uses, args.note)
+        print(pki.Token(secret, pin).text)
+        print(
+            f"{PROG}: token valid until {iso_seconds(expires)} for {args.uses} enrollment(s)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        tokens = store.tokens()
+    now = time.time()
+    docs = [
+        {
+            "hash": t.token_hash[:12],
+            "created": iso_seconds(t.created_at),
+            "expires": iso_seconds(t.expires_at),
+            "uses_left": t.uses_left,
+            "uses": t.uses,
+            "state": "used" if t.uses_left <= 0 else "expired" if t.expires_at <= now else "valid",
+            "note": t.note,
+        }
+        for t in tokens
+    ]
+    if args.format == "json":
+        print(json.dumps({"tokens": docs}, indent=2))
+    elif not docs:
+        print("no tokens")
+    else:
+        columns = [Column(h) for h in ("HASH", "CREATED", "EXPIRES", "USES LEFT", "STATE")]
+        columns.append(Column("NOTE", flex=True))
+        rows = [
+            (d["hash"], d["created"], d["expires"], f"{d['uses_left']}/{d['uses']}", d["state"], d["note"])
+            for d in docs
+        ]
+        print(render_table(columns, rows, terminal_width()))
+    return EXIT_OK
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    if args.action == "revoke":
+        with open_store(args.db, create=False) as store:
+            if not store.revoke_agent(args.host_id, time.time()):
+                raise UsageError(f"no enrolled agent {args.host_id!r} (see 'umbra-collector agent list')")
+        print(f"{PROG}: agent {args.host_id} revoked", file=sys.stderr)
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        agents = store.agents()
+    docs = [
+        {
+            **a.to_dict(),
+            "enrolled_at": iso_seconds(a.enrolled_at),
+            "renewed_at": iso_seconds(a.renewed_at),
+            "not_after": iso_seconds(a.not_after),
+            "revoked_at": iso_seconds(a.revoked_at),
+        }
+        for a in agents
+    ]
+    if args.format == "json":
+        print(json.dumps({"agents": docs}, indent=2))
+    elif not docs:
+        print("no enrolled agents")
+    else:
+        columns = [Column("HOST", flex=True), Column("HOSTNAME", flex=True)]
+        columns += [Column(h) for h in ("ENROLLED", "CERT EXPIRES", "REVOKED")]
+        rows = [
+            (d["host_id"], d["hostname"], d["enrolled_at"], d["not_after"], d["revoked_at"] or "-")
+            for d in docs
+        ]
+        print(render_table(columns, rows, terminal_width()))
+    return EXIT_OK
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        try:
+            body = load_file(args.file)
+        except PolicyError as exc:
+            raise UsageError(str(exc)) from None
+        with open_store(args.db, create=True) as store:
+            version = store.set_policy(body)
+        print(f"{PROG}: policy version {version} stored", file=sys.stderr)
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        record = store.current_policy()
+    if args.format == "json":
+        policy: dict[str, Any] | None = None
+        if record is not None:
+            policy = {"version": record.version, "created": iso_seconds(record.created_at), **record.body}
+        print(json.dumps({"policy": policy}, indent=2))
+        return EXIT_OK
+    if record is None:
+        print("no policy set (agents use their local [policy] config)")
+        return EXIT_OK
+    print(f"policy version {record.version}, set {iso_seconds(record.created_at)}")
+    for key, value in record.body.items():
+        if isinstance(value, dict):
+            text = ", ".join(f"{k} = {v:g}" for k, v in value.items()) or "-"
+        else:
+            text = ", ".join(value) or "-"
+        print(f"  {key}: {text}")
     return EXIT_OK
 
 
@@ -419,18 +825,22 @@ def _cmd_fleet(args: argparse.Namespace, store: Store) -> int:
 
 
 READ_COMMANDS = {"hosts": _cmd_hosts, "findings": _cmd_findings, "fleet": _cmd_fleet}
+FLEET_COMMANDS = {"token": _cmd_token, "agent": _cmd_agent, "policy": _cmd_policy}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     try:
         if args.command == "serve":
             return _cmd_serve(args)
+        if args.command in FLEET_COMMANDS:
+            return FLEET_COMMANDS[args.command](args)
         with open_store(args.db, create=False) as store:
             return READ_COMMANDS[args.command](args, store)
     except (StoreURLError, UsageError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (StoreError, BindError) as exc:
+    except (StoreError, BindError, pki.PKIError) as exc:
         return _fail(str(exc), EXIT_RUNTIME)
     except KeyboardInterrupt:
         return 130

@@ -1,14 +1,16 @@
 """Who is on the other end of a stream: the one place the collector decides a host's identity.
 
-With mutual TLS (enrollment, a later issue) the identity is the client certificate's common
-name, which the collector's CA signed; the body of a message is never trusted. Until then the
-collector runs insecure for development and takes the host id the Hello claims, but only from
-loopback peers unless the operator explicitly allows remote ones.
+With mutual TLS (the default) the identity is the client certificate's common name, which the
+collector's CA signed at enrollment; the body of a message is never trusted, and a stream with
+no client certificate is refused. In the explicit insecure development mode (`serve --insecure`)
+the collector takes the host id the Hello claims, but only from loopback peers unless the
+operator also allows remote ones.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from umbra.v1 import agent_pb2
@@ -20,7 +22,7 @@ class IdentityError(Exception):
     """The stream cannot be tied to a host; the server answers UNAUTHENTICATED."""
 
 
-def certificate_common_name(auth_context: dict[str, list[bytes]]) -> str | None:
+def certificate_common_name(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
     """The client certificate's CN from a gRPC auth context, or None on an insecure channel.
 
     Only meaningful when the server was built with `require_client_auth=True`, so that gRPC
@@ -51,15 +53,26 @@ def is_loopback_peer(peer: str) -> bool:
         return False
 
 
-def peer_host_id(context: Any, hello: agent_pb2.Hello, *, allow_insecure_remote: bool = False) -> str:
+def peer_host_id(
+    context: Any,
+    hello: agent_pb2.Hello,
+    *,
+    allow_insecure_remote: bool = False,
+    require_certificate: bool = False,
+) -> str:
     """The host id for a stream: certificate CN if there is one, else the Hello's claim (dev mode).
 
     `context` is the RPC's `grpc.aio.ServicerContext` (anything with `auth_context()` and `peer()`).
+    With `require_certificate` (a TLS collector) there is no fallback to the claim.
     Raises IdentityError when no acceptable identity exists.
     """
     common_name = certificate_common_name(context.auth_context())
     if common_name is not None:
         host_id = common_name
+    elif require_certificate:
+        raise IdentityError(
+            "no client certificate: enroll first (umbra-agent enroll), then stream on the mutual-TLS port"
+        )
     else:
         peer = str(context.peer())
         if not allow_insecure_remote and not is_loopback_peer(peer):

@@ -19,7 +19,7 @@ def iso_seconds(when: float) -> str:
 
 def host_view(host: HostRecord, risk: HostRisk | None) -> dict[str, Any]:
     view = host.to_dict()
-    for key in ("first_seen", "last_seen", "last_heartbeat"):
+    for key in ("first_seen", "last_seen", "last_heartbeat", "silent_since"):
         view[key] = iso_seconds(view[key])
     view["sensors_active"] = host.sensors_active
     view["risk"] = (

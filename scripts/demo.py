@@ -1,7 +1,9 @@
 """`make demo`: a collector on loopback, the agent on this host, and the fleet view.
 
-Starts `umbra-collector serve` with an SQLite file in a fresh folder, runs `umbra-agent run`
-against this machine for a short while, then prints what the collector now knows. So that a
+Starts `umbra-collector serve` (mutual TLS, its own CA) with an SQLite file in a fresh folder,
+mints an enrollment token, enrolls the agent with it (`umbra-agent enroll`), runs
+`umbra-agent run` against this machine for a short while over mutual TLS, then prints what
+the collector now knows. So that a
 clean machine has something to show, it also starts a clearly labelled stand-in runtime: a
 small program named `ollama` running `ollama serve` on 127.0.0.1:11434 (skipped when that
 port is taken, e.g. by a real Ollama). Pass --no-stand-in to see only what is really here.
@@ -18,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,18 +29,59 @@ BIN = Path(sys.executable).parent
 STAND_IN = REPO / "tests" / "fixtures" / "fake_runtime.py"
 
 
-def start_collector(db: Path) -> tuple[subprocess.Popen[str], str]:
+def start_collector(db: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """The collector on loopback; returns it, its stream address and its enrollment address."""
     proc = subprocess.Popen(
-        [str(BIN / "umbra-collector"), "serve", "--db", f"sqlite:///{db}", "--grpc", "127.0.0.1:0"],
+        [
+            str(BIN / "umbra-collector"),
+            "serve",
+            "--db",
+            f"sqlite:///{db}",
+            "--grpc",
+            "127.0.0.1:0",
+            "--enroll",
+            "127.0.0.1:0",
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
-        if found := re.search(r"listening grpc=(\S+)", line):
-            return proc, found.group(1)
+        if found := re.search(r"listening grpc=(\S+) http=\S+ enroll=(\S+)", line):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
+            return proc, found.group(1), found.group(2)
     raise SystemExit(f"demo: the collector did not start (exit {proc.wait()})")
+
+
+def enroll_agent(db: Path, enroll_address: str, config: Path) -> None:
+    """`umbra-collector token create`, then `umbra-agent enroll` with that token."""
+    token = subprocess.run(
+        [str(BIN / "umbra-collector"), "token", "create", "--db", f"sqlite:///{db}", "--ttl", "10m"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print("demo: minted an enrollment token (umbra-collector token create: single use, 10 minutes)")
+    result = subprocess.run(
+        [
+            str(BIN / "umbra-agent"),
+            "enroll",
+            "--collector",
+            enroll_address,
+            "--token",
+            token,
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"demo: enrollment failed: {result.stderr.strip()}")
+    print(f"demo: {result.stdout.strip()}")
 
 
 def port_free(port: int) -> bool:
@@ -77,21 +121,25 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="umbra-demo-"))
     db = work / "collector.db"
-    collector, address = start_collector(db)
-    print(f"demo: collector on {address}, store sqlite:///{db}")
-    stand_in = None if args.no_stand_in else start_stand_in(work / "stand-in")
+    collector, address, enroll_address = start_collector(db)
+    print(f"demo: collector on {address} (mutual TLS; enrollment on {enroll_address}), store sqlite:///{db}")
     config = work / "agent.toml"
     config.write_text(f"""
 [agent]
 state_dir = "{work / "agent-state"}"
 log_level = "warning"
 [collector]
-address = "{address}"
 heartbeat_interval = 2.0
 backoff_initial = 0.5
 [sensors.process]
 interval = 1.0
 """)
+    try:
+        enroll_agent(db, enroll_address, config)
+    except BaseException:
+        collector.terminate()
+        raise
+    stand_in = None if args.no_stand_in else start_stand_in(work / "stand-in")
     agent = subprocess.Popen([str(BIN / "umbra-agent"), "run", "--config", str(config)])
     print(f"demo: agent watching this host for {args.seconds:.0f} s ...\n")
     try:
@@ -114,7 +162,10 @@ interval = 1.0
     finally:
         collector.terminate()
         collector.wait(timeout=15)
-    print(f"\ndemo: files kept in {work} (collector.db, agent-state/spool.db, agent.toml)")
+    print(
+        f"\ndemo: files kept in {work} (collector.db, umbra-pki/, agent-state/spool.db, "
+        "agent-state/identity.json, agent.toml)"
+    )
 
 
 if __name__ == "__main__":

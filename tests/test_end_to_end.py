@@ -1,8 +1,10 @@
 """Agent to collector over a real gRPC channel on loopback, with real processes throughout.
 
-A process that looks like a model runtime is found by the agent daemon, spooled, streamed,
-stored once in the collector's SQLite file and shown in its host view; the collector is
-SIGKILLed and restarted mid-run, and nothing is lost or stored twice.
+The agent enrolls with a token (`umbra-collector token create`, `umbra-agent enroll`) and
+streams over mutual TLS. A process that looks like a model runtime is found by the agent
+daemon, spooled, streamed, stored once in the collector's SQLite file under the host id its
+certificate carries, and shown in its host view; the collector is SIGKILLed and restarted
+mid-run, and nothing is lost or stored twice.
 """
 
 from __future__ import annotations
@@ -20,20 +22,32 @@ from typing import Any
 import pytest
 from conftest import SpawnRuntime, cli, port_or_free
 
-LISTENING = re.compile(r"listening grpc=(\S+)")
+LISTENING = re.compile(r"listening grpc=(\S+) http=\S+ enroll=(\S+)")
 
 
 class Collector:
-    """`umbra-collector serve` as a child process, restartable on the same port."""
+    """`umbra-collector serve` (mutual TLS) as a child process, restartable on the same ports."""
 
     def __init__(self, db: Path) -> None:
         self.db = db
         self.address = "127.0.0.1:0"
+        self.enroll = "127.0.0.1:0"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [cli("umbra-collector"), "serve", "--db", f"sqlite:///{self.db}", "--grpc", self.address],
+            [
+                cli("umbra-collector"),
+                "serve",
+                "--db",
+                f"sqlite:///{self.db}",
+                "--grpc",
+                self.address,
+                "--enroll",
+                self.enroll,
+                "--pki-dir",
+                str(self.db.parent / "pki"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -45,7 +59,7 @@ class Collector:
             if not line:
                 break
             if found := LISTENING.search(line):
-                self.address = found.group(1)
+                self.address, self.enroll = found.groups()
                 return
         self.proc.kill()
         pytest.fail(f"collector did not start: {self.proc.stderr.read()}")
@@ -85,14 +99,14 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
     c.stop()
 
 
-def _agent_config(tmp_path: Path, address: str) -> Path:
+def _agent_config(tmp_path: Path) -> Path:
+    """No collector address: the agent streams to the collector it enrolled with."""
     config = tmp_path / "agent.toml"
     config.write_text(f"""
 [agent]
-host_id = "e2e-host"
+host_id = "claimed-host"
 state_dir = "{tmp_path / "agent-state"}"
 [collector]
-address = "{address}"
 heartbeat_interval = 1.0
 backoff_initial = 0.2
 backoff_max = 1.0
@@ -125,7 +139,32 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
 ) -> None:
     port = port_or_free(11434)
     ollama = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port}"])
-    config = _agent_config(tmp_path, collector.address)
+    config = _agent_config(tmp_path)
+    pki = str(collector.db.parent / "pki")
+    token = subprocess.run(
+        [cli("umbra-collector"), "token", "create", "--db", f"sqlite:///{collector.db}", "--pki-dir", pki],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    enrolled = subprocess.run(
+        [
+            cli("umbra-agent"),
+            "enroll",
+            "--collector",
+            collector.enroll,
+            "--token",
+            token,
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    host_id = re.search(r"enrolled as (\S+);", enrolled.stdout).group(1)  # type: ignore[union-attr]
     agent = subprocess.Popen(
         [cli("umbra-agent"), "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
@@ -142,7 +181,7 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
             ],
         )
         (runtime,) = found
-        assert runtime["host_id"] == "e2e-host"
+        assert runtime["host_id"] == host_id != "claimed-host"  # from the certificate
         assert runtime["process"]["pid"] == ollama.pid
         assert runtime["process"]["name"] == "ollama"
         assert runtime["process"]["cmdline"] == ["ollama", "serve"]
@@ -208,7 +247,7 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
 
         hosts = collector.query("hosts")
         host = next(
-            h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == "e2e-host"
+            h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == host_id
         )
         assert any(s["name"] == "process" for s in host["sensors"])
     finally:

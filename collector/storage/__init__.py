@@ -10,19 +10,38 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from .base import HostRecord, InvalidBatch, SensorRecord, Store, StoreError, StoreResult
+from .base import (
+    AgentRecord,
+    HostContact,
+    HostRecord,
+    InvalidBatch,
+    PolicyRecord,
+    PreparedBatch,
+    SensorRecord,
+    Store,
+    StoreError,
+    StoreResult,
+    TokenRecord,
+    TokenRefused,
+)
 from .sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "AgentRecord",
+    "HostContact",
     "HostRecord",
     "InvalidBatch",
+    "PolicyRecord",
+    "PreparedBatch",
     "SQLiteStore",
     "SensorRecord",
     "Store",
     "StoreError",
     "StoreResult",
     "StoreURLError",
+    "TokenRecord",
+    "TokenRefused",
     "open_store",
     "sqlite_path",
 ]

@@ -13,11 +13,10 @@ The contract, which `tests/collector/test_collector_storage.py` checks against e
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from umbra.v1 import agent_pb2, finding_pb2
 
@@ -83,6 +82,7 @@ class HostRecord:
     findings_total: int = 0
     findings_unapproved: int = 0
     findings_by_severity: dict[str, int] = field(default_factory=dict)
+    silent_since: float = 0.0  # when the collector marked the host silent; 0.0 while it reports
 
     @property
     def sensors_active(self) -> int:
@@ -90,6 +90,77 @@ class HostRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An enrollment token as stored: its hash, never the token itself."""
+
+    token_hash: str
+    created_at: float
+    expires_at: float
+    uses_left: int
+    uses: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An enrolled agent: the host id its certificate carries, and its last certificate."""
+
+    host_id: str
+    enrolled_at: float
+    renewed_at: float
+    serial: str  # hex
+    not_after: float
+    hostname: str = ""
+    revoked_at: float = 0.0  # 0.0: not revoked
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "revoked": self.revoked}
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """A policy version: `body` is the validated document (see collector.policy)."""
+
+    version: int
+    created_at: float
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HostContact:
+    """What silence detection reads for one host."""
+
+    host_id: str
+    last_seen: float
+    silent_since: float
+
+
+@dataclass
+class PreparedBatch:
+    """A validated, normalised batch; `rows` is whatever the backend precomputed in `prepare`."""
+
+    host_id: str
+    sequence: int
+    findings: Sequence[finding_pb2.Finding]
+    rows: Any = None
+
+    @property
+    def size(self) -> int:
+        return len(self.findings)
+
+
+class TokenRefused(Exception):
+    """An enrollment token that is unknown, expired or used up (the reason is for the log only)."""
 
 
 def sensor_state_name(state: int) -> str:
@@ -122,29 +193,46 @@ def prepare_batch(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fi
     validate_host_id(host_id)
     if not 0 <= sequence <= MAX_INT64:
         raise InvalidBatch(f"batch sequence {sequence} out of range")
+    # The hot path of ingest (every finding of every batch): plain checks first, the message only
+    # for a finding that fails them. A NaN confidence fails the range check too.
+    kinds, severities = _KNOWN_KINDS, _KNOWN_SEVERITIES
     for index, f in enumerate(findings):
-        where = f"finding {index} (id {f.id[:40]!r})"
-        if not f.id:
-            raise InvalidBatch(f"finding {index} has no id")
-        if len(f.id) > MAX_ID_LENGTH:
-            raise InvalidBatch(f"{where}: id longer than {MAX_ID_LENGTH} characters")
-        if f.kind not in _KNOWN_KINDS:
-            raise InvalidBatch(f"{where}: unknown or unspecified kind {f.kind}")
-        if f.severity not in _KNOWN_SEVERITIES:
-            raise InvalidBatch(f"{where}: unknown severity {f.severity}")
-        if not (math.isfinite(f.confidence) and 0.0 <= f.confidence <= 1.0):
-            raise InvalidBatch(f"{where}: confidence {f.confidence} not in 0..1")
-        if not f.HasField("last_seen") and not f.HasField("first_seen"):
-            raise InvalidBatch(f"{where}: neither first_seen nor last_seen set")
-        if not f.HasField("last_seen"):
-            f.last_seen.CopyFrom(f.first_seen)
-        if not f.HasField("first_seen"):
-            f.first_seen.CopyFrom(f.last_seen)
-        if f.count == 0:
+        fid = f.id
+        if (
+            not fid
+            or len(fid) > MAX_ID_LENGTH
+            or f.kind not in kinds
+            or f.severity not in severities
+            or not 0.0 <= f.confidence <= 1.0
+        ):
+            _refuse_finding(index, f)
+        has_last, has_first = f.HasField("last_seen"), f.HasField("first_seen")
+        if not (has_last and has_first):
+            if not has_last and not has_first:
+                raise InvalidBatch(f"finding {index} (id {fid[:40]!r}): neither first_seen nor last_seen set")
+            if not has_last:
+                f.last_seen.CopyFrom(f.first_seen)
+            else:
+                f.first_seen.CopyFrom(f.last_seen)
+        count = f.count
+        if count == 0:
             f.count = 1
-        elif f.count > MAX_INT64:
+        elif count > MAX_INT64:
             f.count = MAX_INT64
         f.host_id = host_id
+
+
+def _refuse_finding(index: int, f: finding_pb2.Finding) -> NoReturn:
+    where = f"finding {index} (id {f.id[:40]!r})"
+    if not f.id:
+        raise InvalidBatch(f"finding {index} has no id")
+    if len(f.id) > MAX_ID_LENGTH:
+        raise InvalidBatch(f"{where}: id longer than {MAX_ID_LENGTH} characters")
+    if f.kind not in _KNOWN_KINDS:
+        raise InvalidBatch(f"{where}: unknown or unspecified kind {f.kind}")
+    if f.severity not in _KNOWN_SEVERITIES:
+        raise InvalidBatch(f"{where}: unknown severity {f.severity}")
+    raise InvalidBatch(f"{where}: confidence {f.confidence} not in 0..1")
 
 
 class Store(ABC):
@@ -195,6 +283,93 @@ class Store(ABC):
         Keys: id, host_id, kind, severity, confidence, policy {approved}; the same names and
         values as `findings()` dicts, so `risk` accepts either. Cheap enough for the whole fleet.
         """
+
+    def prepare(self, host_id: str, sequence: int, findings: Sequence[finding_pb2.Finding]) -> PreparedBatch:
+        """Validate and normalise a batch (CPU only, no I/O, any thread) for `store_prepared`.
+
+        Raises InvalidBatch. Backends may do more of their work here (the SQLite backend builds
+        its rows), so the writer thread is left with the database alone.
+        """
+        prepare_batch(host_id, sequence, findings)
+        return PreparedBatch(host_id, sequence, findings)
+
+    def store_prepared(self, batches: Sequence[PreparedBatch]) -> list[StoreResult]:
+        """Group commit: store prepared batches, durably, one result each. A backend may write them
+        all in one transaction (one disk sync); this default writes them one by one. StoreError fails
+        them all (some may have been stored: a resend is harmless)."""
+        return [self._write_batch(b.host_id, b.sequence, b.findings) for b in batches]
+
+    def store_batches(
+        self, batches: Sequence[tuple[str, int, Sequence[finding_pb2.Finding]]]
+    ) -> list[StoreResult | InvalidBatch]:
+        """`prepare` and `store_prepared` in one call: one result (or InvalidBatch) per batch."""
+        out: list[StoreResult | InvalidBatch | None] = []
+        valid: list[tuple[int, PreparedBatch]] = []
+        for host_id, sequence, findings in batches:
+            try:
+                valid.append((len(out), self.prepare(host_id, sequence, findings)))
+                out.append(None)
+            except InvalidBatch as exc:
+                out.append(exc)
+        for (index, _), result in zip(valid, self.store_prepared([b for _, b in valid]), strict=True):
+            out[index] = result
+        return [r for r in out if r is not None]
+
+    # ---- fleet channel: health, enrollment tokens, agents, policy
+
+    @abstractmethod
+    def record_health(self, host_id: str, finding: finding_pb2.Finding, silent_since: float | None) -> None:
+        """Store a collector-made AGENT_HEALTH finding (merge rule as for batches) without counting it
+        as contact; `silent_since` sets the host's silent mark (0.0 clears it, None leaves it)."""
+
+    @abstractmethod
+    def host_contacts(self) -> list[HostContact]:
+        """Every host's last contact and silent mark (cheap: no finding aggregates)."""
+
+    @abstractmethod
+    def create_token(self, token_hash: str, expires_at: float, uses: int, note: str = "") -> None:
+        """Keep a new enrollment token's hash."""
+
+    @abstractmethod
+    def consume_token(self, token_hash: str, now: float) -> None:
+        """Use a token once, atomically. Raises TokenRefused when unknown, expired or used up."""
+
+    @abstractmethod
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, newest first."""
+
+    @abstractmethod
+    def register_agent(
+        self, host_id: str, serial: int, not_after: float, hostname: str, *, renewal: bool
+    ) -> None:
+        """Record a certificate issued to `host_id` (first enrollment or renewal).
+
+        Raises StoreError on backend failure.
+        """
+
+    @abstractmethod
+    def agent(self, host_id: str) -> AgentRecord | None:
+        """One enrolled agent, or None."""
+
+    @abstractmethod
+    def agents(self) -> list[AgentRecord]:
+        """Every enrolled agent, by host id."""
+
+    @abstractmethod
+    def revoke_agent(self, host_id: str, now: float) -> bool:
+        """Revoke an agent's certificates for good; False when no such agent is enrolled."""
+
+    @abstractmethod
+    def revoked_hosts(self) -> frozenset[str]:
+        """Host ids whose certificates are revoked."""
+
+    @abstractmethod
+    def set_policy(self, body: dict[str, Any]) -> int:
+        """Keep a new policy version; returns its version number (1, 2, ...)."""
+
+    @abstractmethod
+    def current_policy(self) -> PolicyRecord | None:
+        """The newest policy, or None before the first `policy set`."""
 
     @abstractmethod
     def close(self) -> None:

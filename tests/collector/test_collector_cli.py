@@ -89,6 +89,8 @@ def test_help_explains_every_option(command: str) -> None:
     assert result.returncode == 0 and result.stderr == ""
     parser = subcommands()[command] if command else build_parser()
     for action in parser._actions:
+        if action.help == argparse.SUPPRESS:  # internal (serve's worker processes)
+            continue
         assert action.help, f"{command} {action.option_strings} has no help"
         for option in action.option_strings:
             assert option in result.stdout
@@ -185,7 +187,7 @@ class Serve:
 
 def start_serve(*args: str, cwd: Path) -> Serve:
     proc = subprocess.Popen(
-        [*collector_cmd(), "serve", "--grpc", "127.0.0.1:0", "--log-level", "warning", *args],
+        [*collector_cmd(), "serve", "--grpc", "127.0.0.1:0", "--log-level", "warning", "--insecure", *args],
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
@@ -211,10 +213,10 @@ def serve_proc(tmp_path: Path) -> Iterator[Serve]:
         s.proc.wait()
 
 
-async def send_batches(addr: str, batches: list[tuple[int, int]]) -> list[int]:
-    async with aio.insecure_channel(addr) as channel:
+async def send_batches(addr: str, batches: list[tuple[int, int]], host: str = "host-cli") -> list[int]:
+    async with aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         call = agent_pb2_grpc.StreamServiceStub(channel).Stream()
-        await call.write(agent_pb2.AgentMessage(hello=build_hello("host-cli")))
+        await call.write(agent_pb2.AgentMessage(hello=build_hello(host)))
         for seq, n in batches:
             findings = [build_finding(f"s{seq}-{i}") for i in range(n)]
             await call.write(
@@ -258,3 +260,127 @@ def test_serve_on_a_taken_port_fails_cleanly(tmp_path: Path) -> None:
         result = cli("serve", "--grpc", f"127.0.0.1:{port}", cwd=tmp_path)
     assert_one_line_error(result, 1)
     assert str(port) in result.stderr
+
+
+# ---- fleet channel commands: tokens, agents, policy; serve with TLS and with several workers
+
+
+def test_token_create_prints_a_pinned_token_and_stores_only_its_hash(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = cli("token", "create", "--db", db, "--uses", "3", "--ttl", "15m", "--note", "lab", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    secret, pin = token.split(".")
+    assert len(secret) >= 40 and len(pin) == 43 and not token.startswith("-")  # never read as an option
+    assert (tmp_path / "umbra-pki" / "ca.crt").exists()  # the CA exists before the first serve
+    from collector import pki
+
+    assert pin == pki.certificate_pin((tmp_path / "umbra-pki" / "ca.crt").read_bytes())
+    listed = json.loads(cli("token", "list", "--db", db, "--format", "json", cwd=tmp_path).stdout)["tokens"]
+    assert [(t["uses_left"], t["state"], t["note"]) for t in listed] == [(3, "valid", "lab")]
+    assert secret not in (tmp_path / "c.db").read_bytes().decode("latin-1")
+    assert_one_line_error(cli("token", "create", "--db", db, "--ttl", "soon", cwd=tmp_path), 2)
+    assert_one_line_error(cli("token", "create", "--db", db, "--uses", "0", cwd=tmp_path), 2)
+
+
+def test_agent_list_and_revoke(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    with open_store(db) as store:
+        store.register_agent("h-aaaa", 1, time.time() + 3600, "ws-a", renewal=False)
+    assert "h-aaaa" in cli("agent", "list", "--db", db, cwd=tmp_path).stdout
+    result = cli("agent", "revoke", "h-aaaa", "--db", db, cwd=tmp_path)
+    assert result.returncode == 0 and "revoked" in result.stderr
+    (agent,) = json.loads(cli("agent", "list", "--db", db, "--format", "json", cwd=tmp_path).stdout)["agents"]
+    assert agent["revoked"] is True and agent["revoked_at"]
+    assert_one_line_error(cli("agent", "revoke", "h-nobody", "--db", db, cwd=tmp_path), 2)
+
+
+def test_policy_show_before_and_after_set(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(db).close()
+    assert json.loads(cli("policy", "show", "--db", db, "--format", "json").stdout) == {"policy": None}
+    assert "no policy" in cli("policy", "show", "--db", db).stdout
+    (tmp_path / "p.toml").write_text('approved_runtimes = ["ollama"]\n[thresholds]\nupload_bytes = 1000\n')
+    assert cli("policy", "set", str(tmp_path / "p.toml"), "--db", db).returncode == 0
+    shown = cli("policy", "show", "--db", db).stdout
+    assert (
+        "policy version 1" in shown
+        and "approved_runtimes: ollama" in shown
+        and "upload_bytes = 1000" in shown
+    )
+
+
+def test_serve_with_tls_refuses_plain_agents_and_insecure_remote_needs_insecure(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            *collector_cmd(),
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--enroll",
+            "127.0.0.1:0",
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"listening grpc=(\S+) http=off enroll=(\S+) tls=on", line)
+        assert found, line
+        with pytest.raises(aio.AioRpcError) as err:
+            asyncio.run(send_batches(found.group(1), [(1, 1)]))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # no TLS, no certificate: no stream
+        assert (tmp_path / "umbra-pki" / "server.crt").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+    assert_one_line_error(cli("serve", "--allow-insecure-remote", cwd=tmp_path), 2)
+
+
+def test_serve_with_two_workers_shares_the_ports_and_stops_cleanly(tmp_path: Path) -> None:
+    import psutil
+
+    serve = start_serve("--workers", "2", "--http", "127.0.0.1:0", "--monitor-interval", "0.3", cwd=tmp_path)
+    try:
+        children = psutil.Process(serve.proc.pid).children()
+        assert len(children) == 2
+
+        async def many() -> list[list[int]]:
+            return list(
+                await asyncio.gather(
+                    *(send_batches(serve.grpc_addr, [(1, 5)], f"host-{n}") for n in range(8))
+                )
+            )
+
+        assert asyncio.run(many()) == [[1]] * 8
+        deadline = time.monotonic() + 20
+        while True:  # /healthz adds up both workers' counters
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://{serve.http}/healthz", timeout=10) as resp:
+                health = json.load(resp)
+            if health["batches_stored"] == 8 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert health["workers"] == 2 and health["batches_stored"] == 8
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(timeout=30) == 0
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()
+    result = cli("fleet", "--format", "json", cwd=tmp_path)
+    assert json.loads(result.stdout)["fleet"]["findings"] == 40
+
+    # A SIGKILLed supervisor takes its workers with it: the port is free again at once.
+    serve = start_serve("--workers", "2", cwd=tmp_path)
+    children = psutil.Process(serve.proc.pid).children()
+    serve.proc.kill()
+    serve.proc.wait()
+    psutil.wait_procs(children, timeout=20)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)

@@ -202,13 +202,13 @@ def test_oversized_message_is_refused(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_enroll_is_unimplemented(tmp_path: Path) -> None:
+def test_enroll_is_refused_in_insecure_mode(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with collector(tmp_path / "c.db") as server, aio.insecure_channel(server.grpc_address) as ch:
             with pytest.raises(aio.AioRpcError) as err:
                 await agent_pb2_grpc.EnrollServiceStub(ch).Enroll(agent_pb2.EnrollRequest(token="t"))
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "enrollment" in (err.value.details() or "")
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "without TLS" in (err.value.details() or "")
 
     run(scenario)
 
@@ -218,11 +218,11 @@ def test_stop_waits_for_a_batch_being_written(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
 
     class SlowStore(SQLiteStore):
-        def _write_batch(self, *args: Any) -> Any:
+        def store_prepared(self, *args: Any) -> Any:
             import time
 
             time.sleep(0.5)
-            return super()._write_batch(*args)
+            return super().store_prepared(*args)
 
     async def scenario() -> None:
         store = SlowStore(str(db))
@@ -241,7 +241,7 @@ def test_stop_waits_for_a_batch_being_written(tmp_path: Path) -> None:
 
 def test_storage_failure_is_unavailable_and_never_acked(tmp_path: Path) -> None:
     class BrokenStore(SQLiteStore):
-        def _write_batch(self, *args: Any) -> Any:
+        def store_prepared(self, *args: Any) -> Any:
             raise StoreError("disk full")
 
     async def scenario() -> None:
@@ -348,3 +348,37 @@ class TestIdentity:
     def test_empty_common_name_is_no_identity(self) -> None:
         assert certificate_common_name({"x509_common_name": [b""]}) is None
         assert certificate_common_name({}) is None
+
+
+def test_pending_budget_is_fifo_and_bounded() -> None:
+    from collector.server import Budget
+
+    async def scenario() -> None:
+        budget = Budget(100)
+        assert await budget.acquire(60) == 60
+        order: list[str] = []
+
+        async def want(name: str, n: int) -> None:
+            await budget.acquire(n)
+            order.append(name)
+
+        big = asyncio.create_task(want("big", 50))
+        small = asyncio.create_task(want("small", 10))
+        await asyncio.sleep(0.01)
+        assert order == [] and budget.used == 60, "the small one waits behind the big one (FIFO)"
+        budget.release(60)
+        await asyncio.sleep(0.01)
+        assert order == ["big", "small"] and budget.used == 60
+        budget.release(50)
+        budget.release(10)
+        assert await budget.acquire(1000) == 100, "a message larger than the budget goes alone"
+        budget.release(100)
+        cancelled = asyncio.create_task(want("never", 100))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        budget.release(100)
+        assert budget.used == 0 and not budget._waiters
+        await asyncio.gather(big, small)
+
+    asyncio.run(scenario())

@@ -382,3 +382,134 @@ class TestOpenStore:
         with pytest.raises(StoreURLError, match=message):
             open_store(url)
         assert issubclass(StoreURLError, ValueError)
+
+
+class TestFleetChannelContract:
+    """Group commit, collector-made health findings, tokens, agents and the policy, on every backend."""
+
+    def test_group_commit_stores_valid_batches_and_reports_invalid_ones(
+        self, store: Store, make_finding: Factory
+    ) -> None:
+        results = store.store_batches(
+            [
+                ("h1", 1, [make_finding("a"), make_finding("b")]),
+                ("h2", 7, [make_finding("c"), make_finding("")]),  # invalid: nothing of it is stored
+                ("h2", 8, [make_finding("d")]),
+                ("h1", 2, [make_finding("a")]),  # a replay inside the same group
+            ]
+        )
+        assert isinstance(results[1], InvalidBatch)
+        assert [(r.new, r.unchanged) for r in results if not isinstance(r, InvalidBatch)] == [
+            (2, 0),
+            (1, 0),
+            (0, 1),
+        ]
+        assert sorted((f["host_id"], f["id"]) for f in store.findings()) == [
+            ("h1", "a"),
+            ("h1", "b"),
+            ("h2", "d"),
+        ]
+        assert {h.host_id: h.last_sequence for h in store.hosts()} == {"h1": 2, "h2": 8}
+
+    def test_health_findings_do_not_count_as_contact(self, store: Store, make_finding: Factory) -> None:
+        from collector import health
+
+        store.store_batch("h", 1, [make_finding("a")])
+        (before,) = store.host_contacts()
+        store.record_health("h", health.silent(before.last_seen, time.time() + 600), time.time() + 600)
+        (after,) = store.host_contacts()
+        assert after.last_seen == before.last_seen and after.silent_since > 0
+        assert store.hosts()[0].silent_since == after.silent_since
+        store.record_health("h", health.back(after.silent_since, time.time() + 700), 0.0)
+        (cleared,) = store.host_contacts()
+        assert cleared.silent_since == 0
+        (row,) = store.findings(kind="AGENT_HEALTH")
+        assert row["id"] == health.SILENT_ID and row["evidence"][0]["state"] == "active"
+        assert row["severity"] == "info"
+
+    def test_tokens_are_single_use_expire_and_count_down(self, store: Store) -> None:
+        from collector.storage import TokenRefused
+
+        now = time.time()
+        store.create_token("one", now + 60, 1)
+        store.create_token("two", now + 60, 2)
+        store.create_token("old", now - 1, 5)
+        store.consume_token("one", now)
+        with pytest.raises(TokenRefused, match="used"):
+            store.consume_token("one", now)
+        store.consume_token("two", now)
+        store.consume_token("two", now)
+        with pytest.raises(TokenRefused, match="used"):
+            store.consume_token("two", now)
+        with pytest.raises(TokenRefused, match="expired"):
+            store.consume_token("old", now)
+        with pytest.raises(TokenRefused, match="unknown"):
+            store.consume_token("nope", now)
+        assert {t.token_hash: t.uses_left for t in store.tokens()} == {"one": 0, "two": 0, "old": 5}
+
+    def test_tokens_are_consumed_once_under_concurrency(self, store: Store) -> None:
+        from collector.storage import TokenRefused
+
+        store.create_token("race", time.time() + 60, 3)
+        won: list[bool] = []
+
+        def attempt() -> None:
+            try:
+                store.consume_token("race", time.time())
+                won.append(True)
+            except TokenRefused:
+                won.append(False)
+
+        threads = [threading.Thread(target=attempt) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert won.count(True) == 3
+
+    def test_agents_enroll_renew_and_revoke(self, store: Store) -> None:
+        store.register_agent("h-1", 0xABC, time.time() + 100, "ws-1", renewal=False)
+        store.register_agent("h-2", 0xDEF, time.time() + 100, "ws-2", renewal=False)
+        first = store.agent("h-1")
+        assert first is not None and first.serial == "abc" and not first.revoked
+        store.register_agent("h-1", 0x123, time.time() + 200, "", renewal=True)
+        renewed = store.agent("h-1")
+        assert renewed is not None and renewed.serial == "123" and renewed.hostname == "ws-1"
+        assert renewed.enrolled_at == first.enrolled_at and renewed.not_after > first.not_after
+        assert store.revoke_agent("h-1", time.time())
+        assert store.revoke_agent("h-1", time.time()), "revoking twice is fine"
+        assert not store.revoke_agent("h-unknown", time.time())
+        assert store.revoked_hosts() == {"h-1"}
+        assert [(a.host_id, a.revoked) for a in store.agents()] == [("h-1", True), ("h-2", False)]
+        assert store.agent("h-nobody") is None
+
+    def test_policy_versions_count_up(self, store: Store) -> None:
+        assert store.current_policy() is None
+        assert store.set_policy({"approved_runtimes": ["ollama"]}) == 1
+        assert store.set_policy({"approved_runtimes": []}) == 2
+        latest = store.current_policy()
+        assert latest is not None and latest.version == 2 and latest.body == {"approved_runtimes": []}
+
+
+class TestSchemaMigration:
+    def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
+        self, tmp_path: Path, make_finding: Factory
+    ) -> None:
+        from collector.storage import sqlite as backend
+
+        path = tmp_path / "v1.db"
+        conn = sqlite3.connect(path)
+        conn.executescript(
+            f"{backend._SCHEMA}PRAGMA application_id = {backend.APPLICATION_ID};PRAGMA user_version = 1;"
+        )
+        conn.close()
+        with open_store(f"sqlite:///{path}", create=False) as old:  # read commands never rewrite it
+            assert old.hosts() == [] and old.tokens() == [] and old.current_policy() is None
+            with pytest.raises(StoreError, match="predates enrollment"):
+                old.create_token("x", time.time() + 60, 1)
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+        with open_store(f"sqlite:///{path}") as new:
+            new.store_batch("h", 1, [make_finding("a")])
+            new.create_token("x", time.time() + 60, 1)
+            assert new.hosts()[0].silent_since == 0.0
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)

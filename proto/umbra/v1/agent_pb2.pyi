@@ -81,19 +81,25 @@ class EnrollResponse(_message.Message):
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     HOST_ID_FIELD_NUMBER: _builtins.int
+    STREAM_ADDRESS_FIELD_NUMBER: _builtins.int
     certificate_pem: _builtins.bytes
     ca_certificate_pem: _builtins.bytes
     host_id: _builtins.str
+    stream_address: _builtins.str
+    """Where to stream with the new certificate (the mutual-TLS port): "HOST:PORT", or ":PORT"
+    for the host the agent enrolled at. Empty: the address the agent enrolled at.
+    """
     def __init__(
         self,
         *,
         certificate_pem: _builtins.bytes = ...,
         ca_certificate_pem: _builtins.bytes = ...,
         host_id: _builtins.str = ...,
+        stream_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "host_id", b"host_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "host_id", b"host_id", "stream_address", b"stream_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,9 +390,11 @@ class PolicyRule(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
-    """"approved_runtime", "approved_service", "approved_model_hash", "approved_path", "threshold" """
+    """"approved_runtime", "approved_service", "approved_model_hash", "approved_path","""
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"watched_path", "threshold" (name: the threshold, values: [its number])"""
+
     def __init__(
         self,
         *,

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class EnrollServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -42,7 +44,9 @@ class EnrollServiceStub:
 
 
 class EnrollServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
 
     def Enroll(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -67,7 +71,9 @@ def add_EnrollServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EnrollService:
-    """Missing associated documentation comment in .proto file."""
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
 
     @staticmethod
     def Enroll(request,

@@ -27,6 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class EnrollServiceStub:
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -35,10 +39,18 @@ class EnrollServiceStub:
 
 @_typing.type_check_only
 class EnrollServiceAsyncStub(EnrollServiceStub):
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_agent_pb2.EnrollRequest, _agent_pb2.EnrollResponse]  # type: ignore[assignment]
 
 class EnrollServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Enroll with a token on the collector's enrollment port (server-authenticated TLS), or renew:
+    call it on the mutual-TLS port with the current certificate and no token.
+    """
+
     @_abc_1.abstractmethod
     def Enroll(
         self,

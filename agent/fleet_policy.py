@@ -1,0 +1,156 @@
+"""The policy the collector pushes: applied when newer than the one in force, kept on disk.
+
+The agent starts with its config's `[policy]` (version 0). A pushed policy (version >= 1) replaces
+it, is written to `<state_dir>/policy.json` atomically before it is applied, and is loaded again
+at start, so the agent enforces the newest policy it has seen even while the collector is away.
+Its version goes in every Hello. Rules the running sensors do not use yet (services, model hashes,
+watched paths, the upload threshold) are kept and handed to the sensors that read them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from umbra.v1 import agent_pb2 as apb
+
+from agent.policy import Policy
+
+log = logging.getLogger(__name__)
+
+POLICY_FILE = "policy.json"
+_LISTS = {
+    "approved_runtime": "approved_runtimes",
+    "approved_service": "approved_services",
+    "approved_model_hash": "approved_model_hashes",
+    "watched_path": "watched_paths",
+}
+
+
+@dataclass(frozen=True)
+class FleetPolicy:
+    version: int
+    approved_runtimes: tuple[str, ...] = ()
+    approved_services: tuple[str, ...] = ()
+    approved_model_hashes: tuple[str, ...] = ()
+    watched_paths: tuple[str, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, policy: apb.Policy) -> FleetPolicy:
+        lists: dict[str, list[str]] = {name: [] for name in _LISTS.values()}
+        thresholds: dict[str, float] = {}
+        for rule in policy.rules:
+            if rule.kind in _LISTS:
+                lists[_LISTS[rule.kind]].extend(rule.values)
+            elif rule.kind == "threshold" and rule.values:
+                try:
+                    value = float(rule.values[0])
+                except ValueError:
+                    log.warning("policy %d: threshold %s is not a number", policy.version, rule.name)
+                    continue
+                if math.isfinite(value):
+                    thresholds[rule.name] = value
+            else:
+                log.info(
+                    "policy %d: rule kind %r not known to this agent, ignored", policy.version, rule.kind
+                )
+        return cls(
+            version=int(policy.version),
+            thresholds=thresholds,
+            **{k: tuple(sorted(set(v))) for k, v in lists.items()},
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FleetPolicy:
+        doc = json.loads(text)
+        return cls(
+            version=int(doc["version"]),
+            approved_runtimes=tuple(doc.get("approved_runtimes", ())),
+            approved_services=tuple(doc.get("approved_services", ())),
+            approved_model_hashes=tuple(doc.get("approved_model_hashes", ())),
+            watched_paths=tuple(doc.get("watched_paths", ())),
+            thresholds={str(k): float(v) for k, v in doc.get("thresholds", {}).items()},
+        )
+
+    def detection_policy(self, local: Policy) -> Policy:
+        """The detection Policy this fleet policy means; thresholds it leaves out keep the local value."""
+        confidence = self.thresholds.get("min_confidence", local.min_confidence)
+        return Policy(
+            version=self.version,
+            approved_runtimes=frozenset(self.approved_runtimes),
+            min_confidence=min(max(confidence, 0.0), 1.0),
+        )
+
+
+def load(state_dir: Path) -> FleetPolicy | None:
+    path = state_dir / POLICY_FILE
+    try:
+        return FleetPolicy.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring the saved fleet policy %s: %s", path, exc)
+        return None
+
+
+def save(state_dir: Path, policy: FleetPolicy) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / POLICY_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(policy.to_json())
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class PolicyKeeper:
+    """Holds the policy in force; `receive` (the transport's on_policy) applies a newer pushed one."""
+
+    def __init__(
+        self, state_dir: Path, local: Policy, apply: Callable[[Policy, FleetPolicy | None], None]
+    ) -> None:
+        self._state_dir = state_dir
+        self._local = local
+        self._apply = apply
+        self._lock = threading.Lock()
+        self.fleet = load(state_dir)
+        if self.fleet is not None:
+            log.info("fleet policy version %d loaded from %s", self.fleet.version, state_dir / POLICY_FILE)
+        apply(self.current(), self.fleet)
+
+    def current(self) -> Policy:
+        return self.fleet.detection_policy(self._local) if self.fleet is not None else self._local
+
+    @property
+    def version(self) -> int:
+        return self.fleet.version if self.fleet is not None else 0
+
+    def receive(self, policy: apb.Policy) -> bool:
+        """Apply `policy` when it is newer than the one in force; True when it was applied."""
+        with self._lock:
+            if policy.version <= self.version:
+                return False
+            fleet = FleetPolicy.from_wire(policy)
+            save(self._state_dir, fleet)  # persisted before it takes effect
+            self.fleet = fleet
+            self._apply(self.current(), fleet)
+        log.info(
+            "fleet policy version %d applied: %d approved runtimes, %d services, %d model hashes, %d paths",
+            fleet.version,
+            len(fleet.approved_runtimes),
+            len(fleet.approved_services),
+            len(fleet.approved_model_hashes),
+            len(fleet.watched_paths),
+        )
+        return True

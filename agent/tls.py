@@ -1,0 +1,189 @@
+"""The agent's identity for mutual TLS: its own key, the certificate the collector's CA signed for
+it, that CA, the host id the certificate carries and the collector to stream to.
+
+All of it is one file, `<state_dir>/identity.json` (mode 0600), replaced atomically, so a crash
+during renewal leaves either the old identity or the new one, never a key that does not match its
+certificate. The key is generated here (EC P-256) and never leaves the host: the collector only
+ever sees a certificate signing request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+IDENTITY_FILE = "identity.json"
+#: The name every collector certificate carries (collector/pki.py); agents check it whatever address
+#: they dial, so a collector moved behind a load balancer needs no new certificate.
+SERVER_NAME = "umbra-collector"
+#: Renew when less than this fraction of the certificate's lifetime is left.
+RENEW_FRACTION = 1 / 3
+TLS_CHANNEL_OPTIONS: list[tuple[str, str]] = [("grpc.ssl_target_name_override", SERVER_NAME)]
+
+
+class IdentityError(Exception):
+    """The identity file exists but cannot be used (one line for the operator)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    host_id: str
+    collector: str  # the stream address (mutual TLS)
+    key_pem: bytes
+    cert_pem: bytes
+    ca_pem: bytes
+    not_before: float
+    not_after: float
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem, private_key=self.key_pem, certificate_chain=self.cert_pem
+        )
+
+    def renew_at(self) -> float:
+        """When renewal is due: once less than RENEW_FRACTION of the lifetime is left."""
+        return self.not_after - (self.not_after - self.not_before) * RENEW_FRACTION
+
+    def renew_due(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.renew_at()
+
+
+def identity_path(state_dir: Path) -> Path:
+    return state_dir / IDENTITY_FILE
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def csr_pem(key: ec.EllipticCurvePrivateKey, hostname: str) -> bytes:
+    """A CSR proving the key. The subject is a hint only: the collector assigns the host id."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (hostname or "umbra-agent")[:64])])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def check_issued(
+    cert_pem: bytes, key: ec.EllipticCurvePrivateKey, ca_pem: bytes, host_id: str
+) -> x509.Certificate:
+    """The collector's answer must be a certificate for our key, from that CA, naming `host_id`."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError as exc:
+        raise IdentityError(f"the collector sent an unreadable certificate: {exc}") from None
+    if cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise IdentityError("the collector's certificate is not for this agent's key")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception as exc:
+        raise IdentityError(f"the collector's certificate is not signed by its CA: {exc}") from None
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [host_id]:
+        raise IdentityError(f"the certificate names {names}, not host {host_id!r}")
+    return cert
+
+
+def save_identity(
+    state_dir: Path, host_id: str, collector: str, key: bytes, cert: bytes, ca: bytes
+) -> Identity:
+    parsed = x509.load_pem_x509_certificate(cert)
+    doc = {
+        "host_id": host_id,
+        "collector": collector,
+        "key_pem": key.decode(),
+        "cert_pem": cert.decode(),
+        "ca_pem": ca.decode(),
+        "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = identity_path(state_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(doc, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return Identity(
+        host_id,
+        collector,
+        key,
+        cert,
+        ca,
+        parsed.not_valid_before_utc.timestamp(),
+        parsed.not_valid_after_utc.timestamp(),
+    )
+
+
+def load_identity(state_dir: Path) -> Identity | None:
+    """The saved identity, or None when this agent never enrolled. Raises IdentityError if broken."""
+    path = identity_path(state_dir)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IdentityError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise IdentityError(f"{path} is damaged ({exc}); enroll again") from None
+    try:
+        cert = x509.load_pem_x509_certificate(doc["cert_pem"].encode())
+        return Identity(
+            host_id=str(doc["host_id"]),
+            collector=str(doc["collector"]),
+            key_pem=doc["key_pem"].encode(),
+            cert_pem=doc["cert_pem"].encode(),
+            ca_pem=doc["ca_pem"].encode(),
+            not_before=cert.not_valid_before_utc.timestamp(),
+            not_after=cert.not_valid_after_utc.timestamp(),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise IdentityError(f"{path} is damaged ({type(exc).__name__}: {exc}); enroll again") from None
+
+
+def credentials_loader(state_dir: Path) -> Callable[[], grpc.ChannelCredentials | None]:
+    """For the transport: the identity's credentials, read again at every connect (after a renewal
+    the new certificate is used), or None when the agent is not enrolled."""
+
+    def load() -> grpc.ChannelCredentials | None:
+        identity = load_identity(state_dir)
+        return identity.credentials() if identity is not None else None
+
+    return load
+
+
+DEFAULT_COLLECTOR_ADDRESS = "127.0.0.1:50051"
+
+
+def collector_address(configured: str, identity: Identity | None) -> str:
+    """`[collector] address` when set; else the collector this agent enrolled with; else loopback."""
+    if configured:
+        return configured
+    return identity.collector if identity is not None else DEFAULT_COLLECTOR_ADDRESS

@@ -1,0 +1,263 @@
+"""Real processes for the fleet tests: a TLS collector that can be SIGKILLed and restarted on the
+same ports, enrolled load-generating agents, and queries on the collector's SQLite file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from conftest import cli
+
+HERE = Path(__file__).resolve().parent
+LISTENING = re.compile(r"listening grpc=(\S+) http=(\S+) enroll=(\S+)")
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class _Drain(threading.Thread):
+    """Reads a child's stream so it never blocks on a full pipe; keeps the lines."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: list[str] = []
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+class CollectorProc:
+    """`umbra-collector serve` with TLS as a child process; restartable on the same ports."""
+
+    def __init__(self, work: Path, *extra: str) -> None:
+        self.work = work
+        self.db = work / "collector.db"
+        self.pki = work / "pki"
+        self.grpc = "127.0.0.1:0"
+        self.enroll = "127.0.0.1:0"
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[str] | None = None
+        self.logs: list[_Drain] = []
+        self.starts = 0
+        self.start_seconds = 0.0  # how long the last start took (this machine's pace)
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.db}"
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [
+                cli("umbra-collector"),
+                "serve",
+                "--db",
+                self.url,
+                "--pki-dir",
+                str(self.pki),
+                "--grpc",
+                self.grpc,
+                "--enroll",
+                self.enroll,
+                "--log-level",
+                "warning",
+                "--grace",
+                "1",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if found := LISTENING.search(line):
+                self.grpc, _, self.enroll = found.groups()
+                self.logs.append(_Drain(self.proc.stderr))
+                self.starts += 1
+                self.start_seconds = time.monotonic() - started
+                return
+        self.proc.kill()
+        raise AssertionError(f"collector did not start: {self.proc.stderr.read()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self) -> str:
+        return "".join(d.text() for d in self.logs)
+
+    def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [cli("umbra-collector"), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"umbra-collector {' '.join(args)}: {result.stderr}")
+        return result
+
+    def token(self, uses: int = 1, ttl: str = "1h") -> str:
+        out = self.run_cli(
+            "token", "create", "--db", self.url, "--pki-dir", str(self.pki), "--uses", str(uses), "--ttl", ttl
+        )
+        return out.stdout.strip()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+
+def enroll(collector: CollectorProc, state_dir: Path, token: str | None = None) -> str:
+    """`umbra-agent enroll` as a process; returns the host id."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "agent.toml"
+    config.write_text(f'[agent]\nstate_dir = "{state_dir}"\n')
+    result = subprocess.run(
+        [
+            cli("umbra-agent"),
+            "enroll",
+            "--collector",
+            collector.enroll,
+            "--token",
+            token or collector.token(),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"enrolled as (\S+);", result.stdout)
+    assert found, result.stdout
+    return found.group(1)
+
+
+class LoadAgent:
+    """tests/fleet/loadgen.py as a child process."""
+
+    def __init__(self, state_dir: Path, count: int, *extra: str) -> None:
+        self.state_dir = state_dir
+        self.count = count
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[str] | None = None
+        self.out: _Drain | None = None
+        self.err: _Drain | None = None
+        self.host_id = ""
+
+    def start(self, *more: str) -> LoadAgent:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "loadgen.py"),
+                "--state-dir",
+                str(self.state_dir),
+                "--count",
+                str(self.count),
+                *self.extra,
+                *more,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready host="):
+            raise AssertionError(f"loadgen did not start: {line}{self.proc.stderr.read()}")
+        self.host_id = line.split("=", 1)[1].strip()
+        self.out = _Drain(self.proc.stdout)
+        self.err = _Drain(self.proc.stderr)
+        return self
+
+    def said(self, word: str) -> bool:
+        return self.out is not None and any(line.strip() == word for line in self.out.lines)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"loadgen {self.host_id} still running after {timeout:.0f} s; stderr: "
+                f"{self.err.text()[-2000:] if self.err else ''}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def spool_depth(self) -> int:
+        path = self.state_dir / "spool.db"
+        if not path.exists():
+            return -1
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        finally:
+            conn.close()
+
+
+def build_finding(finding_id: str, host_id: str = "", last_seen: float = 1_750_000_000.0) -> Any:
+    """A small valid finding (the wire type)."""
+    from umbra import codec
+    from umbra.v1 import finding_pb2 as fpb
+
+    f = fpb.Finding(
+        id=finding_id,
+        kind=fpb.KIND_LOCAL_MODEL_RUNTIME,
+        severity=fpb.SEVERITY_HIGH,
+        confidence=1.0,
+        host_id=host_id,
+        count=1,
+        summary=f"finding {finding_id}",
+        policy=fpb.PolicyDecision(approved=False, rule="test"),
+    )
+    f.last_seen.CopyFrom(codec.timestamp(last_seen))
+    f.first_seen.CopyFrom(codec.timestamp(last_seen - 60))
+    return f
