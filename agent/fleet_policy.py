@@ -15,7 +15,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from umbra.v1 import agent_pb2 as apb
@@ -85,10 +85,15 @@ class FleetPolicy:
     def detection_policy(self, local: Policy) -> Policy:
         """The detection Policy this fleet policy means; thresholds it leaves out keep the local value."""
         confidence = self.thresholds.get("min_confidence", local.min_confidence)
-        return Policy(
+        upload = self.thresholds.get("upload_bytes", float(local.upload_threshold_bytes))
+        return replace(
+            local,
             version=self.version,
             approved_runtimes=frozenset(self.approved_runtimes),
+            approved_services=frozenset(self.approved_services),
+            approved_model_hashes=frozenset(h.lower() for h in self.approved_model_hashes),
             min_confidence=min(max(confidence, 0.0), 1.0),
+            upload_threshold_bytes=max(int(upload), 0),
         )
 
 

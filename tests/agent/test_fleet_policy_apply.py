@@ -1,0 +1,53 @@
+"""A policy pushed by the collector replaces every approval the local policy had, and keeps
+what the fleet policy does not speak about (the endpoint catalog, approved paths)."""
+
+from __future__ import annotations
+
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.catalog.endpoints import default_endpoint_catalog
+from agent.findings import FindingDraft
+from agent.fleet_policy import FleetPolicy
+from agent.policy import Policy
+
+SHA = "ab" * 32
+
+
+def _draft(kind: fpb.FindingKind.ValueType, subject: str) -> FindingDraft:
+    return FindingDraft(
+        kind=kind,
+        key="k",
+        severity=fpb.SEVERITY_MEDIUM,
+        confidence=0.9,
+        summary="s",
+        occurrence="o",
+        subject=subject,
+    )
+
+
+def test_pushed_policy_applies_services_hashes_and_thresholds() -> None:
+    local = Policy(
+        approved_runtimes=frozenset({"ollama"}),
+        approved_paths=("/srv/models",),
+        endpoints=default_endpoint_catalog(),
+    )
+    fleet = FleetPolicy(
+        version=7,
+        approved_runtimes=("vllm",),
+        approved_services=("anthropic",),
+        approved_model_hashes=(SHA.upper(),),
+        thresholds={"min_confidence": 0.6, "upload_bytes": 5e6},
+    )
+    policy = fleet.detection_policy(local)
+    assert policy.version == 7
+    assert policy.approved_runtimes == frozenset({"vllm"})
+    assert policy.approved_model_hashes == frozenset({SHA})
+    assert (policy.min_confidence, policy.upload_threshold_bytes) == (0.6, 5_000_000)
+    assert policy.approved_paths == ("/srv/models",) and policy.endpoints is local.endpoints
+
+    service = policy.decide(_draft(fpb.KIND_AI_SERVICE_ACCESS, "anthropic-api"))
+    assert service is not None and service.approved and service.rule == "approved_services:anthropic"
+    model = policy.decide(_draft(fpb.KIND_MODEL_ARTIFACT, SHA))
+    assert model is not None and model.rule == f"approved_model_hashes:{SHA}"
+    runtime = policy.decide(_draft(fpb.KIND_LOCAL_MODEL_RUNTIME, "ollama"))
+    assert runtime is not None and not runtime.approved, "the pushed policy replaced the local approvals"
