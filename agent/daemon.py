@@ -136,11 +136,24 @@ def build_policy(config: AgentConfig) -> Policy:
     )
 
 
+def inventory(pipeline: Pipeline) -> apb.Inventory | None:
+    """The Inventory message: model weights on disk now (once the first scan has run)."""
+    files = next((s for s in pipeline.sensors if isinstance(s, FileSensor)), None)
+    if files is None or not files.first_scan_done.is_set():
+        return None
+    return apb.Inventory(taken_at=codec.timestamp(time.time()), models=files.inventory())
+
+
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
     return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
 
 
 async def run_daemon(config: AgentConfig) -> None:
+    # Signals first: a SIGTERM during start-up (sensors starting, a first scan) is a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     identity = load_identity(state_dir)  # enrolled: mutual TLS, and the certificate's host id
@@ -189,11 +202,8 @@ async def run_daemon(config: AgentConfig) -> None:
         backoff=Backoff(c.backoff_initial, c.backoff_multiplier, c.backoff_max, c.backoff_jitter),
         credentials=credentials_loader(state_dir),
         on_policy=keeper.receive,
+        inventory=lambda: inventory(pipeline),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info(
         "umbra-agent %s (pid %d): host %s, collector %s (%s), spool %s",
         __version__,

@@ -74,6 +74,7 @@ class StreamStats:
     last_ack_sequence: int = 0
     last_error: str = ""
     reconnects: int = 0
+    inventories_sent: int = 0
 
 
 class StreamClient:
@@ -90,6 +91,7 @@ class StreamClient:
         backoff: Backoff | None = None,
         credentials: Callable[[], grpc.ChannelCredentials | None] | None = None,
         on_policy: Callable[[apb.Policy], bool] | None = None,
+        inventory: Callable[[], apb.Inventory | None] | None = None,
     ) -> None:
         self.address = address
         self.spool = spool
@@ -101,11 +103,13 @@ class StreamClient:
         self.backoff = backoff or Backoff()
         self._credentials = credentials
         self._on_policy = on_policy
+        self._inventory = inventory
         self.stats = StreamStats()
         self._wakeup = asyncio.Event()
         self._rng = random.Random()
         self._cursor = 0
         self._progress = 0.0  # monotonic time of the session's start or its last Ack
+        self._sent_inventory = b""
         self.session_deadline = SESSION_DEADLINE
 
     def notify(self) -> None:
@@ -162,6 +166,8 @@ class StreamClient:
             self._cursor = 0
             self.stats.connected = True
             last_heartbeat = self._progress = time.monotonic()
+            self._sent_inventory = b""  # a new session gets the inventory again
+            self._send_inventory(outbox)
             try:
                 while not stop.is_set():
                     if reader.done():
@@ -190,6 +196,7 @@ class StreamClient:
                     now = time.monotonic()
                     if now - last_heartbeat >= self.heartbeat_interval:
                         outbox.put_nowait(apb.AgentMessage(heartbeat=self._heartbeat()))
+                        self._send_inventory(outbox)
                         last_heartbeat = now
                     if not batch:
                         timeout = max(0.05, self.heartbeat_interval - (now - last_heartbeat))
@@ -203,6 +210,19 @@ class StreamClient:
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, ConnectionError):
                     await reader
                 call.cancel()
+
+    def _send_inventory(self, outbox: asyncio.Queue[apb.AgentMessage | None]) -> None:
+        """What is on the host now, when it differs from what this session last sent."""
+        current = self._inventory() if self._inventory is not None else None
+        if current is None:
+            return
+        content = apb.Inventory(runtimes=current.runtimes, models=current.models).SerializeToString(
+            deterministic=True
+        )
+        if content != self._sent_inventory:
+            outbox.put_nowait(apb.AgentMessage(inventory=current))
+            self._sent_inventory = content
+            self.stats.inventories_sent += 1
 
     async def _read_acks(
         self,
