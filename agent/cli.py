@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -18,18 +17,25 @@ from umbra.v1 import finding_pb2 as fpb
 from agent import __version__
 from agent.catalog.runtimes import CatalogError
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.daemon import build_pipeline, build_policy, run_daemon
-from agent.enroll import EnrollError, enroll
 from agent.findings import FindingTracker
 from agent.hostinfo import host_id
 from agent.netparse.capture import CaptureError
 from agent.netscan import scan_pcap
 from agent.output import write_json_lines, write_table
 from agent.pipeline import Pipeline
-from agent.spool import Spool, SpoolError
-from agent.tls import IdentityError, collector_address, load_identity
+from agent.policy import policy_from_config
 
 PROG = "umbra-agent"
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """What a command may fail with, as one line and no traceback. Imported here, not at the
+    top: `scan --pcap` should not pay for the daemon's imports (gRPC, TLS) to start."""
+    from agent.enroll import EnrollError
+    from agent.spool import SpoolError
+    from agent.tls import IdentityError
+
+    return (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,10 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "enroll":
             return _enroll(config, args.collector, args.token, args.ca_file)
         if args.command == "run":
+            import asyncio
+
+            from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
+
             asyncio.run(run_daemon(config))
             return 0
         return _status(config, args.format)
-    except (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError) as exc:
+    except _expected_errors() as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
@@ -149,6 +159,8 @@ def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> 
     tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
     if pcap is not None:
         return _scan_pcap(config, pcap, fmt, tracker)
+    from agent.daemon import build_pipeline
+
     pipeline = build_pipeline(config, tracker)
     pipeline.start()
     deadline = time.monotonic() + duration
@@ -167,7 +179,7 @@ def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> 
 
 def _scan_pcap(config: AgentConfig, pcap: Path, fmt: str, tracker: FindingTracker) -> int:
     """The network detections on a saved capture, as Zeek's -r: same catalog, same policy."""
-    judge = Pipeline([], [], build_policy(config), tracker)
+    judge = Pipeline([], [], policy_from_config(config), tracker)
     endpoints = judge.policy.endpoints
     assert endpoints is not None
     try:
@@ -198,6 +210,8 @@ def _write(findings: Sequence[fpb.Finding], fmt: str) -> None:
 
 
 def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None) -> int:
+    from agent.enroll import EnrollError, enroll
+
     try:
         ca = ca_file.read_bytes() if ca_file is not None else None
     except OSError as exc:
@@ -209,6 +223,10 @@ def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None)
 
 
 def _status(config: AgentConfig, fmt: str) -> int:
+    from agent.daemon import build_pipeline
+    from agent.spool import Spool
+    from agent.tls import collector_address, load_identity
+
     identity = load_identity(config.state_dir)
     host = identity.host_id if identity else host_id(config.agent.host_id, config.state_dir)
     tracker = FindingTracker(host)

@@ -15,9 +15,8 @@ from umbra import codec
 from umbra.v1 import agent_pb2 as apb
 
 from agent import __version__
-from agent.catalog.endpoints import load_endpoint_catalog
 from agent.catalog.runtimes import load_runtime_catalog
-from agent.config import AgentConfig, ConfigError
+from agent.config import AgentConfig
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
@@ -28,7 +27,7 @@ from agent.findings import FindingTracker
 from agent.fleet_policy import PolicyKeeper
 from agent.hostinfo import host_facts, host_id
 from agent.pipeline import Detector, Pipeline
-from agent.policy import Policy
+from agent.policy import policy_from_config
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.files import FileSensor
 from agent.sensors.gpu import GpuSensor
@@ -70,7 +69,7 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
         detectors += [GpuWorkloadDetector(catalog), FineTuningDetector(usage=usage)]
     else:  # training without an NVIDIA GPU (CPU, Apple, AMD) is still seen by its process facts
         detectors.append(FineTuningDetector())
-    policy = build_policy(config)
+    policy = policy_from_config(config)
     if config.sensors.network.enabled:
         endpoints = policy.endpoints
         assert endpoints is not None
@@ -114,26 +113,6 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
         )
         detectors.append(ArtifactDetector())
     return Pipeline(sensors, detectors, policy, tracker)
-
-
-def build_policy(config: AgentConfig) -> Policy:
-    """The local policy from the config file (the collector's pushed policy replaces it later)."""
-    catalog = config.sensors.network.catalog
-    endpoints = load_endpoint_catalog(user_path=Path(catalog) if catalog else None)
-    unknown = endpoints.unknown_approvals(config.policy.approved_services)
-    if unknown:
-        raise ConfigError(
-            f"[policy] approved_services: {unknown[0]!r} is no service id or vendor in the catalog"
-        )
-    return Policy(
-        approved_runtimes=frozenset(config.policy.approved_runtimes),
-        approved_services=frozenset(config.policy.approved_services),
-        min_confidence=config.policy.min_confidence,
-        upload_threshold_bytes=config.policy.upload_threshold_bytes,
-        endpoints=endpoints,
-        approved_model_hashes=frozenset(h.lower() for h in config.policy.approved_model_hashes),
-        approved_paths=config.policy.approved_paths,
-    )
 
 
 def inventory(pipeline: Pipeline) -> apb.Inventory | None:

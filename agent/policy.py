@@ -8,10 +8,12 @@ sees both what runs and why it is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.catalog.endpoints import EndpointCatalog
+from agent.catalog.endpoints import EndpointCatalog, load_endpoint_catalog
+from agent.config import AgentConfig, ConfigError
 from agent.findings import FindingDraft
 
 DEFAULT_RULE = "default:unapproved"
@@ -66,3 +68,23 @@ class Policy:
                 if path == base or path.startswith(base if base == "/" else base + "/"):
                     return f"approved_paths:{folder}"
         return None
+
+
+def policy_from_config(config: AgentConfig) -> Policy:
+    """The local policy from the config file (the collector's pushed policy replaces it later)."""
+    catalog = config.sensors.network.catalog
+    endpoints = load_endpoint_catalog(user_path=Path(catalog) if catalog else None)
+    unknown = endpoints.unknown_approvals(config.policy.approved_services)
+    if unknown:
+        raise ConfigError(
+            f"[policy] approved_services: {unknown[0]!r} is no service id or vendor in the catalog"
+        )
+    return Policy(
+        approved_runtimes=frozenset(config.policy.approved_runtimes),
+        approved_services=frozenset(config.policy.approved_services),
+        min_confidence=config.policy.min_confidence,
+        upload_threshold_bytes=config.policy.upload_threshold_bytes,
+        endpoints=endpoints,
+        approved_model_hashes=frozenset(h.lower() for h in config.policy.approved_model_hashes),
+        approved_paths=config.policy.approved_paths,
+    )
