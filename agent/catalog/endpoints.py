@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.catalog.runtimes import SEVERITIES
-from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
+from agent.catalog.source import CatalogError, entry_strings, parse_catalog_toml, read_catalog
 
 __all__ = [
     "ENDPOINT_CATEGORIES",
@@ -54,7 +54,6 @@ _TOP_KEYS: Final = frozenset({"schema_version", "service"})
 _STR_KEYS: Final = ("id", "vendor", "product", "category", "risk", "source", "notes")
 _REQUIRED: Final = ("id", "vendor", "product", "category", "risk", "source", "hosts")
 _ENTRY_KEYS: Final = frozenset({*_STR_KEYS, "hosts"})
-_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
 _LABEL: Final = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 # One '*' inside the first label, with at least one literal character beside it.
@@ -238,29 +237,9 @@ def parse_endpoint_catalog(data: bytes | str, label: str = "<string>") -> Endpoi
 
 
 def _entry(raw: Mapping[str, Any], number: int, label: str) -> EndpointEntry:
-    sid = raw.get("id")
-    where = f"entry {sid!r}" if isinstance(sid, str) and sid else f"entry #{number}"
-
-    def fail(problem: str) -> CatalogError:
-        return CatalogError(f"{label}: {where}: {problem}")
-
-    unknown = sorted(set(raw) - _ENTRY_KEYS)
-    if unknown:
-        raise fail(f"unknown key(s) {', '.join(map(repr, unknown))}")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise fail(f"missing required key {key!r}")
-    strings: dict[str, str] = {}
-    for key in _STR_KEYS:
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, str) or (key in _REQUIRED and not value.strip()):
-                raise fail(f"{key!r} must be a non-empty string")
-            strings[key] = value
-    if not _ID_RE.fullmatch(strings["id"]):
-        raise fail("id must be a slug of lower-case letters, digits and '-'")
-    if not strings["source"].startswith("https://"):
-        raise fail(f"source must be an https:// URL, not {strings['source']!r}")
+    fail, strings = entry_strings(
+        raw, number, label, known=_ENTRY_KEYS, required=_REQUIRED, strings=_STR_KEYS
+    )
     if strings["category"] not in ENDPOINT_CATEGORIES:
         raise fail(f"category {strings['category']!r} is not one of {', '.join(sorted(ENDPOINT_CATEGORIES))}")
     if strings["risk"] not in SEVERITIES:

@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
+from agent.catalog.source import CatalogError, entry_strings, parse_catalog_toml, read_catalog
 
 __all__ = [
     "CATEGORIES",
@@ -75,7 +75,6 @@ _STR_KEYS: Final = ("id", "name", "vendor", "category", "severity", "source", "n
 _LIST_KEYS: Final = ("process_names", "exe_names", "modules", "cmdline_patterns", "keywords", "libraries")
 _ENTRY_KEYS: Final = frozenset({*_STR_KEYS, *_LIST_KEYS, "ports"})
 _REQUIRED: Final = ("id", "name", "source")
-_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
 _NAME_GLOB_RE: Final = re.compile(r"\*?[^*]+|[^*]+\*")
 _MODULE_RE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
@@ -624,35 +623,15 @@ def parse_runtime_catalog(data: bytes | str, label: str = "<string>") -> Runtime
 
 
 def _entry(raw: Mapping[str, Any], number: int, label: str) -> RuntimeEntry:
-    rid = raw.get("id")
-    where = f"entry {rid!r}" if isinstance(rid, str) and rid else f"entry #{number}"
-
-    def fail(problem: str) -> CatalogError:
-        return CatalogError(f"{label}: {where}: {problem}")
-
-    unknown = sorted(set(raw) - _ENTRY_KEYS)
-    if unknown:
-        raise fail(f"unknown key(s) {', '.join(map(repr, unknown))}")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise fail(f"missing required key {key!r}")
-    strings: dict[str, str] = {}
-    for key in _STR_KEYS:
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, str) or (key in _REQUIRED and not value.strip()):
-                raise fail(f"{key!r} must be a non-empty string")
-            strings[key] = value
+    fail, strings = entry_strings(
+        raw, number, label, known=_ENTRY_KEYS, required=_REQUIRED, strings=_STR_KEYS
+    )
     lists: dict[str, tuple[str, ...]] = {}
     for key in _LIST_KEYS:
         value = raw.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise fail(f"{key!r} must be a list of non-empty strings")
         lists[key] = tuple(value)
-    if not _ID_RE.fullmatch(strings["id"]):
-        raise fail("id must be a slug of lower-case letters, digits and '-'")
-    if not strings["source"].startswith("https://"):
-        raise fail(f"source must be an https:// URL, not {strings['source']!r}")
     category = strings.get("category", "inference_server")
     if category not in CATEGORIES:
         raise fail(f"category {category!r} is not one of {', '.join(sorted(CATEGORIES))}")

@@ -8,8 +8,9 @@ entries. Every error is a `CatalogError` whose one-line message names the file.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,47 @@ def parse_catalog_toml(data: bytes | str, label: str, top_keys: Collection[str])
             f"{label}: schema_version must be {SCHEMA_VERSION}, not {doc.get('schema_version')!r}"
         )
     return doc
+
+
+_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def entry_strings(
+    raw: Mapping[str, Any],
+    number: int,
+    label: str,
+    *,
+    known: Collection[str],
+    required: Collection[str],
+    strings: Collection[str],
+) -> tuple[Callable[[str], CatalogError], dict[str, str]]:
+    """The checks every catalog entry gets: no unknown key, the required ones present, string
+    fields strings, an id that is a slug, a source that is an https URL.
+
+    Returns the entry's error maker (its messages name the file and the entry) and its string
+    fields, for the catalog's own checks that follow.
+    """
+    given = raw.get("id")
+    where = f"entry {given!r}" if isinstance(given, str) and given else f"entry #{number}"
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{label}: {where}: {problem}")
+
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    for key in required:
+        if key not in raw:
+            raise fail(f"missing required key {key!r}")
+    values: dict[str, str] = {}
+    for key in strings:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or (key in required and not value.strip()):
+                raise fail(f"{key!r} must be a non-empty string")
+            values[key] = value
+    if "id" in values and not _ID.fullmatch(values["id"]):
+        raise fail("id must be a slug of lower-case letters, digits and '-'")
+    if "source" in values and not values["source"].startswith("https://"):
+        raise fail(f"source must be an https:// URL, not {values['source']!r}")
+    return fail, values
