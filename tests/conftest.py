@@ -45,6 +45,33 @@ def cli(name: str) -> str:
     return found
 
 
+def _start_ready(
+    procs: list[subprocess.Popen[str]], argv: list[str], executable: str, cwd: Path, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """Start a stand-in and wait for its "ready" line (its sockets listen, its files are open)."""
+    proc = subprocess.Popen(
+        argv,
+        executable=executable,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        pytest.fail(f"{argv} did not start: {proc.stderr.read() if proc.stderr else ''}")
+    return proc
+
+
+def _kill_all(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
     """Start a real process with a runtime's real command line and listening sockets.
@@ -89,26 +116,10 @@ def spawn_runtime(tmp_path: Path) -> Iterator[SpawnRuntime]:
             (home / argv[0]).symlink_to(sys.executable)
             (home / argv[1]).write_text(program)
             executable = str(home / argv[0])
-        proc = subprocess.Popen(
-            argv,
-            executable=executable,
-            cwd=home,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            proc.kill()
-            pytest.fail(f"{argv} did not start: {proc.stderr.read() if proc.stderr else ''}")
-        return proc
+        return _start_ready(procs, argv, executable, home, env)
 
     yield spawn
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    _kill_all(procs)
 
 
 @pytest.fixture(scope="session")
@@ -140,23 +151,7 @@ def spawn_binary(tmp_path: Path, idle_server_binary: Path) -> Iterator[SpawnBina
         binary = home / Path(argv[0]).name
         shutil.copy(idle_server_binary, binary)
         env = {**os.environ, "UMBRA_FAKE_LISTEN": ",".join(listen or [])}
-        proc = subprocess.Popen(
-            argv,
-            executable=str(binary),
-            cwd=home,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            proc.kill()
-            pytest.fail(f"{argv} did not start: {proc.stderr.read() if proc.stderr else ''}")
-        return proc
+        return _start_ready(procs, argv, str(binary), home, env)
 
     yield spawn
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    _kill_all(procs)
