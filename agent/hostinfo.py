@@ -9,7 +9,6 @@ import socket
 import uuid
 from pathlib import Path
 
-import psutil
 from umbra import codec
 from umbra.v1 import agent_pb2 as apb
 
@@ -41,6 +40,8 @@ def host_id(configured: str, state_dir: Path) -> str:
 
 
 def host_facts(host: str) -> apb.HostFacts:
+    import psutil  # only the daemon needs it; `scan` and `status` start faster without
+
     return apb.HostFacts(
         host_id=host,
         hostname=socket.gethostname(),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from agent.modelfiles import ModelFileInfo
+if TYPE_CHECKING:  # the type only: importing the parsers costs `scan --pcap` a third of its start-up
+    from agent.modelfiles import ModelFileInfo
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
 from agent.netparse.tls import CLIENT_HELLO, ClientHello, parse_client_hello
 
 __all__ = [
@@ -118,6 +112,10 @@ def _is_gquic(version: int) -> bool:
 
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    # cryptography is imported where QUIC needs it: most captures and scans never decrypt.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
     full = b"tls13 " + label
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
@@ -264,6 +262,10 @@ def _one_packet(
 
 
 def _decrypt(data: bytes, start: int, pn_offset: int, end: int, keys: InitialKeys) -> bytes | None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     sample = data[pn_offset + 4 : pn_offset + 20]
     if len(sample) < 16:
         return None
