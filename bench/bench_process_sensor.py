@@ -114,7 +114,7 @@ def main() -> None:
             f"new runtime observed after (ms), {args.interval:g} s poll",
             f"{statistics.median(latency):.0f}",
             "< 2000",
-            "polling; the kernel's exec events come later",
+            "the poll interval bounds it",
         ),
     ]
     widths = [max(len(r[i]) for r in [("figure", "median", "goal", "peer / note"), *rows]) for i in range(4)]
