@@ -57,6 +57,7 @@ from agent.detection.gpu import (
     workload_identity,
     workload_label,
 )
+from agent.detection.runtime import runtime_evidence
 from agent.findings import FindingDraft
 from agent.observations import (
     GpuProcessObservation,
@@ -378,17 +379,7 @@ class FineTuningDetector:
         ai_names = [b for b, _ in ai_libraries(proc, self.signals)]
         tool = cmd.tools[0] if cmd.tools else None
         evidence = [
-            fpb.Evidence(
-                runtime=fpb.RuntimeEvidence(
-                    runtime_id=tool.id if tool else "",
-                    runtime_name=tool.name if tool else "",
-                    matched_on=matched_on,
-                    reasons=reasons,
-                    libraries=list(proc.libraries),
-                    model_files=list(proc.model_files),
-                    api_key_env_names=list(proc.env_key_names),
-                )
-            ),
+            runtime_evidence(proc, tool.id if tool else "", tool.name if tool else "", matched_on, reasons),
             *(
                 gpu_evidence(
                     p.index,

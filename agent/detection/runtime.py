@@ -148,10 +148,17 @@ def _label(entry: RuntimeEntry | None, obs: ProcessObservation) -> str:
 def _runtime_evidence(
     obs: ProcessObservation, entry: RuntimeEntry | None, matched_on: list[str], reasons: list[str]
 ) -> fpb.Evidence:
+    return runtime_evidence(obs, entry.id if entry else "", entry.name if entry else "", matched_on, reasons)
+
+
+def runtime_evidence(
+    obs: ProcessObservation, runtime_id: str, runtime_name: str, matched_on: list[str], reasons: list[str]
+) -> fpb.Evidence:
+    """What a process-based finding says about the process: why it matched, and its AI facts."""
     return fpb.Evidence(
         runtime=fpb.RuntimeEvidence(
-            runtime_id=entry.id if entry else "",
-            runtime_name=entry.name if entry else "",
+            runtime_id=runtime_id,
+            runtime_name=runtime_name,
             matched_on=matched_on,
             reasons=reasons,
             libraries=list(obs.libraries),

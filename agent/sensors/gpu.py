@@ -34,7 +34,7 @@ from agent import procfs
 from agent.nvml import GpuRead, Nvml, NvmlUnavailable, load_pynvml
 from agent.observations import GpuDeviceObservation, GpuProcessObservation, Observation, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process_facts import MAX_FILES_PER_PROCESS, DeepFacts
+from agent.sensors.process_facts import MAX_FILES_PER_PROCESS, DeepFacts, describe_process
 
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
@@ -162,7 +162,7 @@ class GpuSensor(Sensor):
             self._facts.pop(pid, None)
             return None  # gone since NVML listed it
         if cached is None or cached.start != start:  # new, or a reused pid
-            basic = _inspect(pid)
+            basic = describe_process(pid)
             if basic is None:
                 self._facts.pop(pid, None)
                 return None
@@ -184,7 +184,6 @@ class GpuSensor(Sensor):
         return process
 
 
-
 def _device_observation(gpu: GpuRead, stamp: float) -> GpuDeviceObservation:
     return GpuDeviceObservation(
         index=gpu.index,
@@ -198,23 +197,6 @@ def _device_observation(gpu: GpuRead, stamp: float) -> GpuDeviceObservation:
         sampled_at=stamp,
         unsupported=gpu.unsupported,
     )
-
-
-def _inspect(pid: int) -> ProcessObservation | None:
-    """Facts read once per process instance: identity, command line, user, working directory."""
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            name = proc.name()
-            ppid = proc.ppid()
-            create_time = proc.create_time()
-            exe = _or_empty(proc.exe)
-            cmdline = tuple(_or_empty(proc.cmdline) or ())
-            username = _or_empty(proc.username)
-            cwd = _or_empty(proc.cwd)
-    except (*_GONE, psutil.AccessDenied):
-        return None
-    return ProcessObservation(pid, ppid, name, exe, cmdline, username, create_time, cwd=cwd)
 
 
 def _start_marker(pid: int) -> float | None:
@@ -231,11 +213,3 @@ def _start_marker(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except (*_GONE, psutil.AccessDenied):
         return None
-
-
-def _or_empty(read: Callable[[], Any]) -> Any:
-    """One fact that another user's process may hide from us (or a uid without a name)."""
-    try:
-        return read()
-    except (psutil.AccessDenied, KeyError):
-        return ""

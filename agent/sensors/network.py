@@ -294,9 +294,7 @@ class NetworkSensor(Sensor):
         if self._watch is None:
             return
         watch = self._watch
-        self._watch_addresses(
-            [o.server_ip for o in observations if o.source != "dns" and watch(o.host_name)]
-        )
+        self._watch_addresses([o.server_ip for o in observations if o.source != "dns" and watch(o.host_name)])
 
     def _watch_addresses(self, addresses: Sequence[str]) -> None:
         """Add server addresses to the kernel filter (from the poll or the reader thread)."""

@@ -23,7 +23,7 @@ from agent import procfs
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.proc_connector import ProcConnector
-from agent.sensors.process_facts import DeepFacts
+from agent.sensors.process_facts import DeepFacts, process_cwd, process_user
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]
@@ -121,7 +121,7 @@ class ProcessSensor(Sensor):
                 continue
             obs, rss = inspected
             if self._worth_following(obs, rss):
-                self._followed[pid] = replace(obs, username=_username(pid), cwd=_cwd(pid))
+                self._followed[pid] = replace(obs, username=process_user(pid), cwd=process_cwd(pid))
             elif pid in new and now - obs.create_time < self._young_age:
                 self._young.add(pid)
         observations = []
@@ -146,7 +146,6 @@ class ProcessSensor(Sensor):
             followed.exe,
             followed.cmdline,
         )
-
 
 
 def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:
@@ -184,20 +183,6 @@ def _rss(pid: int) -> int:
         return int(psutil.Process(pid).memory_info().rss)
     except (*_GONE, psutil.AccessDenied):
         return 0
-
-
-def _username(pid: int) -> str:
-    try:
-        return psutil.Process(pid).username()
-    except (*_GONE, psutil.AccessDenied, KeyError):  # KeyError: uid with no passwd entry
-        return ""
-
-
-def _cwd(pid: int) -> str:
-    try:
-        return psutil.Process(pid).cwd()
-    except (*_GONE, psutil.AccessDenied):
-        return ""
 
 
 def _listening_sockets(pid: int) -> tuple[ListeningSocket, ...] | None:

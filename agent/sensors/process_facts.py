@@ -71,8 +71,9 @@ class ModelFileCache:
 
 
 def describe_process(pid: int) -> ProcessObservation | None:
-    """Identity facts of one process (name, parent, start, exe, cmdline, user), or None when it
-    is gone: for sensors that meet a PID elsewhere (a socket, a GPU context) and must name it."""
+    """Identity facts of one process (name, parent, start, exe, cmdline, user, working
+    directory), or None when it is gone: for sensors that meet a PID elsewhere (a socket, a GPU
+    context) and must name it."""
     if _LINUX:
         facts = procfs.basic_facts(pid, _BOOT_TIME)
         if facts is None:
@@ -92,11 +93,23 @@ def describe_process(pid: int) -> ProcessObservation | None:
                 exe, cmdline = proc.exe(), tuple(proc.cmdline())
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
+    return ProcessObservation(pid, ppid, name, exe, cmdline, process_user(pid), created, cwd=process_cwd(pid))
+
+
+def process_user(pid: int) -> str:
+    """The process's user name; "" when hidden, gone, or a uid with no passwd entry."""
     try:
-        user = psutil.Process(pid).username()
+        return str(psutil.Process(pid).username())
     except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
-        user = ""
-    return ProcessObservation(pid, ppid, name, exe, cmdline, user, created)
+        return ""
+
+
+def process_cwd(pid: int) -> str:
+    """The process's working directory; "" when hidden or gone."""
+    try:
+        return str(psutil.Process(pid).cwd())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
 
 
 class DeepFacts:
