@@ -125,8 +125,13 @@ class TestStoreContract:
             lambda f: setattr(f, "confidence", float("nan")),
             lambda f: (f.ClearField("first_seen"), f.ClearField("last_seen")),
             lambda f: setattr(f, "id", "x" * 600),
+            # Valid protobuf Timestamps that do not fit the stored int64 nanoseconds (year 9999),
+            # and nanos out of range: refused as the agent's mistake, not a storage failure.
+            lambda f: setattr(f.last_seen, "seconds", 253_402_300_799),
+            lambda f: setattr(f.first_seen, "seconds", -62_135_596_800),
+            lambda f: setattr(f.last_seen, "nanos", -1),
         ],
-        ids=["no-id", "no-kind", "confidence", "nan", "no-times", "long-id"],
+        ids=["no-id", "no-kind", "confidence", "nan", "no-times", "long-id", "year-9999", "year-1", "nanos"],
     )
     def test_invalid_batch_is_refused_whole(
         self, store: Store, make_finding: Factory, mutate: Callable[[finding_pb2.Finding], object]
@@ -512,4 +517,10 @@ class TestSchemaMigration:
             new.store_batch("h", 1, [make_finding("a")])
             new.create_token("x", time.time() + 60, 1)
             assert new.hosts()[0].silent_since == 0.0
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
+            assert [f["id"] for f in new.findings(kind="LOCAL_MODEL_RUNTIME")] == ["a"]
+        migrated = sqlite3.connect(path)
+        assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
+        indexes = migrated.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
+        )
+        assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {"findings_recent"}
