@@ -558,71 +558,80 @@ class StreamServicer:
 
     async def _read(self, request_iterator: AsyncIterator[bytes], state: _StreamState, peer: str) -> None:
         """Incoming messages -> batches submitted in order, heartbeats recorded; ends with _END or _Abort."""
-        window = state.window
-        out = state.out
-        host_id = state.host_id
         try:
             async for raw in request_iterator:
                 cost = await self._budget.acquire(len(raw))
                 state.held += cost
-                message = self._parse(raw)
-                if message is None or message.WhichOneof("body") != "batch":
-                    self._budget.release(cost)  # only batches wait for the writer
-                    state.held -= cost
-                if message is None:
-                    out.put_nowait(
-                        _Abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed message (not an AgentMessage)")
-                    )
-                    return
-                which = message.WhichOneof("body")
-                if which == "batch":
-                    await window.acquire()
-                    batch = message.batch
-                    try:
-                        # Validation and row building here, on the event loop's thread; the writer
-                        # thread is left with SQLite alone (which runs without the GIL).
-                        prepared = self._store.prepare(host_id, batch.sequence, batch.findings)
-                    except InvalidBatch as exc:
-                        fut: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
-                        fut.set_result(exc)
-                    else:
-                        fut = self._writer.submit(prepared)
-                    out.put_nowait(_Pending(batch.sequence, cost, fut))
-                    if host_id in self._fleet.silent:
-                        await self._contact(state)
-                elif which == "heartbeat":
-                    hb = message.heartbeat
-                    await self._offload.run(self._store.record_heartbeat, host_id, hb)
-                    self._stats.heartbeats += 1
-                    await self._contact(state)
-                    if hb.dropped_total > state.dropped_reported:
-                        await self._offload.run(
-                            self._store.record_health, host_id, health.spool_drops(hb.dropped_total), None
-                        )
-                        state.dropped_reported = hb.dropped_total
-                    await self._sensor_health(state, hb.sensors)
-                elif which == "hello":  # re-announced (sensors or policy changed); identity stays
-                    await self._offload.run(self._store.upsert_host, host_id, message.hello, peer)
-                    state.policy_version = max(state.policy_version, message.hello.policy_version)
-                    await self._sensor_health(state, message.hello.sensors)
-                    self._push_policy(state)
-                elif which == "inventory":
-                    self._stats.inventories += 1
-                    log.debug("inventory from %s ignored (not stored yet)", host_id)
-                else:
-                    out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage"))
+                going_on = await self._handle(raw, cost, state, peer)
+                # Nothing of a message outlives its handling here (the writer holds a batch's rows
+                # until its commit): an idle stream holds no memory outside the Budget.
+                del raw
+                if not going_on:
                     return
         except StoreError as exc:
             self._stats.store_errors += 1
             log.error("store failed: %s", exc)
-            out.put_nowait(_Abort(grpc.StatusCode.UNAVAILABLE, "collector storage unavailable; retry later"))
+            state.out.put_nowait(
+                _Abort(grpc.StatusCode.UNAVAILABLE, "collector storage unavailable; retry later")
+            )
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport ended the call: cancelled, oversized, reset
             self._stats.streams_broken += 1
-            log.info("stream of %s ended by the transport: %s", host_id, exc)
-        out.put_nowait(_END)
+            log.info("stream of %s ended by the transport: %s", state.host_id, exc)
+        state.out.put_nowait(_END)
+
+    async def _handle(self, raw: bytes, cost: int, state: _StreamState, peer: str) -> bool:
+        """One incoming message; False when the stream must end (an _Abort is queued then)."""
+        host_id, out = state.host_id, state.out
+        message = self._parse(raw)
+        if message is None or message.WhichOneof("body") != "batch":
+            self._budget.release(cost)  # only batches wait for the writer
+            state.held -= cost
+        if message is None:
+            malformed = "malformed message (not an AgentMessage)"
+            out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, malformed))
+            return False
+        which = message.WhichOneof("body")
+        if which == "batch":
+            await state.window.acquire()
+            batch = message.batch
+            try:
+                # Validation and row building here, on the event loop's thread; the writer
+                # thread is left with SQLite alone (which runs without the GIL).
+                prepared = self._store.prepare(host_id, batch.sequence, batch.findings)
+            except InvalidBatch as exc:
+                fut: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+                fut.set_result(exc)
+            else:
+                fut = self._writer.submit(prepared)
+            out.put_nowait(_Pending(batch.sequence, cost, fut))
+            if host_id in self._fleet.silent:
+                await self._contact(state)
+        elif which == "heartbeat":
+            hb = message.heartbeat
+            await self._offload.run(self._store.record_heartbeat, host_id, hb)
+            self._stats.heartbeats += 1
+            await self._contact(state)
+            if hb.dropped_total > state.dropped_reported:
+                await self._offload.run(
+                    self._store.record_health, host_id, health.spool_drops(hb.dropped_total), None
+                )
+                state.dropped_reported = hb.dropped_total
+            await self._sensor_health(state, hb.sensors)
+        elif which == "hello":  # re-announced (sensors or policy changed); identity stays
+            await self._offload.run(self._store.upsert_host, host_id, message.hello, peer)
+            state.policy_version = max(state.policy_version, message.hello.policy_version)
+            await self._sensor_health(state, message.hello.sensors)
+            self._push_policy(state)
+        elif which == "inventory":
+            self._stats.inventories += 1
+            log.debug("inventory from %s ignored (not stored yet)", host_id)
+        else:
+            out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage"))
+            return False
+        return True
 
     async def _contact(self, state: _StreamState) -> None:
         """A host marked silent makes contact: record that it is back."""
