@@ -140,7 +140,7 @@ async def run_daemon(config: AgentConfig) -> None:
     spool = Spool(config.spool_path, max_findings=config.spool.max_findings)
     tracker = FindingTracker(host, config.findings.refresh_interval, state_store=spool)
     pipeline = build_pipeline(config, tracker)
-    keeper = PolicyKeeper(state_dir, pipeline.policy, lambda policy, _: setattr(pipeline, "policy", policy))
+    keeper = PolicyKeeper(state_dir, pipeline.policy, lambda policy, _: pipeline.apply_policy(policy))
     statuses = pipeline.start()
     for status in statuses:
         log.info(

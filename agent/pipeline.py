@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from umbra.v1 import finding_pb2 as fpb
 
@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 class Detector(Protocol):
     def detect(self, obs: Observation) -> list[FindingDraft]: ...
+
+
+@runtime_checkable
+class PolicyAware(Protocol):
+    """A detector that reads the policy itself (the network detector's upload threshold)."""
+
+    def apply_policy(self, policy: Policy) -> None: ...
 
 
 class Pipeline:
@@ -54,6 +61,13 @@ class Pipeline:
                     status = SensorStatus(sensor.name, SensorState.DEGRADED, self._failures[sensor.name])
             states.append(status)
         return states
+
+    def apply_policy(self, policy: Policy) -> None:
+        """Put `policy` in force: for judging drafts, and in every detector that reads it."""
+        for detector in self.detectors:
+            if isinstance(detector, PolicyAware):
+                detector.apply_policy(policy)
+        self.policy = policy
 
     def stop(self) -> None:
         for sensor in self.sensors:

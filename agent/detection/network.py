@@ -28,6 +28,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
 from agent.findings import FindingDraft
 from agent.netscan import NetworkObservation
+from agent.policy import Policy
 
 __all__ = ["DEFAULT_UPLOAD_THRESHOLD", "NetworkDetector"]
 
@@ -58,6 +59,11 @@ class NetworkDetector:
         self.catalog = catalog
         self.approved = frozenset(approved)
         self.upload_threshold = upload_threshold
+
+    def apply_policy(self, policy: Policy) -> None:
+        """A new policy (pushed by the collector): its approved services and upload threshold."""
+        self.approved = policy.approved_services
+        self.upload_threshold = policy.upload_threshold_bytes
 
     def detect(self, obs: object) -> list[FindingDraft]:
         """Drafts for one observation; [] for observations of other kinds or unknown hosts."""

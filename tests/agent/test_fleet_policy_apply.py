@@ -51,3 +51,31 @@ def test_pushed_policy_applies_services_hashes_and_thresholds() -> None:
     assert model is not None and model.rule == f"approved_model_hashes:{SHA}"
     runtime = policy.decide(_draft(fpb.KIND_LOCAL_MODEL_RUNTIME, "ollama"))
     assert runtime is not None and not runtime.approved, "the pushed policy replaced the local approvals"
+
+
+def test_pushed_threshold_and_services_reach_the_network_detector() -> None:
+    """The upload threshold and approved services are read by the network detector itself, so a
+    pushed policy must reach it, not only the pipeline's judge."""
+    from agent.detection.network import NetworkDetector
+    from agent.findings import FindingTracker
+    from agent.netscan import NetworkObservation
+    from agent.pipeline import Pipeline
+
+    catalog = default_endpoint_catalog()
+    local = Policy(endpoints=catalog, upload_threshold_bytes=1_000_000)
+    detector = NetworkDetector(catalog, approved=local.approved_services, upload_threshold=1_000_000)
+    pipeline = Pipeline([], [detector], local, FindingTracker("host-1", 60.0))
+    upload = NetworkObservation(
+        "api.openai.com", "tls_sni", "10.0.0.2", 40000, "10.9.9.9", 443, "tcp", 1.0, 2.0, 2_000_000, 10, 9
+    )
+
+    def kinds() -> set[int]:
+        return {d.kind for d in detector.detect(upload)}
+
+    assert fpb.KIND_AI_DATA_UPLOAD in kinds(), "2 MB is over the local 1 MB threshold"
+    pipeline.apply_policy(FleetPolicy(version=2, thresholds={"upload_bytes": 5e6}).detection_policy(local))
+    assert pipeline.policy.version == 2
+    assert kinds() == {fpb.KIND_AI_SERVICE_ACCESS}, "the pushed 5 MB threshold is in force"
+    pipeline.apply_policy(FleetPolicy(version=3, approved_services=("openai",)).detection_policy(local))
+    assert detector.upload_threshold == 1_000_000, "a threshold the new policy leaves out is the local one"
+    assert kinds() == {fpb.KIND_AI_SERVICE_ACCESS}, "uploads to an approved service are not findings"
