@@ -3,8 +3,8 @@
 The agent starts with its config's `[policy]` (version 0). A pushed policy (version >= 1) replaces
 it, is written to `<state_dir>/policy.json` atomically before it is applied, and is loaded again
 at start, so the agent enforces the newest policy it has seen even while the collector is away.
-Its version goes in every Hello. Rules the running sensors do not use yet (services, model hashes,
-watched paths, the upload threshold) are kept and handed to the sensors that read them.
+Its version goes in every Hello. `Pipeline.apply_policy` hands it to the detectors and sensors that
+read it themselves: the network detector (services, upload threshold), the file sensor (watched paths).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class FleetPolicy:
             approved_model_hashes=frozenset(h.lower() for h in self.approved_model_hashes),
             min_confidence=min(max(confidence, 0.0), 1.0),
             upload_threshold_bytes=max(int(upload), 0),
+            watched_paths=self.watched_paths,
         )
 
 

@@ -28,7 +28,8 @@ class Detector(Protocol):
 
 @runtime_checkable
 class PolicyAware(Protocol):
-    """A detector that reads the policy itself (the network detector's upload threshold)."""
+    """A detector or sensor that reads the policy itself (the network detector's upload threshold,
+    the file sensor's watched paths)."""
 
     def apply_policy(self, policy: Policy) -> None: ...
 
@@ -63,10 +64,10 @@ class Pipeline:
         return states
 
     def apply_policy(self, policy: Policy) -> None:
-        """Put `policy` in force: for judging drafts, and in every detector that reads it."""
-        for detector in self.detectors:
-            if isinstance(detector, PolicyAware):
-                detector.apply_policy(policy)
+        """Put `policy` in force: for judging drafts, and in every detector and sensor that reads it."""
+        for part in (*self.detectors, *self.sensors):
+            if isinstance(part, PolicyAware):
+                part.apply_policy(policy)
         self.policy = policy
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ class Policy:
     endpoints: EndpointCatalog | None = None  # resolves a service's vendor for approvals by vendor
     approved_model_hashes: frozenset[str] = frozenset()  # SHA-256 (lower-case hex) of approved weights
     approved_paths: tuple[str, ...] = ()  # directories whose models (and copies into them) are approved
+    watched_paths: tuple[str, ...] = ()  # directories the collector asks the file sensor to watch too
 
     def decide(self, draft: FindingDraft) -> fpb.PolicyDecision | None:
         """The decision for a draft; None when the draft is below the confidence floor."""

@@ -52,7 +52,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psutil
 from umbra.v1 import finding_pb2 as fpb
@@ -76,6 +76,9 @@ from agent.observations import (
     TrainingArtifactObservation,
 )
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+
+if TYPE_CHECKING:
+    from agent.policy import Policy
 
 try:  # an optional dependency: without it the sensor inventories by scanning only
     from watchdog.events import (
@@ -277,6 +280,8 @@ class FileSensor(Sensor):
         self._thread: threading.Thread | None = None
         self._observer: Any = None
         self._watches: dict[str, Any] = {}
+        self._policy_paths: tuple[str, ...] = ()  # watched_paths of the policy in force
+        self._roots_changed = False
 
     # --- Sensor interface --------------------------------------------------------------------
 
@@ -327,6 +332,16 @@ class FileSensor(Sensor):
         file written by that process (or about that large) soon after is attributed to the hub."""
         with self._lock:
             self._hints.append(HubHint(host, nbytes, pid, time.time() if at is None else at))
+
+    def apply_policy(self, policy: Policy) -> None:
+        """The policy's watched paths join the roots: watched and scanned at once, dropped with it."""
+        paths = tuple(dict.fromkeys(policy.watched_paths))
+        with self._lock:
+            if paths == self._policy_paths:
+                return
+            self._policy_paths = paths
+            self._roots_changed = True
+        self._wake.set()
 
     def watched(self) -> list[str]:
         """The paths watched for changes now."""
@@ -432,6 +447,8 @@ class FileSensor(Sensor):
 
     def _loop_once(self) -> None:
         now = time.monotonic()
+        if self._roots_changed:
+            self._reroot()
         self._drain_events()
         if self._mounts.changed():
             self._refresh_mounts()
@@ -516,10 +533,33 @@ class FileSensor(Sensor):
             add(Root(_norm(extra), "sync_folder", os.path.basename(extra.rstrip("/")) or extra))
         for extra in self._paths:
             add(Root(_norm(extra), "configured", extra))
+        with self._lock:
+            pushed = self._policy_paths
+        for extra in pushed:
+            add(Root(_norm(extra), "configured", f"policy: {extra}"))
         if self._scan_homes:
             for home in homes:
                 add(Root(_norm(str(home)), "home", str(home), watch=False))
         return sorted(roots.values(), key=lambda r: len(r.path), reverse=True)
+
+    def _reroot(self) -> None:
+        """The roots changed (a pushed policy): watch and scan the new ones now, unwatch the gone."""
+        with self._lock:
+            self._roots_changed = False
+        before = {r.path: r for r in self._roots}
+        self._roots = self._resolve_roots()
+        self._root_paths = {r.path for r in self._roots if r.scan}
+        after = {r.path: r for r in self._roots}
+        for path in before.keys() - after.keys():
+            self._unwatch(path)
+        for path in sorted(after.keys() - before.keys()):
+            root = after[path]
+            if root.watch:
+                self._watch(path, recursive=root.recursive)
+            if root.scan:
+                self._scan_queue.append(root)
+        if after.keys() != before.keys():
+            log.info("file sensor roots: %d (%s)", len(after), ", ".join(sorted(after)))
 
     def _watch(self, path: str, *, recursive: bool) -> bool:
         if self._observer is None or path in self._watches:

@@ -159,6 +159,30 @@ def test_inventory_finds_real_models_under_innocent_names(home: Path, start: Cal
     assert h.sensor.status().state is SensorState.ACTIVE
 
 
+def test_pushed_watched_paths_are_scanned_and_watched_then_dropped(
+    tmp_path: Path, start: Callable[..., Harness]
+) -> None:
+    """A policy's watched_paths (pushed by the collector) join the running sensor's roots: the
+    directory is scanned and watched at once, and unwatched when a newer policy leaves it out."""
+    shared = tmp_path / "srv" / "team-share"
+    shared.mkdir(parents=True)
+    existing, _ = make_gguf(shared / "weights.bin")
+    h = start(scan_homes=False)
+    assert str(shared) not in h.sensor.watched()
+    h.pipeline.apply_policy(Policy(version=4, watched_paths=(str(shared),)))
+    found = h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    assert model_file(found).path == str(existing), "scanned without waiting for the daily rescan"
+    assert str(shared) in h.sensor.watched()
+    later, _ = make_gguf(shared / "later.bin")  # seen by its inotify watch, not by a scan
+    h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_ARTIFACT and model_file(f).path == str(later))
+    h.pipeline.apply_policy(Policy(version=5))
+    deadline = time.monotonic() + 10
+    while str(shared) in h.sensor.watched() and time.monotonic() < deadline:
+        h.pipeline.poll()
+        time.sleep(0.05)
+    assert str(shared) not in h.sensor.watched()
+
+
 def test_restart_rehashes_nothing(home: Path, start: Callable[..., Harness]) -> None:
     make_gguf(home / "Documents" / "a.gguf")
     first = start()
