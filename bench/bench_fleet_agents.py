@@ -43,6 +43,7 @@ from umbra.v1 import agent_pb2_grpc as apb_grpc  # noqa: E402
 from umbra.v1 import finding_pb2 as fpb  # noqa: E402
 
 from agent.tls import TLS_CHANNEL_OPTIONS, csr_pem, key_pem, new_key  # noqa: E402
+from collector.storage import SQLiteStore  # noqa: E402
 
 STREAM = "/umbra.v1.StreamService/Stream"
 
@@ -361,6 +362,14 @@ def main() -> None:
             collector.wait(timeout=60)
         with sqlite3.connect(work / "bench.db") as con:
             stored = con.execute("SELECT COUNT(*) FROM findings").fetchone()[0]
+        # What the console and `findings` read from the store just filled: newest first, and newest
+        # first of a kind the load never sent (the worst case: the whole index is walked).
+        reads: dict[str, float] = {}
+        with SQLiteStore(str(work / "bench.db"), create=False) as store:
+            for label, kind in (("newest 100", None), ("newest 100 of an absent kind", "MODEL_EXFILTRATION")):
+                t0 = time.perf_counter()
+                store.findings(kind=kind, limit=100)
+                reads[label] = (time.perf_counter() - t0) * 1000
 
     latencies = sorted(x for r in results for x in r["latencies"])
     failed = sum(r["failed"] for r in results)
@@ -407,6 +416,12 @@ def main() -> None:
             f"{held_rss / 2**20:.0f} / {peak_rss / 2**20:.0f}",
             "",
             "peak: batches in flight (16 MiB a process) and gRPC's buffers",
+        ),
+        (
+            "read: newest 100 / of an absent kind (ms)",
+            " / ".join(f"{ms:.0f}" for ms in reads.values()),
+            "",
+            f"over the {stored:,} findings stored",
         ),
         (
             "commits / batches",
