@@ -9,91 +9,22 @@ mid-run, and nothing is lost or stored twice.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from collector_proc import CollectorProc, wait_for
 from conftest import SpawnRuntime, cli, port_or_free
-
-LISTENING = re.compile(r"listening grpc=(\S+) http=\S+ enroll=(\S+)")
-
-
-class Collector:
-    """`umbra-collector serve` (mutual TLS) as a child process, restartable on the same ports."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.address = "127.0.0.1:0"
-        self.enroll = "127.0.0.1:0"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                cli("umbra-collector"),
-                "serve",
-                "--db",
-                f"sqlite:///{self.db}",
-                "--grpc",
-                self.address,
-                "--enroll",
-                self.enroll,
-                "--pki-dir",
-                str(self.db.parent / "pki"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            if found := LISTENING.search(line):
-                self.address, self.enroll = found.groups()
-                return
-        self.proc.kill()
-        pytest.fail(f"collector did not start: {self.proc.stderr.read()}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def query(self, *args: str) -> Any:
-        out = subprocess.run(
-            [cli("umbra-collector"), *args, "--db", f"sqlite:///{self.db}", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        if args[0] == "findings":
-            return [json.loads(line) for line in out.splitlines() if line.strip()]
-        return json.loads(out)
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    c = Collector(tmp_path / "collector.db")
+def collector(tmp_path: Path) -> Iterator[CollectorProc]:
+    c = CollectorProc(tmp_path)
     c.start()
     yield c
     c.stop()
@@ -116,16 +47,6 @@ interval = 0.5
     return config
 
 
-def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _by_kind(findings: list[dict[str, Any]], kind: str, runtime: str) -> list[dict[str, Any]]:
     return [
         f
@@ -135,19 +56,12 @@ def _by_kind(findings: list[dict[str, Any]], kind: str, runtime: str) -> list[di
 
 
 def test_runtime_found_streamed_and_stored_once_across_collector_restart(
-    tmp_path: Path, collector: Collector, spawn_runtime: SpawnRuntime
+    tmp_path: Path, collector: CollectorProc, spawn_runtime: SpawnRuntime
 ) -> None:
     port = port_or_free(11434)
     ollama = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port}"])
     config = _agent_config(tmp_path)
-    pki = str(collector.db.parent / "pki")
-    token = subprocess.run(
-        [cli("umbra-collector"), "token", "create", "--db", f"sqlite:///{collector.db}", "--pki-dir", pki],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.strip()
+    token = collector.token()
     enrolled = subprocess.run(
         [
             cli("umbra-agent"),
@@ -172,11 +86,11 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
         text=True,
     )
     try:
-        found = _wait_for(
+        found = wait_for(
             "the ollama finding at the collector",
             lambda: [
                 f
-                for f in _by_kind(collector.query("findings"), "LOCAL_MODEL_RUNTIME", "ollama")
+                for f in _by_kind(collector.cli_json("findings"), "LOCAL_MODEL_RUNTIME", "ollama")
                 if any(e["type"] == "socket" for e in f["evidence"])
             ],
         )
@@ -187,7 +101,7 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
         assert runtime["process"]["cmdline"] == ["ollama", "serve"]
         sockets = [e for e in runtime["evidence"] if e["type"] == "socket"]
         assert {(s["address"], s["port"]) for s in sockets} == {("127.0.0.1", port)}
-        assert not _by_kind(collector.query("findings"), "MODEL_SERVER_EXPOSED", "ollama"), (
+        assert not _by_kind(collector.cli_json("findings"), "MODEL_SERVER_EXPOSED", "ollama"), (
             "loopback is not exposed"
         )
 
@@ -199,14 +113,14 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
             listen=[f"127.0.0.1:{port_or_free(8001)}"],
         )
         spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
-        _wait_for(
+        wait_for(
             "the new findings in the agent's spool",
             lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 3,
         )
         spool.close()
 
         collector.start()  # same file, same port
-        findings = _wait_for(
+        findings = wait_for(
             "the findings spooled during the outage",
             lambda: (
                 lambda fs: (
@@ -215,7 +129,7 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
                     and _by_kind(fs, "LOCAL_MODEL_RUNTIME", "llama-cpp-python")
                     else None
                 )
-            )(collector.query("findings")),
+            )(collector.cli_json("findings")),
             timeout=60,
         )
         exposed = _by_kind(findings, "MODEL_SERVER_EXPOSED", "vllm")[0]
@@ -224,12 +138,12 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
 
         # Everything acknowledged, and each finding stored exactly once.
         spool = sqlite3.connect(tmp_path / "agent-state" / "spool.db")
-        _wait_for(
+        wait_for(
             "the agent's spool to drain",
             lambda: spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0,
         )
         spool.close()
-        findings = collector.query("findings")
+        findings = collector.cli_json("findings")
         ids = [f["id"] for f in findings]
         assert len(ids) == len(set(ids))
         assert {(f["kind"], f["evidence"][0]["runtime_id"]) for f in findings} == {
@@ -245,7 +159,7 @@ def test_runtime_found_streamed_and_stored_once_across_collector_restart(
         assert db.execute(f"SELECT COUNT(*) FROM {finding_table}").fetchone()[0] == len(ids)
         db.close()
 
-        hosts = collector.query("hosts")
+        hosts = collector.cli_json("hosts")
         host = next(
             h for h in (hosts if isinstance(hosts, list) else hosts["hosts"]) if h["host_id"] == host_id
         )

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleetkit import CollectorProc, LoadAgent, enroll, wait_for
+from collector_proc import CollectorProc, wait_for
+from fleetkit import LoadAgent, enroll
 
 OUTAGE_SECONDS = float(os.environ.get("UMBRA_FLEET_OUTAGE_SECONDS", "20"))
 

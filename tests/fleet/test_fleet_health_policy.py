@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collector_proc import CollectorProc, Drain, wait_for
 from conftest import SpawnRuntime, cli, port_or_free
-from fleetkit import CollectorProc, LoadAgent, _Drain, enroll, wait_for
+from fleetkit import LoadAgent, enroll
 from umbra.v1 import agent_pb2
 
 from agent.fleet_policy import FleetPolicy, PolicyKeeper
@@ -159,7 +160,7 @@ def test_policy_set_reaches_a_running_agent_which_applies_and_keeps_it(
         collector.kill()
         restarted_ns = time.time_ns()
         agent = run_agent()
-        log = _Drain(agent.stderr)
+        log = Drain(agent.stderr)
         wait_for("the saved policy loaded", lambda: "fleet policy version 1 loaded" in log.text())
         collector.start()
         wait_for(
