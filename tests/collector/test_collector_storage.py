@@ -109,6 +109,23 @@ class TestStoreContract:
         assert rows["h1"]["severity"] == "low"
         assert rows["h2"]["severity"] == "critical"
 
+    def test_new_updated_unchanged_are_exact_in_a_group_with_new_hosts(
+        self, store: Store, make_finding: Factory, make_hello: Callable[..., agent_pb2.Hello]
+    ) -> None:
+        """The counts must not be thrown off by host rows inserted in the same transaction."""
+        for i in range(5):
+            store.upsert_host(f"h{i}", make_hello(f"h{i}", f"ws-{i}"), "peer")
+        results = store.store_batches(
+            [
+                ("h4", 1, [make_finding("a")]),
+                ("brand-new-host", 1, [make_finding("b")]),  # its host row is inserted here
+                ("h4", 1, [make_finding("a")]),  # a replay: nothing new
+                ("h4", 2, [make_finding("a", last_seen=T0 + 5), make_finding("c")]),
+            ]
+        )
+        counts = [(r.new, r.updated, r.unchanged) for r in results if not isinstance(r, InvalidBatch)]
+        assert counts == [(1, 0, 0), (1, 0, 0), (0, 0, 1), (1, 1, 0)]
+
     def test_highest_sequence_is_recorded(self, store: Store, make_finding: Factory) -> None:
         store.store_batch("h", 5, [make_finding("a")])
         store.store_batch("h", 3, [make_finding("b")])  # a late resend must not move it back
