@@ -416,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--limit", metavar="N", type=_count, default=100, help="at most N findings (default 100)")
 
+    inv = sub.add_parser(
+        "inventory",
+        parents=[db, fmt],
+        help="list the model files each host reported on its disks",
+        description="The newest inventory of every host: its model files (path, format, size, "
+        "parameters, SHA-256). JSON: one document {'inventories': [...]}.",
+    )
+    inv.add_argument("--host", metavar="ID", default=None, help="only this host id")
+
     fl = sub.add_parser(
         "fleet",
         parents=[db, fmt],
@@ -778,6 +787,42 @@ def _cmd_findings(args: argparse.Namespace, store: Store) -> int:
     return EXIT_OK
 
 
+INVENTORY_COLUMNS = (
+    Column("HOST", max_width=36, flex=True, min_width=8),
+    Column("PATH", max_width=90, flex=True, min_width=16, weight=3.0),
+    Column("FORMAT", max_width=12),
+    Column("SIZE", align="right"),
+    Column("PARAMS", align="right"),
+    Column("SHA-256", max_width=12),
+    Column("TAKEN", align="right"),
+)
+
+
+def _cmd_inventory(args: argparse.Namespace, store: Store) -> int:
+    inventories = store.inventories(args.host)
+    if args.format == "json":
+        print(json.dumps({"inventories": [i.to_dict() for i in inventories]}, indent=2))
+        return EXIT_OK
+    rows = [
+        (
+            inv.host_id,
+            m["path"],
+            m["format"],
+            codec.human_size(m["size_bytes"]),
+            f"{m['parameter_count']:,}" if m["parameter_count"] else "-",
+            m["sha256"][:12] or "(hashing)",
+            _age(inv.taken_at),
+        )
+        for inv in inventories
+        for m in inv.models
+    ]
+    if not rows:
+        print("no model files reported" if inventories else "no inventory yet")
+        return EXIT_OK
+    print(render_table(INVENTORY_COLUMNS, rows, terminal_width()))
+    return EXIT_OK
+
+
 def _cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     doc = fleet_view(store, findings_limit=args.limit)
     if args.format == "json":
@@ -824,7 +869,12 @@ def _cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     return EXIT_OK
 
 
-READ_COMMANDS = {"hosts": _cmd_hosts, "findings": _cmd_findings, "fleet": _cmd_fleet}
+READ_COMMANDS = {
+    "hosts": _cmd_hosts,
+    "findings": _cmd_findings,
+    "inventory": _cmd_inventory,
+    "fleet": _cmd_fleet,
+}
 FLEET_COMMANDS = {"token": _cmd_token, "agent": _cmd_agent, "policy": _cmd_policy}
 
 

@@ -65,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/findings": lambda q: self.server.store.findings(
                 host_id=q.get("host") or None, kind=q.get("kind") or None, limit=_limit(q, 1000)
             ),
+            "/api/inventory": lambda q: {
+                "inventories": [i.to_dict() for i in self.server.store.inventories(q.get("host") or None)]
+            },
         }
         route = routes.get(url.path.rstrip("/") or "/")
         if route is None:

@@ -626,8 +626,12 @@ class StreamServicer:
             await self._sensor_health(state, message.hello.sensors)
             self._push_policy(state)
         elif which == "inventory":
+            try:
+                await self._offload.run(self._store.record_inventory, host_id, message.inventory)
+            except InvalidBatch as exc:
+                out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, f"inventory refused: {exc}"))
+                return False
             self._stats.inventories += 1
-            log.debug("inventory from %s ignored (not stored yet)", host_id)
         else:
             out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage"))
             return False

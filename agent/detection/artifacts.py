@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 
+from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.findings import FindingDraft
@@ -116,7 +117,7 @@ class ArtifactDetector:
             key=f"{obs.sha256}|{obs.destination_root or obs.destination}",
             severity=SEVERITY_BY_DESTINATION.get(obs.kind, fpb.SEVERITY_HIGH),
             confidence=obs.confidence,
-            summary=f"Model weights ({what}, {_size(obs.size_bytes)}) {_WHERE.get(obs.kind, obs.kind)}"
+            summary=f"Model weights ({what}, {size(obs.size_bytes)}) {_WHERE.get(obs.kind, obs.kind)}"
             f"{source}{by}: {obs.destination}" + (f" ({obs.reason})" if obs.reason else ""),
             occurrence=obs.destination,
             subject=obs.sha256,
@@ -170,12 +171,5 @@ def _describe(obs: ModelFileObservation) -> str:
         parts.append(f"{human_count(obs.parameter_count)} parameters")
     if obs.quantization:
         parts.append(obs.quantization)
-    parts.append(_size(obs.size_bytes))
+    parts.append(size(obs.size_bytes))
     return f"({', '.join(parts)})" if parts else os.path.basename(obs.path)
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"

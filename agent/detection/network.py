@@ -23,6 +23,7 @@ from collections.abc import Collection
 from typing import Final
 
 from umbra import codec
+from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
@@ -121,7 +122,7 @@ class NetworkDetector:
                     key=f"{entry.vendor}|{obs.host_name}|{who}",
                     severity=_UPLOAD_SEVERITY[entry.risk],
                     confidence=confidence,
-                    summary=f"{_size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}",
+                    summary=f"{size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}",
                     occurrence=obs.occurrence,
                     subject=entry.id,
                     user=user,
@@ -153,10 +154,3 @@ def _source_text(obs: NetworkObservation) -> str:
     return {"tls_sni": "TLS SNI", "quic_sni": "QUIC SNI", "http_host": "HTTP Host"}.get(
         obs.source, obs.source
     ) + (f" to {where}")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"

@@ -35,7 +35,7 @@ class StoreError(RuntimeError):
 
 
 class InvalidBatch(ValueError):
-    """A batch that can never be stored as sent; the server answers INVALID_ARGUMENT."""
+    """A batch (or inventory) that can never be stored as sent; the server answers INVALID_ARGUMENT."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,21 @@ class PolicyRecord:
     version: int
     created_at: float
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InventoryRecord:
+    """A host's newest inventory: the model files on its disks and the runtimes it reported, as
+    `umbra.codec.message_to_dict` dicts. Times are Unix seconds."""
+
+    host_id: str
+    taken_at: float  # when the agent took it
+    received_at: float
+    models: list[dict[str, Any]]
+    runtimes: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,16 @@ def finding_rows(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fin
     return rows if len(ids) == len(rows) else _merge_duplicates(rows)
 
 
+def inventory_time(inventory: agent_pb2.Inventory) -> int:
+    """An Inventory's taken_at in Unix nanoseconds; InvalidBatch when unset or out of range."""
+    taken = inventory.taken_at
+    if not inventory.HasField("taken_at"):
+        raise InvalidBatch("inventory without taken_at")
+    if not (_MIN_SECONDS <= taken.seconds <= _MAX_SECONDS and 0 <= taken.nanos < _NS):
+        raise InvalidBatch("inventory taken_at outside 1677..2262 or bad nanos")
+    return taken.seconds * _NS + taken.nanos
+
+
 def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:
     """One row per id, merged by the store's own rule, so counts stay exact: the body of the
     strictly newer version (the earlier one on a tie), the earliest first_seen, the largest count."""
@@ -336,6 +361,15 @@ class Store(ABC):
         for (index, _), result in zip(valid, self.store_prepared([b for _, b in valid]), strict=True):
             out[index] = result
         return [r for r in out if r is not None]
+
+    @abstractmethod
+    def record_inventory(self, host_id: str, inventory: agent_pb2.Inventory) -> bool:
+        """Keep a host's inventory in place of an older one (by taken_at); False when the one kept
+        is newer (a late resend). Raises InvalidBatch when taken_at is unset or out of range."""
+
+    @abstractmethod
+    def inventories(self, host_id: str | None = None) -> list[InventoryRecord]:
+        """The newest inventory of every host (or of `host_id`), by host id."""
 
     @abstractmethod
     def hosts(self) -> list[HostRecord]:

@@ -41,6 +41,7 @@ from .base import (
     FindingRow,
     HostContact,
     HostRecord,
+    InventoryRecord,
     PolicyRecord,
     PreparedBatch,
     SensorRecord,
@@ -50,10 +51,12 @@ from .base import (
     TokenRecord,
     TokenRefused,
     finding_rows,
+    inventory_time,
     sensor_records,
+    validate_host_id,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -156,7 +159,27 @@ DROP INDEX IF EXISTS findings_last_seen;
 CREATE INDEX IF NOT EXISTS findings_recent ON findings (last_seen, kind);
 """
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3}
+# Version 4: each host's newest Inventory (the model files on its disks, the runtimes it runs).
+_MIGRATE_TO_4 = """
+CREATE TABLE IF NOT EXISTS inventories (
+    host_id     TEXT PRIMARY KEY,
+    taken_at    INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    models      INTEGER NOT NULL,
+    runtimes    INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+"""
+
+_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4}
+
+_UPSERT_INVENTORY = """
+INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (host_id) DO UPDATE SET
+    taken_at = excluded.taken_at, received_at = excluded.received_at, models = excluded.models,
+    runtimes = excluded.runtimes, data = excluded.data
+WHERE excluded.taken_at >= inventories.taken_at
+"""
 
 _CONSUME_TOKEN = """
 UPDATE enroll_tokens SET uses_left = uses_left - 1
@@ -262,6 +285,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._legacy = False  # a version-1 file opened read-only: no fleet-channel tables yet
+        self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
         self._lock_fd: int | None = None  # see _writer_lock_fd
         if not self._memory:
             if not create and not os.path.exists(path):
@@ -327,6 +351,7 @@ class SQLiteStore(Store):
                 # A read-only command never rewrites the file; `serve` migrates it.
                 if version < 2:
                     self._legacy = True
+                self._version = version
                 return
             self._migrate(version)
 
@@ -483,6 +508,48 @@ class SQLiteStore(Store):
                     )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record health of {host_id!r}: {exc}") from exc
+
+    def record_inventory(self, host_id: str, inventory: agent_pb2.Inventory) -> bool:
+        validate_host_id(host_id)
+        row = (
+            host_id,
+            inventory_time(inventory),
+            _ns(self._clock()),
+            len(inventory.models),
+            len(inventory.runtimes),
+            inventory.SerializeToString(),
+        )
+        try:
+            with self._fleet_write("inventory") as conn:
+                return bool(conn.execute(_UPSERT_INVENTORY, row).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record the inventory of {host_id!r}: {exc}") from exc
+
+    def inventories(self, host_id: str | None = None) -> list[InventoryRecord]:
+        if self._version < 4:
+            return []  # an older file opened read-only: no inventory kept there yet
+        sql = "SELECT host_id, taken_at, received_at, data FROM inventories"
+        params: tuple[str, ...] = ()
+        if host_id is not None:
+            sql, params = sql + " WHERE host_id = ?", (host_id,)
+        try:
+            with self._read() as conn:
+                rows = conn.execute(sql + " ORDER BY host_id", params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read inventories: {exc}") from exc
+        out = []
+        for host, taken_ns, received_ns, data in rows:
+            inventory = agent_pb2.Inventory.FromString(data)
+            out.append(
+                InventoryRecord(
+                    host,
+                    taken_ns / 1e9,
+                    received_ns / 1e9,
+                    [codec.message_to_dict(m) for m in inventory.models],
+                    [codec.message_to_dict(r) for r in inventory.runtimes],
+                )
+            )
+        return out
 
     def host_contacts(self) -> list[HostContact]:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from umbra.v1 import finding_pb2 as fpb
@@ -66,6 +67,14 @@ def severity_value(name: str) -> fpb.Severity.ValueType:
         raise ValueError(f"unknown severity {name!r}; known: {', '.join(SEVERITY_NAMES)}") from None
 
 
+def human_size(n: int) -> str:
+    """A byte count as people read it: "4.1 GB", "820.0 kB", "512 B" (decimal units, as disks)."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def timestamp(when: float) -> Timestamp:
     """Unix seconds -> protobuf Timestamp."""
     ts = Timestamp()
@@ -85,24 +94,38 @@ def iso(ts: Timestamp) -> str:
     return datetime.fromtimestamp(seconds(ts), tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """Any message as its proto3 JSON dict: field names as in the .proto, every field (defaults
+    included: a reader should not have to know that a missing "exposed" means false), times as
+    RFC 3339 strings, and 64-bit integers as numbers."""
+    body = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    _int64_as_numbers(message.DESCRIPTOR, body)
+    return body
+
+
+def _int64_as_numbers(descriptor: Any, body: dict[str, Any]) -> None:  # a Descriptor (upb or Python)
+    # proto3 JSON writes 64-bit integers as strings (for JavaScript); byte counts and parameter
+    # counts are numbers to every reader of ours.
+    for field in descriptor.fields:
+        if field.name not in body:
+            continue
+        value = body[field.name]
+        if field.type in _INT64_TYPES:
+            body[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.message_type is not None:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):  # a nested message (a Timestamp is a string)
+                    _int64_as_numbers(field.message_type, item)
+
+
 def evidence_to_dict(evidence: fpb.Evidence) -> dict[str, Any]:
     """One typed evidence -> {"type": "runtime", ...fields}."""
     which = evidence.WhichOneof("detail")
     if which is None:
         return {"type": "none"}
-    # Every field, defaults included: a reader should not have to know that a missing
-    # "exposed" means false.
-    detail = getattr(evidence, which)
-    body = json_format.MessageToDict(
-        detail, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    # proto3 JSON writes 64-bit integers as strings (for JavaScript); byte counts and parameter
-    # counts are numbers to every reader of ours.
-    for field in detail.DESCRIPTOR.fields:
-        if field.type in _INT64_TYPES and field.name in body:
-            value = body[field.name]
-            body[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
-    return {"type": which, **body}
+    return {"type": which, **message_to_dict(getattr(evidence, which))}
 
 
 def finding_to_dict(finding: fpb.Finding) -> dict[str, Any]:

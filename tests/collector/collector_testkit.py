@@ -56,3 +56,23 @@ def build_hello(host_id: str = "host-a", hostname: str = "ws-a", **kw: Any) -> a
             agent_pb2.SensorStatus(name="gpu", state=agent_pb2.SENSOR_STATE_INACTIVE, reason="no GPU"),
         ],
     )
+
+
+def build_inventory(taken_at: float = T0, *paths: str) -> agent_pb2.Inventory:
+    """An Inventory of GGUF model files at `paths` (a 7B-shaped model each)."""
+    return agent_pb2.Inventory(
+        taken_at=codec.timestamp(taken_at),
+        models=[
+            finding_pb2.ModelFileEvidence(
+                path=path,
+                format="gguf",
+                size_bytes=4_100_000_000,
+                sha256=f"{i:02x}" * 32,
+                architecture="llama",
+                parameter_count=7_241_732_096,
+                quantization="Q4_K_M",
+                model_name="Llama 2 7B",
+            )
+            for i, path in enumerate(paths)
+        ],
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from collector_testkit import T0, build_finding, build_hello
+from collector_testkit import T0, build_finding, build_hello, build_inventory
 from grpc import aio
 from umbra.v1 import agent_pb2, agent_pb2_grpc
 
@@ -71,6 +71,7 @@ def filled_db(tmp_path_factory: pytest.TempPathFactory) -> str:
         store.store_batch(
             "host-b", 4, [build_finding("b1", kind="AI_SERVICE_ACCESS", severity="info", approved=True)]
         )
+        store.record_inventory("host-a", build_inventory(time.time() - 120, "/home/a/models/llama.gguf"))
     return url
 
 
@@ -175,6 +176,21 @@ def test_findings_and_hosts_tables(filled_db: str) -> None:
     assert all(len(line) <= 100 for line in result.stdout.splitlines())
     result = cli("hosts", "--db", filled_db, "--format", "json")
     assert [h["hostname"] for h in json.loads(result.stdout)["hosts"]] == ["ws-a", "ws-b"]
+
+
+def test_inventory_table_and_json(filled_db: str) -> None:
+    result = cli("inventory", "--db", filled_db)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["HOST", "PATH", "FORMAT", "SIZE", "PARAMS", "SHA-256", "TAKEN"]
+    assert row.split() == [
+        "host-a", "/home/a/models/llama.gguf", "gguf", "4.1", "GB", "7,241,732,096", "00" * 6, "2m", "ago"
+    ]  # fmt: skip
+    result = cli("inventory", "--db", filled_db, "--format", "json", "--host", "host-b")
+    assert json.loads(result.stdout) == {"inventories": []}
+    doc = json.loads(cli("inventory", "--db", filled_db, "--format", "json").stdout)
+    (inventory,) = doc["inventories"]
+    assert inventory["host_id"] == "host-a" and inventory["models"][0]["sha256"] == "00" * 32
 
 
 # ---- serve

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from collector_testkit import T0, build_finding, build_hello
+from collector_testkit import T0, build_finding, build_hello, build_inventory
 from grpc import aio
 from umbra.v1 import agent_pb2, agent_pb2_grpc, finding_pb2
 
@@ -78,7 +78,7 @@ def test_batches_are_acked_after_storing_and_replays_add_nothing(tmp_path: Path)
             await call.write(batch_msg(2, [build_finding("c", last_seen=T0 + 5, count=3)]))
             await call.write(batch_msg(1, [build_finding("a"), build_finding("b")]))  # a resend
             await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(spool_depth=7)))
-            await call.write(agent_pb2.AgentMessage(inventory=agent_pb2.Inventory()))
+            await call.write(agent_pb2.AgentMessage(inventory=build_inventory(T0, "/m/a.gguf")))
             assert [(await call.read()).ack.sequence for _ in range(2)] == [2, 1]
             await call.done_writing()
             assert await call.read() == aio.EOF
@@ -263,6 +263,34 @@ def test_storage_failure_is_unavailable_and_never_acked(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_inventory_is_kept_per_host_and_a_bad_one_refused(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server:
+            async with stream(server) as call:
+                await call.write(hello_msg("host-a"))
+                await call.write(
+                    agent_pb2.AgentMessage(inventory=build_inventory(T0, "/m/a.gguf", "/m/b.gguf"))
+                )
+                await call.write(batch_msg(1, [build_finding("a")]))  # after the inventory, in order
+                assert (await call.read()).ack.sequence == 1
+                await call.done_writing()
+                assert await call.code() == grpc.StatusCode.OK
+            async with stream(server) as call:
+                await call.write(hello_msg("host-b"))
+                bad = build_inventory(T0, "/m/c.gguf")
+                bad.ClearField("taken_at")
+                await call.write(agent_pb2.AgentMessage(inventory=bad))
+                assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "inventory refused" in (await call.details())
+            assert server.stats.inventories == 1
+
+    run(scenario)
+    with open_store(f"sqlite:///{db}", create=False) as store:
+        assert [(i.host_id, len(i.models)) for i in store.inventories()] == [("host-a", 2)]
+
+
 def test_http_api(tmp_path: Path) -> None:
     def get(base: str, path: str) -> tuple[int, Any]:
         try:
@@ -297,6 +325,14 @@ def test_http_api(tmp_path: Path) -> None:
             assert status == 200 and len(found) == 1
             assert (await asyncio.to_thread(get, base, "/api/findings?kind=NOPE"))[0] == 400
             assert (await asyncio.to_thread(get, base, "/api/findings?limit=-1"))[0] == 400
+            await call.write(agent_pb2.AgentMessage(inventory=build_inventory(T0, "/m/a.gguf")))
+            await call.write(batch_msg(2, [build_finding("c")]))
+            assert (await call.read()).ack.sequence == 2  # the inventory before it is stored too
+            status, inventory = await asyncio.to_thread(get, base, "/api/inventory?host=host-a")
+            assert status == 200
+            assert [m["path"] for i in inventory["inventories"] for m in i["models"]] == ["/m/a.gguf"]
+            status, inventory = await asyncio.to_thread(get, base, "/api/inventory?host=host-z")
+            assert status == 200 and inventory == {"inventories": []}
             assert (await asyncio.to_thread(get, base, "/nope"))[0] == 404
             await call.done_writing()
 

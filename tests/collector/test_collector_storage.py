@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from collector_testkit import T0, build_finding, build_hello
+from collector_testkit import T0, build_finding, build_hello, build_inventory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from umbra import codec
@@ -513,6 +513,43 @@ class TestFleetChannelContract:
         assert latest is not None and latest.version == 2 and latest.body == {"approved_runtimes": []}
 
 
+class TestInventoryContract:
+    """Each host's newest Inventory, on every backend."""
+
+    def test_newest_inventory_per_host_is_kept(self, store: Store) -> None:
+        assert store.record_inventory("h1", build_inventory(T0, "/m/a.gguf", "/m/b.gguf"))
+        assert store.record_inventory("h2", build_inventory(T0, "/x/c.gguf"))
+        assert not store.record_inventory("h1", build_inventory(T0 - 60, "/old.gguf")), "a late resend"
+        assert [(i.host_id, [m["path"] for m in i.models]) for i in store.inventories()] == [
+            ("h1", ["/m/a.gguf", "/m/b.gguf"]),
+            ("h2", ["/x/c.gguf"]),
+        ]
+        assert store.record_inventory("h1", build_inventory(T0 + 60, "/m/b.gguf"))
+        (h1,) = store.inventories("h1")
+        assert h1.taken_at == T0 + 60 and h1.received_at > 0
+        (model,) = h1.models
+        assert model["path"] == "/m/b.gguf" and model["parameter_count"] == 7_241_732_096
+        assert model["size_bytes"] == 4_100_000_000, "64-bit counts are numbers, not JSON strings"
+        assert store.inventories("nobody") == []
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            lambda inv: inv.ClearField("taken_at"),
+            lambda inv: setattr(inv.taken_at, "seconds", 253_402_300_799),
+        ],
+        ids=["no-time", "year-9999"],
+    )
+    def test_bad_inventory_time_is_refused(
+        self, store: Store, mutate: Callable[[agent_pb2.Inventory], object]
+    ) -> None:
+        inventory = build_inventory(T0, "/m/a.gguf")
+        mutate(inventory)
+        with pytest.raises(InvalidBatch, match="taken_at"):
+            store.record_inventory("h1", inventory)
+        assert store.inventories() == []
+
+
 class TestSchemaMigration:
     def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
         self, tmp_path: Path, make_finding: Factory
@@ -527,6 +564,7 @@ class TestSchemaMigration:
         conn.close()
         with open_store(f"sqlite:///{path}", create=False) as old:  # read commands never rewrite it
             assert old.hosts() == [] and old.tokens() == [] and old.current_policy() is None
+            assert old.inventories() == []
             with pytest.raises(StoreError, match="predates enrollment"):
                 old.create_token("x", time.time() + 60, 1)
         assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
@@ -535,6 +573,7 @@ class TestSchemaMigration:
             new.create_token("x", time.time() + 60, 1)
             assert new.hosts()[0].silent_since == 0.0
             assert [f["id"] for f in new.findings(kind="LOCAL_MODEL_RUNTIME")] == ["a"]
+            assert new.record_inventory("h", build_inventory(T0, "/m/a.gguf"))
         migrated = sqlite3.connect(path)
         assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
         indexes = migrated.execute(
