@@ -37,10 +37,9 @@ BIN = Path(sys.executable).parent
 
 import grpc  # noqa: E402
 import psutil  # noqa: E402
-from umbra import codec  # noqa: E402
+from bench_collector_ingest import finding  # noqa: E402
 from umbra.v1 import agent_pb2 as apb  # noqa: E402
 from umbra.v1 import agent_pb2_grpc as apb_grpc  # noqa: E402
-from umbra.v1 import finding_pb2 as fpb  # noqa: E402
 
 from agent.tls import TLS_CHANNEL_OPTIONS, csr_pem, key_pem, new_key  # noqa: E402
 from collector.storage import SQLiteStore  # noqa: E402
@@ -52,28 +51,11 @@ STREAM = "/umbra.v1.StreamService/Stream"
 
 
 def batch_bytes(host: str, agent: int, seq: int, size: int) -> bytes:
-    findings = []
-    for i in range(size):
-        n = seq * size + i
-        f = fpb.Finding(
-            id=f"bench-{agent}-{n}",
-            kind=fpb.KIND_LOCAL_MODEL_RUNTIME,
-            severity=fpb.SEVERITY_MEDIUM,
-            confidence=0.9,
-            host_id=host,
-            count=1,
-            summary=f"Ollama running as user{agent} (pid {1000 + n}, ollama)",
-            process=fpb.Process(
-                pid=1000 + n, ppid=1, name="ollama", exe="/usr/bin/ollama", cmdline=["ollama", "serve"]
-            ),
-            evidence=[
-                fpb.Evidence(runtime=fpb.RuntimeEvidence(runtime_id="ollama", matched_on=["name", "cmdline"]))
-            ],
-            policy=fpb.PolicyDecision(approved=False, rule="default:unapproved"),
-        )
-        f.first_seen.CopyFrom(codec.timestamp(1.7e9))
-        f.last_seen.CopyFrom(codec.timestamp(1.7e9 + n))
-        findings.append(f)
+    """One agent's batch as it goes on the wire; the findings of the plain-TCP ingest benchmark,
+    stamped with the agent's host id as a real agent stamps them."""
+    findings = [finding(agent, seq * size + i) for i in range(size)]
+    for f in findings:
+        f.host_id = host
     return apb.AgentMessage(batch=apb.FindingBatch(sequence=seq, findings=findings)).SerializeToString()
 
 
