@@ -160,13 +160,10 @@ class HostContact:
     silent_since: float
 
 
-#: The columns every backend stores for a finding, in the order of a `FindingRow`. The merge rule
-#: reads first_seen/last_seen/count from them, queries filter and sort on them; `data` is the
-#: serialized Finding (its body: summary, evidence, process, policy...). Times are Unix nanoseconds.
-FINDING_COLUMNS = (
-    "host_id", "id", "kind", "severity", "confidence", "approved", "first_seen", "last_seen", "count", "data",
-)  # fmt: skip
-#: One finding as stored: a plain tuple in FINDING_COLUMNS order (ingest builds a million a minute).
+#: One finding as every backend stores it, a plain tuple (ingest builds a million a minute):
+#: (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data).
+#: The merge rule reads first_seen/last_seen/count (Unix nanoseconds), queries filter and sort on
+#: the columns, and `data` is the serialized Finding (summary, evidence, process, policy...).
 FindingRow = tuple[str, str, int, int, float, int, int, int, int, bytes]
 
 
