@@ -161,16 +161,21 @@ def test_agent_sigkilled_mid_batch_and_restarted(tmp_path: Path, collector: Coll
     try:
         agent.start()
         host = agent.host_id
-        # Kill it while batches are in flight: some stored, more spooled and unacknowledged.
+        # Kill it while batches are in flight: some stored, more sent and spooled but not
+        # acknowledged. The collector is paused (SIGSTOP) for that moment, so no Ack can drain
+        # the backlog between the check and the kill, however fast delivery is; what it had
+        # received before the pause it stores on resuming, and those Acks never arrive.
         wait_for(
-            "some batches stored and a backlog spooled",
-            lambda: len(stored_ids(collector, host)) >= 2000 and agent.spool_depth() >= 1000,
-            timeout=120,
-            every=0.05,
+            "some batches stored", lambda: len(stored_ids(collector, host)) >= 2000, timeout=120, every=0.05
         )
-        agent.kill()
-        stored_at_kill = len(stored_ids(collector, host))
+        collector.pause()
+        try:
+            wait_for("a backlog spooled", lambda: agent.spool_depth() >= 1000, timeout=60, every=0.05)
+            agent.kill()
+        finally:
+            collector.resume()
         assert agent.spool_depth() > 0, "the kill must leave unacknowledged findings in the spool"
+        stored_at_kill = len(stored_ids(collector, host))
         assert stored_at_kill < 40_000
         agent.start("--exit-when-drained")  # same spool, same identity
         assert agent.host_id == host
