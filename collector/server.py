@@ -594,46 +594,48 @@ class StreamServicer:
             out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, malformed))
             return False
         which = message.WhichOneof("body")
-        if which == "batch":
-            await state.window.acquire()
-            batch = message.batch
-            try:
-                # Validation and row building here, on the event loop's thread; the writer
-                # thread is left with SQLite alone (which runs without the GIL).
-                prepared = self._store.prepare(host_id, batch.sequence, batch.findings)
-            except InvalidBatch as exc:
-                fut: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
-                fut.set_result(exc)
-            else:
-                fut = self._writer.submit(prepared)
-            out.put_nowait(_Pending(batch.sequence, cost, fut))
-            if host_id in self._fleet.silent:
+        try:
+            if which == "batch":
+                await state.window.acquire()
+                batch = message.batch
+                try:
+                    # Validation and row building here, on the event loop's thread; the writer
+                    # thread is left with SQLite alone (which runs without the GIL).
+                    prepared = self._store.prepare(host_id, batch.sequence, batch.findings)
+                except InvalidBatch as exc:
+                    fut: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+                    fut.set_result(exc)
+                else:
+                    fut = self._writer.submit(prepared)
+                out.put_nowait(_Pending(batch.sequence, cost, fut))
+                if host_id in self._fleet.silent:
+                    await self._contact(state)
+            elif which == "heartbeat":
+                hb = message.heartbeat
+                await self._offload.run(self._store.record_heartbeat, host_id, hb)
+                self._stats.heartbeats += 1
                 await self._contact(state)
-        elif which == "heartbeat":
-            hb = message.heartbeat
-            await self._offload.run(self._store.record_heartbeat, host_id, hb)
-            self._stats.heartbeats += 1
-            await self._contact(state)
-            if hb.dropped_total > state.dropped_reported:
-                await self._offload.run(
-                    self._store.record_health, host_id, health.spool_drops(hb.dropped_total), None
-                )
-                state.dropped_reported = hb.dropped_total
-            await self._sensor_health(state, hb.sensors)
-        elif which == "hello":  # re-announced (sensors or policy changed); identity stays
-            await self._offload.run(self._store.upsert_host, host_id, message.hello, peer)
-            state.policy_version = max(state.policy_version, message.hello.policy_version)
-            await self._sensor_health(state, message.hello.sensors)
-            self._push_policy(state)
-        elif which == "inventory":
-            try:
+                if hb.dropped_total > state.dropped_reported:
+                    await self._offload.run(
+                        self._store.record_health, host_id, health.spool_drops(hb.dropped_total), None
+                    )
+                    state.dropped_reported = hb.dropped_total
+                await self._sensor_health(state, hb.sensors)
+            elif which == "hello":  # re-announced (sensors or policy changed); identity stays
+                await self._offload.run(self._store.upsert_host, host_id, message.hello, peer)
+                state.policy_version = max(state.policy_version, message.hello.policy_version)
+                await self._sensor_health(state, message.hello.sensors)
+                self._push_policy(state)
+            elif which == "inventory":
                 await self._offload.run(self._store.record_inventory, host_id, message.inventory)
-            except InvalidBatch as exc:
-                out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, f"inventory refused: {exc}"))
+                self._stats.inventories += 1
+            else:
+                out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage"))
                 return False
-            self._stats.inventories += 1
-        else:
-            out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "empty AgentMessage"))
+        except (
+            InvalidBatch
+        ) as exc:  # a heartbeat or inventory the store can never keep (a batch's is acked so)
+            out.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{which} refused: {exc}"))
             return False
         return True
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from umbra.v1 import agent_pb2, finding_pb2
 
 #: Largest value an SQL BIGINT holds; wire uint64 values above it are refused or clamped.
@@ -269,14 +270,18 @@ def finding_rows(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fin
     return rows if len(ids) == len(rows) else _merge_duplicates(rows)
 
 
+def stored_time(ts: Timestamp, what: str) -> int:
+    """A time an agent sent (set) as stored: Unix nanoseconds; InvalidBatch when out of range."""
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos < _NS):
+        raise InvalidBatch(f"{what} outside 1677..2262 or bad nanos")
+    return ts.seconds * _NS + ts.nanos
+
+
 def inventory_time(inventory: agent_pb2.Inventory) -> int:
     """An Inventory's taken_at in Unix nanoseconds; InvalidBatch when unset or out of range."""
-    taken = inventory.taken_at
     if not inventory.HasField("taken_at"):
         raise InvalidBatch("inventory without taken_at")
-    if not (_MIN_SECONDS <= taken.seconds <= _MAX_SECONDS and 0 <= taken.nanos < _NS):
-        raise InvalidBatch("inventory taken_at outside 1677..2262 or bad nanos")
-    return taken.seconds * _NS + taken.nanos
+    return stored_time(inventory.taken_at, "inventory taken_at")
 
 
 def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:

@@ -53,6 +53,7 @@ from .base import (
     finding_rows,
     inventory_time,
     sensor_records,
+    stored_time,
     validate_host_id,
 )
 
@@ -461,7 +462,7 @@ class SQLiteStore(Store):
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = _ns(self._clock())
         sensors = _sensors_json(heartbeat.sensors) if heartbeat.sensors else None
-        sent = heartbeat.sent_at.ToNanoseconds() if heartbeat.HasField("sent_at") else now
+        sent = stored_time(heartbeat.sent_at, "heartbeat sent_at") if heartbeat.HasField("sent_at") else now
         row = (
             host_id,
             now,

@@ -291,6 +291,24 @@ def test_inventory_is_kept_per_host_and_a_bad_one_refused(tmp_path: Path) -> Non
         assert [(i.host_id, len(i.models)) for i in store.inventories()] == [("host-a", 2)]
 
 
+def test_heartbeat_with_a_time_the_store_cannot_keep_is_refused(tmp_path: Path) -> None:
+    """A valid Timestamp past int64 nanoseconds (year 9999) is the agent's error, not a broken stream."""
+    db = tmp_path / "c.db"
+
+    async def scenario() -> None:
+        async with collector(db) as server, stream(server) as call:
+            await call.write(hello_msg("host-a"))
+            heartbeat = agent_pb2.Heartbeat(spool_depth=3)
+            heartbeat.sent_at.seconds = 253_402_300_799
+            await call.write(agent_pb2.AgentMessage(heartbeat=heartbeat))
+            assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "heartbeat refused: heartbeat sent_at" in (await call.details())
+            assert server.stats.heartbeats == 0 and server.stats.streams_broken == 0
+
+    run(scenario)
+    assert rows(db, "SELECT spool_depth FROM hosts") == [(0,)]
+
+
 def test_http_api(tmp_path: Path) -> None:
     def get(base: str, path: str) -> tuple[int, Any]:
         try:
