@@ -238,6 +238,7 @@ def finding_rows(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fin
         ):
             _refuse_finding(index, f)
         first, last = f.first_seen, f.last_seen
+        # stored_time's check, inlined: this loop runs for every finding of every batch.
         first_s, first_n, last_s, last_n = first.seconds, first.nanos, last.seconds, last.nanos
         if not (
             _MIN_SECONDS <= first_s <= _MAX_SECONDS
