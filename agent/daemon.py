@@ -17,26 +17,26 @@ from umbra.v1 import agent_pb2 as apb
 from agent import __version__
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.config import AgentConfig
+from agent.delivery.spool import Spool
+from agent.delivery.stream import Backoff, StreamClient
+from agent.delivery.tracker import FindingTracker
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
-from agent.enroll import keep_renewed
-from agent.findings import FindingTracker
-from agent.fleet_policy import PolicyKeeper
-from agent.hostinfo import host_facts, host_id
+from agent.identity.credentials import collector_address, credentials_loader, load_identity
+from agent.identity.enroll import keep_renewed
+from agent.identity.host import host_facts, host_id
 from agent.pipeline import Detector, Pipeline
-from agent.policy import policy_from_config
+from agent.policy.fleet import PolicyKeeper
+from agent.policy.rules import policy_from_config
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.files import FileSensor
 from agent.sensors.gpu import GpuSensor
-from agent.sensors.network import NetworkSensor
-from agent.sensors.process import ProcessSensor
-from agent.sensors.socket_table import SocketTableSensor, catalog_names
-from agent.spool import Spool
-from agent.tls import collector_address, credentials_loader, load_identity
-from agent.transport import Backoff, StreamClient
+from agent.sensors.network.sensor import NetworkSensor
+from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
+from agent.sensors.process.sensor import ProcessSensor
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Protocol, runtime_checkable
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.findings import FindingDraft, FindingTracker
+from agent.delivery.tracker import FindingDraft, FindingTracker
 from agent.observations import Observation
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 
 log = logging.getLogger(__name__)

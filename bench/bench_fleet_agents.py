@@ -41,7 +41,7 @@ from bench_collector_ingest import finding  # noqa: E402
 from umbra.v1 import agent_pb2 as apb  # noqa: E402
 from umbra.v1 import agent_pb2_grpc as apb_grpc  # noqa: E402
 
-from agent.tls import TLS_CHANNEL_OPTIONS, csr_pem, key_pem, new_key  # noqa: E402
+from agent.identity.credentials import TLS_CHANNEL_OPTIONS, csr_pem, key_pem, new_key  # noqa: E402
 from collector.storage import SQLiteStore  # noqa: E402
 
 STREAM = "/umbra.v1.StreamService/Stream"

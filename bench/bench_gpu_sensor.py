@@ -38,13 +38,13 @@ from nvml_stub import STATE_ENV, Gpu, NvmlStub, build, load_in_process  # noqa: 
 from umbra import codec  # noqa: E402
 
 from agent.catalog.runtimes import load_runtime_catalog  # noqa: E402
+from agent.delivery.tracker import FindingDraft  # noqa: E402
 from agent.detection.finetune import FineTuningDetector  # noqa: E402
 from agent.detection.gpu import GpuWorkloadDetector  # noqa: E402
-from agent.findings import FindingDraft  # noqa: E402
-from agent.nvml import Nvml  # noqa: E402
 from agent.observations import GpuProcessObservation, Observation  # noqa: E402
 from agent.pipeline import Detector  # noqa: E402
 from agent.sensors.gpu import GpuSensor  # noqa: E402
+from agent.system.nvml import Nvml  # noqa: E402
 
 GIB = 2**30
 FAKE = ROOT / "tests" / "fixtures" / "fake_runtime.py"

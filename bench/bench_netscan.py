@@ -20,7 +20,7 @@ from pathlib import Path
 from umbra.table import Column, render_table
 
 from agent.catalog.endpoints import load_endpoint_catalog
-from agent.netscan import analyze_pcap, scan_pcap
+from agent.cli.pcap import analyze_pcap, scan_pcap
 
 PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps" / "pcap"
 TSHARK_FILTER = "tls.handshake.extensions_server_name or dns"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from umbra.table import Column, render_table
 
-from agent.netscan import analyze_pcap
+from agent.cli.pcap import analyze_pcap
 
 REPO = Path(__file__).resolve().parents[1]
 PCAPS = REPO.parent / "shared" / "pcaps" / "pcap"

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 SENSOR = """
 import json, sys, time
 from agent.catalog.endpoints import default_endpoint_catalog
-from agent.sensors.network import NetworkSensor
+from agent.sensors.network.sensor import NetworkSensor
 catalog = default_endpoint_catalog()
 sensor = NetworkSensor(watch=lambda h: catalog.match(h) is not None)
 sensor.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from agent.catalog.runtimes import RuntimeCatalog, load_runtime_catalog
-from agent.sensors.process import ProcessSensor
+from agent.sensors.process.sensor import ProcessSensor
 
 FAKE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fake_runtime.py"
 

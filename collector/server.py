@@ -93,7 +93,7 @@ class BindError(OSError):
 def server_options(
     max_message_bytes: int = MAX_MESSAGE_BYTES, reuse_port: bool = False
 ) -> list[tuple[str, int]]:
-    """gRPC server options; the agent's channel options (agent/transport.py) agree with these.
+    """gRPC server options; the agent's channel options (agent/delivery/stream.py) agree with these.
 
     `reuse_port`: several collector processes of one `serve --workers N` share the ports.
     """

@@ -41,15 +41,15 @@ from umbra import codec  # noqa: E402
 from umbra.v1 import finding_pb2 as fpb  # noqa: E402
 
 from agent.catalog.runtimes import load_runtime_catalog  # noqa: E402
+from agent.delivery.tracker import FindingTracker  # noqa: E402
 from agent.detection.finetune import FineTuningDetector  # noqa: E402
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector  # noqa: E402
-from agent.findings import FindingTracker  # noqa: E402
-from agent.nvml import Nvml  # noqa: E402
 from agent.observations import GpuDeviceObservation, GpuProcessObservation, Observation  # noqa: E402
 from agent.pipeline import Detector, Pipeline  # noqa: E402
-from agent.policy import Policy  # noqa: E402
+from agent.policy.rules import Policy  # noqa: E402
 from agent.sensors.base import Sensor, SensorState, SensorStatus  # noqa: E402
 from agent.sensors.gpu import GpuSensor  # noqa: E402
+from agent.system.nvml import Nvml  # noqa: E402
 
 CHILD = textwrap.dedent(
     """

@@ -17,7 +17,7 @@ same sha256 in their evidence, so the console can group them. Occurrences of a d
 exfiltration are the destination paths (a model copied twice onto one stick is one finding,
 count 2).
 
-Policy (agent/policy.py): an approved hash approves all three kinds (approved weights are not
+Policy (agent/policy/rules.py): an approved hash approves all three kinds (approved weights are not
 sensitive); an approved directory approves an artifact or a download below it, and an
 exfiltration only when its destination is below it (an approved folder is no licence to carry
 its models out). Approved findings are kept at info severity with the rule.
@@ -30,7 +30,7 @@ import os
 from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.findings import FindingDraft
+from agent.delivery.tracker import FindingDraft
 from agent.modelfiles.model import human_count
 from agent.observations import ModelFileObservation, ModelTransferObservation, Observation
 

@@ -46,6 +46,7 @@ from functools import lru_cache
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
+from agent.delivery.tracker import FindingDraft
 from agent.detection.gpu import (
     GpuUsage,
     Sustained,
@@ -58,7 +59,6 @@ from agent.detection.gpu import (
     workload_label,
 )
 from agent.detection.runtime import runtime_evidence
-from agent.findings import FindingDraft
 from agent.observations import (
     GpuProcessObservation,
     Observation,

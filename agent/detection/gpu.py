@@ -34,7 +34,7 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
-from agent.findings import FindingDraft
+from agent.delivery.tracker import FindingDraft
 from agent.observations import GpuProcessObservation, Observation, ProcessObservation
 
 AI_LIBRARY_CATEGORIES = frozenset({"inference", "ml_framework", "training"})

@@ -27,9 +27,9 @@ from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
-from agent.findings import FindingDraft
-from agent.netscan import NetworkObservation
-from agent.policy import Policy
+from agent.delivery.tracker import FindingDraft
+from agent.observations import NetworkObservation
+from agent.policy.rules import Policy
 
 __all__ = ["DEFAULT_UPLOAD_THRESHOLD", "NetworkDetector"]
 

@@ -15,7 +15,7 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
-from agent.findings import FindingDraft
+from agent.delivery.tracker import FindingDraft
 from agent.modelfiles import ModelFileInfo
 from agent.observations import ListeningSocket, Observation, ProcessObservation
 

@@ -57,10 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psutil
 from umbra.v1 import finding_pb2 as fpb
 
-from agent import procfs
 from agent.catalog.locations import LocationCatalog, default_location_catalog, expand_location
-from agent.hashing import FileKey, FileStateStore, HashJob, SeenSet, TokenBucket, file_key, fingerprint
-from agent.hashing import lower_thread_priority as _lower_priority
 from agent.modelfiles import classify_training_artifact, identify_file, looks_like_model_quick
 from agent.modelfiles.formats import default_format_catalog
 from agent.modelfiles.identify import HARD_MIN_BYTES
@@ -76,9 +73,12 @@ from agent.observations import (
     TrainingArtifactObservation,
 )
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.system import procfs
+from agent.system.hashing import FileKey, FileStateStore, HashJob, SeenSet, TokenBucket, file_key, fingerprint
+from agent.system.hashing import lower_thread_priority as _lower_priority
 
 if TYPE_CHECKING:
-    from agent.policy import Policy
+    from agent.policy.rules import Policy
 
 try:  # an optional dependency: without it the sensor inventories by scanning only
     from watchdog.events import (

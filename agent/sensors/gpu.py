@@ -13,7 +13,7 @@ Without NVML (no NVIDIA driver, or nvidia-ml-py missing) the sensor is INACTIVE 
 reason, found once and then only re-probed every `reprobe_interval` seconds, silently: an
 absent GPU is a fact about the host, not an error. A GPU that is lost mid-poll, a field a GPU
 does not support, a process that exits between NVML's list and /proc: each is handled where
-it happens and the rest of the poll goes on (see agent/nvml.py). Processes that NVML names
+it happens and the rest of the poll goes on (see agent/system/nvml.py). Processes that NVML names
 but /proc does not know (gone, or in another PID namespace) are left out.
 """
 
@@ -30,11 +30,11 @@ from typing import Any
 
 import psutil
 
-from agent import procfs
-from agent.nvml import GpuRead, Nvml, NvmlUnavailable, load_pynvml
 from agent.observations import GpuDeviceObservation, GpuProcessObservation, Observation, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process_facts import MAX_FILES_PER_PROCESS, DeepFacts, describe_process
+from agent.sensors.process.facts import MAX_FILES_PER_PROCESS, DeepFacts, describe_process
+from agent.system import procfs
+from agent.system.nvml import GpuRead, Nvml, NvmlUnavailable, load_pynvml
 
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)

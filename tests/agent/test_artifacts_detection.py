@@ -10,15 +10,15 @@ from agent.catalog import CatalogError
 from agent.catalog.locations import default_location_catalog, parse_location_catalog
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
-from agent.hashing import SeenSet, TokenBucket
 from agent.observations import (
     ModelFileObservation,
     ModelTransferObservation,
     ProcessObservation,
     TrainingArtifactObservation,
 )
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.files import _disguised, parse_mountinfo
+from agent.system.hashing import SeenSet, TokenBucket
 
 SHA = "ab" * 32
 WRITER = ProcessObservation(4242, 1, "python3", "/usr/bin/python3", ("python3", "train.py"), "alice", 1000.0)

@@ -11,7 +11,7 @@ from conftest import SpawnBinary, port_or_free
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
 from agent.observations import ProcessObservation
-from agent.sensors.process import ProcessSensor
+from agent.sensors.process.sensor import ProcessSensor
 
 CATALOG = load_runtime_catalog()
 

@@ -25,11 +25,11 @@ import pytest
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.locations import LocationCatalog, default_location_catalog
+from agent.delivery.tracker import FindingTracker
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
-from agent.findings import FindingTracker
 from agent.pipeline import Pipeline
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.base import SensorState
 from agent.sensors.files import FileSensor, list_archive
 from tests.agent.test_modelfiles_formats import make_gguf, make_onnx, make_safetensors

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.findings import FindingDraft, FindingTracker, finding_id
+from agent.delivery.tracker import FindingDraft, FindingTracker, finding_id
 from agent.observations import ProcessObservation
-from agent.policy import Policy
+from agent.policy.rules import Policy
 
 APPROVE_NOTHING = fpb.PolicyDecision(approved=False, rule="default:unapproved")
 

@@ -21,14 +21,14 @@ from nvml_stub import Gpu, NvmlStub, child_env
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.runtimes import load_runtime_catalog
+from agent.delivery.tracker import FindingTracker
 from agent.detection.finetune import FineTuningDetector, artifact_format, command_line_signals
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
-from agent.findings import FindingTracker
 from agent.observations import GpuProcessObservation, ProcessObservation
 from agent.pipeline import Detector, Pipeline
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.gpu import GpuSensor
-from agent.sensors.process import ProcessSensor
+from agent.sensors.process.sensor import ProcessSensor
 
 nvml_stub_dir = nvml_stub.nvml_stub_dir  # the stub's fixtures, made this module's
 stub_nvml = nvml_stub.stub_nvml

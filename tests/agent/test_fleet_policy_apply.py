@@ -6,9 +6,9 @@ from __future__ import annotations
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import default_endpoint_catalog
-from agent.findings import FindingDraft
-from agent.fleet_policy import FleetPolicy
-from agent.policy import Policy
+from agent.delivery.tracker import FindingDraft
+from agent.policy.fleet import FleetPolicy
+from agent.policy.rules import Policy
 
 SHA = "ab" * 32
 
@@ -56,10 +56,10 @@ def test_pushed_policy_applies_services_hashes_and_thresholds() -> None:
 def test_pushed_threshold_and_services_reach_the_network_detector() -> None:
     """The upload threshold and approved services are read by the network detector itself, so a
     pushed policy must reach it, not only the pipeline's judge."""
+    from agent.delivery.tracker import FindingTracker
     from agent.detection.network import NetworkDetector
-    from agent.findings import FindingTracker
-    from agent.netscan import NetworkObservation
     from agent.pipeline import Pipeline
+    from agent.sensors.network.flows import NetworkObservation
 
     catalog = default_endpoint_catalog()
     local = Policy(endpoints=catalog, upload_threshold_bytes=1_000_000)

@@ -25,15 +25,15 @@ from nvml_stub import DRIVER_VERSION, Gpu, NvmlStub, child_env
 
 from agent.config import ConfigError, load_config
 from agent.daemon import build_pipeline
+from agent.delivery.tracker import FindingTracker
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuWorkloadDetector
-from agent.findings import FindingTracker
-from agent.nvml import MEMORY, PROCESS_UTILIZATION, UTILIZATION
 from agent.observations import GpuDeviceObservation, GpuProcessObservation, Observation
 from agent.pipeline import Pipeline
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.base import SensorState
 from agent.sensors.gpu import GpuSensor
+from agent.system.nvml import MEMORY, PROCESS_UTILIZATION, UTILIZATION
 
 # The stub's fixtures, made this module's (pytest finds fixtures among a module's names).
 nvml_stub_dir = nvml_stub.nvml_stub_dir
@@ -114,9 +114,9 @@ def test_the_real_binding_runs_against_the_stub(stub_nvml: NvmlStub) -> None:
 
 NO_GPU_CHILD = """
 import json, logging
-from agent.findings import FindingTracker
+from agent.delivery.tracker import FindingTracker
 from agent.pipeline import Pipeline
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.gpu import GpuSensor
 
 levels = []

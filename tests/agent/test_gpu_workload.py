@@ -18,11 +18,11 @@ from nvml_stub import Gpu, NvmlStub
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.runtimes import load_runtime_catalog
+from agent.delivery.tracker import FindingTracker
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector, coarse_bytes, workload_identity
-from agent.findings import FindingTracker
 from agent.observations import GpuProcessObservation, ProcessObservation
 from agent.pipeline import Pipeline
-from agent.policy import Policy
+from agent.policy.rules import Policy
 from agent.sensors.gpu import GpuSensor
 
 nvml_stub_dir = nvml_stub.nvml_stub_dir  # the stub's fixtures, made this module's

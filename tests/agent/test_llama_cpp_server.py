@@ -24,7 +24,7 @@ from conftest import FIXTURES, port_or_free
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
 from agent.observations import ProcessObservation
-from agent.sensors.process import ProcessSensor
+from agent.sensors.process.sensor import ProcessSensor
 
 sys.path.insert(0, str(FIXTURES))
 from tiny_gguf import write_tiny_llama

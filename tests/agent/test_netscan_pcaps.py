@@ -26,8 +26,8 @@ import pytest
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, parse_endpoint_catalog
+from agent.cli.pcap import analyze_pcap, scan_pcap
 from agent.netparse.capture import CaptureError
-from agent.netscan import analyze_pcap, scan_pcap
 
 PCAPS = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 CAPTURES = sorted((PCAPS / "pcap").glob("*.pcap*")) if (PCAPS / "pcap").is_dir() else []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_network_sensor import self_signed
 
-from agent.sensors.network import NetworkSensor
+from agent.sensors.network.sensor import NetworkSensor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="packet capture needs root (CAP_NET_RAW)")
 

@@ -14,9 +14,10 @@ from scapy.utils import PcapNgWriter, wrpcap
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, load_endpoint_catalog
+from agent.cli.pcap import analyze_pcap, scan_pcap
 from agent.detection.network import NetworkDetector
-from agent.netscan import FlowAnalyzer, NetworkObservation, analyze_pcap, scan_pcap
 from agent.observations import ProcessObservation
+from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
 
 CLIENT, SERVER = "10.1.1.2", "104.18.33.45"
 

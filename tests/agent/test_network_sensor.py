@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.netscan import NetworkObservation
 from agent.sensors.base import SensorState
-from agent.sensors.network import BPF_FILTER, NetworkSensor
+from agent.sensors.network.flows import NetworkObservation
+from agent.sensors.network.sensor import BPF_FILTER, NetworkSensor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="packet capture needs root (CAP_NET_RAW)")
 

@@ -15,7 +15,7 @@ from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import SensorState
-from agent.sensors.process import ProcessSensor
+from agent.sensors.process.sensor import ProcessSensor
 
 CATALOG = load_runtime_catalog()
 

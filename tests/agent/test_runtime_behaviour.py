@@ -13,11 +13,11 @@ from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.runtimes import load_runtime_catalog
+from agent.delivery.tracker import FindingTracker
 from agent.detection.runtime import RuntimeDetector
-from agent.findings import FindingTracker
 from agent.observations import ProcessObservation
-from agent.sensors.process import ProcessSensor
-from agent.sensors.process_facts import ModelFileCache
+from agent.sensors.process.facts import ModelFileCache
+from agent.sensors.process.sensor import ProcessSensor
 
 CATALOG = load_runtime_catalog()
 sys.path.insert(0, str(FIXTURES))

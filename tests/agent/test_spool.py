@@ -6,8 +6,8 @@ from pathlib import Path
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.findings import TrackedState
-from agent.spool import Spool
+from agent.delivery.spool import Spool
+from agent.delivery.tracker import TrackedState
 
 
 def _finding(fid: str, severity: int = fpb.SEVERITY_MEDIUM, count: int = 1) -> fpb.Finding:

@@ -11,8 +11,8 @@ from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.spool import Spool
-from agent.transport import Backoff, StreamClient
+from agent.delivery.spool import Spool
+from agent.delivery.stream import Backoff, StreamClient
 
 
 class Recorder(apb_grpc.StreamServiceServicer):

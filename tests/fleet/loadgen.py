@@ -30,9 +30,9 @@ from umbra import codec  # noqa: E402
 from umbra.v1 import agent_pb2 as apb  # noqa: E402
 from umbra.v1 import finding_pb2 as fpb  # noqa: E402
 
-from agent.spool import Spool  # noqa: E402
-from agent.tls import credentials_loader, load_identity  # noqa: E402
-from agent.transport import Backoff, StreamClient  # noqa: E402
+from agent.delivery.spool import Spool  # noqa: E402
+from agent.delivery.stream import Backoff, StreamClient  # noqa: E402
+from agent.identity.credentials import credentials_loader, load_identity  # noqa: E402
 
 SEVERITIES = {name: codec.severity_value(name) for name in codec.SEVERITY_NAMES}
 T0 = 1_750_000_000.0

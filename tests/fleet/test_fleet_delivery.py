@@ -240,7 +240,7 @@ def test_spool_drop_bound_unit(tmp_path: Path) -> None:
     """The spool alone: the bound holds under repeated appends and the counter is exact."""
     from umbra.v1 import finding_pb2 as fpb
 
-    from agent.spool import Spool
+    from agent.delivery.spool import Spool
 
     spool = Spool(tmp_path / "spool.db", max_findings=10)
     total_dropped = 0
@@ -263,8 +263,8 @@ def test_a_collector_that_never_acks_is_dropped_and_the_batch_resent(tmp_path: P
     import grpc
     from umbra.v1 import agent_pb2, finding_pb2
 
-    from agent.spool import Spool
-    from agent.transport import Backoff, StreamClient
+    from agent.delivery.spool import Spool
+    from agent.delivery.stream import Backoff, StreamClient
 
     seen: list[int] = []
 

@@ -23,8 +23,8 @@ from conftest import SpawnRuntime, cli, port_or_free
 from fleetkit import LoadAgent, enroll
 from umbra.v1 import agent_pb2
 
-from agent.fleet_policy import FleetPolicy, PolicyKeeper
-from agent.policy import Policy
+from agent.policy.fleet import FleetPolicy, PolicyKeeper
+from agent.policy.rules import Policy
 from collector.policy import PolicyError, load_file, to_wire, validate
 
 pytestmark = pytest.mark.timeout(180)

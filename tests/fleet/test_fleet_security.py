@@ -1,7 +1,7 @@
 """Enrollment and mutual TLS over real sockets: who may connect, as whom, and what is refused.
 
 The collector runs in this process (CollectorServer with TLS, a real SQLite file); agents enroll
-with the real `agent.enroll` code and stream with real certificates. Every refusal is checked
+with the real `agent.identity.enroll` code and stream with real certificates. Every refusal is checked
 for its gRPC status, and the attacks are made while a good agent keeps streaming.
 """
 
@@ -25,8 +25,16 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from umbra.v1 import agent_pb2, agent_pb2_grpc
 
-from agent import enroll as agent_enroll
-from agent.tls import TLS_CHANNEL_OPTIONS, Identity, csr_pem, key_pem, load_identity, new_key, save_identity
+from agent.identity import enroll as agent_enroll
+from agent.identity.credentials import (
+    TLS_CHANNEL_OPTIONS,
+    Identity,
+    csr_pem,
+    key_pem,
+    load_identity,
+    new_key,
+    save_identity,
+)
 from collector import pki
 from collector.server import CollectorServer, ServerTLS
 from collector.storage import SQLiteStore

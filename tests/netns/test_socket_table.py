@@ -30,7 +30,7 @@ from agent.catalog.endpoints import default_endpoint_catalog
 from agent.config import ConfigError, load_config
 from agent.detection.network import CONF_DNS_ADDRESS, NetworkDetector
 from agent.sensors.base import SensorState
-from agent.sensors.socket_table import SocketTableSensor, catalog_names
+from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
 
 AGENT = Path(sys.executable).parent / "umbra-agent"
 NOBODY = 65534

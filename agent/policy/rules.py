@@ -14,7 +14,7 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, load_endpoint_catalog
 from agent.config import AgentConfig, ConfigError
-from agent.findings import FindingDraft
+from agent.delivery.tracker import FindingDraft
 
 DEFAULT_RULE = "default:unapproved"
 _SERVICE_KINDS = (fpb.KIND_AI_SERVICE_ACCESS, fpb.KIND_AI_DATA_UPLOAD)

@@ -44,10 +44,10 @@ import psutil
 
 from agent.netparse import tls
 from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
-from agent.netscan import FlowAnalyzer, NetworkObservation
 from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process_facts import describe_process
+from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
+from agent.sensors.process.facts import describe_process
 
 log = logging.getLogger(__name__)
 

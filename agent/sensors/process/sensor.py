@@ -19,11 +19,11 @@ from dataclasses import replace
 
 import psutil
 
-from agent import procfs
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.proc_connector import ProcConnector
-from agent.sensors.process_facts import DeepFacts, process_cwd, process_user
+from agent.sensors.process.facts import DeepFacts, process_cwd, process_user
+from agent.system import procfs
+from agent.system.proc_connector import ProcConnector
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]

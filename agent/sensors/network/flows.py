@@ -14,23 +14,19 @@ reassembly buffer is bounded in bytes (the parsers' limits) and in time (`buffer
 Loopback packets seen twice (capturing on "any" sees lo's outgoing and incoming copy) count
 once.
 
-`scan_pcap(path, catalog)` runs all of it over a capture file and returns finding drafts;
-`analyze_pcap(path)` returns the observations and counters themselves.
+The `scan --pcap` runner (agent/cli/pcap.py) feeds it a capture file; the live sensor feeds it
+sniffed packets.
 """
 
 from __future__ import annotations
 
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
-from agent.catalog.endpoints import EndpointCatalog
-from agent.findings import FindingDraft
 from agent.netparse import dns, http, quic, tls
-from agent.netparse.capture import CaptureReader
 from agent.netparse.frames import TCP, Packet, decode
 from agent.observations import NetworkObservation
 
@@ -39,8 +35,6 @@ __all__ = [
     "FlowAnalyzer",
     "NetworkObservation",
     "ScanStats",
-    "analyze_pcap",
-    "scan_pcap",
 ]
 
 SOURCES: Final = ("dns", "tls_sni", "quic_sni", "http_host", "socket_table")  # the last: no capture
@@ -510,45 +504,3 @@ _V6_LOOPBACK: Final = bytes(15) + b"\x01"
 
 def _ntop(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
-
-
-def analyze_pcap(
-    path: Path, analyzer: FlowAnalyzer | None = None
-) -> tuple[list[NetworkObservation], ScanStats]:
-    """Read a pcap or pcapng file; every named flow as an observation, and the counters.
-
-    Raises `CaptureError` when the file is not a capture, OSError when it cannot be read.
-    """
-    analyzer = analyzer or FlowAnalyzer()
-    reader = CaptureReader(path)
-    feed = analyzer.feed
-    for ts, linktype, frame in reader:
-        feed(ts, linktype, frame)
-    analyzer.stats.capture_errors += reader.errors
-    return analyzer.drain(final=True), analyzer.stats
-
-
-def scan_pcap(
-    path: Path,
-    catalog: EndpointCatalog,
-    *,
-    approved: Collection[str] = (),
-    upload_threshold: int | None = None,
-) -> list[FindingDraft]:
-    """The network detections on a saved capture: AI_SERVICE_ACCESS / AI_DATA_UPLOAD drafts.
-
-    `approved`: service ids or vendor slugs the policy approves (no upload finding for them);
-    `upload_threshold`: bytes out above which an unapproved service gets AI_DATA_UPLOAD.
-    """
-    from agent.detection.network import DEFAULT_UPLOAD_THRESHOLD, NetworkDetector
-
-    detector = NetworkDetector(
-        catalog,
-        approved=approved,
-        upload_threshold=DEFAULT_UPLOAD_THRESHOLD if upload_threshold is None else upload_threshold,
-    )
-    observations, _stats = analyze_pcap(path)
-    drafts: list[FindingDraft] = []
-    for obs in observations:
-        drafts.extend(detector.detect(obs))
-    return drafts

@@ -30,9 +30,9 @@ from typing import Final
 import psutil
 
 from agent.catalog.endpoints import EndpointCatalog
-from agent.netscan import NetworkObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process_facts import describe_process
+from agent.sensors.network.flows import NetworkObservation
+from agent.sensors.process.facts import describe_process
 
 log = logging.getLogger(__name__)
 

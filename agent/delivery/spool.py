@@ -22,7 +22,7 @@ from pathlib import Path
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.findings import TrackedState
+from agent.delivery.tracker import TrackedState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -16,14 +16,14 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent import __version__
 from agent.catalog.runtimes import CatalogError
+from agent.cli.output import write_json_lines, write_table
+from agent.cli.pcap import scan_pcap
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.findings import FindingTracker
-from agent.hostinfo import host_id
+from agent.delivery.tracker import FindingTracker
+from agent.identity.host import host_id
 from agent.netparse.capture import CaptureError
-from agent.netscan import scan_pcap
-from agent.output import write_json_lines, write_table
 from agent.pipeline import Pipeline
-from agent.policy import policy_from_config
+from agent.policy.rules import policy_from_config
 
 PROG = "umbra-agent"
 
@@ -31,9 +31,9 @@ PROG = "umbra-agent"
 def _expected_errors() -> tuple[type[Exception], ...]:
     """What a command may fail with, as one line and no traceback. Imported here, not at the
     top: `scan --pcap` should not pay for the daemon's imports (gRPC, TLS) to start."""
-    from agent.enroll import EnrollError
-    from agent.spool import SpoolError
-    from agent.tls import IdentityError
+    from agent.delivery.spool import SpoolError
+    from agent.identity.credentials import IdentityError
+    from agent.identity.enroll import EnrollError
 
     return (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError)
 
@@ -210,7 +210,7 @@ def _write(findings: Sequence[fpb.Finding], fmt: str) -> None:
 
 
 def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None) -> int:
-    from agent.enroll import EnrollError, enroll
+    from agent.identity.enroll import EnrollError, enroll
 
     try:
         ca = ca_file.read_bytes() if ca_file is not None else None
@@ -224,8 +224,8 @@ def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None)
 
 def _status(config: AgentConfig, fmt: str) -> int:
     from agent.daemon import build_pipeline
-    from agent.spool import Spool
-    from agent.tls import collector_address, load_identity
+    from agent.delivery.spool import Spool
+    from agent.identity.credentials import collector_address, load_identity
 
     identity = load_identity(config.state_dir)
     host = identity.host_id if identity else host_id(config.agent.host_id, config.state_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from umbra.v1 import agent_pb2 as apb
 
-from agent.policy import Policy
+from agent.policy.rules import Policy
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
-from agent.tls import (
+from agent.identity.credentials import (
     TLS_CHANNEL_OPTIONS,
     Identity,
     IdentityError,

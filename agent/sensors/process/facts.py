@@ -1,7 +1,7 @@
 """Deep process facts, judged: AI libraries mapped, model weights held, API-key names.
 
 Shared by the process sensor and the GPU sensor, which follow different processes but
-must say the same thing about each. Reading is `agent/procfs.py`'s job; this module
+must say the same thing about each. Reading is `agent/system/procfs.py`'s job; this module
 decides what the raw facts mean, with the process-signal catalog and the model-file
 identification library (by content, never by name).
 """
@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import psutil
 
-from agent import procfs
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.modelfiles import DEFAULT_MIN_MODEL_BYTES, ModelFileInfo, identify_file, looks_like_model_quick
 from agent.observations import ProcessObservation
+from agent.system import procfs
 
 MAX_FILES_PER_PROCESS = 64
 _LINUX = platform.system() == "Linux"

@@ -28,8 +28,8 @@ import grpc
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
-from agent.spool import Spool
-from agent.tls import TLS_CHANNEL_OPTIONS
+from agent.delivery.spool import Spool
+from agent.identity.credentials import TLS_CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
 

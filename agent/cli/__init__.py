@@ -1,0 +1,1 @@
+"""The command line: `umbra-agent` and its subcommands, the output formats, the `scan --pcap` runner."""

@@ -1,0 +1,1 @@
+"""Findings on their way out: the tracker (ids, dedupe), the durable spool, the gRPC stream."""

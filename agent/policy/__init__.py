@@ -1,0 +1,1 @@
+"""What is approved: the local policy's rules and the policy the collector pushes."""
