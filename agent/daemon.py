@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
-from umbra import codec
+from umbra import codec, contract
 from umbra.v1 import agent_pb2 as apb
 
 from agent import __version__
@@ -155,7 +155,7 @@ async def run_daemon(config: AgentConfig) -> None:
             agent_version=__version__,
             sensors=wire_statuses(pipeline.statuses()),
             policy_version=pipeline.policy.version,
-            protocol_version="umbra.v1",
+            protocol_version=contract.PROTOCOL_VERSION,
         )
 
     def heartbeat() -> apb.Heartbeat:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from umbra import contract
 from umbra.v1 import agent_pb2 as apb
 
 from agent.policy.rules import Policy
@@ -25,12 +26,6 @@ from agent.policy.rules import Policy
 log = logging.getLogger(__name__)
 
 POLICY_FILE = "policy.json"
-_LISTS = {
-    "approved_runtime": "approved_runtimes",
-    "approved_service": "approved_services",
-    "approved_model_hash": "approved_model_hashes",
-    "watched_path": "watched_paths",
-}
 
 
 @dataclass(frozen=True)
@@ -44,12 +39,12 @@ class FleetPolicy:
 
     @classmethod
     def from_wire(cls, policy: apb.Policy) -> FleetPolicy:
-        lists: dict[str, list[str]] = {name: [] for name in _LISTS.values()}
+        lists: dict[str, list[str]] = {name: [] for name in contract.LIST_RULES.values()}
         thresholds: dict[str, float] = {}
         for rule in policy.rules:
-            if rule.kind in _LISTS:
-                lists[_LISTS[rule.kind]].extend(rule.values)
-            elif rule.kind == "threshold" and rule.values:
+            if rule.kind in contract.LIST_RULES:
+                lists[contract.LIST_RULES[rule.kind]].extend(rule.values)
+            elif rule.kind == contract.RULE_THRESHOLD and rule.values:
                 try:
                     value = float(rule.values[0])
                 except ValueError:
@@ -84,8 +79,8 @@ class FleetPolicy:
 
     def detection_policy(self, local: Policy) -> Policy:
         """The detection Policy this fleet policy means; thresholds it leaves out keep the local value."""
-        confidence = self.thresholds.get("min_confidence", local.min_confidence)
-        upload = self.thresholds.get("upload_bytes", float(local.upload_threshold_bytes))
+        confidence = self.thresholds.get(contract.THRESHOLD_MIN_CONFIDENCE, local.min_confidence)
+        upload = self.thresholds.get(contract.THRESHOLD_UPLOAD_BYTES, float(local.upload_threshold_bytes))
         return replace(
             local,
             version=self.version,

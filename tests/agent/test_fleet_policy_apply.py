@@ -79,3 +79,27 @@ def test_pushed_threshold_and_services_reach_the_network_detector() -> None:
     pipeline.apply_policy(FleetPolicy(version=3, approved_services=("openai",)).detection_policy(local))
     assert detector.upload_threshold == 1_000_000, "a threshold the new policy leaves out is the local one"
     assert kinds() == {fpb.KIND_AI_SERVICE_ACCESS}, "uploads to an approved service are not findings"
+
+
+def test_every_rule_kind_of_the_wire_contract_fills_the_fleet_policy() -> None:
+    """The rule kinds come from umbra.contract, which the collector's encoder uses too: a rule of
+    each kind lands in its list, and a threshold rule in the thresholds."""
+    from dataclasses import fields
+
+    from umbra import contract
+    from umbra.v1 import agent_pb2 as apb
+
+    rules = [
+        apb.PolicyRule(name=field, kind=kind, values=[f"v-{kind}"])
+        for kind, field in contract.LIST_RULES.items()
+    ]
+    rules.append(
+        apb.PolicyRule(name=contract.THRESHOLD_UPLOAD_BYTES, kind=contract.RULE_THRESHOLD, values=["5e6"])
+    )
+    rules.append(apb.PolicyRule(name="x", kind="approved_nothing_known", values=["ignored"]))
+    fleet = FleetPolicy.from_wire(apb.Policy(version=4, rules=rules))
+    assert set(contract.LIST_RULES.values()) <= {f.name for f in fields(FleetPolicy)}
+    for kind, field in contract.LIST_RULES.items():
+        assert getattr(fleet, field) == (f"v-{kind}",)
+    assert fleet.thresholds == {contract.THRESHOLD_UPLOAD_BYTES: 5e6}
+    assert fleet.detection_policy(Policy()).upload_threshold_bytes == 5_000_000
