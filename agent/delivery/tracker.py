@@ -19,6 +19,7 @@ from typing import Protocol
 from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.detection.evidence import process_message
 from agent.observations import ProcessObservation
 
 MAX_REMEMBERED_OCCURRENCES = 32  # bounds memory per finding; enough for restarts of one runtime
@@ -28,18 +29,6 @@ def finding_id(host_id: str, kind: int, key: str) -> str:
     """Stable across scans, restarts and hosts' agents: the collector's idempotency key."""
     digest = hashlib.sha256(f"{host_id}\x1f{codec.kind_name(kind)}\x1f{key}".encode()).hexdigest()
     return digest[:32]
-
-
-def process_message(obs: ProcessObservation) -> fpb.Process:
-    return fpb.Process(
-        pid=obs.pid,
-        ppid=obs.ppid,
-        name=obs.name,
-        exe=obs.exe,
-        cmdline=list(obs.cmdline),
-        username=obs.username,
-        start_time=codec.timestamp(obs.create_time),
-    )
 
 
 @dataclass
