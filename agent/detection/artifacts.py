@@ -31,6 +31,7 @@ from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.delivery.tracker import FindingDraft
+from agent.detection.evidence import hub_evidence, model_file_evidence, transfer_evidence
 from agent.modelfiles.model import human_count
 from agent.observations import ModelFileObservation, ModelTransferObservation, Observation
 
@@ -74,27 +75,16 @@ class ArtifactDetector:
             subject=obs.sha256,
             user=obs.owner,
             process=obs.writer,
-            evidence=[model_evidence(obs)],
+            evidence=[model_file_evidence(obs)],
         )
 
     def _download(self, obs: ModelFileObservation) -> FindingDraft:
         hub = obs.hub
-        host, _, repo = hub.partition("/")
         by = f" by {obs.writer.name} (pid {obs.writer.pid})" if obs.writer else ""
         origin = f" from {hub}" if hub else ""
-        evidence = [model_evidence(obs)]
-        if hub:
-            evidence.append(
-                fpb.Evidence(
-                    network=fpb.NetworkEvidence(
-                        host_name=host,
-                        product=repo,
-                        category="model_hub",
-                        source="file_location",
-                        bytes_in=obs.size_bytes,
-                    )
-                )
-            )
+        evidence = [model_file_evidence(obs)]
+        if (hub_source := hub_evidence(obs)) is not None:
+            evidence.append(hub_source)
         return FindingDraft(
             kind=fpb.KIND_MODEL_DOWNLOAD,
             key=f"{hub}|{obs.sha256 or obs.path}",
@@ -123,42 +113,8 @@ class ArtifactDetector:
             subject=obs.sha256,
             user=obs.process.username if obs.process and obs.process.username else obs.owner,
             process=obs.process,
-            evidence=[
-                fpb.Evidence(
-                    transfer=fpb.TransferEvidence(
-                        source_path=obs.source_path,
-                        destination=obs.destination,
-                        destination_kind=obs.kind,
-                        sha256=obs.sha256,
-                        size_bytes=obs.size_bytes,
-                    )
-                ),
-                fpb.Evidence(
-                    model_file=fpb.ModelFileEvidence(
-                        path=obs.destination if obs.kind != "archive" else obs.source_path,
-                        format=obs.format,
-                        size_bytes=obs.size_bytes,
-                        sha256=obs.sha256,
-                        model_name=obs.model_name,
-                    )
-                ),
-            ],
+            evidence=transfer_evidence(obs),
         )
-
-
-def model_evidence(obs: ModelFileObservation) -> fpb.Evidence:
-    return fpb.Evidence(
-        model_file=fpb.ModelFileEvidence(
-            path=obs.path,
-            format=obs.format,
-            size_bytes=obs.size_bytes,
-            sha256=obs.sha256,
-            architecture=obs.architecture,
-            parameter_count=obs.parameter_count,
-            quantization=obs.quantization,
-            model_name=obs.model_name,
-        )
-    )
 
 
 def _describe(obs: ModelFileObservation) -> str:

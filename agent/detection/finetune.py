@@ -47,18 +47,17 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.delivery.tracker import FindingDraft
+from agent.detection.evidence import gpu_evidence, runtime_evidence, training_artifact_evidence
 from agent.detection.gpu import (
     GpuUsage,
     Sustained,
     ai_libraries,
     coarse_bytes,
     coarse_percent,
-    gpu_evidence,
     human_bytes,
     workload_identity,
     workload_label,
 )
-from agent.detection.runtime import runtime_evidence
 from agent.observations import (
     GpuProcessObservation,
     Observation,
@@ -392,7 +391,7 @@ class FineTuningDetector:
                 for p in peaks
             ),
             *(
-                fpb.Evidence(model_file=fpb.ModelFileEvidence(path=path, format=fmt))
+                training_artifact_evidence(path, fmt)
                 for path, fmt in sorted(list(job.artifacts.items())[-MAX_ARTIFACT_EVIDENCE:])
             ),
         ]

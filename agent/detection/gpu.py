@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -35,6 +34,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
 from agent.delivery.tracker import FindingDraft
+from agent.detection.evidence import gpu_evidence, runtime_evidence
 from agent.observations import GpuProcessObservation, Observation, ProcessObservation
 
 AI_LIBRARY_CATEGORIES = frozenset({"inference", "ml_framework", "training"})
@@ -290,6 +290,7 @@ class GpuWorkloadDetector:
         held = human_bytes(memory) if memory else "memory not reported"
         reasons.append(f"holds {held} on GPU {obs.gpu_index} ({obs.gpu_name}), peak")
         what = runtime_name or workload_label(proc)
+        ai_names = [b for b, _ in ai]
         return [
             FindingDraft(
                 kind=fpb.KIND_GPU_AI_WORKLOAD,
@@ -304,17 +305,16 @@ class GpuWorkloadDetector:
                 process=proc,
                 evidence=[
                     gpu_evidence(
-                        obs.gpu_index, obs.gpu_name, memory, sm, [b for b, _ in ai], obs.gpu_uuid, obs.context
+                        obs.gpu_index, obs.gpu_name, memory, sm, ai_names, obs.gpu_uuid, obs.context
                     ),
-                    fpb.Evidence(
-                        runtime=fpb.RuntimeEvidence(
-                            runtime_id=runtime_id,
-                            runtime_name=runtime_name,
-                            matched_on=matched_on,
-                            reasons=reasons,
-                            libraries=[b for b, _ in ai],
-                            model_files=list(proc.model_files),
-                        )
+                    runtime_evidence(
+                        proc,
+                        runtime_id,
+                        runtime_name,
+                        matched_on,
+                        reasons,
+                        libraries=ai_names,
+                        key_names=False,
                     ),
                 ],
             )
@@ -329,19 +329,3 @@ def ai_libraries(proc: ProcessObservation, signals: ProcessSignals) -> list[tupl
         if signal is not None and signal.category in AI_LIBRARY_CATEGORIES:
             found.append((base, signal))
     return found
-
-
-def gpu_evidence(
-    index: int, name: str, memory: int, sm: int, libraries: Sequence[str], uuid: str = "", context: str = ""
-) -> fpb.Evidence:
-    return fpb.Evidence(
-        gpu=fpb.GpuEvidence(
-            gpu_index=index,
-            gpu_name=name,
-            memory_used_bytes=memory,
-            sm_utilization_percent=sm,
-            ai_libraries=list(libraries),
-            gpu_uuid=uuid,
-            context=context,
-        )
-    )

@@ -28,6 +28,7 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
 from agent.delivery.tracker import FindingDraft
+from agent.detection.evidence import network_evidence
 from agent.observations import NetworkObservation
 from agent.policy.rules import Policy
 
@@ -84,19 +85,7 @@ class NetworkDetector:
         process = obs.process
         who = (process.exe or process.name) if process is not None else "none"
         user = process.username if process is not None else ""
-        evidence = fpb.Evidence(
-            network=fpb.NetworkEvidence(
-                host_name=obs.host_name,
-                vendor=entry.vendor,
-                product=entry.product,
-                category=entry.category,
-                source=obs.source,
-                remote_address=obs.server_ip,
-                remote_port=obs.server_port,
-                bytes_out=obs.bytes_out,
-                bytes_in=obs.bytes_in,
-            )
-        )
+        evidence = network_evidence(obs, entry)
         alias = f" (via {match.host_name})" if via_alias else ""
         by = f" by {process.name} (pid {process.pid})" if process is not None else ""
         drafts = [

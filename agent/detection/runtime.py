@@ -16,7 +16,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.delivery.tracker import FindingDraft
-from agent.modelfiles import ModelFileInfo
+from agent.detection.evidence import model_file_evidence, runtime_evidence, socket_evidence
 from agent.observations import ListeningSocket, Observation, ProcessObservation
 
 # Confidence of a runtime known only by its behaviour (no catalog name or command line).
@@ -99,8 +99,8 @@ class RuntimeDetector:
             process=obs,
             evidence=[
                 _runtime_evidence(obs, entry, matched_on, reasons),
-                *(_socket_evidence(s) for s in obs.listening),
-                *(_model_file_evidence(m) for m in obs.models),
+                *(socket_evidence(s) for s in obs.listening),
+                *(model_file_evidence(m) for m in obs.models),
             ],
         )
 
@@ -123,7 +123,7 @@ class RuntimeDetector:
             subject=entry.id if entry else "",
             user=obs.username,
             process=obs,
-            evidence=[_runtime_evidence(obs, entry, matched_on, reasons), _socket_evidence(sock)],
+            evidence=[_runtime_evidence(obs, entry, matched_on, reasons), socket_evidence(sock)],
         )
 
 
@@ -149,42 +149,3 @@ def _runtime_evidence(
     obs: ProcessObservation, entry: RuntimeEntry | None, matched_on: list[str], reasons: list[str]
 ) -> fpb.Evidence:
     return runtime_evidence(obs, entry.id if entry else "", entry.name if entry else "", matched_on, reasons)
-
-
-def runtime_evidence(
-    obs: ProcessObservation, runtime_id: str, runtime_name: str, matched_on: list[str], reasons: list[str]
-) -> fpb.Evidence:
-    """What a process-based finding says about the process: why it matched, and its AI facts."""
-    return fpb.Evidence(
-        runtime=fpb.RuntimeEvidence(
-            runtime_id=runtime_id,
-            runtime_name=runtime_name,
-            matched_on=matched_on,
-            reasons=reasons,
-            libraries=list(obs.libraries),
-            model_files=list(obs.model_files),
-            api_key_env_names=list(obs.env_key_names),
-        )
-    )
-
-
-def _socket_evidence(sock: ListeningSocket) -> fpb.Evidence:
-    return fpb.Evidence(
-        socket=fpb.SocketEvidence(
-            address=sock.address, port=sock.port, transport=sock.transport, exposed=sock.exposed
-        )
-    )
-
-
-def _model_file_evidence(model: ModelFileInfo) -> fpb.Evidence:
-    return fpb.Evidence(
-        model_file=fpb.ModelFileEvidence(
-            path=model.path,
-            format=model.format,
-            size_bytes=model.size_bytes,
-            architecture=model.architecture or "",
-            parameter_count=model.parameter_count or 0,
-            quantization=model.quantization or "",
-            model_name=model.model_name or "",
-        )
-    )
