@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> int:
-    tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir))
+    # A scan reports everything it saw, however long it ran: only the tracker's cap forgets.
+    tracker = FindingTracker(host_id(config.agent.host_id, config.state_dir), forget_after=math.inf)
     if pcap is not None:
         return _scan_pcap(config, pcap, fmt, tracker)
     from agent.daemon import build_pipeline

@@ -7,6 +7,12 @@ user, the same exposed port) keeps its id; `count` is the number of distinct occ
 finding is worth sending again: new, changed, a new occurrence, or still active after
 `refresh_interval` seconds; otherwise it stays quiet, so a long-lived runtime does not
 flood the spool.
+
+Memory is bounded: a finding not seen for `forget_after` seconds (three refresh intervals by
+default) is forgotten, and at most `max_tracked` findings are held, the least recently seen
+going first. Forgetting changes nothing the collector sees: the daemon's tracker reloads a
+forgotten finding's state (first seen, count, occurrences, last sent) from the spool, which
+saved it when the finding was last sent, and everything but `last_seen` changes only with a send.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from agent.detection.evidence import process_message
 from agent.observations import ProcessObservation
 
 MAX_REMEMBERED_OCCURRENCES = 32  # bounds memory per finding; enough for restarts of one runtime
+FORGET_AFTER_REFRESHES = 3  # a finding unseen this many refresh intervals is dropped from memory
+MAX_TRACKED = 100_000  # findings held in memory at once (a few KiB each)
+MAX_UNSAVED = 100_000  # states of sent findings waiting for `take_unsaved` (the daemon's next append)
 
 
 def finding_id(host_id: str, kind: int, key: str) -> str:
@@ -70,10 +79,20 @@ class FindingTracker:
         host_id: str,
         refresh_interval: float = 300.0,
         state_store: FindingStateStore | None = None,
+        *,
+        forget_after: float | None = None,
+        max_tracked: int = MAX_TRACKED,
     ) -> None:
+        """forget_after: seconds unseen before a finding is forgotten (None: three refresh
+        intervals; math.inf: only `max_tracked` bounds memory, for a scan that reports all it saw)."""
         self.host_id = host_id
         self.refresh_interval = refresh_interval
+        if forget_after is None:
+            forget_after = FORGET_AFTER_REFRESHES * refresh_interval
+        self.forget_after = forget_after
+        self.max_tracked = max(max_tracked, 1)
         self._store = state_store
+        # Both in order of last sighting, least recent first, so forgetting looks at the front only.
         self._states: dict[str, TrackedState] = {}
         self._latest: dict[str, fpb.Finding] = {}
         self._unsaved: dict[str, TrackedState] = {}
@@ -96,7 +115,7 @@ class FindingTracker:
             finding.process.CopyFrom(process_message(draft.process))
         fingerprint = _fingerprint(finding)
 
-        state = self._states.get(fid)
+        state = self._states.pop(fid, None) or self._unsaved.get(fid)  # unsaved: not in the store yet
         if state is None and self._store is not None:
             state = self._store.load_state(fid)
         send = False
@@ -118,12 +137,32 @@ class FindingTracker:
         finding.last_seen.CopyFrom(codec.timestamp(state.last_seen))
         finding.count = state.count
         self._states[fid] = state
+        self._latest.pop(fid, None)
         self._latest[fid] = finding
+        self._forget(now)
         if send:
             state.last_sent = now
+            self._unsaved.pop(fid, None)
             self._unsaved[fid] = state
+            if len(self._unsaved) > MAX_UNSAVED:  # nobody takes them (a scan): keep the newest
+                del self._unsaved[next(iter(self._unsaved))]
             return finding
         return None
+
+    def _forget(self, now: float) -> None:
+        """Drop the least recently seen findings while they are stale or too many."""
+        horizon = now - self.forget_after
+        states = self._states
+        while states:
+            fid, oldest = next(iter(states.items()))
+            if len(states) <= self.max_tracked and oldest.last_seen >= horizon:
+                return
+            del states[fid]
+            del self._latest[fid]
+
+    def __len__(self) -> int:
+        """How many findings are held in memory."""
+        return len(self._states)
 
     def take_unsaved(self) -> dict[str, TrackedState]:
         """States of the findings returned since the last call, to persist with them."""
@@ -131,7 +170,8 @@ class FindingTracker:
         return unsaved
 
     def current(self) -> Sequence[fpb.Finding]:
-        """The newest version of every finding seen by this tracker (for one-pass scans)."""
+        """The newest version of every finding this tracker holds (for one-pass scans): every one
+        seen, unless forgotten (see `forget_after`, `max_tracked`)."""
         return list(self._latest.values())
 
 
