@@ -33,7 +33,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from agent.catalog.source import CatalogError, entry_strings, parse_catalog_toml, read_catalog
+from agent.catalog.cmdline import as_argv, basename, explicit_argv, norm, program, runs_programs
+from agent.catalog.source import (
+    CatalogError,
+    entry_lists,
+    entry_regexes,
+    entry_strings,
+    parse_catalog_toml,
+    read_catalog,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -78,34 +86,8 @@ _REQUIRED: Final = ("id", "name", "source")
 _NAME_GLOB_RE: Final = re.compile(r"\*?[^*]+|[^*]+\*")
 _MODULE_RE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_PYTHON_RE: Final = re.compile(r"(?:python|pythonw|pypy|py)(?:\d+(?:\.\d+)*)?[dmtw]?")
-_JS: Final = frozenset({"node", "nodejs", "bun", "deno"})
-_SHELLS: Final = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish"})
-# Programs that run another program named in their arguments. They exec or spawn it, so the
-# child is seen on its own too; here they only make the wrapper's own verdict right.
-_LAUNCHERS: Final = _words(
-    "uv uvx pipx poetry pdm hatch rye pixi conda mamba micromamba npx bunx pnpx env nohup"
-    " torchrun accelerate deepspeed"
-)
-_LAUNCHER_SUBCOMMANDS: Final = frozenset({"run", "exec", "tool", "x", "launch", "dlx"})
-# Launcher options whose value is a separate argument (so the value is not the program).
-_LAUNCHER_VALUE_OPTS: Final = _words(
-    "--with --from --python -p --project --directory --package -n --name --prefix --env-file"
-    " --extra --group --index-url --nproc_per_node --nproc-per-node --nnodes --config_file -u -C --chdir"
-)
-_PY_VALUE_OPTS: Final = frozenset({"-W", "-X", "-Q"})
-_PY_FLAGS_THEN_M: Final = re.compile(r"-[bBdEhiIOPqRsSuvx]*m(.*)")
-_PY_FLAGS_THEN_C: Final = re.compile(r"-[bBdEhiIOPqRsSuvx]*c.*")
-_JS_VALUE_OPTS: Final = frozenset({"-r", "--require", "--import", "--loader", "--experimental-loader"})
-_JS_EVAL_OPTS: Final = frozenset({"-e", "--eval", "-p", "--print"})
 # Script names a pattern mentions: main\.py, (?:server|one_click)\.py, index\.js.
 _SCRIPT_REF_RE: Final = re.compile(r"(?:\(\?:([\w|-]+)\)|([\w-]+))\\\.(py|js|sh)\b")
-_WINDOWS_ABS_RE: Final = re.compile(r"[A-Za-z]:[\\/]")
 
 
 @dataclass(frozen=True)
@@ -189,16 +171,6 @@ class _Evidence:
     port_only_confidence: float = CONF_PORT_ONLY
 
 
-@dataclass(frozen=True)
-class _Program:
-    """What an interpreter or launcher in argv runs: script names, a module, the script's index."""
-
-    names: tuple[tuple[str, str], ...] = ()  # (normalised basename, interpreter)
-    module: str | None = None
-    script_index: int | None = None
-    relative_script: bool = False
-
-
 class RuntimeCatalog:
     """The loaded catalog and its indexes. Read-only once built (but for a bounded cache of
     negative pre-filter results); safe to share between threads."""
@@ -267,33 +239,33 @@ class RuntimeCatalog:
         script arguments (those not starting with "-"). Conservative for an interpreter running
         a relative script some pattern names (`python main.py`) when `cwd` is not known.
         """
-        argv = _as_argv(cmdline)
+        argv = as_argv(cmdline)
         names = self._names
-        comm = _norm(name) if name else ""
+        comm = norm(name) if name else ""
         if comm and names.hit(comm, comm=True):
             return True
-        exe_name = _norm(_basename(exe)) if exe else ""
+        exe_name = norm(basename(exe)) if exe else ""
         if exe_name and exe_name != comm and names.hit(exe_name):
             return True
         if not argv:
             return False
-        first = _norm(_basename(argv[0]))
+        first = norm(basename(argv[0]))
         if first != comm and first != exe_name and names.hit(first):
             return True
-        program = _program(argv) if _runs_programs(first) else None
-        if program is not None:
-            if program.module is not None and program.module.split(".", 1)[0] in self._module_roots:
+        runs = program(argv) if runs_programs(first) else None
+        if runs is not None:
+            if runs.module is not None and runs.module.split(".", 1)[0] in self._module_roots:
                 return True
-            if any(names.hit(n) for n, _ in program.names):
+            if any(names.hit(n) for n, _ in runs.names):
                 return True
             if (
                 cwd is None
-                and program.relative_script
-                and program.script_index is not None
-                and _basename(argv[program.script_index]).lower() in self._script_refs
+                and runs.relative_script
+                and runs.script_index is not None
+                and basename(argv[runs.script_index]).lower() in self._script_refs
             ):
                 return True
-        tokens = _tokens(exe, argv, cwd, program)
+        tokens = explicit_argv(exe, argv, cwd, runs)
         gate = _gate_text(tokens)
         if gate in self._no_keyword:
             return False
@@ -330,7 +302,7 @@ class RuntimeCatalog:
         ports = {p for p in listening_ports if isinstance(p, int)}
         # Same gate as the pre-filter, so the two never disagree.
         if self.is_candidate(name, exe, cmdline, cwd=cwd):
-            self._collect(found, name, exe, _as_argv(cmdline), cwd)
+            self._collect(found, name, exe, as_argv(cmdline), cwd)
         for idx, ev in found.items():
             hits = sorted(ports.intersection(self.entries[idx].ports))
             if hits:
@@ -362,42 +334,42 @@ class RuntimeCatalog:
         def note(idx: int) -> _Evidence:
             return found.setdefault(idx, _Evidence())
 
-        comm = _norm(name) if name else ""
+        comm = norm(name) if name else ""
         for idx, pat, truncated in self._names.lookup(comm, comm=True) if comm else ():
             ev = note(idx)
             ev.name = True
             cut = f" (the name {pat!r} cut to {len(comm)} characters)" if truncated else ""
             ev.reasons.append(f"process name {name!r}{cut}")
-        exe_base = _basename(exe) if exe else ""
-        for idx, _pat, _ in self._names.lookup(_norm(exe_base)) if exe_base else ():
+        exe_base = basename(exe) if exe else ""
+        for idx, _pat, _ in self._names.lookup(norm(exe_base)) if exe_base else ():
             ev = note(idx)
             ev.exe = True
             ev.reasons.append(f"executable {exe_base!r}")
         if not argv:
             return
-        argv0 = _basename(argv[0])
-        first = _norm(argv0)
+        argv0 = basename(argv[0])
+        first = norm(argv0)
         if first and first != comm:  # argv[0] rewritten, or a comm cut short
             for idx, _pat, _ in self._names.lookup(first):
                 ev = note(idx)
                 if not ev.name:
                     ev.name = True
                     ev.reasons.append(f"argv[0] {argv0!r}")
-        program = _program(argv) if _runs_programs(first) else None
-        if program is not None:
-            for script, runner in program.names:
+        runs = program(argv) if runs_programs(first) else None
+        if runs is not None:
+            for script, runner in runs.names:
                 for idx, _pat, _ in self._names.lookup(script):
                     ev = note(idx)
                     if not ev.name:
                         ev.name = True
                         ev.reasons.append(f"script {script!r} run by {runner}")
-            if program.module is not None:
+            if runs.module is not None:
                 for module, idx in self._modules:
-                    if program.module == module or program.module.startswith(module + "."):
+                    if runs.module == module or runs.module.startswith(module + "."):
                         ev = note(idx)
                         ev.cmdline = True
-                        ev.reasons.append(f"python module {program.module!r}")
-        tokens = _tokens(exe, argv, cwd, program)
+                        ev.reasons.append(f"python module {runs.module!r}")
+        tokens = explicit_argv(exe, argv, cwd, runs)
         gate = _gate_text(tokens)
         text = " ".join(tokens)[:MAX_CMDLINE_CHARS]
         for kw, patterns in self._keyword_patterns:
@@ -433,146 +405,7 @@ class RuntimeCatalog:
         return RuntimeMatch(entry, matched_on, round(confidence, 4), tuple(ev.reasons))
 
 
-# --- process facts -------------------------------------------------------------------------
-
-
-def _norm(name: str) -> str:
-    """Case-folded name without a Windows ".exe"."""
-    n = name.strip().lower()
-    return n[:-4] if n.endswith(".exe") else n
-
-
-def _basename(path: str) -> str:
-    """Last component of a POSIX or Windows path."""
-    path = path.rstrip("/\\")
-    return path[max(path.rfind("/"), path.rfind("\\")) + 1 :]
-
-
-def _has_dir(path: str) -> bool:
-    return "/" in path or "\\" in path
-
-
-def _is_absolute(path: str) -> bool:
-    return path.startswith(("/", "\\")) or _WINDOWS_ABS_RE.match(path) is not None
-
-
-def _as_argv(cmdline: Sequence[str] | str) -> Sequence[str]:
-    if isinstance(cmdline, str):  # a caller with a flat command line: best effort
-        return cmdline.split()
-    return cmdline
-
-
-def _is_interpreter(name: str) -> bool:
-    return name in _JS or name in _SHELLS or _PYTHON_RE.fullmatch(name) is not None
-
-
-def _program(argv: Sequence[str], start: int = 0, depth: int = 0) -> _Program:
-    """The script or module an interpreter (or launcher) at argv[start] runs."""
-    if start >= len(argv) or depth > 3:
-        return _Program()
-    interp = _norm(_basename(argv[start]))
-    n = len(argv)
-    i = start + 1
-    if _PYTHON_RE.fullmatch(interp):
-        while i < n:
-            arg = argv[i]
-            if arg == "--":
-                i += 1
-                break
-            flags_m = _PY_FLAGS_THEN_M.fullmatch(arg)
-            if flags_m:
-                module = flags_m.group(1) or (argv[i + 1] if i + 1 < n else "")
-                return _Program(module=module or None)
-            if _PY_FLAGS_THEN_C.fullmatch(arg):
-                return _Program()  # code on the command line: no script
-            if arg in _PY_VALUE_OPTS:
-                i += 2
-                continue
-            if arg.startswith("-") and arg != "-":
-                i += 1
-                continue
-            break
-    elif interp in _JS:
-        while i < n:
-            arg = argv[i]
-            if arg in _JS_EVAL_OPTS:
-                return _Program()
-            if arg in _JS_VALUE_OPTS:
-                i += 2
-            elif arg.startswith("-") or (interp != "node" and arg in ("run", "x")):
-                i += 1
-            else:
-                break
-    elif interp in _SHELLS:
-        while i < n:
-            arg = argv[i]
-            if arg == "-c":
-                # `sh -c "prog args"`: the first word of the command string is the program.
-                words = argv[i + 1].split() if i + 1 < n else []
-                if not words:
-                    return _Program()
-                return _Program(names=((_norm(_basename(words[0])), interp),))
-            if arg.startswith("-"):
-                i += 1
-                continue
-            break
-    elif interp in _LAUNCHERS:
-        while i < n:
-            arg = argv[i]
-            if arg in _LAUNCHER_VALUE_OPTS:
-                i += 2
-            elif arg.startswith("-") or arg in _LAUNCHER_SUBCOMMANDS or ("=" in arg and not _has_dir(arg)):
-                i += 1
-            else:
-                break
-        if i >= n:
-            return _Program()
-        inner = _program(argv, i, depth + 1)
-        # uvx open-webui@latest, pipx run vllm==0.9: the version pin is not part of the name.
-        program = re.split(r"(?<=.)@|==", _norm(_basename(argv[i])), maxsplit=1)[0]
-        own = (program, interp)
-        return _Program(
-            names=(own, *inner.names),
-            module=inner.module,
-            script_index=inner.script_index if inner.script_index is not None else i,
-            relative_script=inner.relative_script or (_has_dir(argv[i]) and not _is_absolute(argv[i])),
-        )
-    else:
-        return _Program()
-    if i >= n:
-        return _Program()
-    script = argv[i]
-    return _Program(
-        names=((_norm(_basename(script)), interp),),
-        script_index=i,
-        relative_script=not _is_absolute(script),
-    )
-
-
-def _runs_programs(name: str) -> bool:
-    """An interpreter or launcher: its own name says nothing, its arguments do."""
-    return name in _LAUNCHERS or _is_interpreter(name)
-
-
-def _tokens(exe: str, argv: Sequence[str], cwd: str | None, program: _Program | None) -> Sequence[str]:
-    """argv as patterns see it: interpreter path and relative script path made explicit."""
-    if not argv:
-        return [exe] if exe else []
-    if program is None:
-        return argv
-    tokens = list(argv)
-    if exe and not _has_dir(argv[0]) and _has_dir(exe) and _is_interpreter(_norm(_basename(argv[0]))):
-        # `python server.py` from a venv or conda env: the interpreter's path names the project.
-        tokens[0] = exe
-    i = program.script_index
-    if cwd and i is not None and program.relative_script:
-        script = argv[i]
-        for prefix in ("./", ".\\"):
-            if script.startswith(prefix):
-                script = script[len(prefix) :]
-        sep = "\\" if "\\" in cwd and "/" not in cwd else "/"
-        tokens[i] = cwd.rstrip("/\\") + sep + script
-    return tokens
+# --- command lines as patterns see them --------------------------------------------------
 
 
 def _gate_text(tokens: Sequence[str]) -> str:
@@ -626,12 +459,7 @@ def _entry(raw: Mapping[str, Any], number: int, label: str) -> RuntimeEntry:
     fail, strings = entry_strings(
         raw, number, label, known=_ENTRY_KEYS, required=_REQUIRED, strings=_STR_KEYS
     )
-    lists: dict[str, tuple[str, ...]] = {}
-    for key in _LIST_KEYS:
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise fail(f"{key!r} must be a list of non-empty strings")
-        lists[key] = tuple(value)
+    lists = entry_lists(raw, _LIST_KEYS, fail)
     category = strings.get("category", "inference_server")
     if category not in CATEGORIES:
         raise fail(f"category {category!r} is not one of {', '.join(sorted(CATEGORIES))}")
@@ -643,21 +471,11 @@ def _entry(raw: Mapping[str, Any], number: int, label: str) -> RuntimeEntry:
         for n in lists[key]:
             if not _NAME_GLOB_RE.fullmatch(n):
                 raise fail(f"{key}: {n!r} may hold one '*', at its start or its end only")
-        names[key] = tuple(dict.fromkeys(_norm(n) for n in lists[key]))
+        names[key] = tuple(dict.fromkeys(norm(n) for n in lists[key]))
     for module in lists["modules"]:
         if not _MODULE_RE.fullmatch(module):
             raise fail(f"modules: {module!r} is not a dotted Python module name")
-    compiled: list[re.Pattern[str]] = []
-    for source in lists["cmdline_patterns"]:
-        try:
-            pattern = re.compile(source, re.IGNORECASE)
-        except re.error as exc:
-            raise fail(f"cmdline_patterns: {source!r} does not compile: {exc}") from exc
-        if pattern.search("") is not None:
-            raise fail(
-                f"cmdline_patterns: {source!r} matches the empty string (it would match every process)"
-            )
-        compiled.append(pattern)
+    compiled = entry_regexes(lists["cmdline_patterns"], "cmdline_patterns", fail, re.IGNORECASE)
     keywords = tuple(dict.fromkeys(lists["keywords"]))
     for kw in keywords:
         if kw != kw.lower() or kw != kw.strip():
@@ -688,7 +506,7 @@ def _entry(raw: Mapping[str, Any], number: int, label: str) -> RuntimeEntry:
         ports=ports,
         libraries=lists["libraries"],
         notes=strings.get("notes", ""),
-        compiled=tuple(compiled),
+        compiled=compiled,
     )
 
 

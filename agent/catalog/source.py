@@ -95,3 +95,41 @@ def entry_strings(
     if "source" in values and not values["source"].startswith("https://"):
         raise fail(f"source must be an https:// URL, not {values['source']!r}")
     return fail, values
+
+
+def entry_lists(
+    raw: Mapping[str, Any], keys: Collection[str], fail: Callable[[str], CatalogError]
+) -> dict[str, tuple[str, ...]]:
+    """An entry's list fields (absent: empty), each checked to be a list of non-empty strings."""
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in keys:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise fail(f"{key!r} must be a list of non-empty strings")
+        lists[key] = tuple(value)
+    return lists
+
+
+def entry_flag(raw: Mapping[str, Any], key: str, default: bool, fail: Callable[[str], CatalogError]) -> bool:
+    """An entry's boolean field (absent: `default`)."""
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise fail(f"{key!r} must be true or false")
+    return value
+
+
+def entry_regexes(
+    sources: Collection[str], key: str, fail: Callable[[str], CatalogError], flags: int = 0
+) -> tuple[re.Pattern[str], ...]:
+    """An entry's regexes, compiled; one that does not compile, or matches the empty string (so
+    it would match everything), is an error."""
+    compiled: list[re.Pattern[str]] = []
+    for source in sources:
+        try:
+            pattern = re.compile(source, flags)
+        except re.error as exc:
+            raise fail(f"{key}: {source!r} does not compile: {exc}") from exc
+        if pattern.search("") is not None:
+            raise fail(f"{key}: {source!r} matches the empty string (it would match everything)")
+        compiled.append(pattern)
+    return tuple(compiled)

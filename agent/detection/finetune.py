@@ -36,8 +36,6 @@ the life of the instance (checkpoints are written in bursts between polls), boun
 
 from __future__ import annotations
 
-import os
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,7 +43,9 @@ from functools import lru_cache
 
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.catalog.cmdline import basename, is_python, norm, python_target
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
+from agent.catalog.training import TrainingTool, artifact_kind, default_training_catalog
 from agent.delivery.tracker import FindingDraft
 from agent.detection.evidence import gpu_evidence, runtime_evidence, training_artifact_evidence
 from agent.detection.gpu import (
@@ -74,156 +74,9 @@ MAX_INSTANCES = 2048
 MAX_ARGS = 64  # command-line tokens looked at
 
 
-@dataclass(frozen=True)
-class TrainingTool:
-    """A training launcher, CLI or option set, as it shows on a command line."""
-
-    id: str
-    name: str
-    source: str
-    programs: tuple[str, ...] = ()  # argv[0]'s basename, or the script an interpreter runs
-    subcommands: tuple[str, ...] = ()  # when given, the program must be followed by one of them
-    modules: tuple[str, ...] = ()  # `python -m MODULE`; "a.b" also matches "a.b.c"
-    options: tuple[str, ...] = ()  # "--opt" or "--opt=value" anywhere on the command line
-    strong: bool = True  # False: a hint that only adds to other evidence (torchrun)
-
-
-TOOLS: tuple[TrainingTool, ...] = (
-    TrainingTool(
-        "accelerate",
-        "Hugging Face Accelerate",
-        "https://huggingface.co/docs/accelerate/basic_tutorials/launch",
-        programs=("accelerate",),
-        subcommands=("launch",),
-        modules=("accelerate.commands.launch", "accelerate.commands.accelerate_cli"),
-    ),
-    TrainingTool(
-        "deepspeed",
-        "DeepSpeed",
-        "https://www.deepspeed.ai/getting-started/",
-        programs=("deepspeed",),
-        modules=("deepspeed.launcher",),
-        options=("--deepspeed", "--deepspeed_config"),
-    ),
-    TrainingTool(
-        "torchtune",
-        "torchtune",
-        "https://docs.pytorch.org/torchtune/stable/tune_cli.html",
-        programs=("tune",),
-        subcommands=("run",),
-        modules=("torchtune._cli", "recipes"),
-    ),
-    TrainingTool(
-        "axolotl",
-        "Axolotl",
-        "https://docs.axolotl.ai/docs/cli.html",
-        programs=("axolotl",),
-        subcommands=("train", "preprocess"),
-        modules=("axolotl.cli.train", "axolotl.cli.preprocess"),
-    ),
-    TrainingTool(
-        "trl",
-        "TRL",
-        "https://huggingface.co/docs/trl/clis",
-        programs=("trl",),
-        subcommands=("sft", "dpo", "grpo", "kto", "reward", "rloo", "ppo", "orpo"),
-        modules=("trl.scripts",),
-    ),
-    TrainingTool(
-        "llamafactory",
-        "LLaMA-Factory",
-        "https://github.com/hiyouga/LLaMA-Factory",
-        programs=("llamafactory-cli", "lmf"),
-        subcommands=("train",),
-        modules=("llamafactory.launcher",),
-    ),
-    TrainingTool(
-        "mlx-lm-lora",
-        "MLX LM LoRA",
-        "https://github.com/ml-explore/mlx-lm/blob/main/mlx_lm/LORA.md",
-        programs=("mlx_lm.lora",),
-        modules=("mlx_lm.lora",),
-    ),
-    TrainingTool(
-        "autotrain",
-        "AutoTrain",
-        "https://huggingface.co/docs/autotrain/index",
-        programs=("autotrain",),
-        subcommands=("llm",),
-    ),
-    TrainingTool(
-        "unsloth",
-        "Unsloth",
-        "https://github.com/unslothai/unsloth",
-        programs=("unsloth-cli.py", "unsloth"),
-        modules=("unsloth",),
-    ),
-    TrainingTool(
-        "peft",
-        "PEFT (LoRA options)",
-        "https://huggingface.co/docs/trl/main/en/sft_trainer",
-        options=("--use_peft", "--lora_r", "--lora_alpha", "--lora_rank", "--lora_target_modules"),
-    ),
-    TrainingTool(
-        "hf-trainer",
-        "Transformers Trainer",
-        "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments",
-        options=(
-            "--per_device_train_batch_size",
-            "--num_train_epochs",
-            "--gradient_accumulation_steps",
-            "--do_train",
-        ),
-    ),
-    TrainingTool(
-        "torchrun",
-        "torchrun",
-        "https://docs.pytorch.org/docs/stable/elastic/run.html",
-        programs=("torchrun",),
-        modules=("torch.distributed.run", "torch.distributed.launch"),
-        strong=False,
-    ),
-)
-
-#: A script whose name says training: only a hint (a `train.py` may train anything, even a CPU toy).
-_SCRIPT_HINT = re.compile(
-    r"(?:^|[_\-.])(?:train|training|finetune|finetuning|fine[_-]tune|sft|lora|qlora|dpo|orpo|pretrain)"
-    r"(?:[_\-.]|$)|^run_(?:clm|mlm|sft|summarization|translation|qa|glue)\.py$",
-    re.IGNORECASE,
-)
-_PYTHON = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
-
-#: Training artifacts by path, first match wins (an adapter inside checkpoint-N/ is an adapter).
-ARTIFACTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(
-            r"/(?:adapter_model\.(?:safetensors|bin)|adapter_config\.json|(?:\d+_)?adapters\.safetensors"
-            r"|adapter_\d+\.pt)$"
-        ),
-        "lora_adapter",
-    ),
-    (
-        re.compile(r"/global_step\d+/|_optim_states\.pt$|/mp_rank_\d+_model_states\.pt$"),
-        "deepspeed_checkpoint",
-    ),
-    (re.compile(r"/checkpoint-\d+/"), "trainer_checkpoint"),
-    (
-        re.compile(
-            r"/(?:optimizer\.(?:pt|bin)|scheduler\.pt|trainer_state\.json|training_args\.bin"
-            r"|rng_state(?:_\d+)?\.pth|recipe_state\.pt)$"
-        ),
-        "optimizer_state",
-    ),
-    (re.compile(r"/(?:epoch=\d+[^/]*|last)\.ckpt$"), "trainer_checkpoint"),  # PyTorch Lightning
-)
-
-
 def artifact_format(path: str) -> str | None:
-    """The kind of training artifact a written path is, or None."""
-    for pattern, fmt in ARTIFACTS:
-        if pattern.search(path):
-            return fmt
-    return None
+    """The kind of training artifact a written path is (agent/catalog/training.toml), or None."""
+    return artifact_kind(path)
 
 
 @dataclass(frozen=True)
@@ -246,10 +99,11 @@ def command_line_signals(proc: ProcessObservation) -> CommandLineSignals:
 def _command_line_signals(argv: tuple[str, ...]) -> CommandLineSignals:
     if not argv:
         return CommandLineSignals((), ())
+    catalog = default_training_catalog()
     program, after, module, script = _program(argv)
     found: list[TrainingTool] = []
     reasons: list[str] = []
-    for tool in TOOLS:
+    for tool in catalog.tools:
         why = ""
         if program and program in tool.programs:
             sub = next((a for a in argv[after:] if not a.startswith("-")), "")
@@ -267,7 +121,7 @@ def _command_line_signals(argv: tuple[str, ...]) -> CommandLineSignals:
             found.append(tool)
             reasons.append(f"{why} ({tool.name})")
     hint = ""
-    if script and _SCRIPT_HINT.search(script):
+    if script and catalog.script_hint(script) is not None:
         hint = f"script name {script!r} suggests training"
     weak = [t for t in found if not t.strong]
     if weak and not hint:
@@ -277,29 +131,18 @@ def _command_line_signals(argv: tuple[str, ...]) -> CommandLineSignals:
 
 
 def _program(argv: Sequence[str]) -> tuple[str, int, str, str]:
-    """(program name, index after it, `-m` module, script basename) of a command line."""
-    first = os.path.basename(argv[0]).lower()
-    first = first[:-4] if first.endswith(".exe") else first
-    if not _PYTHON.fullmatch(first):
+    """(program name, index after it, `-m` module, script basename) of a command line: argv[0],
+    or what a Python interpreter runs."""
+    first = norm(basename(argv[0]))
+    if not is_python(first):
         return first, 1, "", first
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "-m":
-            return "", i + 2, argv[i + 1] if i + 1 < len(argv) else "", ""
-        if arg.startswith("-m") and len(arg) > 2:
-            return "", i + 1, arg[2:], ""
-        if arg == "-c":
-            return "", len(argv), "", ""
-        if arg in ("-W", "-X"):
-            i += 2
-            continue
-        if arg.startswith("-"):
-            i += 1
-            continue
-        script = os.path.basename(arg)
-        return script.lower(), i + 1, "", script
-    return "", len(argv), "", ""
+    target = python_target(argv)
+    if target.module is not None:
+        return "", len(argv), target.module, ""
+    if target.script_index is None:
+        return "", len(argv), "", ""
+    script = basename(argv[target.script_index])
+    return script.lower(), target.script_index + 1, "", script
 
 
 @dataclass

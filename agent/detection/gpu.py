@@ -25,12 +25,12 @@ in the sensor's observations; it makes no finding.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.catalog.cmdline import basename, is_python, norm, python_target
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
 from agent.delivery.tracker import FindingDraft
@@ -44,8 +44,6 @@ CORROBORATION = 0.05
 CONF_CAP = 0.99
 
 _MIB = 1024 * 1024
-_PYTHON = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
-_PY_VALUE_OPTS = frozenset({"-W", "-X", "-Q"})
 
 
 # --- GPU use over time ---------------------------------------------------------------------
@@ -200,27 +198,19 @@ def workload_identity(proc: ProcessObservation) -> str:
     `python train.py` in two projects is two workloads; the same game restarted is one."""
     exe = proc.exe or proc.name
     argv = proc.cmdline
-    names = {os.path.basename(proc.exe).lower(), os.path.basename(argv[0]).lower() if argv else ""}
-    if not any(_PYTHON.fullmatch(n) for n in names if n):
+    names = {norm(basename(proc.exe)), norm(basename(argv[0])) if argv else ""}
+    if not any(is_python(n) for n in names if n):
         return exe
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "-m" and i + 1 < len(argv):
-            return f"{exe} -m {argv[i + 1]}"
-        if arg.startswith("-m") and len(arg) > 2:
-            return f"{exe} -m {arg[2:]}"
-        if arg == "-c":
-            return f"{exe} -c"
-        if arg in _PY_VALUE_OPTS:
-            i += 2
-            continue
-        if arg.startswith("-"):
-            i += 1
-            continue
-        script = arg if os.path.isabs(arg) or not proc.cwd else os.path.normpath(os.path.join(proc.cwd, arg))
-        return f"{exe} {script}"
-    return exe
+    target = python_target(argv)
+    if target.module is not None:
+        return f"{exe} -m {target.module}"
+    if target.code:
+        return f"{exe} -c"
+    if target.script_index is None:
+        return exe
+    arg = argv[target.script_index]
+    script = arg if os.path.isabs(arg) or not proc.cwd else os.path.normpath(os.path.join(proc.cwd, arg))
+    return f"{exe} {script}"
 
 
 def workload_label(proc: ProcessObservation) -> str:
