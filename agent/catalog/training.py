@@ -73,6 +73,7 @@ LABELS: Final = frozenset(
     }
 )
 _DIRECTORY_CONFIRMATIONS: Final = frozenset({"trainer_checkpoint", "deepspeed_checkpoint"})
+_MEMBER_CONFIRMATIONS: Final = frozenset({"trainer_checkpoint", "peft_adapter", "peft_config"})
 _TOP_KEYS: Final = frozenset({"schema_version", "tool", "artifact", "script_hint"})
 _TOOL_LISTS: Final = ("programs", "subcommands", "modules", "options", "value_options")
 _TOOL_KEYS: Final = frozenset({"id", "name", "source", "strong", "launcher", *_TOOL_LISTS})
@@ -111,7 +112,7 @@ class TrainingArtifact:
     directories: tuple[re.Pattern[str], ...] = ()  # each matches a whole directory name
     confirm: str = ""  # one of CONFIRMATIONS, or "": the file sensor does not look for it
     label: str = ""  # one of LABELS, with confirm
-    members: tuple[str, ...] = ()  # a checkpoint directory's files
+    members: tuple[str, ...] = ()  # files saved with it (in a checkpoint directory, beside an adapter)
 
 
 @dataclass(frozen=True)
@@ -314,8 +315,8 @@ def _artifact(raw: Mapping[str, Any], number: int, label: str) -> TrainingArtifa
         raise fail(f"label {artifact_label!r} is not one of {', '.join(sorted(LABELS))}")
     if confirm and ((files and directories) or (confirm in _DIRECTORY_CONFIRMATIONS) != bool(directories)):
         raise fail("a directory check confirms directories only, a file check files only")
-    if lists["members"] and confirm != "trainer_checkpoint":
-        raise fail("members belong to a trainer_checkpoint directory")
+    if lists["members"] and confirm not in _MEMBER_CONFIRMATIONS:
+        raise fail(f"members go with confirm {' or '.join(sorted(_MEMBER_CONFIRMATIONS))}")
     return TrainingArtifact(
         id=strings["id"],
         name=strings["name"],

@@ -11,102 +11,87 @@ must name LoRA tensors when no config sits beside it.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Final
 
+from agent.catalog.training import LABELS, TrainingCatalog, default_training_catalog
+
 __all__ = ["TRAINING_LABELS", "classify_training_artifact"]
 
-TRAINING_LABELS: Final = frozenset(
-    {
-        "lora_adapter",
-        "peft_adapter",
-        "trainer_checkpoint",
-        "deepspeed_checkpoint",
-        "trainer_state",
-        "optimizer_state",
-        "scheduler_state",
-        "rng_state",
-        "training_args",
-    }
-)
+TRAINING_LABELS: Final = LABELS
 #: peft types of the LoRA family (peft.PeftType); other peft types are "peft_adapter".
 _LORA_FAMILY: Final = frozenset({"LORA", "ADALORA", "LOHA", "LOKR", "VERA", "XLORA", "RANDLORA", "MISS"})
 _MAX_JSON: Final = 1 << 20
 _HEAD: Final = 64 << 10
-_CHECKPOINT_DIR_RE: Final = re.compile(r"checkpoint-\d+")
-_DEEPSPEED_DIR_RE: Final = re.compile(r"global_step\d+")
-_CHECKPOINT_FILES: Final = (
-    "trainer_state.json",
-    "optimizer.pt",
-    "scheduler.pt",
-    "rng_state.pth",
-    "training_args.bin",
-)
+_MAX_CHILDREN: Final = 256
 _TORCH_STARTS: Final = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-_SCALAR_FILES: Final = {
-    "optimizer.pt": "optimizer_state",
-    "optimizer.bin": "optimizer_state",
-    "scheduler.pt": "scheduler_state",
-    "training_args.bin": "training_args",
-}
-_ADAPTER_FILES: Final = ("adapter_model.safetensors", "adapter_model.bin")
-_RNG_RE: Final = re.compile(r"rng_state(?:_\d+)?\.pth")
-_DS_OPTIM_RE: Final = re.compile(r".*optim_states\.pt")
 
 
 def classify_training_artifact(path: Path | str) -> str | None:
     """A label from TRAINING_LABELS when `path` is a fine-tuning artifact, else None. Never
-    raises; reads at most a few small files (bounded)."""
+    raises; reads at most a few small files (bounded). The names and what each is confirmed by
+    come from agent/catalog/training.toml."""
     p = Path(path)
     try:
         if p.is_dir():
-            return _directory(p)
+            return _directory(p, default_training_catalog())
         if p.is_file():
-            return _file(p)
+            return _file(p, default_training_catalog())
     except (OSError, ValueError):
         return None
     return None
 
 
-def _directory(d: Path) -> str | None:
-    present = {name for name in _CHECKPOINT_FILES if (d / name).is_file()}
-    if _CHECKPOINT_DIR_RE.fullmatch(d.name) and (
-        ("trainer_state.json" in present and _trainer_state(d / "trainer_state.json")) or len(present) >= 2
-    ):
-        return "trainer_checkpoint"
-    if {"trainer_state.json", "optimizer.pt"} <= present and _trainer_state(d / "trainer_state.json"):
-        return "trainer_checkpoint"
-    if _DEEPSPEED_DIR_RE.fullmatch(d.name):
+def _directory(d: Path, catalog: TrainingCatalog) -> str | None:
+    named = catalog.confirmable_dir(d.name)
+    for checkpoint in catalog.confirmed_by("trainer_checkpoint"):
+        present = {m: catalog.confirmable_file(m) for m in checkpoint.members if (d / m).is_file()}
+        state = next(
+            (d / m for m, e in present.items() if e is not None and e.confirm == "trainer_state"), None
+        )
+        if named is checkpoint and ((state is not None and _trainer_state(state)) or len(present) >= 2):
+            return checkpoint.label
+        # Saved by a Trainer under another name: a trainer state with its optimizer beside it.
+        optimizer = any(e is not None and e.label == "optimizer_state" for e in present.values())
+        if state is not None and optimizer and _trainer_state(state):
+            return checkpoint.label
+    if named is not None and named.confirm == "deepspeed_checkpoint":
         for i, child in enumerate(d.iterdir()):
-            if i >= 256:
+            if i >= _MAX_CHILDREN:
                 break
-            if _DS_OPTIM_RE.fullmatch(child.name) and _torch_like(child):
-                return "deepspeed_checkpoint"
-    config = d / "adapter_config.json"
-    if config.is_file() and any((d / n).is_file() for n in _ADAPTER_FILES):
-        return _adapter_label(config)
+            found = catalog.confirmable_file(child.name)
+            if found is not None and found.confirm == "deepspeed_optimizer" and _torch_like(child):
+                return named.label
+    # A PEFT adapter saved with save_pretrained: its configuration beside its weights.
+    for weights in catalog.confirmed_by("peft_adapter"):
+        for config_name in weights.members:
+            config = d / config_name
+            configs = (e for e in catalog.confirmed_by("peft_config") if e.members)
+            if config.is_file() and any((d / n).is_file() for e in configs for n in e.members):
+                return _adapter_label(config)
     return None
 
 
-def _file(f: Path) -> str | None:
-    name = f.name
-    if name in _ADAPTER_FILES:
-        config = f.with_name("adapter_config.json")
-        label = _adapter_label(config) if config.is_file() else None
-        if label is None and name.endswith(".safetensors") and _safetensors_has_lora(f):
-            label = "lora_adapter"
+def _file(f: Path, catalog: TrainingCatalog) -> str | None:
+    entry = catalog.confirmable_file(f.name)
+    if entry is None:
+        return None
+    if entry.confirm == "peft_adapter":
+        configs = (f.with_name(n) for n in entry.members)
+        label = next((_adapter_label(c) for c in configs if c.is_file()), None)
+        if label is None and f.name.endswith(".safetensors") and _safetensors_has_lora(f):
+            label = entry.label
         return label
-    if name == "adapter_config.json":
+    if entry.confirm == "peft_config":
         return _adapter_label(f)
-    if name == "trainer_state.json":
-        return "trainer_state" if _trainer_state(f) else None
-    if name in _SCALAR_FILES:
-        return _SCALAR_FILES[name] if _torch_like(f) else None
-    if _RNG_RE.fullmatch(name):
-        return "rng_state" if _torch_like(f) else None
-    if _DS_OPTIM_RE.fullmatch(name) and _DEEPSPEED_DIR_RE.fullmatch(f.parent.name):
-        return "optimizer_state" if _torch_like(f) else None
+    if entry.confirm == "trainer_state":
+        return entry.label if _trainer_state(f) else None
+    if entry.confirm == "torch":
+        return entry.label if _torch_like(f) else None
+    if entry.confirm == "deepspeed_optimizer":
+        parent = catalog.confirmable_dir(f.parent.name)
+        in_checkpoint = parent is not None and parent.confirm == "deepspeed_checkpoint"
+        return entry.label if in_checkpoint and _torch_like(f) else None
     return None
 
 
