@@ -70,30 +70,42 @@ class ModelFileCache:
         return answer
 
 
-def describe_process(pid: int) -> ProcessObservation | None:
-    """Identity facts of one process (name, parent, start, exe, cmdline, user, working
-    directory), or None when it is gone: for sensors that meet a PID elsewhere (a socket, a GPU
-    context) and must name it."""
+def process_identity(pid: int) -> tuple[ProcessObservation, int] | None:
+    """Identity facts of one process (name, parent, start, exe, cmdline) and its RSS, cheaply:
+    no user, no working directory. None when it is gone or hidden. The process sensor's per-PID
+    read; `describe_process` adds the rest."""
     if _LINUX:
         facts = procfs.basic_facts(pid, _BOOT_TIME)
         if facts is None:
             return None
-        name, ppid, created, exe, cmdline = (
-            facts.name,
-            facts.ppid,
-            facts.create_time,
-            facts.exe,
-            facts.cmdline,
-        )
-    else:
-        try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                name, ppid, created = proc.name(), proc.ppid(), proc.create_time()
-                exe, cmdline = proc.exe(), tuple(proc.cmdline())
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
-    return ProcessObservation(pid, ppid, name, exe, cmdline, process_user(pid), created, cwd=process_cwd(pid))
+        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, "", facts.create_time)
+        return obs, facts.rss_bytes
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            name, ppid, created = proc.name(), proc.ppid(), proc.create_time()
+            rss = proc.memory_info().rss
+            try:
+                exe = proc.exe()
+            except psutil.AccessDenied:
+                exe = ""
+            try:
+                cmdline = tuple(proc.cmdline())
+            except psutil.AccessDenied:
+                cmdline = ()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+    return ProcessObservation(pid, ppid, name, exe, cmdline, "", created), rss
+
+
+def describe_process(pid: int) -> ProcessObservation | None:
+    """One process as every sensor describes it: identity facts, user and working directory;
+    None when it is gone. For sensors that meet a PID elsewhere (a socket, a GPU context, a
+    file being written) and must name it."""
+    found = process_identity(pid)
+    if found is None:
+        return None
+    return replace(found[0], username=process_user(pid), cwd=process_cwd(pid))
 
 
 def process_user(pid: int) -> str:

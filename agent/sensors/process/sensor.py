@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import psutil
 
+from agent.catalog.cmdline import is_python, norm
 from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
-from agent.sensors.process.facts import DeepFacts, process_cwd, process_user
+from agent.sensors.process.facts import DeepFacts, process_cwd, process_identity, process_user
 from agent.system import procfs
 from agent.system.proc_connector import ProcConnector
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
 CandidateFilter = Callable[[str, str, Sequence[str]], bool]
 _LINUX = platform.system() == "Linux"
-_BOOT_TIME = psutil.boot_time()
-_INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
 
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 
@@ -90,7 +88,7 @@ class ProcessSensor(Sensor):
         processes large enough to hold model weights (a renamed llama.cpp binary)."""
         return (
             self._is_candidate(obs.name, obs.exe, obs.cmdline)
-            or _INTERPRETER.fullmatch(obs.name.lower()) is not None
+            or is_python(norm(obs.name))
             or rss >= self._large_rss
         )
 
@@ -116,7 +114,7 @@ class ProcessSensor(Sensor):
         for pid in (*new, *recheck):
             if pid == self._self_pid or pid in self._followed:
                 continue
-            inspected = _inspect(pid)
+            inspected = process_identity(pid)
             if inspected is None:
                 continue
             obs, rss = inspected
@@ -140,40 +138,12 @@ class ProcessSensor(Sensor):
         return observations
 
     def _still_same_program(self, pid: int) -> bool:
-        inspected = _inspect(pid)
+        inspected = process_identity(pid)
         followed = self._followed[pid]
         return inspected is not None and (inspected[0].exe, inspected[0].cmdline) == (
             followed.exe,
             followed.cmdline,
         )
-
-
-def _inspect(pid: int) -> tuple[ProcessObservation, int] | None:
-    """Cheap facts of one process and its RSS, or None when it is gone or hidden."""
-    if _LINUX:
-        facts = procfs.basic_facts(pid, _BOOT_TIME)
-        if facts is None:
-            return None
-        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, "", facts.create_time)
-        return obs, facts.rss_bytes
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            name = proc.name()
-            rss = proc.memory_info().rss
-            ppid = proc.ppid()
-            create_time = proc.create_time()
-            try:
-                exe = proc.exe()
-            except psutil.AccessDenied:
-                exe = ""
-            try:
-                cmdline = tuple(proc.cmdline())
-            except psutil.AccessDenied:
-                cmdline = ()
-    except (*_GONE, psutil.AccessDenied):
-        return None
-    return ProcessObservation(pid, ppid, name, exe, cmdline, "", create_time), rss
 
 
 def _rss(pid: int) -> int:
