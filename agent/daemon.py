@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.delivery.spool import Spool
 from agent.delivery.stream import Backoff, StreamClient
 from agent.delivery.tracker import FindingTracker
+from agent.detection import evidence
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
@@ -32,7 +33,7 @@ from agent.pipeline import Detector, Pipeline
 from agent.policy.fleet import PolicyKeeper
 from agent.policy.rules import policy_from_config
 from agent.sensors.base import Sensor, SensorState, SensorStatus
-from agent.sensors.files import FileSensor
+from agent.sensors.files.sensor import FileSensor
 from agent.sensors.gpu import GpuSensor
 from agent.sensors.network.sensor import NetworkSensor
 from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
@@ -120,7 +121,8 @@ def inventory(pipeline: Pipeline) -> apb.Inventory | None:
     files = next((s for s in pipeline.sensors if isinstance(s, FileSensor)), None)
     if files is None or not files.first_scan_done.is_set():
         return None
-    return apb.Inventory(taken_at=codec.timestamp(time.time()), models=files.inventory())
+    models = [evidence.model_file_evidence(model).model_file for model in files.inventory()]
+    return apb.Inventory(taken_at=codec.timestamp(time.time()), models=models)
 
 
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test builders
 
 from agent.modelfiles import identify_file, looks_like_model_quick
-from agent.sensors.files import FileSensor
+from agent.sensors.files.sensor import FileSensor
 from agent.system.hashing import TokenBucket, sha256_file
 from tests.agent.test_modelfiles_formats import make_gguf, make_onnx, make_safetensors
 

@@ -17,7 +17,7 @@ PROC = Path("/proc")
 MAX_MAPS_BYTES = 8 * 1024 * 1024  # a browser's maps runs to a few hundred KiB
 MAX_ENVIRON_BYTES = 1024 * 1024
 MAX_FDS = 4096
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -61,14 +61,15 @@ def open_files(pid: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
             continue
         if not target.startswith("/") or target.startswith(("/dev/", "/proc/", "/sys/")):
             continue  # sockets, pipes, anon inodes, devices
-        flags = _fd_flags(pid, fd)
+        flags = fd_flags(pid, fd)
         if flags is None:
             continue
-        (writing if flags & _WRITE_FLAGS else reading).setdefault(target, None)
+        (writing if flags & WRITE_FLAGS else reading).setdefault(target, None)
     return tuple(reading), tuple(writing)
 
 
-def _fd_flags(pid: int, fd: str) -> int | None:
+def fd_flags(pid: int, fd: str) -> int | None:
+    """The open flags of one descriptor (octal `flags:` of fdinfo); None when gone or hidden."""
     try:
         with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
             info = f.read(4096)

@@ -17,8 +17,9 @@ from agent.observations import (
     TrainingArtifactObservation,
 )
 from agent.policy.rules import Policy
-from agent.sensors.files import _disguised, parse_mountinfo
+from agent.sensors.files.renames import disguised
 from agent.system.hashing import SeenSet, TokenBucket
+from agent.system.mounts import parse_mountinfo
 
 SHA = "ab" * 32
 WRITER = ProcessObservation(4242, 1, "python3", "/usr/bin/python3", ("python3", "train.py"), "alice", 1000.0)
@@ -139,7 +140,7 @@ def test_parse_mountinfo_unescapes_paths() -> None:
     ],
 )
 def test_disguising_renames(old: str, new: str, fmt: str, hidden: bool) -> None:
-    assert _disguised(old, new, fmt) is hidden
+    assert disguised(old, new, fmt) is hidden
 
 
 def test_location_catalog_is_valid_and_strict() -> None:

@@ -31,7 +31,8 @@ from agent.detection.finetune import FineTuningDetector
 from agent.pipeline import Pipeline
 from agent.policy.rules import Policy
 from agent.sensors.base import SensorState
-from agent.sensors.files import FileSensor, list_archive
+from agent.sensors.files.archives import list_archive
+from agent.sensors.files.sensor import FileSensor
 from tests.agent.test_modelfiles_formats import make_gguf, make_onnx, make_safetensors
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify, /proc and mounts: Linux")

@@ -1,0 +1,160 @@
+"""The model files the sensor knows: each with its file key, identity, hash and the transfers
+waiting for that hash; the set by path, with the known hashes and sizes that copies are matched
+against. Shared between the worker and `inventory()`, under one lock."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from agent.observations import ModelFileObservation, ModelTransferObservation, ProcessObservation
+from agent.system.hashing import FileKey
+
+
+@dataclass
+class TrackedModel:
+    path: str
+    key: FileKey
+    format: str
+    confidence: float
+    architecture: str = ""
+    parameter_count: int = 0
+    quantization: str = ""
+    model_name: str = ""
+    sha256: str = ""
+    hub: str = ""
+    owner: str = ""
+    origin: str = "inventory"
+    writer: ProcessObservation | None = None
+    generation: int = 0
+    moved_from: str = ""
+    transfers: list[ModelTransferObservation] = field(default_factory=list)
+    check_disguised_copy: bool = False
+    announced: bool = False
+
+    def observation(self) -> ModelFileObservation:
+        return ModelFileObservation(
+            path=self.path,
+            format=self.format,
+            size_bytes=self.key[2],
+            sha256=self.sha256,
+            confidence=self.confidence,
+            origin=self.origin,
+            architecture=self.architecture,
+            parameter_count=self.parameter_count,
+            quantization=self.quantization,
+            model_name=self.model_name,
+            hub=self.hub,
+            owner=self.owner,
+            writer=self.writer,
+            observed_at=time.time(),
+        )
+
+    def transfer(
+        self,
+        kind: str,
+        destination_root: str,
+        source: str,
+        confidence: float,
+        reason: str,
+    ) -> ModelTransferObservation:
+        """These weights arriving at their path from `source` (the hash is filled in once known)."""
+        return ModelTransferObservation(
+            source_path=source,
+            destination=self.path,
+            destination_root=destination_root,
+            kind=kind,
+            sha256="",
+            size_bytes=self.key[2],
+            format=self.format,
+            model_name=self.model_name,
+            confidence=confidence,
+            reason=reason,
+            owner=self.owner,
+            process=self.writer,
+            observed_at=time.time(),
+        )
+
+
+class Inventory:
+    def __init__(self, max_models: int) -> None:
+        self._lock = threading.Lock()
+        self._max = max_models
+        self._models: dict[str, TrackedModel] = {}
+        self._by_sha: dict[str, str] = {}  # sha256 -> a path holding it
+        self._sizes: dict[int, int] = {}
+
+    def observations(self) -> list[ModelFileObservation]:
+        """The model files now, by path (sha256 empty while not yet hashed)."""
+        with self._lock:
+            return [m.observation() for m in sorted(self._models.values(), key=lambda m: m.path)]
+
+    def models(self) -> list[TrackedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def get(self, path: str) -> TrackedModel | None:
+        with self._lock:
+            return self._models.get(path)
+
+    def is_current(self, model: TrackedModel) -> bool:
+        with self._lock:
+            return self._models.get(model.path) is model
+
+    def put(self, model: TrackedModel) -> bool:
+        """Track a model at its path (replacing the one there); False when the limit is reached."""
+        with self._lock:
+            if model.path not in self._models and len(self._models) >= self._max:
+                return False
+            self._models[model.path] = model
+            if len(self._sizes) >= 4 * self._max:
+                self._sizes.clear()
+            self._sizes[model.key[2]] = self._sizes.get(model.key[2], 0) + 1
+            return True
+
+    def put_package(self, model: TrackedModel) -> None:
+        """A package (a folder): never hashed nor matched by size."""
+        with self._lock:
+            if len(self._models) < self._max:
+                self._models[model.path] = model
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._forget(path)
+
+    def forget_stale(self, generation: int) -> None:
+        """Drop the models a scan of `generation` did not see and that are gone."""
+        with self._lock:
+            stale = [
+                p for p, m in self._models.items() if m.generation < generation and not os.path.exists(p)
+            ]
+            for path in stale:
+                self._forget(path)
+
+    def folders(self) -> set[str]:
+        with self._lock:
+            return {os.path.dirname(p) for p in self._models}
+
+    def size_known(self, size: int) -> bool:
+        return size in self._sizes
+
+    def claim_hash(self, sha: str, path: str) -> str | None:
+        """Record that `path` holds `sha`; the other existing path that holds it already, if any."""
+        with self._lock:
+            other = self._by_sha.get(sha)
+            if other is None or other == path or not os.path.exists(other):
+                self._by_sha[sha] = path
+                return None
+            return other
+
+    def with_hash(self, sha: str) -> TrackedModel | None:
+        with self._lock:
+            path = self._by_sha.get(sha)
+            return self._models.get(path) if path else None
+
+    def _forget(self, path: str) -> None:
+        model = self._models.pop(path, None)
+        if model is not None and self._by_sha.get(model.sha256) == path:
+            del self._by_sha[model.sha256]
