@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.catalog.runtimes import SEVERITIES
-from agent.catalog.source import CatalogError, entry_strings, parse_catalog_toml, read_catalog
+from agent.catalog.source import (
+    CatalogError,
+    catalog_entries,
+    entry_strings,
+    parse_catalog_toml,
+    read_catalog,
+)
 
 __all__ = [
     "ENDPOINT_CATEGORIES",
@@ -214,17 +220,9 @@ def default_endpoint_catalog() -> EndpointCatalog:
 def parse_endpoint_catalog(data: bytes | str, label: str = "<string>") -> EndpointCatalog:
     """Validate catalog TOML text; `label` names it in error messages."""
     doc = parse_catalog_toml(data, label, _TOP_KEYS)
-    services = doc.get("service", [])
-    if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
-        raise CatalogError(f"{label}: `service` must be an array of tables ([[service]])")
-    entries: list[EndpointEntry] = []
-    ids: set[str] = set()
+    entries = catalog_entries(doc, "service", label, _entry)
     owners: dict[str, str] = {}
-    for number, raw in enumerate(services, 1):
-        entry = _entry(raw, number, label)
-        if entry.id in ids:
-            raise CatalogError(f"{label}: entry {entry.id!r}: duplicate id")
-        ids.add(entry.id)
+    for entry in entries:
         for pattern in entry.hosts:
             if pattern in owners:
                 raise CatalogError(
@@ -232,7 +230,6 @@ def parse_endpoint_catalog(data: bytes | str, label: str = "<string>") -> Endpoi
                     f" is already in entry {owners[pattern]!r}"
                 )
             owners[pattern] = entry.id
-        entries.append(entry)
     return EndpointCatalog(entries, label)
 
 

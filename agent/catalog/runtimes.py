@@ -36,6 +36,7 @@ from typing import Any, Final
 from agent.catalog.cmdline import as_argv, basename, explicit_argv, norm, program, runs_programs
 from agent.catalog.source import (
     CatalogError,
+    catalog_entries,
     entry_lists,
     entry_regexes,
     entry_strings,
@@ -441,17 +442,7 @@ def parse_runtime_catalog(data: bytes | str, label: str = "<string>") -> Runtime
         return CatalogError(f"{label}: {problem}")
 
     weak_ports = _ports(doc.get("weak_ports", []), lambda p: fail(f"weak_ports: {p}"))
-    runtimes = doc.get("runtime", [])
-    if not isinstance(runtimes, list) or not all(isinstance(r, dict) for r in runtimes):
-        raise fail("`runtime` must be an array of tables ([[runtime]])")
-    entries: list[RuntimeEntry] = []
-    seen: set[str] = set()
-    for number, raw in enumerate(runtimes, 1):
-        entry = _entry(raw, number, label)
-        if entry.id in seen:
-            raise CatalogError(f"{label}: entry {entry.id!r}: duplicate id")
-        seen.add(entry.id)
-        entries.append(entry)
+    entries = catalog_entries(doc, "runtime", label, _entry)
     return RuntimeCatalog(entries, weak_ports, label)
 
 

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 SCHEMA_VERSION = 1
 
@@ -133,3 +133,30 @@ def entry_regexes(
             raise fail(f"{key}: {source!r} matches the empty string (it would match everything)")
         compiled.append(pattern)
     return tuple(compiled)
+
+
+class _Entry(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=_Entry)
+
+
+def catalog_entries(
+    doc: Mapping[str, Any], key: str, label: str, parse: Callable[[Mapping[str, Any], int, str], _E]
+) -> tuple[_E, ...]:
+    """The entries of the array of tables `[[key]]`, each parsed by `parse(raw, number, label)`;
+    two with one id are an error."""
+    tables = doc.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise CatalogError(f"{label}: `{key}` must be an array of tables ([[{key}]])")
+    entries: list[_E] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(tables, 1):
+        entry = parse(raw, number, label)
+        if entry.id in seen:
+            raise CatalogError(f"{label}: entry {entry.id!r}: duplicate id")
+        seen.add(entry.id)
+        entries.append(entry)
+    return tuple(entries)

@@ -13,11 +13,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Final
 
 from agent.catalog.source import (
-    CatalogError,
+    catalog_entries,
     entry_flag,
     entry_lists,
     entry_regexes,
@@ -38,7 +37,6 @@ __all__ = [
     "default_training_catalog",
     "is_training_dir",
     "is_training_file",
-    "load_training_catalog",
     "parse_training_catalog",
 ]
 
@@ -237,37 +235,19 @@ def is_training_dir(name: str) -> bool:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_training_catalog(path: Path | None = None) -> TrainingCatalog:
-    """Load and validate a catalog file (default: the packaged training.toml)."""
-    return parse_training_catalog(*read_catalog("training.toml", path))
-
-
 @lru_cache(maxsize=1)
 def default_training_catalog() -> TrainingCatalog:
-    """The packaged catalog, loaded once per process."""
-    return load_training_catalog()
+    """The packaged catalog, loaded once per process (there is no user's file to load instead)."""
+    return parse_training_catalog(*read_catalog("training.toml"))
 
 
 def parse_training_catalog(data: bytes | str, label: str = "<string>") -> TrainingCatalog:
     """Validate catalog TOML text; `label` names it in error messages."""
     doc = parse_catalog_toml(data, label, _TOP_KEYS)
-    tools = tuple(_tool(raw, n, label) for n, raw in _tables(doc, "tool", label))
-    artifacts = tuple(_artifact(raw, n, label) for n, raw in _tables(doc, "artifact", label))
-    hints = tuple(_hint(raw, n, label) for n, raw in _tables(doc, "script_hint", label))
-    for kind, entries in (("tool", tools), ("artifact", artifacts), ("script_hint", hints)):
-        seen: set[str] = set()
-        for entry in entries:
-            if entry.id in seen:
-                raise CatalogError(f"{label}: {kind} {entry.id!r}: duplicate id")
-            seen.add(entry.id)
+    tools = catalog_entries(doc, "tool", label, _tool)
+    artifacts = catalog_entries(doc, "artifact", label, _artifact)
+    hints = catalog_entries(doc, "script_hint", label, _hint)
     return TrainingCatalog(tools, artifacts, hints, label)
-
-
-def _tables(doc: Mapping[str, Any], key: str, label: str) -> list[tuple[int, Mapping[str, Any]]]:
-    tables = doc.get(key, [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise CatalogError(f"{label}: `{key}` must be an array of tables ([[{key}]])")
-    return list(enumerate(tables, 1))
 
 
 def _tool(raw: Mapping[str, Any], number: int, label: str) -> TrainingTool:
