@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Final
 
+from agent.catalog.training import is_training_dir, is_training_file
 from agent.modelfiles import looks_like_model_quick
 from agent.observations import ProcessObservation
 from agent.sensors.files.archives import archive_kind
 from agent.sensors.files.examine import Examiner
 from agent.sensors.files.inventory import Inventory
 from agent.sensors.files.naming import HubHints
-from agent.sensors.files.training import training_dir_name, training_file_name
 from agent.sensors.files.watch import EventQueue
 from agent.sensors.process.facts import describe_process
 from agent.system.filehead import peek
@@ -87,7 +87,7 @@ class Changes:
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if training_dir_name(os.path.basename(path)):
+                if is_training_dir(os.path.basename(path)):
                     self._examiner.training(path, pending.writer)
                 continue
             if not stat.S_ISREG(st.st_mode):
@@ -115,7 +115,7 @@ class Changes:
     def _look_for_writer(self, path: str, pending: _Pending, now: float) -> None:
         name = os.path.basename(path)
         head = peek(path, 512)
-        if not (looks_like_model_quick(head) or archive_kind(head, path) or training_file_name(name)):
+        if not (looks_like_model_quick(head) or archive_kind(head, path) or is_training_file(name)):
             return
         pending.writer_at = now
         pending.writer_tries += 1

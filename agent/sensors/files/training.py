@@ -1,11 +1,11 @@
-"""Fine-tuning artifacts on disk (adapters, `checkpoint-N/`, trainer and optimizer state): which
-names are worth a look, and each artifact reported once (again when its writer is found)."""
+"""Fine-tuning artifacts on disk (adapters, `checkpoint-N/`, trainer and optimizer state), each
+reported once (again when its writer is found). Which names are worth a look is the catalog's
+(agent/catalog/training.toml: `is_training_file`, `is_training_dir`)."""
 
 from __future__ import annotations
 
 import collections
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Final
@@ -13,20 +13,7 @@ from typing import Final
 from agent.modelfiles import classify_training_artifact
 from agent.observations import ProcessObservation, TrainingArtifactObservation
 
-_TRAINING_NAME: Final = re.compile(
-    r"adapter_model\.(?:safetensors|bin)|adapter_config\.json|trainer_state\.json|optimizer\.(?:pt|bin)"
-    r"|scheduler\.pt|training_args\.bin|rng_state(?:_\d+)?\.pth|.*optim_states\.pt"
-)
-_TRAINING_DIR: Final = re.compile(r"checkpoint-\d+|global_step\d+")
 MAX_REMEMBERED: Final = 4096
-
-
-def training_file_name(name: str) -> bool:
-    return _TRAINING_NAME.fullmatch(name) is not None
-
-
-def training_dir_name(name: str) -> bool:
-    return _TRAINING_DIR.fullmatch(name) is not None
 
 
 class TrainingArtifacts:

@@ -9,9 +9,9 @@ import os
 from collections.abc import Iterable
 from typing import Final
 
+from agent.catalog.training import is_training_dir
 from agent.sensors.files.examine import Examiner
 from agent.sensors.files.roots import Root
-from agent.sensors.files.training import training_dir_name
 from agent.system.hashing import TokenBucket
 
 SKIP_DIR_NAMES: Final = (".git", ".hg", ".svn", "node_modules", "__pycache__", ".Trash", ".npm", ".cargo")
@@ -97,7 +97,7 @@ class Walker:
                 st = entry.stat(follow_symlinks=False)
                 if st.st_dev != self._dev:
                     return
-                if training_dir_name(entry.name):
+                if is_training_dir(entry.name):
                     self._examiner.training(entry.path, None)
                 if entry.name.endswith(_PACKAGE_SUFFIXES):
                     self._examiner.consider_package(entry.path, st)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from agent.catalog.locations import LocationCatalog, default_location_catalog
+from agent.catalog.training import is_training_dir, is_training_file
 from agent.modelfiles import identify_file, looks_like_model_quick
 from agent.modelfiles.identify import HARD_MIN_BYTES
 from agent.observations import ModelTransferObservation, Observation, ProcessObservation
@@ -38,7 +39,7 @@ from agent.sensors.files.roots import (
     resolve_roots,
     scan_plan,
 )
-from agent.sensors.files.training import TrainingArtifacts, training_dir_name, training_file_name
+from agent.sensors.files.training import TrainingArtifacts
 from agent.sensors.files.walk import Walker
 from agent.sensors.files.watch import EventQueue, Watches
 from agent.system.filehead import peek
@@ -319,10 +320,10 @@ class Worker:
         self, path: str, st: os.stat_result, origin: str, writer: ProcessObservation | None, moved_from: str
     ) -> None:
         name = os.path.basename(path)
-        if training_file_name(name):
+        if is_training_file(name):
             self.training(path, writer)
             parent = os.path.dirname(path)
-            if training_dir_name(os.path.basename(parent)):
+            if is_training_dir(os.path.basename(parent)):
                 self.training(parent, writer)
         if st.st_size < HARD_MIN_BYTES:
             return
