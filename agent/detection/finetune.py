@@ -47,6 +47,7 @@ from agent.catalog.cmdline import basename, is_python, norm, python_target
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.catalog.training import TrainingTool, artifact_kind, default_training_catalog
 from agent.delivery.tracker import FindingDraft
+from agent.detection.drafts import process_draft
 from agent.detection.evidence import gpu_evidence, runtime_evidence, training_artifact_evidence
 from agent.detection.gpu import (
     GpuUsage,
@@ -245,17 +246,15 @@ class FineTuningDetector:
             where = f" on GPU {top.index} ({top.name}{', ' + human_bytes(held) if held else ''})"
         via = f" with {tool.name}" if tool else ""
         return [
-            FindingDraft(
-                kind=fpb.KIND_FINE_TUNING,
-                key=f"{workload_identity(proc)}|{proc.username}",
-                severity=fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
-                confidence=confidence,
-                summary=f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
+            process_draft(
+                proc,
+                fpb.KIND_FINE_TUNING,
+                f"{workload_identity(proc)}|{proc.username}",
+                fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
+                confidence,
+                f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
                 f"(pid {proc.pid}){via}{where}; {len(matched_on)} kinds of evidence",
-                occurrence=proc.instance_key,
                 subject=tool.id if tool else "",
-                user=proc.username,
-                process=proc,
                 evidence=evidence,
             )
         ]

@@ -34,6 +34,7 @@ from agent.catalog.cmdline import basename, is_python, norm, python_target
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
 from agent.delivery.tracker import FindingDraft
+from agent.detection.drafts import process_draft
 from agent.detection.evidence import gpu_evidence, runtime_evidence
 from agent.observations import GpuProcessObservation, Observation, ProcessObservation
 
@@ -282,17 +283,15 @@ class GpuWorkloadDetector:
         what = runtime_name or workload_label(proc)
         ai_names = [b for b, _ in ai]
         return [
-            FindingDraft(
-                kind=fpb.KIND_GPU_AI_WORKLOAD,
-                key=f"{workload_identity(proc)}|{proc.username}|{obs.gpu_uuid}",
-                severity=fpb.SEVERITY_MEDIUM,
-                confidence=confidence,
-                summary=f"{what} (pid {proc.pid}, {proc.username or 'unknown user'}) uses GPU "
+            process_draft(
+                proc,
+                fpb.KIND_GPU_AI_WORKLOAD,
+                f"{workload_identity(proc)}|{proc.username}|{obs.gpu_uuid}",
+                fpb.SEVERITY_MEDIUM,
+                confidence,
+                f"{what} (pid {proc.pid}, {proc.username or 'unknown user'}) uses GPU "
                 f"{obs.gpu_index} ({obs.gpu_name}), {held} at peak, with AI libraries loaded",
-                occurrence=obs.instance_key,
                 subject=runtime_id,
-                user=proc.username,
-                process=proc,
                 evidence=[
                     gpu_evidence(
                         obs.gpu_index, obs.gpu_name, memory, sm, ai_names, obs.gpu_uuid, obs.context

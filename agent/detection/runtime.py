@@ -16,6 +16,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.process_signals import LibrarySignal, ProcessSignals, default_process_signals
 from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.delivery.tracker import FindingDraft
+from agent.detection.drafts import process_draft
 from agent.detection.evidence import model_file_evidence, runtime_evidence, socket_evidence
 from agent.observations import ListeningSocket, Observation, ProcessObservation
 
@@ -86,17 +87,15 @@ class RuntimeDetector:
         label = _label(entry, obs)
         listening = f", listening on {', '.join(map(str, obs.listening))}" if obs.listening else ""
         weights = f", with {os.path.basename(obs.model_files[0])} loaded" if obs.model_files else ""
-        return FindingDraft(
-            kind=fpb.KIND_LOCAL_MODEL_RUNTIME,
-            key=f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{obs.username}",
-            severity=codec.severity_value(entry.severity if entry else "medium"),
-            confidence=confidence,
-            summary=f"{label} running as {obs.username or 'an unknown user'} (pid {obs.pid}, {obs.name})"
+        return process_draft(
+            obs,
+            fpb.KIND_LOCAL_MODEL_RUNTIME,
+            f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{obs.username}",
+            codec.severity_value(entry.severity if entry else "medium"),
+            confidence,
+            f"{label} running as {obs.username or 'an unknown user'} (pid {obs.pid}, {obs.name})"
             f"{weights}{listening}",
-            occurrence=obs.instance_key,
             subject=entry.id if entry else "",
-            user=obs.username,
-            process=obs,
             evidence=[
                 _runtime_evidence(obs, entry, matched_on, reasons),
                 *(socket_evidence(s) for s in obs.listening),
@@ -113,16 +112,14 @@ class RuntimeDetector:
         reasons: list[str],
         sock: ListeningSocket,
     ) -> FindingDraft:
-        return FindingDraft(
-            kind=fpb.KIND_MODEL_SERVER_EXPOSED,
-            key=f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
-            severity=fpb.SEVERITY_HIGH,
-            confidence=confidence,
-            summary=f"{_label(entry, obs)} accepts connections from the network on {sock} (pid {obs.pid})",
-            occurrence=obs.instance_key,
+        return process_draft(
+            obs,
+            fpb.KIND_MODEL_SERVER_EXPOSED,
+            f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
+            fpb.SEVERITY_HIGH,
+            confidence,
+            f"{_label(entry, obs)} accepts connections from the network on {sock} (pid {obs.pid})",
             subject=entry.id if entry else "",
-            user=obs.username,
-            process=obs,
             evidence=[_runtime_evidence(obs, entry, matched_on, reasons), socket_evidence(sock)],
         )
 
