@@ -39,11 +39,12 @@ class RuntimeDetector:
         if identified is None:
             return []
         entry, confidence, matched_on, reasons = identified
-        drafts = [self._runtime(obs, entry, confidence, matched_on, reasons)]
+        evidence = runtime_evidence(
+            obs, entry.id if entry else "", entry.name if entry else "", matched_on, reasons
+        )
+        drafts = [_runtime(obs, entry, confidence, evidence)]
         drafts.extend(
-            self._exposed(obs, entry, confidence, matched_on, reasons, sock)
-            for sock in obs.listening
-            if sock.exposed
+            _exposed(obs, entry, confidence, evidence, sock) for sock in obs.listening if sock.exposed
         )
         return drafts
 
@@ -76,52 +77,47 @@ class RuntimeDetector:
         hinted = next((s.runtime for s in inference if s.runtime), "")
         return self.catalog.get(hinted) if hinted else None, confidence, behaviour_on, behaviour_reasons
 
-    def _runtime(
-        self,
-        obs: ProcessObservation,
-        entry: RuntimeEntry | None,
-        confidence: float,
-        matched_on: list[str],
-        reasons: list[str],
-    ) -> FindingDraft:
-        label = _label(entry, obs)
-        listening = f", listening on {', '.join(map(str, obs.listening))}" if obs.listening else ""
-        weights = f", with {os.path.basename(obs.model_files[0])} loaded" if obs.model_files else ""
-        return process_draft(
-            obs,
-            fpb.KIND_LOCAL_MODEL_RUNTIME,
-            f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{obs.username}",
-            codec.severity_value(entry.severity if entry else "medium"),
-            confidence,
-            f"{label} running as {obs.username or 'an unknown user'} (pid {obs.pid}, {obs.name})"
-            f"{weights}{listening}",
-            subject=entry.id if entry else "",
-            evidence=[
-                _runtime_evidence(obs, entry, matched_on, reasons),
-                *(socket_evidence(s) for s in obs.listening),
-                *(model_file_evidence(m) for m in obs.models),
-            ],
-        )
 
-    def _exposed(
-        self,
-        obs: ProcessObservation,
-        entry: RuntimeEntry | None,
-        confidence: float,
-        matched_on: list[str],
-        reasons: list[str],
-        sock: ListeningSocket,
-    ) -> FindingDraft:
-        return process_draft(
-            obs,
-            fpb.KIND_MODEL_SERVER_EXPOSED,
-            f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
-            fpb.SEVERITY_HIGH,
-            confidence,
-            f"{_label(entry, obs)} accepts connections from the network on {sock} (pid {obs.pid})",
-            subject=entry.id if entry else "",
-            evidence=[_runtime_evidence(obs, entry, matched_on, reasons), socket_evidence(sock)],
-        )
+def _runtime(
+    obs: ProcessObservation, entry: RuntimeEntry | None, confidence: float, evidence: fpb.Evidence
+) -> FindingDraft:
+    label = _label(entry, obs)
+    listening = f", listening on {', '.join(map(str, obs.listening))}" if obs.listening else ""
+    weights = f", with {os.path.basename(obs.model_files[0])} loaded" if obs.model_files else ""
+    return process_draft(
+        obs,
+        fpb.KIND_LOCAL_MODEL_RUNTIME,
+        f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{obs.username}",
+        codec.severity_value(entry.severity if entry else "medium"),
+        confidence,
+        f"{label} running as {obs.username or 'an unknown user'} (pid {obs.pid}, {obs.name})"
+        f"{weights}{listening}",
+        subject=entry.id if entry else "",
+        evidence=[
+            evidence,
+            *(socket_evidence(s) for s in obs.listening),
+            *(model_file_evidence(m) for m in obs.models),
+        ],
+    )
+
+
+def _exposed(
+    obs: ProcessObservation,
+    entry: RuntimeEntry | None,
+    confidence: float,
+    evidence: fpb.Evidence,
+    sock: ListeningSocket,
+) -> FindingDraft:
+    return process_draft(
+        obs,
+        fpb.KIND_MODEL_SERVER_EXPOSED,
+        f"{entry.id if entry else 'unnamed'}|{obs.exe or obs.name}|{sock.address}|{sock.port}",
+        fpb.SEVERITY_HIGH,
+        confidence,
+        f"{_label(entry, obs)} accepts connections from the network on {sock} (pid {obs.pid})",
+        subject=entry.id if entry else "",
+        evidence=[evidence, socket_evidence(sock)],
+    )
 
 
 def _behaviour(obs: ProcessObservation, inference: list[LibrarySignal]) -> tuple[list[str], list[str]]:
@@ -140,9 +136,3 @@ def _behaviour(obs: ProcessObservation, inference: list[LibrarySignal]) -> tuple
 
 def _label(entry: RuntimeEntry | None, obs: ProcessObservation) -> str:
     return entry.name if entry else f"An unnamed model runtime ({obs.name})"
-
-
-def _runtime_evidence(
-    obs: ProcessObservation, entry: RuntimeEntry | None, matched_on: list[str], reasons: list[str]
-) -> fpb.Evidence:
-    return runtime_evidence(obs, entry.id if entry else "", entry.name if entry else "", matched_on, reasons)
