@@ -56,8 +56,7 @@ class Changes:
         self._inventory = inventory
         self._hints = hints
         self._examiner = examiner
-        self._settle = settle_seconds
-        self._find_writers = find_writers
+        self._settle, self._find_writers = settle_seconds, find_writers
         self._pending: dict[str, _Pending] = {}
         self._writers_by_inode: collections.OrderedDict[tuple[int, int], ProcessObservation] = (
             collections.OrderedDict()

@@ -67,18 +67,18 @@ class FileSensor(Sensor):
         settings = Settings(
             state_path=state_path,
             places=places,
+            settle_seconds=settle_seconds,
+            rescan_interval=rescan_interval,
             budgets=Budgets(files_per_second, read_bytes_per_second, hash_bytes_per_second),
+            skip_dir_names=frozenset(skip_dir_names),
+            low_priority=low_priority,
+            find_writers=find_writers,
             limits=Limits(
                 max_tracked_files=max_tracked_files,
                 max_queued_events=max_queued_events,
                 max_models=max_models,
                 max_watches=max_watches,
             ),
-            settle_seconds=settle_seconds,
-            rescan_interval=rescan_interval,
-            skip_dir_names=frozenset(skip_dir_names),
-            low_priority=low_priority,
-            find_writers=find_writers,
         )
         self._hints = HubHints()
         self._worker = Worker(settings, catalog, self._hints)
