@@ -1,8 +1,10 @@
 """The sensor interface: every source of observations (process, GPU, network, files) is one.
 
-Like an osquery table, a sensor declares what it needs and whether it can run here before it
-runs, so `umbra-agent status` and the Hello message can say which sensors are active, which
-are degraded and why, without trying them.
+Like an osquery table, a sensor declares what it produces (its schema: the observation types
+`poll()` yields, whose fields are the columns), what it needs and whether it can run here before
+it runs, so `umbra-agent status` and the Hello message can say which sensors are active, which
+are degraded and why, without trying them. tests/agent/test_sensor_contract.py holds every
+sensor to this interface.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Sensor(abc.ABC):
 
     name: str
     capabilities: SensorCapabilities
+    produces: tuple[type[Observation], ...]  # the schema: every observation poll() yields is one of these
 
     @abc.abstractmethod
     def status(self) -> SensorStatus:

@@ -50,6 +50,7 @@ class _Facts:
 class GpuSensor(Sensor):
     name = "gpu"
     capabilities = SensorCapabilities(needs_root=True, platforms=("Linux", "Windows"))
+    produces = (GpuDeviceObservation, GpuProcessObservation)
 
     def __init__(
         self,

@@ -84,6 +84,7 @@ _PACKET_STATISTICS: Final = 6
 class NetworkSensor(Sensor):
     name = "network"
     capabilities = SensorCapabilities(needs_root=True, platforms=("Linux",))
+    produces = (NetworkObservation,)
 
     def __init__(
         self,

@@ -65,6 +65,7 @@ class SocketTableSensor(Sensor):
 
     name = "network"
     capabilities = SensorCapabilities(needs_root=False, platforms=("Linux", "Darwin", "Windows"))
+    produces = (NetworkObservation,)
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 class ProcessSensor(Sensor):
     name = "process"
     capabilities = SensorCapabilities(needs_root=True, platforms=("Linux", "Darwin", "Windows"))
+    produces = (ProcessObservation,)
 
     def __init__(
         self,
