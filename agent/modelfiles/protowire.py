@@ -10,7 +10,7 @@ costs one read of its tag); nested messages are walked in a bytes buffer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -97,27 +97,36 @@ def _field_at(buf: bytes, pos: int, end: int, base: int, limit: int) -> Field:
 def fields(buf: bytes, start: int = 0, end: int | None = None, max_fields: int = 1 << 20) -> Iterator[Field]:
     """The fields of the message in buf[start:end] (offsets relative to buf)."""
     stop = len(buf) if end is None else min(end, len(buf))
-    pos = start
-    count = 0
-    while pos < stop:
-        count += 1
-        if count > max_fields:
-            raise WireError(f"more than {max_fields} fields")
-        f = _field_at(buf, pos, stop, 0, stop)
-        yield f
-        pos = f.end
+    return _walk(
+        start,
+        stop,
+        f"more than {max_fields} fields",
+        max_fields,
+        lambda pos: _field_at(buf, pos, stop, 0, stop),
+    )
 
 
 def window_fields(win: Window, start: int, end: int, max_fields: int) -> Iterator[Field]:
     """The fields of a message spanning win[start:end], reading only each field's first bytes
     (its tag and length, at most 20 bytes); payloads are skipped without being read."""
+
+    def field_at(pos: int) -> Field:
+        chunk = win.up_to(pos, min(2 * _MAX_VARINT, end - pos))
+        return _field_at(chunk, 0, len(chunk), pos, end)
+
+    return _walk(start, end, f"more than {max_fields} top-level fields", max_fields, field_at)
+
+
+def _walk(
+    start: int, end: int, too_many: str, max_fields: int, field_at: Callable[[int], Field]
+) -> Iterator[Field]:
+    """Field after field from `start` to `end`, at most `max_fields` of them (more: WireError)."""
     pos = start
     count = 0
     while pos < end:
         count += 1
         if count > max_fields:
-            raise WireError(f"more than {max_fields} top-level fields")
-        chunk = win.up_to(pos, min(2 * _MAX_VARINT, end - pos))
-        f = _field_at(chunk, 0, len(chunk), pos, end)
+            raise WireError(too_many)
+        f = field_at(pos)
         yield f
         pos = f.end
