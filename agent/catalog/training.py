@@ -15,15 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from agent.catalog.source import (
-    catalog_entries,
-    entry_flag,
-    entry_lists,
-    entry_regexes,
-    entry_strings,
-    parse_catalog_toml,
-    read_catalog,
-)
+from agent.catalog import source
 
 __all__ = [
     "ARTIFACT_KINDS",
@@ -238,26 +230,28 @@ def is_training_dir(name: str) -> bool:
 @lru_cache(maxsize=1)
 def default_training_catalog() -> TrainingCatalog:
     """The packaged catalog, loaded once per process (there is no user's file to load instead)."""
-    return parse_training_catalog(*read_catalog("training.toml"))
+    return parse_training_catalog(*source.read_catalog("training.toml"))
 
 
 def parse_training_catalog(data: bytes | str, label: str = "<string>") -> TrainingCatalog:
     """Validate catalog TOML text; `label` names it in error messages."""
-    doc = parse_catalog_toml(data, label, _TOP_KEYS)
-    tools = catalog_entries(doc, "tool", label, _tool)
-    artifacts = catalog_entries(doc, "artifact", label, _artifact)
-    hints = catalog_entries(doc, "script_hint", label, _hint)
+    doc = source.parse_catalog_toml(data, label, _TOP_KEYS)
+    tools = source.catalog_entries(doc, "tool", label, _tool)
+    artifacts = source.catalog_entries(doc, "artifact", label, _artifact)
+    hints = source.catalog_entries(doc, "script_hint", label, _hint)
     return TrainingCatalog(tools, artifacts, hints, label)
 
 
 def _tool(raw: Mapping[str, Any], number: int, label: str) -> TrainingTool:
-    fail, strings = entry_strings(raw, number, label, known=_TOOL_KEYS, required=_REQUIRED, strings=_REQUIRED)
-    lists = entry_lists(raw, _TOOL_LISTS, fail)
+    fail, strings = source.entry_strings(
+        raw, number, label, known=_TOOL_KEYS, required=_REQUIRED, strings=_REQUIRED
+    )
+    lists = source.entry_lists(raw, _TOOL_LISTS, fail)
     if not (lists["programs"] or lists["modules"] or lists["options"]):
         raise fail("needs at least one of programs, modules, options")
     if lists["subcommands"] and not lists["programs"]:
         raise fail("subcommands need programs")
-    launcher = entry_flag(raw, "launcher", False, fail)
+    launcher = source.entry_flag(raw, "launcher", False, fail)
     if lists["value_options"] and not launcher:
         raise fail("value_options are a launcher's")
     return TrainingTool(
@@ -268,19 +262,19 @@ def _tool(raw: Mapping[str, Any], number: int, label: str) -> TrainingTool:
         subcommands=lists["subcommands"],
         modules=lists["modules"],
         options=lists["options"],
-        strong=entry_flag(raw, "strong", True, fail),
+        strong=source.entry_flag(raw, "strong", True, fail),
         launcher=launcher,
         value_options=lists["value_options"],
     )
 
 
 def _artifact(raw: Mapping[str, Any], number: int, label: str) -> TrainingArtifact:
-    fail, strings = entry_strings(
+    fail, strings = source.entry_strings(
         raw, number, label, known=_ARTIFACT_KEYS, required=(*_REQUIRED, "kind"), strings=_ARTIFACT_STRINGS
     )
-    lists = entry_lists(raw, _ARTIFACT_LISTS, fail)
-    files = entry_regexes(lists["files"], "files", fail)
-    directories = entry_regexes(lists["directories"], "directories", fail)
+    lists = source.entry_lists(raw, _ARTIFACT_LISTS, fail)
+    files = source.entry_regexes(lists["files"], "files", fail)
+    directories = source.entry_regexes(lists["directories"], "directories", fail)
     if not (files or directories):
         raise fail("needs files or directories")
     kind = strings["kind"]
@@ -311,9 +305,11 @@ def _artifact(raw: Mapping[str, Any], number: int, label: str) -> TrainingArtifa
 
 
 def _hint(raw: Mapping[str, Any], number: int, label: str) -> ScriptHint:
-    fail, strings = entry_strings(raw, number, label, known=_HINT_KEYS, required=_REQUIRED, strings=_REQUIRED)
-    patterns = entry_regexes(
-        entry_lists(raw, ("patterns",), fail)["patterns"], "patterns", fail, re.IGNORECASE
+    fail, strings = source.entry_strings(
+        raw, number, label, known=_HINT_KEYS, required=_REQUIRED, strings=_REQUIRED
+    )
+    patterns = source.entry_regexes(
+        source.entry_lists(raw, ("patterns",), fail)["patterns"], "patterns", fail, re.IGNORECASE
     )
     if not patterns:
         raise fail("needs patterns")
