@@ -7,13 +7,20 @@ confidence and whether it holds a model at all.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from agent.catalog.source import CatalogError, parse_catalog_toml, read_catalog
+from agent.catalog.source import (
+    CatalogError,
+    catalog_entries,
+    entry_flag,
+    entry_lists,
+    entry_strings,
+    parse_catalog_toml,
+    read_catalog,
+)
 
 __all__ = ["FormatCatalog", "FormatEntry", "GgmlType", "default_format_catalog", "parse_format_catalog"]
 
@@ -23,7 +30,7 @@ _TOP_KEYS: Final = frozenset({"schema_version", "format", "gguf", "safetensors",
 _ENTRY_KEYS: Final = frozenset(
     {"id", "name", "model", "confidence", "signature", "extensions", "source", "notes"}
 )
-_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
+_REQUIRED: Final = ("id", "name", "signature", "source")
 
 
 @dataclass(frozen=True)
@@ -70,15 +77,10 @@ def parse_format_catalog(data: bytes | str, label: str = "<string>") -> FormatCa
     def fail(problem: str) -> CatalogError:
         return CatalogError(f"{label}: {problem}")
 
-    raw_formats = doc.get("format", [])
-    if not isinstance(raw_formats, list) or not raw_formats:
+    entries = catalog_entries(doc, "format", label, _entry)
+    if not entries:
         raise fail("`format` must be a non-empty array of tables ([[format]])")
-    formats: dict[str, FormatEntry] = {}
-    for number, raw in enumerate(raw_formats, 1):
-        entry = _entry(raw, number, fail)
-        if entry.id in formats:
-            raise fail(f"entry {entry.id!r}: duplicate id")
-        formats[entry.id] = entry
+    formats = {entry.id: entry for entry in entries}
 
     gguf = _table(doc, "gguf", {"file_types", "tensor_types"}, fail)
     file_types = {k: _str(v, f"gguf.file_types.{k}", fail) for k, v in _int_keyed(gguf, "file_types", fail)}
@@ -86,7 +88,7 @@ def parse_format_catalog(data: bytes | str, label: str = "<string>") -> FormatCa
     for k, v in _int_keyed(gguf, "tensor_types", fail):
         where = f"gguf.tensor_types.{k}"
         if not isinstance(v, dict) or set(v) != {"name", "block", "bytes"}:
-            raise fail(f"{where}: must be {{ name, block, bytes }}")
+            raise fail("must be { name, block, bytes }")
         tensor_types[k] = GgmlType(
             _str(v["name"], where, fail), _pos(v["block"], where, fail), _pos(v["bytes"], where, fail)
         )
@@ -102,44 +104,26 @@ def parse_format_catalog(data: bytes | str, label: str = "<string>") -> FormatCa
     return FormatCatalog(formats, file_types, tensor_types, dtype_bits, model_types)
 
 
-def _entry(raw: object, number: int, fail: _Fail) -> FormatEntry:
-    if not isinstance(raw, dict):
-        raise fail(f"format #{number} must be a table")
-    fid = raw.get("id")
-    where = f"format {fid!r}" if isinstance(fid, str) else f"format #{number}"
-    unknown = sorted(set(raw) - _ENTRY_KEYS)
-    if unknown:
-        raise fail(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
-    for key in ("id", "name", "signature", "source"):
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise fail(f"{where}: {key!r} must be a non-empty string")
-    if not _ID_RE.fullmatch(raw["id"]):
-        raise fail(f"{where}: id must be a slug of lower-case letters, digits and '-'")
-    if not raw["source"].startswith("https://"):
-        raise fail(f"{where}: source must be an https:// URL")
-    model = raw.get("model")
-    if not isinstance(model, bool):
-        raise fail(f"{where}: 'model' must be true or false")
+def _entry(raw: Mapping[str, Any], number: int, label: str) -> FormatEntry:
+    fail, strings = entry_strings(
+        raw, number, label, known=_ENTRY_KEYS, required=(*_REQUIRED, "model"), strings=(*_REQUIRED, "notes")
+    )
+    model = entry_flag(raw, "model", False, fail)
     confidence = raw.get("confidence", 0.0)
     if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
-        raise fail(f"{where}: 'confidence' must be a number in 0..1")
+        raise fail("'confidence' must be a number in 0..1")
     if model and not confidence:
-        raise fail(f"{where}: a model format needs a confidence above 0")
-    extensions = raw.get("extensions", [])
-    if not isinstance(extensions, list) or not all(isinstance(e, str) and e for e in extensions):
-        raise fail(f"{where}: 'extensions' must be a list of non-empty strings")
-    notes = raw.get("notes", "")
-    if not isinstance(notes, str):
-        raise fail(f"{where}: 'notes' must be a string")
+        raise fail("a model format needs a confidence above 0")
+    extensions = entry_lists(raw, ("extensions",), fail)["extensions"]
     return FormatEntry(
-        id=raw["id"],
-        name=raw["name"],
+        id=strings["id"],
+        name=strings["name"],
         model=model,
         confidence=float(confidence),
-        signature=" ".join(raw["signature"].split()),
-        source=raw["source"],
-        extensions=tuple(extensions),
-        notes=notes,
+        signature=" ".join(strings["signature"].split()),
+        source=strings["source"],
+        extensions=extensions,
+        notes=strings.get("notes", ""),
     )
 
 
@@ -167,11 +151,11 @@ def _int_keyed(table: Mapping[str, Any], key: str, fail: _Fail) -> list[tuple[in
 
 def _str(value: object, where: str, fail: _Fail) -> str:
     if not isinstance(value, str) or not value:
-        raise fail(f"{where}: must be a non-empty string")
+        raise fail("must be a non-empty string")
     return value
 
 
 def _pos(value: object, where: str, fail: _Fail) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise fail(f"{where}: must be a positive integer")
+        raise fail("must be a positive integer")
     return value
