@@ -1,7 +1,8 @@
 """FINE_TUNING: a process that trains or fine-tunes a model, with the combined evidence.
 
 The runtime is often plain `python`, so no name gives it away. Four independent kinds of
-signal do, and the finding carries every one that was seen:
+signal do, and the finding carries every one that was seen (the tools, artifact names and
+script hints are agent/catalog/training.toml's; argv is read by agent/catalog/cmdline.py):
 
 - **command line**: a training launcher or CLI (`accelerate launch`, `deepspeed`, `tune run`,
   `axolotl train`, `trl sft`, `llamafactory-cli train`, `mlx_lm.lora`, ...), its `python -m`
