@@ -182,7 +182,7 @@ class TrainingArtifactObservation:
 
 FileObservation = ModelFileObservation | ModelTransferObservation | TrainingArtifactObservation
 
-# The union grows as sensors land (file observations next).
+#: Everything a sensor yields; each sensor names its members in `Sensor.produces`.
 Observation = (
     ProcessObservation | GpuDeviceObservation | GpuProcessObservation | NetworkObservation | FileObservation
 )

@@ -1,8 +1,8 @@
 """Policy: which findings are approved, and by which rule.
 
-Rules are data (the config file now; pushed by the collector in a later issue). An approved
-finding is still recorded, at info severity, with the rule that approved it, so the analyst
-sees both what runs and why it is allowed.
+Rules are data: the config file's `[policy]`, replaced by the one the collector pushes
+(agent/policy/fleet.py). An approved finding is still recorded, at info severity, with the rule
+that approved it, so the analyst sees both what runs and why it is allowed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Policy:
 
 
 def policy_from_config(config: AgentConfig) -> Policy:
-    """The local policy from the config file (the collector's pushed policy replaces it later)."""
+    """The local policy from the config file (a policy the collector pushes replaces it)."""
     catalog = config.sensors.network.catalog
     endpoints = load_endpoint_catalog(user_path=Path(catalog) if catalog else None)
     unknown = endpoints.unknown_approvals(config.policy.approved_services)

@@ -5,7 +5,8 @@ only PIDs it has not seen before, with one cheap pre-filter (the runtime catalog
 `is_candidate`). Only candidates are followed on every poll (sockets, liveness), and only
 they pay for user-name lookups and socket tables. Processes a few seconds old are looked at
 once more on the next poll, because a shell or launcher that `exec`s a runtime keeps
-its PID but changes its name (catching a late exec needs the kernel's exec events: a later step).
+its PID but changes its name. An exec later than that is caught by the kernel's exec events
+(agent/system/proc_connector.py, Linux as root): the PID is looked at again.
 """
 
 from __future__ import annotations
