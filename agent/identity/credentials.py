@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,6 @@ class Identity:
     def renew_at(self) -> float:
         """When renewal is due: once less than RENEW_FRACTION of the lifetime is left."""
         return self.not_after - (self.not_after - self.not_before) * RENEW_FRACTION
-
-    def renew_due(self, now: float | None = None) -> bool:
-        return (time.time() if now is None else now) >= self.renew_at()
 
 
 def identity_path(state_dir: Path) -> Path:

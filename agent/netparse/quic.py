@@ -32,7 +32,6 @@ __all__ = [
     "InitialKeys",
     "InitialPacket",
     "initial_keys",
-    "is_long_header_initial",
     "parse_chlo_sni",
     "parse_datagram",
 ]
@@ -161,11 +160,6 @@ def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
     for i in range(1, size):
         value = (value << 8) | data[pos + i]
     return value, pos + size
-
-
-def is_long_header_initial(datagram: bytes) -> bool:
-    """Cheap test: a long-header packet that may be a client Initial (the sensor's filter too)."""
-    return len(datagram) >= 7 and datagram[0] & 0x80 != 0
 
 
 def _initial_type(version: int) -> int:

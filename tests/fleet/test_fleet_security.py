@@ -265,7 +265,7 @@ def test_certificate_renewal_keeps_the_host_id(tmp_path: Path) -> None:
             a = await enroll(server, tmp_path / "a")
             lifetime = a.not_after - a.not_before
             assert 3.0 <= lifetime <= 4.0  # whole seconds in X.509
-            assert not a.renew_due(a.not_before + 1.0) and a.renew_due(a.not_after - 0.5)
+            assert a.not_before + 1.0 < a.renew_at() <= a.not_after - 0.5
             stop = asyncio.Event()
             renewed: list[Identity] = []
             task = asyncio.create_task(
