@@ -175,14 +175,10 @@ class FindingTracker:
         return list(self._latest.values())
 
 
+#: What makes a finding 'changed': its evidence and judgement, not its timestamps, count or process.
+_CHANGED_BY = ("kind", "severity", "confidence", "evidence", "policy", "summary")
+
+
 def _fingerprint(finding: fpb.Finding) -> str:
-    """What makes a finding 'changed': evidence, judgement and process, not its timestamps."""
-    material = fpb.Finding(
-        kind=finding.kind,
-        severity=finding.severity,
-        confidence=finding.confidence,
-        evidence=finding.evidence,
-        policy=finding.policy,
-        summary=finding.summary,
-    )
+    material = fpb.Finding(**{name: getattr(finding, name) for name in _CHANGED_BY})
     return hashlib.sha256(material.SerializeToString(deterministic=True)).hexdigest()[:16]

@@ -50,6 +50,15 @@ class CaptureReader:
             else:
                 raise CaptureError(f"{self.path}: not a pcap or pcapng file")
 
+    def _head(self, f: BinaryIO, size: int) -> bytes | None:
+        """The next record's header; None at the end of the file (a partial one is an error)."""
+        head = f.read(size)
+        if len(head) < size:
+            if head:
+                self.errors += 1
+            return None
+        return head
+
     def _pcap(self, f: BinaryIO, magic: bytes) -> Iterator[tuple[float, int, bytes]]:
         order, unit = _PCAP_MAGICS[magic]
         header = f.read(20)
@@ -58,12 +67,7 @@ class CaptureReader:
             return
         linktype = struct.unpack(order + "I", header[16:20])[0] & 0x0FFFFFFF  # upper bits: FCS info
         record = struct.Struct(order + "IIII")
-        while True:
-            head = f.read(16)
-            if len(head) < 16:
-                if head:
-                    self.errors += 1
-                return
+        while (head := self._head(f, 16)) is not None:
             sec, frac, incl, _orig = record.unpack(head)
             if incl > MAX_RECORD:
                 self.errors += 1
@@ -78,12 +82,7 @@ class CaptureReader:
         order = "<"
         interfaces: list[tuple[int, float]] = []  # (link type, seconds per timestamp unit)
         first = True
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                if head:
-                    self.errors += 1
-                return
+        while (head := self._head(f, 8)) is not None:
             if first or head[:4] == _PCAPNG_SHB:
                 bom = f.read(4)
                 if bom == _BOM_LE:

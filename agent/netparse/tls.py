@@ -73,12 +73,10 @@ def parse_client_hello(msg: bytes) -> ClientHello | None:
         return None
     if pos == end:  # no extensions at all (SSLv3-era hello): valid, names nothing
         return ClientHello(version, None)
-    if pos + 2 > end:
+    extensions = _vector(msg, pos, end)
+    if extensions is None:
         return None
-    ext_end = pos + 2 + ((msg[pos] << 8) | msg[pos + 1])
-    pos += 2
-    if ext_end > end:
-        return None
+    pos, ext_end = extensions
     sni: str | None = None
     alpn: tuple[str, ...] = ()
     for _ in range(_MAX_EXTENSIONS):
@@ -97,13 +95,20 @@ def parse_client_hello(msg: bytes) -> ClientHello | None:
     return ClientHello(version, sni, alpn)
 
 
-def _server_name(msg: bytes, pos: int, end: int) -> str | None:
+def _vector(msg: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """Where the body of the vector at `pos` (two-byte length) starts and ends; None when it
+    does not fit before `end`."""
     if pos + 2 > end:
         return None
-    list_end = pos + 2 + ((msg[pos] << 8) | msg[pos + 1])
-    pos += 2
-    if list_end > end:
+    body_end = pos + 2 + ((msg[pos] << 8) | msg[pos + 1])
+    return None if body_end > end else (pos + 2, body_end)
+
+
+def _server_name(msg: bytes, pos: int, end: int) -> str | None:
+    names = _vector(msg, pos, end)
+    if names is None:
         return None
+    pos, list_end = names
     while pos + 3 <= list_end:
         kind = msg[pos]
         length = (msg[pos + 1] << 8) | msg[pos + 2]

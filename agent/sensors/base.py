@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.observations import Observation
@@ -63,3 +64,29 @@ class Sensor(abc.ABC):
 
     def stop(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release resources. Default: nothing to release."""
+
+
+class SensorThread:
+    """A sensor's background thread (a packet reader, a resolver): started once by `start()`,
+    told to stop through `stopping`, which its loop watches, and joined by `stop()`."""
+
+    def __init__(self, name: str, join_timeout: float = 2.0) -> None:
+        self.name = name
+        self.stopping = threading.Event()
+        self._join_timeout = join_timeout
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self, loop: Callable[[], None]) -> None:
+        self.stopping.clear()
+        self._thread = threading.Thread(target=loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._join_timeout)
+            self._thread = None

@@ -48,6 +48,8 @@ _DNS_PORTS: Final = frozenset({53})
 _SERVICE_PORTS: Final = frozenset({53, 80, 443, 853, 8080, 8443})
 
 _UNDECIDED, _PARSING, _DONE = 0, 1, 2
+#: A stream start's source -> the ScanStats counters of starts read and of broken ones.
+_START_STATS: Final = {"tls_sni": ("tls_hellos", "tls_errors"), "http_host": ("http_requests", "http_errors")}
 
 
 @dataclass
@@ -296,20 +298,12 @@ class FlowAnalyzer:
             flow.stage = _PARSING
         if isinstance(parser, tls.ClientHelloBuffer):
             hello = parser.feed(data)
-            if hello is not None:
-                self.stats.tls_hellos += 1
-                self._named(flow, hello.server_name, "tls_sni")
-            elif parser.failed:
-                self.stats.tls_errors += 1
-                flow.parser, flow.stage = None, _UNDECIDED
+            name = None if hello is None else hello.server_name or ""
+            self._start_read(flow, "tls_sni", name, parser.failed)
         elif isinstance(parser, http.HttpRequestBuffer):
             req = parser.feed(data)
-            if req is not None:
-                self.stats.http_requests += 1
-                self._named(flow, req.host, "http_host")
-            elif parser.failed:
-                self.stats.http_errors += 1
-                flow.parser, flow.stage = None, _UNDECIDED
+            name = None if req is None else req.host or ""
+            self._start_read(flow, "http_host", name, parser.failed)
         elif isinstance(parser, dns.TcpDnsBuffer):
             if flow.dns_out is None:
                 flow.dns_out = parser
@@ -403,6 +397,17 @@ class FlowAnalyzer:
             self._done(flow)
 
     # --- verdicts and output ----------------------------------------------------------------
+
+    def _start_read(self, flow: _Flow, source: str, name: str | None, failed: bool) -> None:
+        """A TLS or HTTP start was fed: `name` when it was read whole ("" when it names nothing),
+        None while it is incomplete; `failed` when it is not one after all."""
+        read, broken = _START_STATS[source]
+        if name is not None:
+            setattr(self.stats, read, getattr(self.stats, read) + 1)
+            self._named(flow, name, source)
+        elif failed:
+            setattr(self.stats, broken, getattr(self.stats, broken) + 1)
+            flow.parser, flow.stage = None, _UNDECIDED
 
     def _named(self, flow: _Flow, name: str | None, source: str) -> None:
         if name:

@@ -45,7 +45,7 @@ import psutil
 from agent.netparse import tls
 from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
 from agent.observations import ProcessObservation
-from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
 from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
 from agent.sensors.process.facts import describe_process
 
@@ -101,8 +101,7 @@ class NetworkSensor(Sensor):
         self._queue: deque[tuple[float, bytes]] = deque()
         self._dropped = 0
         self._socket: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._reader = SensorThread("umbra-network-sensor")
         self._error = ""
         self._kernel_filter = False
         self._watched: list[str] = []
@@ -137,7 +136,7 @@ class NetworkSensor(Sensor):
         return SensorStatus(self.name, SensorState.ACTIVE)
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._reader.started:
             return
         try:
             self._socket = _PacketSocket(self.interface)
@@ -156,15 +155,10 @@ class NetworkSensor(Sensor):
         self._kernel_filter = self._attach(BPF_FILTER)
         if not self._kernel_filter and not self._error:
             self._error = "no kernel BPF filter (libpcap missing?): filtering in Python"
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._read, name="umbra-network-sensor", daemon=True)
-        self._thread.start()
+        self._reader.start(self._read)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        self._reader.stop()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
@@ -199,14 +193,14 @@ class NetworkSensor(Sensor):
     def _read(self) -> None:
         sock = self._socket
         fd = sock.ins
-        while not self._stop.is_set():
+        while not self._reader.stopping.is_set():
             try:
                 ready, _, _ = select.select([fd], [], [], 0.2)
                 if not ready:
                     continue
                 frame = fd.recv(SNAPLEN)
             except OSError as exc:
-                if not self._stop.is_set():
+                if not self._reader.stopping.is_set():
                     self._error = f"capture failed: {exc}"
                 return
             if not self._kernel_filter and not _python_filter(frame):

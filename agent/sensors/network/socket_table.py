@@ -30,7 +30,7 @@ from typing import Final
 import psutil
 
 from agent.catalog.endpoints import EndpointCatalog
-from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
 from agent.sensors.network.flows import NetworkObservation
 from agent.sensors.process.facts import describe_process
 
@@ -84,8 +84,7 @@ class SocketTableSensor(Sensor):
         self._addresses: dict[str, str] = {}  # remote address -> host name
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str, int, str, int], float] = {}  # connection -> first seen
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._resolving = SensorThread("umbra-socket-names")
         self._error = ""
         self.rounds = 0  # complete passes over the names (tests wait on it)
 
@@ -99,17 +98,12 @@ class SocketTableSensor(Sensor):
         return SensorStatus(self.name, SensorState.DEGRADED, reason)
 
     def start(self) -> None:
-        if self._thread is not None or not self._names or self._rate <= 0:
+        if self._resolving.started or not self._names or self._rate <= 0:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._resolve_loop, name="umbra-socket-names", daemon=True)
-        self._thread.start()
+        self._resolving.start(self._resolve_loop)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        self._resolving.stop()
 
     def poll(self) -> Sequence[NetworkObservation]:
         try:
@@ -175,11 +169,12 @@ class SocketTableSensor(Sensor):
     def _resolve_loop(self) -> None:
         """Resolve every name at `resolve_per_second`, then again every `refresh_seconds`."""
         gap = 1.0 / self._rate
-        while not self._stop.is_set():
+        stopping = self._resolving.stopping
+        while not stopping.is_set():
             started = time.monotonic()
             fresh: dict[str, str] = {}
             for name in self._names:
-                if self._stop.is_set():
+                if stopping.is_set():
                     return
                 begun = time.monotonic()
                 try:
@@ -194,11 +189,11 @@ class SocketTableSensor(Sensor):
                         self._addresses.setdefault(address, name)
                     while len(self._addresses) > MAX_ADDRESSES:
                         self._addresses.pop(next(iter(self._addresses)))
-                self._stop.wait(max(0.0, gap - (time.monotonic() - begun)))
+                stopping.wait(max(0.0, gap - (time.monotonic() - begun)))
             with self._lock:  # addresses no name resolves to any more are dropped
                 self._addresses = dict(list(fresh.items())[:MAX_ADDRESSES])
             self.rounds += 1
-            self._stop.wait(max(0.0, self._refresh - (time.monotonic() - started)))
+            stopping.wait(max(0.0, self._refresh - (time.monotonic() - started)))
 
     @property
     def addresses(self) -> dict[str, str]:
