@@ -80,6 +80,17 @@ class MountWatcher:
             return True
         return False
 
+    def close(self) -> None:
+        """Let go of the mount table's descriptor; a closed watcher reads through psutil."""
+        if self._poll is not None and self._fd is not None:
+            with contextlib.suppress(Exception):
+                self._poll.unregister(self._fd)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._poll = None
+
     def read(self) -> list[Mount]:
         if self._fd is not None:
             try:

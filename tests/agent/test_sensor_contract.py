@@ -234,11 +234,6 @@ RIGS: dict[str, tuple[type[Sensor], Callable[[Bench], Rig]]] = {
     "files": (FileSensor, files_rig),
 }
 NEEDS_ROOT_HERE = {"network"}  # rigs that cannot run without root (packet capture)
-#: Sensors known to leave a descriptor open after stop(), and which; each entry fails the test
-#: once the sensor is fixed, so that it is taken out.
-KNOWN_LEAKS = {
-    "files": "/proc/self/mountinfo: agent/system/mounts.py's MountWatcher has no close()",
-}
 
 
 @pytest.fixture(params=sorted(RIGS))
@@ -387,9 +382,6 @@ def test_starts_yields_its_schema_and_stops_clean(rig: Rig) -> None:
     left_open = {
         fd: target for fd, target in _descriptors().items() - descriptors.items() if target not in tcp
     }
-    if rig.name in KNOWN_LEAKS:
-        assert left_open, f"{rig.name} closes everything now: take it out of KNOWN_LEAKS"
-        pytest.xfail(KNOWN_LEAKS[rig.name])
     assert not left_open, f"descriptors left open after stop(): {left_open}"
     sensor.stop()  # a second stop is harmless
 

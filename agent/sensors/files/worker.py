@@ -194,6 +194,9 @@ class Worker:
 
     def _teardown(self) -> None:
         self.watches.stop()
+        mounts = getattr(self, "_mounts", None)
+        if mounts is not None:
+            mounts.close()
         hashes = getattr(self, "_hashes", None)
         if hashes is not None:
             hashes.close()
