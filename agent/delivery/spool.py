@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ CREATE INDEX IF NOT EXISTS outbox_finding ON outbox(finding_id);
 CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox(severity, seq);
 CREATE TABLE IF NOT EXISTS finding_state (
     id TEXT PRIMARY KEY,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    saved_at REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -54,18 +56,34 @@ class SpoolError(RuntimeError):
     pass
 
 
+#: A finding's saved tracker state is kept this long after it was last saved (seconds). The tracker
+#: saves a live finding's state at least every refresh interval, so only findings gone for this long
+#: lose their first_seen and count here (the collector keeps its own); the spool's disk use follows
+#: what the host does now, not everything it ever did.
+STATE_RETENTION = 90 * 86400.0
+_PRUNE_EVERY = 3600.0  # seconds between prunes while the spool is open
+
+
 class Spool:
     """Thread-safe: the daemon appends from its pipeline and commits from its transport."""
 
-    def __init__(self, path: Path, max_findings: int = 100_000) -> None:
+    def __init__(
+        self, path: Path, max_findings: int = 100_000, state_retention: float = STATE_RETENTION
+    ) -> None:
         self.path = path
         self.max_findings = max_findings
+        self.state_retention = state_retention
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(finding_state)")}
+            if "saved_at" not in columns:  # a spool from before states were pruned: they start afresh
+                self._db.execute("ALTER TABLE finding_state ADD COLUMN saved_at REAL NOT NULL DEFAULT 0")
+                self._db.execute("UPDATE finding_state SET saved_at = ?", (time.time(),))
+            self._prune_states()
         except sqlite3.DatabaseError as exc:
             raise SpoolError(f"cannot open spool {path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -92,16 +110,26 @@ class Spool:
             return 0
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            if now - self._pruned_at >= _PRUNE_EVERY:
+                self._prune_states(now)
             self._db.executemany(
-                "INSERT INTO finding_state(id, state) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [(fid, json.dumps(asdict(state))) for fid, state in (states or {}).items()],
+                "INSERT INTO finding_state(id, state, saved_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
+                [(fid, json.dumps(asdict(state)), now) for fid, state in (states or {}).items()],
             )
             self._db.executemany(
                 "DELETE FROM outbox WHERE finding_id = ? AND seq > ?", [(r[0], not_after) for r in rows]
             )
             self._db.executemany("INSERT INTO outbox(finding_id, severity, payload) VALUES (?, ?, ?)", rows)
             return self._enforce_bound()
+
+    def _prune_states(self, now: float | None = None) -> None:
+        """Forget the states not saved for `state_retention`: findings long gone from this host."""
+        self._pruned_at = time.time() if now is None else now
+        self._db.execute(
+            "DELETE FROM finding_state WHERE saved_at < ?", (self._pruned_at - self.state_retention,)
+        )
 
     def _enforce_bound(self) -> int:
         (depth,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()

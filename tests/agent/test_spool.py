@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from umbra.v1 import finding_pb2 as fpb
@@ -65,3 +69,31 @@ def test_tracker_state_is_saved_with_its_findings(tmp_path: Path) -> None:
     spool.append([_finding("a")], states={"a": state})
     spool.close()
     assert Spool(tmp_path / "spool.db").load_state("a") == state
+
+
+def test_states_not_saved_within_the_retention_are_forgotten_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = Spool(path, state_retention=1.0)
+    gone = TrackedState(1.0, 2.0, 3, ["1@1.00"], 2.0, "abc")
+    spool.append([_finding("gone")], states={"gone": gone})
+    time.sleep(1.2)
+    live = TrackedState(1.0, 9.0, 5, ["1@1.00", "2@8.00"], 9.0, "def")
+    spool.append([_finding("live")], states={"live": live})
+    spool.close()
+    spool = Spool(path, state_retention=1.0)  # a restart prunes
+    assert spool.load_state("gone") is None, "a state unsaved for longer than the retention is kept"
+    assert spool.load_state("live") == live
+    spool.close()
+
+
+def test_a_spool_from_before_state_pruning_keeps_its_states(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    state = TrackedState(1.0, 2.0, 3, ["1@1.00"], 2.0, "abc")
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE finding_state (id TEXT PRIMARY KEY, state TEXT NOT NULL)")
+    db.execute("INSERT INTO finding_state VALUES ('a', ?)", (json.dumps(asdict(state)),))
+    db.commit()
+    db.close()
+    spool = Spool(path, state_retention=3600.0)
+    assert spool.load_state("a") == state, "an old spool's states must start a new retention, not vanish"
+    spool.close()
