@@ -390,10 +390,12 @@ class PolicyRule(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
-    """"approved_runtime", "approved_service", "approved_model_hash", "approved_path","""
+    """one of umbra/contract.py's RULE_* values: "approved_runtime", "approved_service","""
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """"watched_path", "threshold" (name: the threshold, values: [its number])"""
+        """"approved_model_hash", "watched_path", "threshold" (name: the threshold,
+        values: [its number])
+        """
 
     def __init__(
         self,
