@@ -374,6 +374,43 @@ class TransferEvidence(_message.Message):
 Global___TransferEvidence: _TypeAlias = TransferEvidence  # noqa: Y015
 
 @_typing.final
+class InstanceEvidence(_message.Message):
+    """One live instance of the program a finding is about (a runtime's server and its runners, the
+    ranks of a training job, two clients of one service): who it is and where it listens. A finding
+    lists every live instance (up to a bound), so none hides behind another that shares its key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_FIELD_NUMBER: _builtins.int
+    LISTENING_FIELD_NUMBER: _builtins.int
+    MODEL_FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process(self) -> Global___Process: ...
+    @_builtins.property
+    def listening(self) -> _containers.RepeatedCompositeFieldContainer[Global___SocketEvidence]:
+        """its listening sockets (none for a client)"""
+
+    @_builtins.property
+    def model_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the model weights it maps or holds open"""
+
+    def __init__(
+        self,
+        *,
+        process: Global___Process | None = ...,
+        listening: _abc.Iterable[Global___SocketEvidence] | None = ...,
+        model_files: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listening", b"listening", "model_files", b"model_files", "process", b"process"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceEvidence: _TypeAlias = InstanceEvidence  # noqa: Y015
+
+@_typing.final
 class HealthEvidence(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -412,6 +449,7 @@ class Evidence(_message.Message):
     NETWORK_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def runtime(self) -> Global___RuntimeEvidence: ...
     @_builtins.property
@@ -426,6 +464,8 @@ class Evidence(_message.Message):
     def transfer(self) -> Global___TransferEvidence: ...
     @_builtins.property
     def health(self) -> Global___HealthEvidence: ...
+    @_builtins.property
+    def instance(self) -> Global___InstanceEvidence: ...
     def __init__(
         self,
         *,
@@ -436,12 +476,13 @@ class Evidence(_message.Message):
         network: Global___NetworkEvidence | None = ...,
         transfer: Global___TransferEvidence | None = ...,
         health: Global___HealthEvidence | None = ...,
+        instance: Global___InstanceEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["runtime", "socket", "gpu", "model_file", "network", "transfer", "health"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["runtime", "socket", "gpu", "model_file", "network", "transfer", "health", "instance"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
