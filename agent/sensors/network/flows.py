@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -142,6 +142,9 @@ class FlowAnalyzer:
     idle_timeout: float = 300.0  # a flow silent this long is finished
     buffer_timeout: float = 10.0  # a reassembly buffer older than this is dropped
     stats: ScanStats = field(default_factory=ScanStats)
+    #: Called the moment a flow is named (a DNS question: each new name the client asks), with
+    #: the flow's observation so far: the live sensor attributes it while its socket is open.
+    on_name: Callable[[NetworkObservation], None] | None = None
 
     def __post_init__(self) -> None:
         self._flows: OrderedDict[tuple[int, bytes, int, bytes, int], _Flow] = OrderedDict()
@@ -335,6 +338,7 @@ class FlowAnalyzer:
                 if not name:
                     continue
                 stat = flow.dns_names.get(name)
+                asked = stat is None and outbound and not msg.is_response
                 if stat is None:
                     if len(flow.dns_names) >= MAX_DNS_NAMES_PER_FLOW:
                         continue
@@ -348,6 +352,8 @@ class FlowAnalyzer:
                     stat.bytes_in += size
                 if aliases:
                     stat.aliases = tuple(dict.fromkeys((*stat.aliases, *aliases)))[:16]
+                if asked and self.on_name is not None:
+                    self.on_name(_dns_observation(flow, name, stat))
             if msg.is_response:
                 for address, name in msg.addresses().items():
                     self._learn(address, name, aliases)
@@ -412,6 +418,8 @@ class FlowAnalyzer:
     def _named(self, flow: _Flow, name: str | None, source: str) -> None:
         if name:
             flow.name, flow.source = name, source
+            if self.on_name is not None:
+                self.on_name(_flow_observation(flow, name, source, ()))
         self._done(flow)
 
     @staticmethod
@@ -439,27 +447,8 @@ class FlowAnalyzer:
         self._finished.extend(self._observations(flow))
 
     def _observations(self, flow: _Flow) -> list[NetworkObservation]:
-        transport = "tcp" if flow.proto == TCP else "udp"
-        client, server = _ntop(flow.client), _ntop(flow.server)
         if flow.dns_names:
-            return [
-                NetworkObservation(
-                    name,
-                    "dns",
-                    client,
-                    flow.client_port,
-                    server,
-                    flow.server_port,
-                    transport,
-                    s.first,
-                    s.last,
-                    s.bytes_out,
-                    s.bytes_in,
-                    s.packets,
-                    s.aliases,
-                )
-                for name, s in flow.dns_names.items()
-            ]
+            return [_dns_observation(flow, name, s) for name, s in flow.dns_names.items()]
         name, source = flow.name, flow.source
         aliases: tuple[str, ...] = ()
         if name is None:
@@ -467,24 +456,7 @@ class FlowAnalyzer:
             if learned is None or flow.dns_out is not None:
                 return []
             (name, aliases), source = learned, "dns"
-        return [
-            NetworkObservation(
-                name,
-                source,
-                client,
-                flow.client_port,
-                server,
-                flow.server_port,
-                transport,
-                flow.first,
-                flow.last,
-                flow.bytes_out,
-                flow.bytes_in,
-                flow.packets,
-                aliases,
-                resolved=flow.name is None,
-            )
-        ]
+        return [_flow_observation(flow, name, source, aliases)]
 
     def drain(self, final: bool = False) -> list[NetworkObservation]:
         """Observations of finished flows; with `final`, of every flow (and forget them all)."""
@@ -497,7 +469,47 @@ class FlowAnalyzer:
 
     def active(self) -> list[NetworkObservation]:
         """Observations of flows still open (the live sensor reports these as they grow)."""
-        return [obs for flow in self._flows.values() for obs in self._observations(flow)]
+        flows = list(self._flows.values())  # one copy: a capture thread may add flows meanwhile
+        return [obs for flow in flows for obs in self._observations(flow)]
+
+
+def _dns_observation(flow: _Flow, name: str, s: _NameStat) -> NetworkObservation:
+    """One name asked on a DNS flow."""
+    return NetworkObservation(
+        name,
+        "dns",
+        _ntop(flow.client),
+        flow.client_port,
+        _ntop(flow.server),
+        flow.server_port,
+        "tcp" if flow.proto == TCP else "udp",
+        s.first,
+        s.last,
+        s.bytes_out,
+        s.bytes_in,
+        s.packets,
+        s.aliases,
+    )
+
+
+def _flow_observation(flow: _Flow, name: str, source: str, aliases: tuple[str, ...]) -> NetworkObservation:
+    """A flow named by its own bytes, or (source "dns", no name of its own) by a DNS answer."""
+    return NetworkObservation(
+        name,
+        source,
+        _ntop(flow.client),
+        flow.client_port,
+        _ntop(flow.server),
+        flow.server_port,
+        "tcp" if flow.proto == TCP else "udp",
+        flow.first,
+        flow.last,
+        flow.bytes_out,
+        flow.bytes_in,
+        flow.packets,
+        aliases,
+        resolved=flow.name is None,
+    )
 
 
 def _is_loopback(addr: bytes) -> bool:

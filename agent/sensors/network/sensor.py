@@ -9,16 +9,20 @@ host (an AI service, by the caller's `watch` predicate), its server address is a
 filter, so the bytes of that flow (and later ones to the same address) are counted for the
 upload detection. The watched-address list is bounded.
 
-A TLS ClientHello to a watched host is acted on at once, in the reader thread, not at the next
-poll: its server address joins the filter before the handshake completes (so an upload that
-starts and ends between two polls is counted whole), and the socket table is read while the
-socket is surely open (so a process that makes one request and exits is still named).
+The reader thread runs every frame through the `FlowAnalyzer` (the one the offline scan uses) at
+once, not at the next poll, so a watched flow is acted on the moment its first named packet is
+seen (a TLS ClientHello, a DNS question, a QUIC Initial, an HTTP request). Its server address
+joins the filter before the handshake completes (so an upload that starts and ends between two
+polls is counted whole), and its client socket is looked up while it is surely open: the
+kernel's exact-tuple socket diagnostics give the socket's inode, a warm inode -> pid map gives
+the process (`owners.py`), which is described while it is alive. So a connection of a few tens
+of milliseconds, or a process that asks one DNS question and exits, is still named. A flow
+missed there (its socket closed first) gets one more lookup at poll time.
 
-A reader thread copies frames into a bounded queue; `poll()` runs them through the same
-`FlowAnalyzer` the offline scan uses and returns observations for flows named since the last
-poll, for finished flows, again for a flow whose upload grew by `report_step` bytes, and once
-more when a flow's byte count moved and it then went quiet for `SETTLE_SECONDS` (its final count,
-long before the idle timeout finishes it).
+`poll()` returns observations for flows named since the last poll, for finished flows, again
+for a flow whose upload grew by `report_step` bytes, and once more when a flow's byte count
+moved and it then went quiet for `SETTLE_SECONDS` (its final count, long before the idle
+timeout finishes it).
 
 Without root (CAP_NET_RAW) the sensor is inactive. Without libpcap there is no BPF compiler:
 the sensor still runs, filtering in Python (degraded: every packet costs Python time).
@@ -35,19 +39,16 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-import psutil
-
-from agent.netparse import tls
+from agent.netparse import http, tls
 from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
 from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
 from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
-from agent.sensors.process.facts import describe_process
+from agent.sensors.network.owners import FlowOwners
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,11 @@ BPF_FILTER: Final = " or ".join(
     ]
 )
 MAX_WATCHED: Final = 256  # server addresses whose every packet is captured (for byte counts)
-MAX_QUEUE: Final = 50_000  # frames between polls; beyond it frames are dropped and counted
 SNAPLEN: Final = 65535
 RCVBUF: Final = 16 << 20
 SO_RCVBUFFORCE: Final = 33  # Linux: like SO_RCVBUF, past rmem_max, for CAP_NET_ADMIN
 SETTLE_SECONDS: Final = 1.0  # a flow quiet this long after its bytes moved is reported again
-MIN_WALK_GAP: Final = 0.05  # seconds between socket-table walks the reader thread makes
-MAX_EARLY_OWNERS: Final = 4096
-MAX_EARLY_FRAME: Final = 16384  # larger frames are bulk data, never a hello the reader thread reads
+MAX_EARLY_OWNERS: Final = 4096  # flows attributed by the reader thread, not yet reported by a poll
 _SOL_PACKET: Final = 263
 _PACKET_STATISTICS: Final = 6
 
@@ -97,8 +95,11 @@ class NetworkSensor(Sensor):
         self.interface = interface  # None: every interface
         self._watch = watch
         self.analyzer = analyzer or FlowAnalyzer(idle_timeout=120.0)
+        self.analyzer.on_name = self._on_name
+        self.owners = FlowOwners()
         self._report_step = report_step
-        self._queue: deque[tuple[float, bytes]] = deque()
+        self._analyzer_lock = threading.Lock()  # the reader thread feeds it, poll() reads it
+        self._named: list[NetworkObservation] = []  # watched flows named by the frame being fed
         self._dropped = 0
         self._socket: Any = None
         self._reader = SensorThread("umbra-network-sensor")
@@ -107,11 +108,10 @@ class NetworkSensor(Sensor):
         self._watched: list[str] = []
         self._reported: dict[str, int] = {}  # occurrence -> bytes_out when last reported
         self._owners: dict[str, ProcessObservation | None] = {}  # occurrence -> owning process
-        # (client ip, client port, transport) -> owner, read by the reader thread at the hello
-        self._early_owners: dict[tuple[str, int, str], ProcessObservation | None] = {}
+        # occurrence -> owner, found by the reader thread when the flow was named
+        self._early_owners: dict[str, ProcessObservation | None] = {}
         self._filter_lock = threading.Lock()
         self._owners_lock = threading.Lock()
-        self._last_walk = 0.0
 
     # --- the Sensor interface -----------------------------------------------------------------
 
@@ -131,7 +131,11 @@ class NetworkSensor(Sensor):
             )
         if self._dropped:
             return SensorStatus(
-                self.name, SensorState.DEGRADED, f"{self._dropped} packets dropped (queue full)"
+                self.name, SensorState.DEGRADED, f"{self._dropped} packets dropped (socket buffer full)"
+            )
+        if self.owners.reason and self._watch is not None:
+            return SensorStatus(
+                self.name, SensorState.DEGRADED, f"flows not attributed to processes: {self.owners.reason}"
             )
         return SensorStatus(self.name, SensorState.ACTIVE)
 
@@ -162,19 +166,19 @@ class NetworkSensor(Sensor):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        self.owners.close()
 
     def poll(self) -> Sequence[NetworkObservation]:
         self._read_kernel_drops()
         analyzer = self.analyzer
-        while self._queue:
-            ts, frame = self._queue.popleft()
-            analyzer.feed(ts, LINKTYPE_ETHERNET, frame)
+        with self._analyzer_lock:
+            finished, active = analyzer.drain(), analyzer.active()
         out: list[NetworkObservation] = []
-        for obs in analyzer.drain():  # finished flows: their final byte counts
+        for obs in finished:  # finished flows: their final byte counts
             self._reported.pop(obs.occurrence, None)
             out.append(obs)
         quiet_since = time.time() - SETTLE_SECONDS
-        for obs in analyzer.active():
+        for obs in active:
             last = self._reported.get(obs.occurrence)
             if (
                 last is None
@@ -193,6 +197,8 @@ class NetworkSensor(Sensor):
     def _read(self) -> None:
         sock = self._socket
         fd = sock.ins
+        if self._watch is not None:
+            self.owners.warm()  # every process's sockets, once: the first flows cost little
         while not self._reader.stopping.is_set():
             try:
                 ready, _, _ = select.select([fd], [], [], 0.2)
@@ -205,35 +211,26 @@ class NetworkSensor(Sensor):
                 return
             if not self._kernel_filter and not _python_filter(frame):
                 continue
-            if len(self._queue) >= MAX_QUEUE:
-                self._dropped += 1
-                continue
             # lo shows every packet twice (its outgoing and its incoming copy): the analyzer
             # counts the second one as a loopback duplicate.
-            self._queue.append((time.time(), frame))
-            if self._watch is not None and len(frame) <= MAX_EARLY_FRAME:
-                self._early_hello(frame)
+            with self._analyzer_lock:
+                self.analyzer.feed(time.time(), LINKTYPE_ETHERNET, frame)
+                named, self._named = self._named, []
+            for obs in named:
+                self._attribute_now(obs)
 
-    def _early_hello(self, frame: bytes) -> None:
-        """A ClientHello to a watched host: watch its server now and read who owns the socket."""
-        p = decode(LINKTYPE_ETHERNET, frame)
-        if p is None or p.proto != TCP or not tls.looks_like_handshake_record(p.payload):
-            return
-        hello = tls.ClientHelloBuffer().feed(p.payload)  # a hello in one segment; else poll() names it
-        name = hello.server_name if hello is not None else None
-        if not name or self._watch is None or not self._watch(name):
-            return
-        family = socket.AF_INET if p.version == 4 else socket.AF_INET6
-        client, server = socket.inet_ntop(family, p.src), socket.inet_ntop(family, p.dst)
-        self._watch_addresses([server])
-        wait = self._last_walk + MIN_WALK_GAP - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # bounds the walks to 1/MIN_WALK_GAP a second in a burst of hellos
-        self._last_walk = time.monotonic()
-        pid = _socket_owners().get((client, p.sport, "tcp"))
-        owner = describe_process(pid) if pid else None
+    def _on_name(self, obs: NetworkObservation) -> None:
+        """The analyzer named a flow (reader thread, analyzer lock held): keep it if watched."""
+        if self._watch is not None and self._watch(obs.host_name):
+            self._named.append(obs)
+
+    def _attribute_now(self, obs: NetworkObservation) -> None:
+        """A watched flow was just named: watch its server, and find who owns it while it is open."""
+        if obs.source != "dns":
+            self._watch_addresses([obs.server_ip])
+        owner = self.owners.owner(obs)
         with self._owners_lock:
-            self._early_owners[(client, p.sport, "tcp")] = owner
+            self._early_owners[obs.occurrence] = owner
             while len(self._early_owners) > MAX_EARLY_OWNERS:
                 self._early_owners.pop(next(iter(self._early_owners)))
 
@@ -255,30 +252,19 @@ class NetworkSensor(Sensor):
     def _attribute(self, observations: list[NetworkObservation]) -> list[NetworkObservation]:
         """Name the process that owns each watched flow's socket.
 
-        The socket table is walked (psutil: /proc/net/* and every process's descriptors) only
-        in a poll that has a watched flow not yet attributed, once for all of them; a flow keeps
-        its owner for its life. A socket that closed before the poll stays unattributed.
+        Most were found by the reader thread when the flow was named; a flow missed there (its
+        socket not yet readable, or named only now, after a DNS answer) is looked up once more
+        here. A flow keeps its owner for its life; a socket that closed first stays unattributed.
         """
         if self._watch is None:
             return observations
-        pending = [
-            o
-            for o in observations
-            if o.source != "dns" and o.occurrence not in self._owners and self._watch(o.host_name)
-        ]
-        with self._owners_lock:  # named by the reader thread at the hello, while the socket was open
-            for obs in pending:
-                known = self._early_owners.pop((obs.client_ip, obs.client_port, obs.transport), None)
-                if known is not None:
-                    self._owners[obs.occurrence] = known
-        pending = [o for o in pending if o.occurrence not in self._owners]
-        if pending:
-            owners = _socket_owners()
-            for obs in pending:
-                pid = owners.get((obs.client_ip, obs.client_port, obs.transport))
-                self._owners[obs.occurrence] = describe_process(pid) if pid else None
-            while len(self._owners) > 4 * self.analyzer.max_flows:
-                self._owners.pop(next(iter(self._owners)))
+        pending = [o for o in observations if o.occurrence not in self._owners and self._watch(o.host_name)]
+        for obs in pending:
+            with self._owners_lock:
+                known = self._early_owners.pop(obs.occurrence, None)
+            self._owners[obs.occurrence] = known if known is not None else self.owners.owner(obs)
+        while len(self._owners) > 4 * self.analyzer.max_flows:
+            self._owners.pop(next(iter(self._owners)))
         return [
             replace(o, process=self._owners[o.occurrence]) if self._owners.get(o.occurrence) else o
             for o in observations
@@ -323,24 +309,8 @@ class NetworkSensor(Sensor):
         return tuple(self._watched)
 
 
-def _socket_owners() -> dict[tuple[str, int, str], int]:
-    """(local ip, local port, transport) -> pid, for every inet socket psutil can see."""
-    owners: dict[tuple[str, int, str], int] = {}
-    try:
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.pid:
-                transport = "tcp" if conn.type == socket.SOCK_STREAM else "udp"
-                owners[(conn.laddr.ip, conn.laddr.port, transport)] = conn.pid
-    except (psutil.AccessDenied, OSError) as exc:
-        log.debug("socket table unavailable: %s", exc)
-    return owners
-
-
 def _python_filter(frame: bytes) -> bool:
     """The BPF filter's job, done in Python when no kernel filter could be attached."""
-    from agent.netparse import http, tls
-    from agent.netparse.frames import TCP, decode
-
     p = decode(LINKTYPE_ETHERNET, frame)
     if p is None:
         return False
