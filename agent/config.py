@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.sensors.files.significance import ModelRule
+
 
 class ConfigError(ValueError):
     """A broken config file: the message is one line for the operator."""
@@ -99,6 +101,9 @@ class FilesSensorSection:
     max_queued_events: int = 10_000
     max_models: int = 10_000
     max_watches: int = 64
+    # [sensors.files.models]: when a model file counts (size and parameter floors, package trees,
+    # NumPy context); a file that does not is reported at info with the reasons.
+    models: ModelRule = field(default_factory=ModelRule)
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,11 @@ def _check(config: AgentConfig, path: Path) -> None:
         problems.append("[sensors.files] settle_seconds must not be negative, rescan_interval at least 60")
     if min(files.max_tracked_files, files.max_queued_events, files.max_models, files.max_watches) < 1:
         problems.append("[sensors.files] max_tracked_files, max_queued_events, max_models, max_watches: >= 1")
+    rule = files.models
+    if min(rule.min_bytes, rule.min_parameters, rule.package_min_bytes) < 0:
+        problems.append("[sensors.files.models] min_bytes, min_parameters, package_min_bytes: >= 0")
+    if any(not name or "/" in name for name in rule.package_dirs):
+        problems.append("[sensors.files.models] package_dirs are directory names (no '/')")
     if any(not re.fullmatch(r"[0-9a-fA-F]{64}", h) for h in config.policy.approved_model_hashes):
         problems.append("[policy] approved_model_hashes must be SHA-256 hex digests")
     absolute = (*config.policy.approved_paths, *files.paths, *files.media_prefixes)

@@ -110,6 +110,7 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
                 max_queued_events=files.max_queued_events,
                 max_models=files.max_models,
                 max_watches=files.max_watches,
+                model_rule=files.models,
             )
         )
         detectors.append(ArtifactDetector())

@@ -146,6 +146,10 @@ class ModelFileObservation:
     owner: str = ""  # the file's owner (user name)
     writer: ProcessObservation | None = None  # the process seen writing it, when found
     observed_at: float = 0.0
+    # The file sensor's rule (agent/sensors/files/significance.py): demoted files (fixtures, data,
+    # what a package ships) are findings at info; `reasons` say why it counts or why it was demoted.
+    demoted: bool = False
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class ModelTransferObservation:
     owner: str = ""
     process: ProcessObservation | None = None
     observed_at: float = 0.0
+    demoted: bool = False  # the weights carried do not count (see ModelFileObservation)
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ same sha256 in their evidence, so the console can group them. Occurrences of a d
 exfiltration are the destination paths (a model copied twice onto one stick is one finding,
 count 2).
 
+Files the file sensor's rule demotes (agent/sensors/files/significance.py: below the size or
+parameter floor, shipped by a package, arrays without model context) are all three kinds at
+info, whatever they would be, with the rule's reasons in the evidence.
+
 Policy (agent/policy/rules.py): an approved hash approves all three kinds (approved weights are not
 sensitive); an approved directory approves an artifact or a download below it, and an
 exfiltration only when its destination is below it (an approved folder is no licence to carry
@@ -68,9 +72,10 @@ class ArtifactDetector:
         return FindingDraft(
             kind=fpb.KIND_MODEL_ARTIFACT,
             key=obs.path,
-            severity=fpb.SEVERITY_LOW,
+            severity=_demoted(obs, fpb.SEVERITY_LOW),
             confidence=obs.confidence,
-            summary=f"Model weights {_describe(obs)} at {obs.path}",
+            summary=f"Model weights {_describe(obs)} at {obs.path}"
+            + (f" (info: {obs.reasons[0]})" if obs.demoted and obs.reasons else ""),
             occurrence=f"{obs.sha256 or obs.path}@{obs.size_bytes}",
             subject=obs.sha256,
             user=obs.owner,
@@ -88,7 +93,7 @@ class ArtifactDetector:
         return FindingDraft(
             kind=fpb.KIND_MODEL_DOWNLOAD,
             key=f"{hub}|{obs.sha256 or obs.path}",
-            severity=fpb.SEVERITY_MEDIUM,
+            severity=_demoted(obs, fpb.SEVERITY_MEDIUM),
             confidence=obs.confidence,
             summary=f"Model weights {_describe(obs)} downloaded{origin}{by}: {obs.path}",
             occurrence=obs.path,
@@ -105,7 +110,7 @@ class ArtifactDetector:
         return FindingDraft(
             kind=fpb.KIND_MODEL_EXFILTRATION,
             key=f"{obs.sha256}|{obs.destination_root or obs.destination}",
-            severity=SEVERITY_BY_DESTINATION.get(obs.kind, fpb.SEVERITY_HIGH),
+            severity=_demoted(obs, SEVERITY_BY_DESTINATION.get(obs.kind, fpb.SEVERITY_HIGH)),
             confidence=obs.confidence,
             summary=f"Model weights ({what}, {size(obs.size_bytes)}) {_WHERE.get(obs.kind, obs.kind)}"
             f"{source}{by}: {obs.destination}" + (f" ({obs.reason})" if obs.reason else ""),
@@ -115,6 +120,12 @@ class ArtifactDetector:
             process=obs.process,
             evidence=transfer_evidence(obs),
         )
+
+
+def _demoted(
+    obs: ModelFileObservation | ModelTransferObservation, severity: fpb.Severity.ValueType
+) -> fpb.Severity.ValueType:
+    return fpb.SEVERITY_INFO if obs.demoted else severity
 
 
 def _describe(obs: ModelFileObservation) -> str:

@@ -114,9 +114,11 @@ def model_file(
     parameter_count: int | None = None,
     quantization: str | None = None,
     model_name: str | None = None,
+    reasons: Sequence[str] = (),
 ) -> fpb.ModelFileEvidence:
     """The model-file message (evidence, and the file sensor's inventory); None is unknown."""
     return fpb.ModelFileEvidence(
+        reasons=list(reasons),
         path=path,
         format=fmt,
         size_bytes=size_bytes,
@@ -169,6 +171,7 @@ def transfer_evidence(obs: ModelTransferObservation) -> list[fpb.Evidence]:
                 size_bytes=obs.size_bytes,
                 sha256=obs.sha256,
                 model_name=obs.model_name,
+                reasons=obs.reasons,
             )
         ),
     ]

@@ -19,7 +19,7 @@ from agent.modelfiles.model import Malformed, NotModel, Parsed, Unavailable, cle
 from agent.modelfiles.window import Window
 from agent.modelfiles.ziplist import ZipListing, local_data_offset
 
-__all__ = ["MAGIC", "NpyHeader", "classify_npz", "parse_npy", "read_npy_header"]
+__all__ = ["MAGIC", "NpyHeader", "classify_npz", "parse_npy", "read_npy_header", "weight_like_names"]
 
 MAGIC: Final = b"\x93NUMPY"
 MAX_HEADER: Final = 65536
@@ -27,6 +27,14 @@ MAX_NESTING: Final = 16
 _DESCR_RE: Final = re.compile(r"([<>|=]?)([?bBhHiIlLqQefdgFDGSUVaMmcuO])(\d*)(\[\w+\])?")
 # numpy type character (with its byte width) -> a short dtype name as the other formats write them
 _NAMES: Final = {"f": "F", "i": "I", "u": "U", "c": "C", "b": "BOOL", "?": "BOOL"}
+
+#: Array names that say "weights": PyTorch state_dict keys (weight, bias, running_mean), Keras
+#: and TF variables (kernel, gamma, beta), transformer blocks (attn, embed, lm_head, mlp).
+_WEIGHT_NAME: Final = re.compile(
+    r"(^|[._/\-])(weights?|bias|kernel|gamma|beta|running_(mean|var)|embed\w*|attn|attention|"
+    r"lm_head|mlp|conv\d*|dense\w*|layers?\d*|blocks?\d*|encoder|decoder)([._/\-]|\d|$)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ def classify_npz(win: Window, listing: ZipListing) -> Parsed | None:
         by_dtype[h.dtype] = by_dtype.get(h.dtype, 0) + h.elements
     if read < len(arrays):
         consistent = False
-    extra = {"arrays": str(len(arrays))}
+    extra = {"arrays": str(len(arrays)), "weight_names": str(weight_like_names([e.name for e in arrays]))}
     if read < len(arrays):
         extra["headers_read"] = str(read)
     compressed = sum(e.method != 0 for e in arrays)
@@ -168,3 +176,8 @@ def classify_npz(win: Window, listing: ZipListing) -> Parsed | None:
         tensor_count=listing.total,
         extra=extra,
     )
+
+
+def weight_like_names(names: list[str]) -> int:
+    """How many of these array names read like model weights (the file sensor's context for arrays)."""
+    return sum(1 for n in names if _WEIGHT_NAME.search(n.removesuffix(".npy")))

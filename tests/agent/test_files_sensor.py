@@ -35,6 +35,10 @@ from agent.sensors.files.archives import list_archive
 from agent.sensors.files.sensor import FileSensor
 from tests.agent.test_modelfiles_formats import make_gguf, make_onnx, make_safetensors
 
+#: Tensor elements that make a test model real-size (4.4 MB, 1.1M parameters): above the default
+#: significance floors (1 MB, 1M parameters), so its findings keep their severity.
+REAL = 1_100_000
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify, /proc and mounts: Linux")
 ROOT = os.geteuid() == 0
 
@@ -130,7 +134,7 @@ def model_file(f: fpb.Finding) -> fpb.ModelFileEvidence:
 
 
 def test_inventory_finds_real_models_under_innocent_names(home: Path, start: Callable[..., Harness]) -> None:
-    gguf_path, gguf_params = make_gguf(home / "Documents" / "quarterly_report.pdf")
+    gguf_path, gguf_params = make_gguf(home / "Documents" / "quarterly_report.pdf", extra_tensor=REAL)
     st_path, st_params = make_safetensors(home / "Downloads" / "notes.dat")
     onnx_path, _ = make_onnx(home / "Documents" / "README")
     (home / "Documents" / "fake.bin").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\0" * 192)  # 200 bytes: noise
@@ -238,7 +242,7 @@ def _mount(kind_: str, target: Path, tmp: Path) -> None:
 def test_copy_to_removable_media(fs: str, tmp_path: Path, home: Path, start: Callable[..., Harness]) -> None:
     if fs == "ext4" and shutil.which("mkfs.ext4") is None:
         pytest.skip("mkfs.ext4 not installed")
-    source, _ = make_gguf(home / "Documents" / "llama.gguf")
+    source, _ = make_gguf(home / "Documents" / "llama.gguf", extra_tensor=REAL)
     h = start()
     h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
     usb = tmp_path / "media" / "alice" / "USB"
@@ -256,7 +260,7 @@ def test_copy_to_removable_media(fs: str, tmp_path: Path, home: Path, start: Cal
 
 
 def test_copy_to_sync_folder(home: Path, start: Callable[..., Harness]) -> None:
-    source, _ = make_safetensors(home / "Documents" / "weights.safetensors")
+    source, _ = make_safetensors(home / "Documents" / "weights.safetensors", extra_tensor=REAL)
     h = start()
     h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
     shutil.copyfile(source, home / "Dropbox" / "weights.safetensors")
@@ -278,7 +282,7 @@ def test_copy_to_approved_sync_folder_is_approved(home: Path, start: Callable[..
 
 @pytest.mark.parametrize("archive", ["models.zip", "models.tar.gz", "models.tar"])
 def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harness]) -> None:
-    source, _ = make_gguf(home / "Downloads" / "tiny.gguf")
+    source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
     h = start()
     h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
     target = home / "Downloads" / archive

@@ -67,21 +67,23 @@ def make_gguf(path: Path, vocab: int = 64, extra_tensor: int = 0) -> tuple[Path,
     return path, sum(a.size for a in tensors.values())
 
 
-def make_safetensors(path: Path) -> tuple[Path, int]:
+def make_safetensors(path: Path, extra_tensor: int = 0) -> tuple[Path, int]:
     tensors = {
         "model.embed_tokens.weight": np.zeros((128, 64), np.float32),
         "model.layers.0.mlp.up_proj.weight": np.zeros((64, 96), np.float16),
         "lm_head.bias": np.zeros(128, np.float32),
     }
+    if extra_tensor:
+        tensors["lm_head.weight"] = np.zeros(extra_tensor, np.float16)
     save_file(tensors, str(path), metadata={"format": "pt", "note": "umbra test"})
     return path, sum(a.size for a in tensors.values())
 
 
-def make_onnx(path: Path) -> tuple[Path, int]:
+def make_onnx(path: Path, width: int = 32) -> tuple[Path, int]:
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 64])
-    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 32])
-    weight = numpy_helper.from_array(np.ones((64, 32), np.float32), "W")
-    bias = numpy_helper.from_array(np.ones(32, np.float32), "B")
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, width])
+    weight = numpy_helper.from_array(np.ones((64, width), np.float32), "W")
+    bias = numpy_helper.from_array(np.ones(width, np.float32), "B")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["X", "W"], ["XW"]), helper.make_node("Add", ["XW", "B"], ["Y"])],
         "umbra_linear",
@@ -92,7 +94,7 @@ def make_onnx(path: Path) -> tuple[Path, int]:
     model = helper.make_model(graph, producer_name="umbra-test", opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return path, 64 * 32 + 32
+    return path, 64 * width + width
 
 
 def make_npy(path: Path) -> tuple[Path, int]:
@@ -109,7 +111,7 @@ def make_npz(path: Path) -> tuple[Path, int]:
     return path, 16 * 32 + 32 + 32 * 4
 
 
-def make_torch_zip(path: Path, storages: int = 3) -> tuple[Path, int]:
+def make_torch_zip(path: Path, storages: int = 3, floats: int = 256) -> tuple[Path, int]:
     """The layout torch.save writes (torch/serialization.py, _save): stored entries under one
     archive folder, data.pkl first, one record per storage."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
@@ -120,7 +122,7 @@ def make_torch_zip(path: Path, storages: int = 3) -> tuple[Path, int]:
         z.writestr("archive/.storage_alignment", b"64")
         z.writestr("archive/byteorder", b"little")
         for i in range(storages):
-            z.writestr(f"archive/data/{i}", np.zeros(256, np.float32).tobytes())
+            z.writestr(f"archive/data/{i}", np.zeros(floats, np.float32).tobytes())
         z.writestr("archive/version", b"3\n")
         z.writestr("archive/.data/serialization_id", b"0123456789")
     return path, storages

@@ -9,6 +9,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Final
 
 from agent.modelfiles import looks_like_model_quick
@@ -17,6 +18,7 @@ from agent.modelfiles.window import Window
 from agent.modelfiles.ziplist import list_zip, local_data_offset
 from agent.observations import ModelTransferObservation, ProcessObservation
 from agent.sensors.files.inventory import TrackedModel
+from agent.sensors.files.significance import ModelRule, judge
 from agent.system import procfs
 
 ARCHIVE_SUFFIXES: Final = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst", ".7z")
@@ -80,9 +82,12 @@ def archive_transfers(
     owner: str,
     writer: ProcessObservation | None,
     models: Sequence[TrackedModel],
+    rule: ModelRule,
 ) -> list[ModelTransferObservation]:
     """The known models a new archive carries: by an entry's name and size or its content, else
-    by its writer reading one, else by being written next to one and as large as half of it."""
+    by its writer reading one, else by being written next to one and as large as half of it.
+    Each carries its model's significance (an entry known by content only: judged by its name
+    and size, so a packed virtual environment's test fixtures stay at info)."""
     entries, how = list_archive(path, size)
     by_name_size = {(os.path.basename(m.path), m.key[2]): m for m in models}
     by_size = {m.key[2]: m for m in models}
@@ -122,24 +127,45 @@ def archive_transfers(
                     )
                 )
                 break
-    return [
-        ModelTransferObservation(
-            source_path=source.path if source else name,
-            destination=path,
-            destination_root=path,
-            kind="archive",
-            sha256=source.sha256 if source else "",
-            size_bytes=entry_size,
-            format=source.format if source else "",
-            model_name=source.model_name if source else "",
-            confidence=confidence,
-            reason=reason,
-            owner=owner,
-            process=writer,
-            observed_at=time.time(),
-        )
-        for name, entry_size, source, confidence, reason in found[:8]
-    ]
+    out = []
+    for name, entry_size, source, confidence, reason in found[:8]:
+        if source is not None:
+            demoted, reasons = source.demoted, source.reasons
+        else:
+            verdict = judge(rule, name, "", entry_size)
+            demoted, reasons = not verdict.counts, verdict.reasons
+        if demoted and not rule.report_demoted:
+            continue
+        transfer = _archive_transfer(path, name, entry_size, source, confidence, reason, owner, writer)
+        out.append(replace(transfer, demoted=demoted, reasons=reasons))
+    return out
+
+
+def _archive_transfer(
+    path: str,
+    name: str,
+    entry_size: int,
+    source: TrackedModel | None,
+    confidence: float,
+    reason: str,
+    owner: str,
+    writer: ProcessObservation | None,
+) -> ModelTransferObservation:
+    return ModelTransferObservation(
+        source_path=source.path if source else name,
+        destination=path,
+        destination_root=path,
+        kind="archive",
+        sha256=source.sha256 if source else "",
+        size_bytes=entry_size,
+        format=source.format if source else "",
+        model_name=source.model_name if source else "",
+        confidence=confidence,
+        reason=reason,
+        owner=owner,
+        process=writer,
+        observed_at=time.time(),
+    )
 
 
 def _zip_entries(fd: int, head: bytes, size: int) -> list[tuple[str, int, bytes]]:

@@ -33,6 +33,10 @@ class TrackedModel:
     transfers: list[ModelTransferObservation] = field(default_factory=list)
     check_disguised_copy: bool = False
     announced: bool = False
+    weight_names: int = 0  # arrays named like weights, of `arrays` (NumPy archives)
+    arrays: int = 0
+    demoted: bool = False  # the significance rule's verdict, with its reasons
+    reasons: tuple[str, ...] = ()
 
     def observation(self) -> ModelFileObservation:
         return ModelFileObservation(
@@ -50,6 +54,8 @@ class TrackedModel:
             owner=self.owner,
             writer=self.writer,
             observed_at=time.time(),
+            demoted=self.demoted,
+            reasons=self.reasons,
         )
 
     def transfer(
@@ -75,6 +81,8 @@ class TrackedModel:
             owner=self.owner,
             process=self.writer,
             observed_at=time.time(),
+            demoted=self.demoted,
+            reasons=self.reasons,
         )
 
 

@@ -19,6 +19,7 @@ from agent.observations import (
 )
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.files.naming import HubHint, HubHints
+from agent.sensors.files.significance import ModelRule
 from agent.sensors.files.walk import SKIP_DIR_NAMES
 from agent.sensors.files.watch import WATCHDOG
 from agent.sensors.files.worker import Budgets, Limits, Places, Settings, Worker
@@ -55,6 +56,7 @@ class FileSensor(Sensor):
         low_priority: bool = True,
         find_writers: bool = True,
         catalog: LocationCatalog | None = None,
+        model_rule: ModelRule | None = None,
     ) -> None:
         places = Places(
             homes=homes,
@@ -73,6 +75,7 @@ class FileSensor(Sensor):
             skip_dir_names=frozenset(skip_dir_names),
             low_priority=low_priority,
             find_writers=find_writers,
+            model_rule=model_rule or ModelRule(),
             limits=Limits(
                 max_tracked_files=max_tracked_files,
                 max_queued_events=max_queued_events,

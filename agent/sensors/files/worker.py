@@ -12,7 +12,7 @@ import platform
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -39,6 +39,7 @@ from agent.sensors.files.roots import (
     resolve_roots,
     scan_plan,
 )
+from agent.sensors.files.significance import ModelRule, judge
 from agent.sensors.files.training import TrainingArtifacts
 from agent.sensors.files.walk import Walker
 from agent.sensors.files.watch import EventQueue, Watches
@@ -96,6 +97,7 @@ class Settings:
     skip_dir_names: frozenset[str]
     low_priority: bool
     find_writers: bool
+    model_rule: ModelRule = field(default_factory=ModelRule)
 
 
 def _byte_bucket(rate: float) -> TokenBucket:
@@ -370,6 +372,8 @@ class Worker:
             writer=writer,
             generation=self._generation,
             moved_from=moved_from,
+            weight_names=_count(info.extra.get("weight_names")),
+            arrays=_count(info.extra.get("arrays")),
         )
         self._adopt(model, root)
 
@@ -398,6 +402,9 @@ class Worker:
                 generation=self._generation,
                 sha256="",
             )
+            self._judge(model, self._place(path))
+            if model.demoted and not self.settings.model_rule.report_demoted:
+                return
             self.inventory.put_package(model)
             model.announced = True
             self.outbox.put(model.observation())  # a package has no single hash
@@ -409,6 +416,10 @@ class Worker:
     def _adopt(self, model: TrackedModel, root: Root | None) -> None:
         """A model file found or changed: record it, plan what to report once it is hashed."""
         root = root or self._place(model.path)
+        self._judge(model, root)
+        if model.demoted and not self.settings.model_rule.report_demoted:
+            self._remember_judged(fingerprint(model.key))
+            return
         model.hub = self._namer.hub(model.path, root, model.writer) if root is not None else ""
         if not model.model_name and root is not None and root.layout == "ollama":
             model.model_name = self._namer.ollama_name(root.path, model.path, full=False)
@@ -444,6 +455,19 @@ class Worker:
                 HashTask(HashJob(model.path, model.key), model), urgent=model.origin != "inventory"
             )
 
+    def _judge(self, model: TrackedModel, root: Root | None) -> None:
+        verdict = judge(
+            self.settings.model_rule,
+            model.path,
+            model.format,
+            model.key[2],
+            model.parameter_count,
+            weight_names=model.weight_names,
+            arrays=model.arrays,
+            location_kind=root.kind if root is not None else "",
+        )
+        model.demoted, model.reasons = not verdict.counts, verdict.reasons
+
     def _not_a_model(
         self,
         path: str,
@@ -456,7 +480,9 @@ class Worker:
         bytes at a destination (same size: worth hashing)."""
         if archive_kind(head, path):
             owner = self._namer.owner(st.st_uid)
-            transfers = archive_transfers(path, st.st_size, owner, writer, self.inventory.models())
+            transfers = archive_transfers(
+                path, st.st_size, owner, writer, self.inventory.models(), self.settings.model_rule
+            )
             self._read_bucket.take(LISTING_READ_BYTES)
             for transfer in transfers:
                 self.outbox.put(transfer)
@@ -525,5 +551,11 @@ class Worker:
                 owner=source.owner,
                 process=task.writer,
                 observed_at=time.time(),
+                demoted=source.demoted,
+                reasons=source.reasons,
             )
         )
+
+
+def _count(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0

@@ -266,6 +266,7 @@ class ModelFileEvidence(_message.Message):
     PARAMETER_COUNT_FIELD_NUMBER: _builtins.int
     QUANTIZATION_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     format: _builtins.str
     """"gguf", "safetensors", "pytorch", "onnx", ..."""
@@ -275,6 +276,12 @@ class ModelFileEvidence(_message.Message):
     parameter_count: _builtins.int
     quantization: _builtins.str
     model_name: _builtins.str
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the file counts as a model that matters, or why it was demoted to info (too small,
+        too few parameters, shipped by a package, arrays without model context).
+        """
+
     def __init__(
         self,
         *,
@@ -286,10 +293,11 @@ class ModelFileEvidence(_message.Message):
         parameter_count: _builtins.int = ...,
         quantization: _builtins.str = ...,
         model_name: _builtins.str = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "format", b"format", "model_name", b"model_name", "parameter_count", b"parameter_count", "path", b"path", "quantization", b"quantization", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "format", b"format", "model_name", b"model_name", "parameter_count", b"parameter_count", "path", b"path", "quantization", b"quantization", "reasons", b"reasons", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
