@@ -142,6 +142,7 @@ def model_file_evidence(model: ModelFileInfo | ModelFileObservation) -> fpb.Evid
             parameter_count=model.parameter_count,
             quantization=model.quantization,
             model_name=model.model_name,
+            reasons=model.reasons if isinstance(model, ModelFileObservation) else (),
         )
     )
 
