@@ -9,6 +9,7 @@ through the real detectors, policy and tracker.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -21,7 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import py7zr
 import pytest
+import zstandard
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.locations import LocationCatalog, default_location_catalog
@@ -280,7 +283,9 @@ def test_copy_to_approved_sync_folder_is_approved(home: Path, start: Callable[..
     assert f.severity == fpb.SEVERITY_INFO
 
 
-@pytest.mark.parametrize("archive", ["models.zip", "models.tar.gz", "models.tar"])
+@pytest.mark.parametrize(
+    "archive", ["models.zip", "models.tar.gz", "models.tar", "models.7z", "models.tar.zst"]
+)
 def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harness]) -> None:
     source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
     h = start()
@@ -289,6 +294,15 @@ def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harne
     if archive.endswith(".zip"):
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(source, "export/tiny.gguf")
+    elif archive.endswith(".7z"):
+        with py7zr.SevenZipFile(target, "w") as z:
+            z.set_encoded_header_mode(False)  # a listable header (7-Zip's -mhc=off)
+            z.write(source, "export/tiny.gguf")
+    elif archive.endswith(".zst"):
+        plain = io.BytesIO()
+        with tarfile.open(fileobj=plain, mode="w") as t:
+            t.add(source, "export/tiny.gguf")
+        target.write_bytes(zstandard.ZstdCompressor(level=3).compress(plain.getvalue()))
     else:
         with tarfile.open(target, "w:gz" if archive.endswith(".gz") else "w") as t:
             t.add(source, "export/tiny.gguf")

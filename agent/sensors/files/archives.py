@@ -18,6 +18,7 @@ from agent.modelfiles.window import Window
 from agent.modelfiles.ziplist import list_zip, local_data_offset
 from agent.observations import ModelTransferObservation, ProcessObservation
 from agent.sensors.files.inventory import TrackedModel
+from agent.sensors.files.sevenzip import EncodedHeader, list_7z
 from agent.sensors.files.significance import ModelRule, judge
 from agent.system import procfs
 
@@ -26,6 +27,7 @@ MAX_ARCHIVE_ENTRIES: Final = 1024
 MAX_ARCHIVE_PEEKS: Final = 64
 LISTING_READ_BYTES: Final = 64 << 10  # what one listing reads, for the read budget
 _TAR_MAGIC_AT: Final = 257
+ZSTD_MAX_WINDOW: Final = 8 << 20
 
 
 def archive_kind(head: bytes, path: str) -> str:
@@ -64,12 +66,16 @@ def list_archive(path: str, size: int) -> tuple[list[tuple[str, int, bytes]], st
             return _zip_entries(fd, head, size), "zip listing"
         if kind == "tar":
             return _tar_entries(lambda off, n: os.pread(fd, n, off), size), "tar listing"
-        if kind in ("gzip", "xz", "bz2"):
+        if kind in ("gzip", "xz", "bz2", "zstd"):
             data = _inflate_front(kind, head)
             return _tar_entries(
                 lambda off, n: data[off : off + n], len(data)
             ), f"first entries of a {kind} stream"
+        if kind == "7z":
+            return _7z_entries(fd, size)
         return [], f"{kind or 'unknown'} archive: not listed"
+    except ImportError:  # zstandard is an agent dependency; a bare install still runs
+        return [], f"{kind} archive: not listed (zstandard not installed)"
     except (OSError, ValueError, Malformed, Unavailable, zlib.error, lzma.LZMAError, EOFError):
         return [], "unreadable archive"
     finally:
@@ -191,7 +197,27 @@ def _zip_entries(fd: int, head: bytes, size: int) -> list[tuple[str, int, bytes]
     return out
 
 
+def _7z_entries(fd: int, size: int) -> tuple[list[tuple[str, int, bytes]], str]:
+    """A 7z archive's files by name and size (content is compressed: no peeks)."""
+    try:
+        files = list_7z(lambda off, n: os.pread(fd, n, off), size)
+    except EncodedHeader:
+        return [], "7z archive with a compressed header: not listed"
+    return [(name, n, b"") for name, n in files[:MAX_ARCHIVE_ENTRIES]], "7z listing"
+
+
 def _inflate_front(kind: str, head: bytes, limit: int = 64 << 10) -> bytes:
+    if kind == "zstd":
+        import zstandard  # only when a zstd archive is met: most hosts have none
+
+        # Bounded both ways: `limit` bytes out, and a window no larger than zstd's level 19 uses
+        # (--long or --ultra archives are refused rather than given 128 MiB of memory).
+        reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(head)
+        with reader:
+            try:
+                return reader.read(limit)
+            except zstandard.ZstdError as exc:
+                raise ValueError(f"zstd: {exc}") from None
     if kind == "gzip":
         return zlib.decompressobj(31).decompress(head, limit)
     if kind == "xz":
