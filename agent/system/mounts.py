@@ -43,6 +43,10 @@ PSEUDO_FS: Final = frozenset(
 )
 
 
+# Where a block device's sysfs path says it is plugged in (drivers/usb, drivers/mmc).
+_HOTPLUG_BUSES: Final = ("/usb", "/mmc_host/")
+
+
 @dataclass(frozen=True)
 class Mount:
     mount_point: str
@@ -129,13 +133,16 @@ def _unescape(text: str) -> str:
 
 
 def removable_device(major: int, minor: int) -> bool:
-    """/sys/dev/block/MAJ:MIN -> the disk (a partition's parent) -> its `removable` flag."""
+    """/sys/dev/block/MAJ:MIN -> the disk (a partition's parent) -> its `removable` flag, or a
+    disk attached through USB or an SD/MMC slot (USB SSDs and many sticks say removable=0)."""
     if major == 0:
         return False
     try:
         dev = os.path.realpath(f"/sys/dev/block/{major}:{minor}")
     except OSError:
         return False
+    if any(bus in dev for bus in _HOTPLUG_BUSES):
+        return True
     for candidate in (dev, os.path.dirname(dev)):
         try:
             with open(os.path.join(candidate, "removable"), "rb") as f:

@@ -262,6 +262,44 @@ def test_copy_to_removable_media(fs: str, tmp_path: Path, home: Path, start: Cal
     assert f.severity == fpb.SEVERITY_CRITICAL and not f.policy.approved
 
 
+@pytest.mark.skipif(not ROOT, reason="mounting needs root")
+def test_removable_media_is_inventoried_when_mounted(
+    tmp_path: Path, home: Path, start: Callable[..., Harness]
+) -> None:
+    """A stick that arrives with weights on it: walked when mounted, with no file event at all;
+    its models are forgotten when it goes."""
+    stick = tmp_path / "stick"
+    if shutil.which("mkfs.ext4") is not None:  # a real file system, filled before it is plugged in
+        staging = tmp_path / "staging"
+        _mount("ext4", staging, tmp_path)
+        try:
+            (staging / "backup").mkdir()
+            carried, _ = make_gguf(staging / "backup" / "q3.bin", extra_tensor=REAL)
+        finally:
+            subprocess.run(["umount", str(staging)], check=True)
+        device = ["-o", "loop", str(tmp_path / "usb.img")]
+    else:  # a bind mount of a filled folder: the same event for the sensor
+        (stick / "backup").mkdir(parents=True)
+        carried, _ = make_gguf(stick / "backup" / "q3.bin", extra_tensor=REAL)
+        device = ["--bind", str(stick)]
+    h = start()
+    usb = tmp_path / "media" / "alice" / "STICK"
+    usb.mkdir(parents=True)
+    try:
+        subprocess.run(["mount", *device, str(usb)], check=True)
+        on_stick = usb / "backup" / carried.name
+        f = h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_ARTIFACT and model_file(f).path == str(on_stick))
+        assert model_file(f).sha256 == sha(on_stick) and f.severity == fpb.SEVERITY_LOW
+        assert str(on_stick) in {m.path for m in h.sensor.inventory()}
+    finally:
+        subprocess.run(["umount", "-l", str(usb)], check=False, capture_output=True)
+    deadline = time.monotonic() + 10
+    while str(on_stick) in {m.path for m in h.sensor.inventory()}:
+        assert time.monotonic() < deadline, "the unmounted stick's model is still in the inventory"
+        h.pipeline.poll()
+        time.sleep(0.05)
+
+
 def test_copy_to_sync_folder(home: Path, start: Callable[..., Harness]) -> None:
     source, _ = make_safetensors(home / "Documents" / "weights.safetensors", extra_tensor=REAL)
     h = start()

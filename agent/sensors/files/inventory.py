@@ -132,6 +132,12 @@ class Inventory:
         with self._lock:
             self._forget(path)
 
+    def forget_under(self, directory: str) -> None:
+        """Drop the models below `directory` (an unmounted medium)."""
+        with self._lock:
+            for path in [p for p in self._models if p.startswith(directory.rstrip("/") + "/")]:
+                self._forget(path)
+
     def forget_stale(self, generation: int) -> None:
         """Drop the models a scan of `generation` did not see and that are gone."""
         with self._lock:

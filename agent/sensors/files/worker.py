@@ -172,6 +172,7 @@ class Worker:
             find_writers=self._find_writers,
         )
         self._generation = 0
+        self._scanning = False  # a planned scan is under way (not only a medium's walk)
         self._next_scan = 0.0
         self._next_settle = 0.0
         self._seen_saved_at = time.monotonic()
@@ -220,7 +221,7 @@ class Worker:
             self._next_settle = now + 0.1
         hashed = self._hash_step()
         progress, finished = self._walker.step()
-        if finished:
+        if finished and self._scanning:
             self._finish_scan()
         if not self._walker.busy and now >= self._next_scan:
             self._plan_scan()
@@ -290,11 +291,17 @@ class Worker:
             log.info("file sensor roots: %d (%s)", len(after), ", ".join(sorted(after)))
 
     def _refresh_mounts(self) -> None:
+        """Removable media as it comes and goes: a new mount is watched (copies onto it are
+        exfiltration) and walked once (the models it brought are inventoried); the models of
+        a gone one are forgotten."""
         current = removable_roots(self._mounts.read(), self._media_prefixes)
         for gone in set(self._removable) - set(current):
             self.watches.unwatch(gone)
-        for new in set(current) - set(self._removable):
+            self.inventory.forget_under(gone)
+        for new in sorted(set(current) - set(self._removable)):
             self.watches.watch(new, recursive=True)
+            self._walker.add(current[new])
+            log.info("removable media mounted at %s: inventoried", new)
         self._removable = current
 
     def _place(self, path: str) -> Root | None:
@@ -303,6 +310,7 @@ class Worker:
     # --- scans ---------------------------------------------------------------------------------
 
     def _plan_scan(self) -> None:
+        self._scanning = True
         self._generation += 1
         if self._generation > 1:
             self._roots = self._resolve_roots()
@@ -310,6 +318,7 @@ class Worker:
         self._next_scan = time.monotonic() + self.settings.rescan_interval
 
     def _finish_scan(self) -> None:
+        self._scanning = False
         self.inventory.forget_stale(self._generation)
         self._save_seen()
         self.first_scan_done.set()
