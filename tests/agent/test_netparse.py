@@ -160,14 +160,14 @@ def test_initial_keys_match_rfc9369_appendix_a() -> None:
 
 
 def protect_initial(
-    version: int, dcid: bytes, frames_: bytes, pn: int = 2, key_dcid: bytes | None = None
+    version: int, dcid: bytes, frames_: bytes, pn: int = 2, key_dcid: bytes | None = None, scid: bytes = b""
 ) -> bytes:
     """A client Initial packet protected as RFC 9001 §5 says (written here independently)."""
     keys = quic.initial_keys(version, key_dcid or dcid)
     assert keys is not None
     ptype = 1 if version == quic.V2 else 0
     pn_bytes = pn.to_bytes(4, "big")
-    payload_len = 1190 - len(dcid)  # pads the datagram to exactly 1200 bytes
+    payload_len = 1190 - len(dcid) - len(scid)  # pads the datagram to exactly 1200 bytes
     plain = frames_ + bytes(payload_len - 4 - 16 - len(frames_))
     first = 0xC0 | (ptype << 4) | 0x03
     header = (
@@ -175,7 +175,8 @@ def protect_initial(
         + version.to_bytes(4, "big")
         + bytes([len(dcid)])
         + dcid
-        + b"\x00"
+        + bytes([len(scid)])
+        + scid
         + b"\x00"
         + (0x4000 | payload_len).to_bytes(2, "big")
         + pn_bytes

@@ -3,8 +3,10 @@
 `NetnsPair` makes two namespaces joined by a veth pair: the client side (where the SDKs and the
 agent run) and the server side (the fake AI service). `/etc/netns/<client>/hosts` maps the given
 names to the server's address, so inside the client namespace `api.openai.com` resolves (through
-the ordinary resolver, files first) to the test's server and nowhere else. Neither namespace has
-a route out: the only traffic is on the veth pair.
+the ordinary resolver, files first) to the test's server and nowhere else. With `dns_server`,
+`/etc/netns/<client>/resolv.conf` names the server's address as the only nameserver, so other
+names are asked over DNS, of the test's server. Neither namespace has a route out: the only
+traffic is on the veth pair.
 
 Everything made is removed in `close()`: processes still running in the namespaces, the
 namespaces (which takes the veth pair with them) and the hosts directory, even after a failure
@@ -53,7 +55,7 @@ def netns_usable() -> str:
 class NetnsPair:
     """Client and server namespaces on a veth pair; the client resolves `names` to the server."""
 
-    def __init__(self, names: list[str], subnet: str = "10.250.37.0/30") -> None:
+    def __init__(self, names: list[str], subnet: str = "10.250.37.0/30", dns_server: bool = False) -> None:
         tag = uuid.uuid4().hex[:6]
         self.client = f"umbra-c-{tag}"
         self.server = f"umbra-s-{tag}"
@@ -63,6 +65,7 @@ class NetnsPair:
         self.client_ip, self.server_ip = str(hosts[0]), str(hosts[1])
         self.prefix = net.prefixlen
         self.names = names
+        self.dns_server = dns_server
         self._made_etc = False
         self._made: list[str] = []
 
@@ -102,6 +105,9 @@ class NetnsPair:
             etc.mkdir()
             lines = ["127.0.0.1 localhost", *(f"{self.server_ip} {name}" for name in self.names)]
             (etc / "hosts").write_text("\n".join(lines) + "\n")
+            if self.dns_server:
+                resolv = f"nameserver {self.server_ip}\noptions timeout:2 attempts:1\n"
+                (etc / "resolv.conf").write_text(resolv)
         except BaseException:
             self.close()
             raise

@@ -89,6 +89,7 @@ class _Flow:
         "bytes_out",
         "client",
         "client_port",
+        "dns_ids",
         "dns_in",
         "dns_names",
         "dns_out",
@@ -100,6 +101,7 @@ class _Flow:
         "parser",
         "pending",
         "proto",
+        "scid",
         "server",
         "server_port",
         "source",
@@ -123,6 +125,8 @@ class _Flow:
             tls.ClientHelloBuffer | http.HttpRequestBuffer | dns.TcpDnsBuffer | quic.CryptoAssembler | None
         ) = None
         self.dns_names: dict[str, _NameStat] | None = None
+        self.dns_ids: dict[int, bool] = {}  # DNS query id -> answered yet (UDP)
+        self.scid: bytes | None = None  # the QUIC client's connection id, from its first Initial
         self.dns_out: dns.TcpDnsBuffer | None = None
         self.dns_in: dns.TcpDnsBuffer | None = None
 
@@ -178,6 +182,10 @@ class FlowAnalyzer:
             else (p.proto, p.dst, p.dport, p.src, p.sport)
         )
         flow = self._flows.get(key)
+        if flow is not None and _restarts(flow, p):
+            del self._flows[key]  # a new socket on the same ports: a new flow, its own owner
+            self._finish(flow)
+            flow = None
         if flow is None:
             flow = self._new_flow(key, p, ts)
         else:
@@ -324,6 +332,11 @@ class FlowAnalyzer:
         if not msg.is_response and not outbound and flow.dns_names is None:
             flow.swap()  # the query's sender is the client
             outbound = True
+        if msg.is_response:
+            if msg.id in flow.dns_ids:
+                flow.dns_ids[msg.id] = True
+        elif outbound and len(flow.dns_ids) < MAX_DNS_NAMES_PER_FLOW:
+            flow.dns_ids.setdefault(msg.id, False)
         self._dns_messages(flow, [msg], p, ts, outbound)
 
     def _dns_messages(
@@ -389,6 +402,7 @@ class FlowAnalyzer:
         if not isinstance(assembler, quic.CryptoAssembler):
             assembler = flow.parser = quic.CryptoAssembler(ts, dcid=packets[0].dcid)
             flow.stage = _PARSING
+            flow.scid = _long_header_scid(payload)
         for packet in packets:
             for offset, data in packet.crypto:
                 result = assembler.add(offset, data)
@@ -471,6 +485,38 @@ class FlowAnalyzer:
         """Observations of flows still open (the live sensor reports these as they grow)."""
         flows = list(self._flows.values())  # one copy: a capture thread may add flows meanwhile
         return [obs for flow in flows for obs in self._observations(flow)]
+
+
+def _restarts(flow: _Flow, p: Packet) -> bool:
+    """Does this packet from the client open a new connection on an old flow's ports (a new
+    socket that got the same port: UDP ports are drawn at random and reused within seconds)?
+    A TCP SYN with a new sequence number; a DNS query with a new id once every earlier one was
+    answered; a QUIC long header with a new client connection id."""
+    if p.src != flow.client or p.sport != flow.client_port or flow.packets == 0:
+        return False
+    if p.proto == TCP:
+        return p.tcp_flags & 0x12 == 0x02 and flow.next_seq != (p.tcp_seq + 1) & 0xFFFFFFFF
+    payload = p.payload
+    if flow.server_port in _DNS_PORTS:
+        if len(payload) < 3 or payload[2] & 0x80 or not flow.dns_ids:  # a response, or no question yet
+            return False
+        return int.from_bytes(payload[:2], "big") not in flow.dns_ids and all(flow.dns_ids.values())
+    return (
+        flow.scid is not None
+        and bool(payload)
+        and payload[0] & 0x80 != 0
+        and (_long_header_scid(payload) not in (None, flow.scid))
+    )
+
+
+def _long_header_scid(payload: bytes) -> bytes | None:
+    """The source connection id of a QUIC long header (RFC 9000 §17.2), None when cut short."""
+    if len(payload) < 7:
+        return None
+    at = 6 + payload[5]
+    if at >= len(payload) or at + 1 + payload[at] > len(payload):
+        return None
+    return payload[at + 1 : at + 1 + payload[at]]
 
 
 def _dns_observation(flow: _Flow, name: str, s: _NameStat) -> NetworkObservation:

@@ -159,6 +159,8 @@ class NetworkSensor(Sensor):
         self._kernel_filter = self._attach(BPF_FILTER)
         if not self._kernel_filter and not self._error:
             self._error = "no kernel BPF filter (libpcap missing?): filtering in Python"
+        if self._watch is not None:
+            self.owners.warm()  # every process's sockets, once, so the first flows cost little
         self._reader.start(self._read)
 
     def stop(self) -> None:
@@ -197,8 +199,6 @@ class NetworkSensor(Sensor):
     def _read(self) -> None:
         sock = self._socket
         fd = sock.ins
-        if self._watch is not None:
-            self.owners.warm()  # every process's sockets, once: the first flows cost little
         while not self._reader.stopping.is_set():
             try:
                 ready, _, _ = select.select([fd], [], [], 0.2)
