@@ -34,6 +34,14 @@ class PolicyAware(Protocol):
     def apply_policy(self, policy: Policy) -> None: ...
 
 
+@runtime_checkable
+class PollAware(Protocol):
+    """A detector that looks at a sensor's whole poll before its observations one by one (which
+    process instances are alive: agent/detection/instances.py)."""
+
+    def begin_poll(self, observations: Sequence[Observation]) -> None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -99,6 +107,9 @@ class Pipeline:
                 continue
             self._failures.pop(sensor.name, None)
             stamp = time.time() if now is None else now
+            for detector in self.detectors:
+                if isinstance(detector, PollAware):
+                    detector.begin_poll(observations)
             for obs in observations:
                 for detector in self.detectors:
                     for draft in detector.detect(obs):

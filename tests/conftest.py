@@ -141,15 +141,18 @@ def spawn_binary(tmp_path: Path, idle_server_binary: Path) -> Iterator[SpawnBina
     """Start a native process with any name and argv: spawn_binary(["llama-server", "-m", "x.gguf"]).
 
     The stand-in binary is copied to a file named like argv[0]'s basename, so the kernel's
-    process name, the executable and the command line are exactly the runtime's.
+    process name, the executable and the command line are exactly the runtime's. Every spawn of
+    one name in a test runs the same copy, as every instance of an installed program does.
     """
     procs: list[subprocess.Popen[str]] = []
 
     def spawn(argv: list[str], listen: list[str] | None = None) -> subprocess.Popen[str]:
         home = tmp_path / f"bin-{len(procs)}"
         home.mkdir()
-        binary = home / Path(argv[0]).name
-        shutil.copy(idle_server_binary, binary)
+        binary = tmp_path / "installed" / Path(argv[0]).name
+        if not binary.exists():
+            binary.parent.mkdir(exist_ok=True)
+            shutil.copy(idle_server_binary, binary)
         env = {**os.environ, "UMBRA_FAKE_LISTEN": ",".join(listen or [])}
         return _start_ready(procs, argv, str(binary), home, env)
 

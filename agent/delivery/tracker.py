@@ -3,10 +3,11 @@
 A detector describes what it saw as a `FindingDraft` with a dedupe key; the `FindingTracker`
 turns drafts into wire `Finding`s. The same thing seen again (the same runtime by the same
 user, the same exposed port) keeps its id; `count` is the number of distinct occurrences
-(process instances), `last_seen` moves while it is still there. The tracker says when a
-finding is worth sending again: new, changed, a new occurrence, or still active after
-`refresh_interval` seconds; otherwise it stays quiet, so a long-lived runtime does not
-flood the spool.
+(process instances, flows), `last_seen` moves while it is still there. Instances alive at the
+same time are not separate findings: the draft lists them all (agent/detection/instances.py).
+The tracker says when a finding is worth sending again: new, changed, a new occurrence, or
+still active after `refresh_interval` seconds; otherwise it stays quiet, so a long-lived
+runtime does not flood the spool.
 
 Memory is bounded: a finding not seen for `forget_after` seconds (three refresh intervals by
 default) is forgotten, and at most `max_tracked` findings are held, the least recently seen
@@ -28,7 +29,7 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.detection.evidence import process_message
 from agent.observations import ProcessObservation
 
-MAX_REMEMBERED_OCCURRENCES = 32  # bounds memory per finding; enough for restarts of one runtime
+MAX_REMEMBERED_OCCURRENCES = 32  # bounds memory per finding; above detection.instances.MAX_LISTED
 FORGET_AFTER_REFRESHES = 3  # a finding unseen this many refresh intervals is dropped from memory
 MAX_TRACKED = 100_000  # findings held in memory at once (a few KiB each)
 MAX_UNSAVED = 100_000  # states of sent findings waiting for `take_unsaved` (the daemon's next append)

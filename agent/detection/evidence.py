@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the type only: the parsers stay out of `scan --pcap`'s star
 __all__ = [
     "gpu_evidence",
     "hub_evidence",
+    "instance_evidence",
     "model_file",
     "model_file_evidence",
     "network_evidence",
@@ -75,6 +76,17 @@ def runtime_evidence(
             libraries=list(obs.libraries if libraries is None else libraries),
             model_files=list(obs.model_files),
             api_key_env_names=list(obs.env_key_names) if key_names else [],
+        )
+    )
+
+
+def instance_evidence(obs: ProcessObservation) -> fpb.Evidence:
+    """One live instance of a finding's program: the process, where it listens, what weights it holds."""
+    return fpb.Evidence(
+        instance=fpb.InstanceEvidence(
+            process=process_message(obs),
+            listening=[socket_evidence(s).socket for s in obs.listening],
+            model_files=list(obs.model_files),
         )
     )
 

@@ -31,7 +31,8 @@ name, with something else   capped at 0.99
 
 Severity is high when the training runs on a GPU (sustained use seen), medium otherwise. The
 dedupe key is the workload (executable plus script or module) and the user, so the ranks of
-one distributed job are occurrences of one finding. What an instance wrote is remembered for
+one distributed job are occurrences of one finding, which lists each live rank
+(instances.py). What an instance wrote is remembered for
 the life of the instance (checkpoints are written in bursts between polls), bounded.
 """
 
@@ -60,6 +61,7 @@ from agent.detection.gpu import (
     workload_identity,
     workload_label,
 )
+from agent.detection.instances import Instances, program_draft
 from agent.observations import (
     GpuProcessObservation,
     Observation,
@@ -158,6 +160,10 @@ class FineTuningDetector:
         self.signals = signals or default_process_signals()
         self.usage = usage if usage is not None else GpuUsage()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self.instances = Instances(live_by=(ProcessObservation, GpuProcessObservation))
+
+    def begin_poll(self, observations: Sequence[Observation]) -> None:
+        self.instances.begin_poll(observations)
 
     def detect(self, obs: Observation) -> list[FindingDraft]:
         if isinstance(obs, GpuProcessObservation):
@@ -246,19 +252,18 @@ class FineTuningDetector:
             held = coarse_bytes(top.memory_bytes)
             where = f" on GPU {top.index} ({top.name}{', ' + human_bytes(held) if held else ''})"
         via = f" with {tool.name}" if tool else ""
-        return [
-            process_draft(
-                proc,
-                fpb.KIND_FINE_TUNING,
-                f"{workload_identity(proc)}|{proc.username}",
-                fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
-                confidence,
-                f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
-                f"(pid {proc.pid}){via}{where}; {len(matched_on)} kinds of evidence",
-                subject=tool.id if tool else "",
-                evidence=evidence,
-            )
-        ]
+        draft = process_draft(
+            proc,
+            fpb.KIND_FINE_TUNING,
+            f"{workload_identity(proc)}|{proc.username}",
+            fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
+            confidence,
+            f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
+            f"(pid {proc.pid}){via}{where}; {len(matched_on)} kinds of evidence",
+            subject=tool.id if tool else "",
+            evidence=evidence,
+        )
+        return [program_draft(draft, self.instances.live(draft))]
 
 
 def _with_libraries(proc: ProcessObservation, libraries: tuple[str, ...]) -> ProcessObservation:

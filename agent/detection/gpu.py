@@ -19,12 +19,14 @@ each further kind of signal                                         +0.05, cappe
 ==================================================================  ==========
 
 A process with none of these (a game, a video encoder, a desktop compositor) may still appear
-in the sensor's observations; it makes no finding.
+in the sensor's observations; it makes no finding. One finding per workload, user and GPU, listing
+each live instance on that GPU (instances.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -36,6 +38,7 @@ from agent.catalog.runtimes import RuntimeCatalog, RuntimeMatch
 from agent.delivery.tracker import FindingDraft
 from agent.detection.drafts import process_draft
 from agent.detection.evidence import gpu_evidence, runtime_evidence
+from agent.detection.instances import Instances, program_draft
 from agent.observations import GpuProcessObservation, Observation, ProcessObservation
 
 AI_LIBRARY_CATEGORIES = frozenset({"inference", "ml_framework", "training"})
@@ -239,6 +242,10 @@ class GpuWorkloadDetector:
         self.usage = usage if usage is not None else GpuUsage()
         # A process is judged on every poll; what it is does not change: match it once.
         self._match = lru_cache(maxsize=4096)(self._match_uncached)
+        self.instances = Instances(live_by=(GpuProcessObservation,))
+
+    def begin_poll(self, observations: Sequence[Observation]) -> None:
+        self.instances.begin_poll(observations)
 
     def _match_uncached(self, name: str, exe: str, cmdline: tuple[str, ...], cwd: str) -> RuntimeMatch | None:
         if self.catalog is None:
@@ -282,32 +289,29 @@ class GpuWorkloadDetector:
         reasons.append(f"holds {held} on GPU {obs.gpu_index} ({obs.gpu_name}), peak")
         what = runtime_name or workload_label(proc)
         ai_names = [b for b, _ in ai]
-        return [
-            process_draft(
-                proc,
-                fpb.KIND_GPU_AI_WORKLOAD,
-                f"{workload_identity(proc)}|{proc.username}|{obs.gpu_uuid}",
-                fpb.SEVERITY_MEDIUM,
-                confidence,
-                f"{what} (pid {proc.pid}, {proc.username or 'unknown user'}) uses GPU "
-                f"{obs.gpu_index} ({obs.gpu_name}), {held} at peak, with AI libraries loaded",
-                subject=runtime_id,
-                evidence=[
-                    gpu_evidence(
-                        obs.gpu_index, obs.gpu_name, memory, sm, ai_names, obs.gpu_uuid, obs.context
-                    ),
-                    runtime_evidence(
-                        proc,
-                        runtime_id,
-                        runtime_name,
-                        matched_on,
-                        reasons,
-                        libraries=ai_names,
-                        key_names=False,
-                    ),
-                ],
-            )
-        ]
+        draft = process_draft(
+            proc,
+            fpb.KIND_GPU_AI_WORKLOAD,
+            f"{workload_identity(proc)}|{proc.username}|{obs.gpu_uuid}",
+            fpb.SEVERITY_MEDIUM,
+            confidence,
+            f"{what} (pid {proc.pid}, {proc.username or 'unknown user'}) uses GPU "
+            f"{obs.gpu_index} ({obs.gpu_name}), {held} at peak, with AI libraries loaded",
+            subject=runtime_id,
+            evidence=[
+                gpu_evidence(obs.gpu_index, obs.gpu_name, memory, sm, ai_names, obs.gpu_uuid, obs.context),
+                runtime_evidence(
+                    proc,
+                    runtime_id,
+                    runtime_name,
+                    matched_on,
+                    reasons,
+                    libraries=ai_names,
+                    key_names=False,
+                ),
+            ],
+        )
+        return [program_draft(draft, self.instances.live(draft))]
 
 
 def ai_libraries(proc: ProcessObservation, signals: ProcessSignals) -> list[tuple[str, LibrarySignal]]:

@@ -4,11 +4,15 @@ A runtime is recognised by what the catalog knows (name, executable, command lin
 port) and, beyond names, by what the process does: the AI libraries it maps and the model
 weights it maps or holds open. A renamed llama.cpp binary, or `python worker.py` that maps a
 GGUF file, is still a runtime; the evidence says why, and the confidence says how sure.
+
+One LOCAL_MODEL_RUNTIME per program (runtime, executable, user) and one MODEL_SERVER_EXPOSED per
+endpoint (runtime, executable, address, port), each listing every live instance (instances.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
@@ -18,6 +22,7 @@ from agent.catalog.runtimes import RuntimeCatalog, RuntimeEntry
 from agent.delivery.tracker import FindingDraft
 from agent.detection.drafts import process_draft
 from agent.detection.evidence import model_file_evidence, runtime_evidence, socket_evidence
+from agent.detection.instances import Instances, program_draft
 from agent.observations import ListeningSocket, Observation, ProcessObservation
 
 # Confidence of a runtime known only by its behaviour (no catalog name or command line).
@@ -31,6 +36,10 @@ class RuntimeDetector:
     def __init__(self, catalog: RuntimeCatalog, signals: ProcessSignals | None = None) -> None:
         self.catalog = catalog
         self.signals = signals or default_process_signals()
+        self.instances = Instances(live_by=(ProcessObservation,))
+
+    def begin_poll(self, observations: Sequence[Observation]) -> None:
+        self.instances.begin_poll(observations)
 
     def detect(self, obs: Observation) -> list[FindingDraft]:
         if not isinstance(obs, ProcessObservation):
@@ -46,7 +55,7 @@ class RuntimeDetector:
         drafts.extend(
             _exposed(obs, entry, confidence, evidence, sock) for sock in obs.listening if sock.exposed
         )
-        return drafts
+        return [program_draft(d, self.instances.live(d)) for d in drafts]
 
     def _identify(
         self, obs: ProcessObservation

@@ -4,8 +4,10 @@ Two layers:
 
 - `parse_client_hello(message)` reads one handshake message (type 1) as TLS 1.0-1.3 and QUIC
   send it: version, random, session id, cipher suites (GREASE values are just numbers here),
-  compression methods, extensions. It returns the SNI host name (extension 0, name type 0) and
-  the ALPN list. Every length is checked against the bytes present.
+  compression methods, extensions. It returns the SNI host name (extension 0, name type 0), the
+  ALPN list, and whether the hello is an Encrypted Client Hello's outer hello (extension 0xfe0d,
+  type outer: the real server name travels encrypted, the SNI is the provider's public name).
+  Every length is checked against the bytes present.
 - `ClientHelloBuffer` reassembles the handshake message from the TLS record layer of a TCP
   stream: a ClientHello may be split over several records and over several TCP segments
   (post-quantum key shares make 1.5 KiB ClientHellos common). It is bounded in bytes
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "ECH_PUBLIC_NAMES",
     "MAX_HELLO",
     "ClientHello",
     "ClientHelloBuffer",
@@ -33,6 +36,12 @@ HANDSHAKE: Final = 22
 CLIENT_HELLO: Final = 1
 _EXT_SERVER_NAME: Final = 0
 _EXT_ALPN: Final = 16
+_EXT_ECH: Final = 0xFE0D  # encrypted_client_hello (RFC 9849; draft-ietf-tls-esni-18 and later)
+_ECH_OUTER: Final = 0  # ECHClientHello.type: outer (on the wire); inner (1) is only ever encrypted
+#: The public names ECH-fronting providers put in the outer SNI: a hello naming one of these
+#: with ECH hides its real server. Cloudflare: "Encrypted Client Hello - the last puzzle piece
+#: to privacy" (blog.cloudflare.com, 2023), its one public name for every site it fronts.
+ECH_PUBLIC_NAMES: Final = frozenset({"cloudflare-ech.com"})
 _HOST_BYTES: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._*")
 
 
@@ -41,6 +50,14 @@ class ClientHello:
     legacy_version: int
     server_name: str | None  # lower case, no trailing dot; None when the hello names none
     alpn: tuple[str, ...] = ()
+    # An ECH outer hello. Browsers also send GREASE ECH (random bytes, to every server), which
+    # is the same on the wire: the SNI is then the real name. `name_hidden` tells them apart.
+    ech: bool = False
+
+    @property
+    def name_hidden(self) -> bool:
+        """The SNI is an ECH-fronting provider's public name: the real server name is encrypted."""
+        return self.ech and self.server_name in ECH_PUBLIC_NAMES
 
 
 def looks_like_handshake_record(data: bytes) -> bool:
@@ -79,6 +96,7 @@ def parse_client_hello(msg: bytes) -> ClientHello | None:
     pos, ext_end = extensions
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    ech = False
     for _ in range(_MAX_EXTENSIONS):
         if pos + 4 > ext_end:
             break
@@ -92,7 +110,9 @@ def parse_client_hello(msg: bytes) -> ClientHello | None:
             sni = _server_name(msg, body, pos)
         elif etype == _EXT_ALPN:
             alpn = _alpn(msg, body, pos)
-    return ClientHello(version, sni, alpn)
+        elif etype == _EXT_ECH:
+            ech = elen > 0 and msg[body] == _ECH_OUTER
+    return ClientHello(version, sni, alpn, ech)
 
 
 def _vector(msg: bytes, pos: int, end: int) -> tuple[int, int] | None:

@@ -100,6 +100,35 @@ def test_client_hello_with_grease_and_alpn() -> None:
     assert hello.alpn == ("h2", "http/1.1")
 
 
+def ech_ext(kind: int = 0) -> tuple[int, bytes]:
+    """encrypted_client_hello as RFC 9849 §5 lays it out: an outer ECHClientHello (type 0, HPKE
+    suite HKDF-SHA256 + AES-128-GCM, config id, an X25519 enc, the encrypted inner hello), or
+    the inner marker (type 1, empty)."""
+    if kind == 1:
+        return 0xFE0D, b"\x01"
+    enc, payload = bytes(range(32)), bytes(range(200))
+    body = b"\x00" + struct.pack("!HHB", 1, 1, 0x2A)
+    body += struct.pack("!H", len(enc)) + enc + struct.pack("!H", len(payload)) + payload
+    return 0xFE0D, body
+
+
+def test_encrypted_client_hello_outer_name_and_hidden_inner() -> None:
+    hidden = tls.parse_client_hello(build_hello([sni_ext(b"cloudflare-ech.com"), ech_ext()]))
+    assert hidden is not None and hidden.ech and hidden.name_hidden
+    assert hidden.server_name == "cloudflare-ech.com"  # the outer, public name: all the wire says
+    # GREASE ECH (Chrome sends it to every server): the same extension, the SNI is the real name
+    grease = tls.parse_client_hello(build_hello([sni_ext(b"claude.ai"), ech_ext()]))
+    assert grease is not None and grease.ech and not grease.name_hidden
+    assert grease.server_name == "claude.ai"
+    for ext in (ech_ext(kind=1), (0xFE0D, b"")):  # an inner marker or an empty body: no ECH
+        plain = tls.parse_client_hello(build_hello([sni_ext(b"cloudflare-ech.com"), ext]))
+        assert plain is not None and not plain.ech and not plain.name_hidden
+    buffer = tls.ClientHelloBuffer()  # through the record layer, split as TCP delivers it
+    stream = records(build_hello([(21, bytes(900)), ech_ext(), sni_ext(b"cloudflare-ech.com")]), size=400)
+    results = [buffer.feed(stream[i : i + 300]) for i in range(0, len(stream), 300)]
+    assert results[-1] is not None and results[-1].name_hidden
+
+
 def test_client_hello_split_across_records_and_segments() -> None:
     padding = (21, bytes(3000))  # a big hello, as post-quantum key shares make them
     message = build_hello([padding, sni_ext(b"generativelanguage.googleapis.com")])
