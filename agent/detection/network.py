@@ -15,6 +15,11 @@ a DNS question for the name                 0.90
 a flow to an address a DNS answer gave      0.60 (shared CDN addresses serve many names)
 a CNAME target in a DNS answer              -0.05
 ==========================================  ==========
+
+One finding per service host and client executable; the client processes seen on its flows in
+the last `client_window` seconds are each listed with their pid, command line and user
+(instances.py), so two scripts calling one API are both visible and a script run every minute
+is one finding whose count grows.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from umbra.v1 import finding_pb2 as fpb
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
 from agent.delivery.tracker import FindingDraft
 from agent.detection.evidence import network_evidence
+from agent.detection.instances import Instances, with_instances
 from agent.observations import NetworkObservation
 from agent.policy.rules import Policy
 
 __all__ = ["DEFAULT_UPLOAD_THRESHOLD", "NetworkDetector"]
 
 DEFAULT_UPLOAD_THRESHOLD: Final = 1_000_000  # bytes out on one flow (IP bytes, headers included)
+CLIENT_WINDOW: Final = 300.0  # seconds a client process stays listed after its last flow
 CONF_HANDSHAKE: Final = 0.95
 CONF_DNS_QUESTION: Final = 0.90
 CONF_DNS_ADDRESS: Final = 0.60
@@ -57,10 +64,12 @@ class NetworkDetector:
         *,
         approved: Collection[str] = (),
         upload_threshold: int = DEFAULT_UPLOAD_THRESHOLD,
+        client_window: float = CLIENT_WINDOW,
     ) -> None:
         self.catalog = catalog
         self.approved = frozenset(approved)
         self.upload_threshold = upload_threshold
+        self.clients = Instances(window=client_window)
 
     def apply_policy(self, policy: Policy) -> None:
         """A new policy (pushed by the collector): its approved services and upload threshold."""
@@ -119,7 +128,16 @@ class NetworkDetector:
                     evidence=[evidence],
                 )
             )
-        return drafts
+        return [self._with_clients(d, obs.last_seen) for d in drafts]
+
+    def _with_clients(self, draft: FindingDraft, at: float) -> FindingDraft:
+        """The flow's draft listing every client process of its finding seen lately (none for a
+        flow without a process: a capture file)."""
+        if draft.process is None:
+            return draft
+        listed, total = self.clients.live(draft, at)
+        clients = [d.process for d in listed if d.process is not None]
+        return with_instances(draft, clients, total, "client processes lately")
 
     def _match(self, obs: NetworkObservation) -> tuple[EndpointMatch | None, bool]:
         match = self.catalog.match(obs.host_name)

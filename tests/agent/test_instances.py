@@ -2,34 +2,44 @@
 
 Two processes of one program (one executable, one user) are one finding, because a restart must
 not make a new one; the finding lists every live instance with its pid, command line, user and
-listening sockets, and two exposed ports are two exposures."""
+listening sockets, and two exposed ports are two exposures. Client processes of one AI service:
+the same, through the socket-table sensor on real connections.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import nvml_stub
 import pytest
 from conftest import SpawnBinary, SpawnRuntime, port_or_free
 from nvml_stub import Gpu, NvmlStub
+from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.catalog.endpoints import default_endpoint_catalog
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.delivery.tracker import MAX_REMEMBERED_OCCURRENCES, FindingTracker
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuWorkloadDetector
-from agent.detection.instances import MAX_LISTED
+from agent.detection.instances import MAX_LISTED, Instances
+from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
-from agent.observations import ProcessObservation
+from agent.observations import NetworkObservation, ProcessObservation
 from agent.pipeline import Detector, Pipeline
 from agent.policy.rules import Policy
 from agent.sensors.base import Sensor
 from agent.sensors.gpu import GpuSensor
+from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
 from agent.sensors.process.sensor import ProcessSensor
 
 CATALOG = load_runtime_catalog()
@@ -237,6 +247,109 @@ def test_the_ranks_of_one_training_job_are_each_listed(spawn_runtime: SpawnRunti
     listed = instances(finding)
     assert [listed[r.pid].process.cmdline[-1] for r in ranks] == ["0", "1", "2"]
     assert finding.count == 3 and "3 live instances" in finding.summary
+
+
+HOLD = """
+import socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_two_client_processes_of_one_service_are_both_visible(tmp_path: Path) -> None:
+    address = "127.0.0.78"  # an address no other test talks to
+    listener = socket.create_server((address, 0))
+    port = int(listener.getsockname()[1])
+    names = catalog_names(default_endpoint_catalog())
+    sensor = SocketTableSensor(
+        names,
+        resolver=lambda name: [address] if name == "api.openai.com" else [],
+        resolve_per_second=5000,
+        capture_reason="test",
+    )
+    script = tmp_path / "chat_client.py"
+    script.write_text(HOLD)
+    clients: list[subprocess.Popen[str]] = []
+    sensor.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sensor.rounds < 1:
+            assert time.monotonic() < deadline, "the catalog names were not resolved"
+            time.sleep(0.05)
+        agent = Agent(sensor, NetworkDetector(default_endpoint_catalog()))
+        for _ in range(2):
+            client = subprocess.Popen(
+                [sys.executable, str(script), address, str(port)], stdout=subprocess.PIPE, text=True
+            )
+            clients.append(client)
+            assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+        ours = {c.pid for c in clients}
+
+        def both_listed() -> bool:
+            found = agent.findings(fpb.KIND_AI_SERVICE_ACCESS, ours)
+            return len(found) == 1 and set(instances(found[0])) == ours
+
+        agent.poll_until(both_listed, "one finding listing both client processes")
+        (finding,) = agent.findings(fpb.KIND_AI_SERVICE_ACCESS, ours)
+        listed = instances(finding)
+        for client in clients:
+            assert listed[client.pid].process.cmdline == [sys.executable, str(script), address, str(port)]
+            assert listed[client.pid].process.username == ME
+            assert not listed[client.pid].listening
+        assert finding.count == 2, "one connection each"
+        assert "2 client processes lately" in finding.summary
+        assert codec.kind_name(finding.kind) == "AI_SERVICE_ACCESS"
+    finally:
+        sensor.stop()
+        for client in clients:
+            client.kill()
+            client.wait()
+        listener.close()
+
+
+def _client(pid: int, started: float) -> ProcessObservation:
+    return ProcessObservation(
+        pid, 1, "python3", "/usr/bin/python3.11", ("python3", "chat.py"), "eve", started
+    )
+
+
+def _flow(process: ProcessObservation, at: float) -> NetworkObservation:
+    return NetworkObservation(
+        "api.openai.com", "tls_sni", "10.0.0.2", 40000 + process.pid % 1000, "1.2.3.4", 443, "tcp",
+        at, at, 900, 4000, 6, process=process,
+    )  # fmt: skip
+
+
+def test_a_client_stays_listed_for_the_window_after_its_last_flow() -> None:
+    detector = NetworkDetector(default_endpoint_catalog(), client_window=300.0)
+    old, new = _client(101, 10.0), _client(102, 20.0)
+    detector.detect(_flow(old, 1000.0))
+    (both,) = detector.detect(_flow(new, 1200.0))
+    assert list(instances_of(both.evidence)) == [101, 102] and both.process is not None
+    assert both.process.pid == 102, "the flow's own process is the finding's"
+    (alone,) = detector.detect(_flow(new, 1301.0))
+    assert list(instances_of(alone.evidence)) == [102], "no flow from 101 for over 300 s"
+
+
+def test_memory_is_bounded_by_programs_and_instances() -> None:
+    detector = NetworkDetector(default_endpoint_catalog())
+    bounded = Instances(window=math.inf, max_listed=4, max_remembered=8, max_programs=3)
+    for pid in range(100, 150):
+        (draft,) = detector.detect(_flow(_client(pid, float(pid)), 1000.0))
+        live = bounded.live(draft)
+        listed = [d.process.pid for d in live.listed if d.process is not None]
+        assert live.total == min(8, pid - 99)
+        assert listed == list(range(max(100, pid - 7), pid + 1))[:4], "the oldest of the 8 last seen"
+    assert len(bounded) == 1
+    for n in range(10):  # other programs push the least recently seen out
+        (draft,) = detector.detect(_flow(replace(_client(1, 1.0), exe=f"/opt/tool{n}"), 2000.0))
+        bounded.live(draft)
+    assert len(bounded) == 3
+
+
+def instances_of(evidence: list[fpb.Evidence]) -> dict[int, fpb.InstanceEvidence]:
+    return {e.instance.process.pid: e.instance for e in evidence if e.HasField("instance")}
 
 
 def test_more_live_instances_than_the_tracker_remembers_do_not_resend_every_poll() -> None:
