@@ -114,6 +114,9 @@ class NetworkObservation:
     packets: int
     aliases: tuple[str, ...] = ()  # CNAME targets a DNS answer gave for the name
     resolved: bool = False  # source "dns": named after a DNS answer for the server's address
+    # An Encrypted Client Hello to an ECH-fronting provider hid the real server name: this is the
+    # outer, public name it sent (host_name is then the address's DNS name, or this name itself).
+    ech_outer_name: str = ""
     process: ProcessObservation | None = None  # the live sensor may know it; a capture does not
 
     @property

@@ -190,14 +190,15 @@ def transfer_evidence(obs: ModelTransferObservation) -> list[fpb.Evidence]:
     ]
 
 
-def network_evidence(obs: NetworkObservation, entry: EndpointEntry) -> fpb.Evidence:
-    """A flow to a catalogued AI service: the name, where it came from, and the bytes each way."""
+def network_evidence(obs: NetworkObservation, entry: EndpointEntry | None) -> fpb.Evidence:
+    """A flow to a catalogued AI service (or, entry None, to a host an Encrypted Client Hello hid):
+    the name, where it came from, and the bytes each way."""
     return fpb.Evidence(
         network=fpb.NetworkEvidence(
             host_name=obs.host_name,
-            vendor=entry.vendor,
-            product=entry.product,
-            category=entry.category,
+            vendor=entry.vendor if entry else "",
+            product=entry.product if entry else "",
+            category=entry.category if entry else "ech_hidden",
             source=obs.source,
             remote_address=obs.server_ip,
             remote_port=obs.server_port,

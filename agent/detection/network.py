@@ -14,7 +14,12 @@ TLS or QUIC SNI, HTTP Host                  0.95
 a DNS question for the name                 0.90
 a flow to an address a DNS answer gave      0.60 (shared CDN addresses serve many names)
 a CNAME target in a DNS answer              -0.05
+nothing: an Encrypted Client Hello hid it   0.50 (an info finding per program and provider)
 ==========================================  ==========
+
+An Encrypted Client Hello to a fronting provider (netparse/tls.py: ECH_PUBLIC_NAMES) names the
+provider, not the server: the flow takes the name a DNS answer gave its address (0.60, as any
+flow named so), or, with none, becomes the info finding above rather than nothing.
 
 One finding per service host and client executable; the client processes seen on its flows in
 the last `client_window` seconds are each listed with their pid, command line and user
@@ -25,6 +30,7 @@ is one finding whose count grows.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Final
 
 from umbra import codec
@@ -45,6 +51,7 @@ CLIENT_WINDOW: Final = 300.0  # seconds a client process stays listed after its 
 CONF_HANDSHAKE: Final = 0.95
 CONF_DNS_QUESTION: Final = 0.90
 CONF_DNS_ADDRESS: Final = 0.60
+CONF_ECH_HIDDEN: Final = 0.50  # some service behind the provider; policy's default floor keeps it
 ALIAS_PENALTY: Final = 0.05
 _UPLOAD_SEVERITY: Final = {
     "info": fpb.SEVERITY_LOW,
@@ -82,7 +89,7 @@ class NetworkDetector:
             return []
         match, via_alias = self._match(obs)
         if match is None:
-            return []
+            return self._hidden(obs)
         entry = match.entry
         confidence = (
             CONF_HANDSHAKE
@@ -139,6 +146,30 @@ class NetworkDetector:
         clients = [d.process for d in listed if d.process is not None]
         return with_instances(draft, clients, total, "client processes lately")
 
+    def _hidden(self, obs: NetworkObservation) -> list[FindingDraft]:
+        """A flow whose Encrypted Client Hello hid its real server behind a fronting provider,
+        with no DNS answer naming it: not dropped, but an info finding per program and provider
+        (it may be an AI service; nothing on the wire says which)."""
+        if not obs.ech_outer_name:
+            return []
+        process = obs.process
+        who = (process.exe or process.name) if process is not None else "none"
+        by = f" by {process.name} (pid {process.pid})" if process is not None else ""
+        draft = FindingDraft(
+            kind=fpb.KIND_AI_SERVICE_ACCESS,
+            key=f"ech|{obs.ech_outer_name}|{who}",
+            severity=fpb.SEVERITY_INFO,
+            confidence=CONF_ECH_HIDDEN,
+            summary=f"Encrypted Client Hello to {obs.ech_outer_name}{by}: the real server name is hidden "
+            f"({obs.server_ip}:{obs.server_port}/{obs.transport}, no DNS answer named the address)",
+            occurrence=obs.occurrence,
+            subject=f"ech:{obs.ech_outer_name}",
+            user=process.username if process is not None else "",
+            process=process,
+            evidence=[network_evidence(obs, None)],
+        )
+        return [self._with_clients(draft, obs.last_seen)]
+
     def _match(self, obs: NetworkObservation) -> tuple[EndpointMatch | None, bool]:
         match = self.catalog.match(obs.host_name)
         if match is not None:
@@ -151,6 +182,9 @@ class NetworkDetector:
 
 
 def _source_text(obs: NetworkObservation) -> str:
+    if obs.ech_outer_name and obs.source == "dns":
+        plain = _source_text(replace(obs, ech_outer_name=""))
+        return f"{plain}; an Encrypted Client Hello to {obs.ech_outer_name} hid the name"
     where = f"{obs.server_ip}:{obs.server_port}/{obs.transport}"
     if obs.source == "dns":
         if obs.resolved:

@@ -93,6 +93,7 @@ class _Flow:
         "dns_in",
         "dns_names",
         "dns_out",
+        "ech_outer",
         "first",
         "last",
         "name",
@@ -117,6 +118,7 @@ class _Flow:
         self.bytes_out = self.bytes_in = self.packets = 0
         self.name: str | None = None
         self.source = ""
+        self.ech_outer = ""  # the public name of an Encrypted Client Hello that hid the real one
         self.stage = _UNDECIDED
         self.tries = 0
         self.next_seq: int | None = None
@@ -309,6 +311,8 @@ class FlowAnalyzer:
             flow.stage = _PARSING
         if isinstance(parser, tls.ClientHelloBuffer):
             hello = parser.feed(data)
+            if hello is not None and hello.name_hidden:
+                flow.ech_outer = hello.server_name or ""
             name = None if hello is None else hello.server_name or ""
             self._start_read(flow, "tls_sni", name, parser.failed)
         elif isinstance(parser, http.HttpRequestBuffer):
@@ -410,6 +414,8 @@ class FlowAnalyzer:
                     self._named(flow, result, "quic_sni")
                     return
                 if result is not None:
+                    if result.name_hidden:
+                        flow.ech_outer = result.server_name or ""
                     self._named(flow, result.server_name, "quic_sni")
                     return
         if assembler.failed:
@@ -431,6 +437,8 @@ class FlowAnalyzer:
 
     def _named(self, flow: _Flow, name: str | None, source: str) -> None:
         if name:
+            if flow.ech_outer and (learned := self._ip_names.get(flow.server)) is not None:
+                name, source = learned[0], "dns"  # ECH hid the real name: the one DNS gave the address
             flow.name, flow.source = name, source
             if self.on_name is not None:
                 self.on_name(_flow_observation(flow, name, source, ()))
@@ -554,7 +562,8 @@ def _flow_observation(flow: _Flow, name: str, source: str, aliases: tuple[str, .
         flow.bytes_in,
         flow.packets,
         aliases,
-        resolved=flow.name is None,
+        resolved=flow.name is None or (flow.source == "dns" and bool(flow.ech_outer)),
+        ech_outer_name=flow.ech_outer,
     )
 
 

@@ -221,12 +221,16 @@ class NetworkSensor(Sensor):
 
     def _on_name(self, obs: NetworkObservation) -> None:
         """The analyzer named a flow (reader thread, analyzer lock held): keep it if watched."""
-        if self._watch is not None and self._watch(obs.host_name):
+        if self._follows(obs):
             self._named.append(obs)
+
+    def _follows(self, obs: NetworkObservation) -> bool:
+        """A flow to a watched host, or one whose real host an Encrypted Client Hello hid."""
+        return self._watch is not None and (self._watch(obs.host_name) or bool(obs.ech_outer_name))
 
     def _attribute_now(self, obs: NetworkObservation) -> None:
         """A watched flow was just named: watch its server, and find who owns it while it is open."""
-        if obs.source != "dns":
+        if obs.source != "dns" or obs.ech_outer_name:  # a flow of its own, not a DNS question
             self._watch_addresses([obs.server_ip])
         owner = self.owners.owner(obs)
         with self._owners_lock:
@@ -258,7 +262,7 @@ class NetworkSensor(Sensor):
         """
         if self._watch is None:
             return observations
-        pending = [o for o in observations if o.occurrence not in self._owners and self._watch(o.host_name)]
+        pending = [o for o in observations if o.occurrence not in self._owners and self._follows(o)]
         for obs in pending:
             with self._owners_lock:
                 known = self._early_owners.pop(obs.occurrence, None)
