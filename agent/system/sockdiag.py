@@ -27,12 +27,9 @@ from typing import Final
 
 __all__ = ["SockDiag", "SocketIdentity"]
 
-NETLINK_SOCK_DIAG: Final = 4
-SOCK_DIAG_BY_FAMILY: Final = 20
-NLM_F_REQUEST: Final = 0x1
-NLMSG_ERROR: Final = 2
-INET_DIAG_NOCOOKIE: Final = 0xFFFFFFFF
-ALL_STATES: Final = 0xFFFFFFFF
+NETLINK_SOCK_DIAG: Final = 4  # the netlink family, and in it:
+SOCK_DIAG_BY_FAMILY, NLMSG_ERROR, NLM_F_REQUEST = 20, 2, 0x1  # message types, the request flag
+INET_DIAG_NOCOOKIE = ALL_STATES = 0xFFFFFFFF  # any socket cookie, any state
 _PROTOCOLS: Final = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
 _NLMSGHDR: Final = struct.Struct("=IHHII")  # len, type, flags, seq, pid

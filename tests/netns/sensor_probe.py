@@ -4,7 +4,8 @@
 on every interface watching the endpoint catalog's names, prints {"ready": true} once the
 capture thread runs, then polls every 0.5 s and prints one line per observation (host, source,
 transport, client port, pid of the owning process or null) until its stdin closes; then a
-last poll and one summary line: the attribution counters ({"asked", "found", "seconds"}).
+last poll and one summary line: the attribution counters (asked, found, seconds,
+describe_seconds).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ def main() -> None:
         time.sleep(0.3)
         _print(sensor)
         owners = sensor.owners
-        summary = {"asked": owners.asked, "found": owners.found, "seconds": owners.seconds}
+        summary = {
+            "asked": owners.asked,
+            "found": owners.found,
+            "seconds": owners.seconds,
+            "describe_seconds": owners.describe_seconds,
+        }
         print(json.dumps(summary), flush=True)
     finally:
         sensor.stop()

@@ -50,14 +50,17 @@ class Run:
         strangers = sorted({o["pid"] for o in ours if o["pid"] is not None} - pids)
         if strangers:
             raise AssertionError(f"flows attributed to processes that made none: {strangers}")
-        by_port = {e["port"]: e["pid"] for e in self.exchanges if e["port"] is not None}
+        by_port: dict[int, set[int]] = {}  # a port drawn again by a later exchange names both
+        for e in self.exchanges:
+            if e["port"] is not None:
+                by_port.setdefault(e["port"], set()).add(e["pid"])
         score = Score(len(pids))
         for obs in ours:
-            expected = by_port.get(obs["client_port"]) if by_port else obs["pid"]
-            if by_port and expected is None:
+            expected = by_port.get(obs["client_port"]) if by_port else {obs["pid"]}
+            if not expected:
                 continue  # not one of this run's sockets
             score.seen += 1
-            if obs["pid"] is not None and obs["pid"] == expected:
+            if obs["pid"] is not None and obs["pid"] in expected:
                 score.named += 1
                 score.pids_named.add(obs["pid"])
             else:

@@ -34,6 +34,7 @@ class FlowOwners:
         self.asked = 0
         self.found = 0
         self.seconds = 0.0  # spent in `owner`, all calls together
+        self.describe_seconds = 0.0  # of which describing the processes found
 
     @property
     def reason(self) -> str:
@@ -53,7 +54,9 @@ class FlowOwners:
                 obs.transport, obs.client_ip, obs.client_port, obs.server_ip, obs.server_port
             )
             pid = self._sockets.owner(found.inode, found.uid) if found is not None else None
+            described = time.perf_counter()
             process = describe_process(pid) if pid else None
+            self.describe_seconds += time.perf_counter() - described
             self.asked += 1
             self.found += process is not None
             self.seconds += time.perf_counter() - started
