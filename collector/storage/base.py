@@ -1,25 +1,42 @@
 """The storage interface every collector backend implements (SQLite now, PostgreSQL later).
 
-The contract, which `tests/collector/test_collector_storage.py` checks against every backend:
+The contract, which `tests/collector/test_collector_storage.py` (writes and plain reads) and
+`tests/collector/contract/query_contract.py` (the read side's aggregates) check against every backend:
 
 * `store_batch` is one transaction and idempotent by finding id: replaying a batch adds no row
   and changes nothing. For an id already stored, first_seen only moves earlier, last_seen and
   count only grow, and the body (severity, evidence, policy, summary...) is replaced only by a
   version whose last_seen is strictly newer. The host's highest stored batch sequence is
   recorded in the same transaction, so an Ack sent after it returns means "durable".
-* Reads return plain data (`HostRecord`, finding dicts in `umbra.codec.finding_to_dict` shape)
-  so the risk code, the HTTP API and the CLI never touch a backend's types.
+* Reads return plain data (`HostRecord`, finding dicts in `umbra.codec.finding_to_dict` shape,
+  the aggregate rows of `reads`) so the query layer never touches a backend's types.
+* Aggregates are computed in the database: no read loads every finding.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from umbra.v1 import agent_pb2, finding_pb2
+
+from .reads import (
+    ActivityRow,
+    FindingCursor,
+    FindingFilter,
+    FindingPage,
+    GroupBy,
+    ModelRow,
+    RuntimeRow,
+    ScoreSpec,
+    ServiceRow,
+    SnapshotRow,
+    SnapshotScope,
+    TallyRow,
+)
 
 #: Largest value an SQL BIGINT holds; wire uint64 values above it are refused or clamped.
 MAX_INT64 = 2**63 - 1
@@ -162,10 +179,42 @@ class HostContact:
 
 
 #: One finding as every backend stores it, a plain tuple (ingest builds a million a minute):
-#: (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data).
+#: (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data,
+#:  user_name, process_name, runtime, service, vendor, nbytes, sha256, model_format, model_arch,
+#:  model_params, path).
 #: The merge rule reads first_seen/last_seen/count (Unix nanoseconds), queries filter and sort on
-#: the columns, and `data` is the serialized Finding (summary, evidence, process, policy...).
-FindingRow = tuple[str, str, int, int, float, int, int, int, int, bytes]
+#: the columns, and `data` is the serialized Finding (summary, evidence, process, policy...). The
+#: columns after `data` are evidence facts the fleet aggregates group on (see `evidence_facts`),
+#: copied out of the body once at ingest so no read ever has to parse a blob.
+FindingRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    float,
+    int,
+    int,
+    int,
+    int,
+    bytes,
+    str,
+    str,
+    str,
+    str,
+    str,
+    int,
+    str,
+    str,
+    str,
+    int,
+    str,
+]
+#: Index of the first evidence fact in a FindingRow.
+FACTS_AT = 10
+#: Longest text an evidence-fact column keeps (the body keeps the whole value); indexes stay small.
+MAX_FACT_LENGTH = 1024
+
+EvidenceFacts = tuple[str, str, str, str, str, int, str, str, str, int, str]
 
 
 @dataclass
@@ -267,8 +316,63 @@ def finding_rows(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fin
         f.host_id = host_id
         approved, data = 1 if f.policy.approved else 0, f.SerializeToString()
         ids.add(fid)
-        rows.append((host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data))
+        rows.append(
+            (
+                host_id,
+                fid,
+                kind,
+                severity,
+                confidence,
+                approved,
+                first_ns,
+                last_ns,
+                count,
+                data,
+                *evidence_facts(f),
+            )
+        )
     return rows if len(ids) == len(rows) else _merge_duplicates(rows)
+
+
+def evidence_facts(f: finding_pb2.Finding) -> EvidenceFacts:
+    """The facts fleet views group on, from a finding's first evidence of each type:
+    (user, process name, runtime id, service host name, vendor, bytes, sha256, model format,
+    architecture, parameters, path). Bytes are the bytes sent to a service, or a transfer's or
+    model file's size; the user is the finding's, else its process's."""
+    runtime = service = vendor = sha256 = fmt = arch = path = ""
+    nbytes = params = 0
+    for ev in f.evidence:
+        which = ev.WhichOneof("detail")
+        if which == "network":
+            if not service:
+                n = ev.network
+                service, vendor, nbytes = n.host_name, n.vendor, n.bytes_out or nbytes
+        elif which == "runtime":
+            runtime = runtime or ev.runtime.runtime_id
+        elif which == "model_file":
+            if not sha256 or not fmt:
+                m = ev.model_file
+                sha256, fmt, arch, params = m.sha256 or sha256, m.format, m.architecture, m.parameter_count
+                path, nbytes = path or m.path, nbytes or m.size_bytes
+        elif which == "transfer":
+            t = ev.transfer
+            sha256, path, nbytes = sha256 or t.sha256, path or t.source_path, nbytes or t.size_bytes
+    process = f.process
+    user = f.user or process.username
+    cap = MAX_FACT_LENGTH
+    return (
+        user[:cap],
+        process.name[:cap],
+        runtime[:cap],
+        service[:cap],
+        vendor[:cap],
+        min(nbytes, MAX_INT64),
+        sha256[:cap],
+        fmt[:cap],
+        arch[:cap],
+        min(params, MAX_INT64),
+        path[:cap],
+    )
 
 
 def stored_time(ts: Timestamp, what: str) -> int:
@@ -294,11 +398,9 @@ def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:
         if seen is None:
             merged[row[1]] = row
             continue
-        host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data = (
-            row if row[7] > seen[7] else seen
-        )
+        body = row if row[7] > seen[7] else seen
         first_ns, count = min(row[6], seen[6]), max(row[8], seen[8])
-        merged[fid] = (host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data)
+        merged[row[1]] = (*body[:6], first_ns, body[7], count, *body[9:])
     return list(merged.values())
 
 
@@ -387,13 +489,64 @@ class Store(ABC):
         `kind` is a kind name ("LOCAL_MODEL_RUNTIME"; ValueError if unknown); `limit=None` is all.
         """
 
-    @abstractmethod
-    def risk_facts(self) -> list[dict[str, Any]]:
-        """Every finding reduced to what risk scoring reads, from indexed columns only.
+    # ---- the read side's aggregates (collector.query builds every fleet view on these)
 
-        Keys: id, host_id, kind, severity, confidence, policy {approved}; the same names and
-        values as `findings()` dicts, so `risk` accepts either. Cheap enough for the whole fleet.
-        """
+    @abstractmethod
+    def findings_page(
+        self, where: FindingFilter, limit: int, after: FindingCursor | None = None
+    ) -> FindingPage:
+        """At most `limit` findings matching `where`, newest last_seen first (ties: host id, then id,
+        descending), starting after `after`: keyset pagination, stable while findings arrive."""
+
+    def iter_findings(self, where: FindingFilter, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every finding matching `where`, page by page (never all in memory), newest first."""
+        after: FindingCursor | None = None
+        while True:
+            page = self.findings_page(where, page_size, after)
+            yield from page.findings
+            if page.next is None:
+                return
+            after = page.next
+
+    @abstractmethod
+    def newest_finding(self) -> float:
+        """The largest last_seen of any finding (Unix seconds), 0.0 when there is none."""
+
+    @abstractmethod
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        """Findings counted per host (or per user, findings without one left out), kind, severity
+        and approval, each group with the sum of its findings' risk points under `spec`;
+        `since` keeps findings last seen from then on."""
+
+    @abstractmethod
+    def services(self, since: float | None = None) -> list[ServiceRow]:
+        """Every AI service (a finding's network host name) with hosts, processes, bytes sent,
+        findings and unapproved findings; most unapproved first, then most hosts, then name."""
+
+    @abstractmethod
+    def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
+        """Every local model runtime (runtime evidence id) with hosts, exposed hosts, findings;
+        most hosts first, then id."""
+
+    @abstractmethod
+    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+        """Findings of `kinds` (wire values) per host and kind: count, unapproved, bytes, last seen;
+        by host id, then kind."""
+
+    @abstractmethod
+    def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
+        """Distinct weights (SHA-256 of MODEL_ARTIFACT findings), the ones unapproved on most hosts
+        first, then most hosts, then hash; each with at most `holders` (host, path) pairs, by host."""
+
+    @abstractmethod
+    def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
+        """Keep a day's scores; a row for a (day, scope, key) already kept replaces it."""
+
+    @abstractmethod
+    def risk_snapshots(
+        self, scope: SnapshotScope, key: str | None = None, since_day: str | None = None
+    ) -> list[SnapshotRow]:
+        """Kept scores of `scope` (of one `key` when given) from `since_day` on, by day then key."""
 
     # ---- fleet channel: health, enrollment tokens, agents, policy
 

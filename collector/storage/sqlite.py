@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+from google.protobuf.message import DecodeError
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
@@ -50,14 +51,34 @@ from .base import (
     StoreResult,
     TokenRecord,
     TokenRefused,
+    evidence_facts,
     finding_rows,
     inventory_time,
     sensor_records,
     stored_time,
     validate_host_id,
 )
+from .reads import (
+    ActivityRow,
+    FindingCursor,
+    FindingFilter,
+    FindingPage,
+    GroupBy,
+    ModelHolder,
+    ModelRow,
+    RuntimeRow,
+    ScoreSpec,
+    ServiceRow,
+    SnapshotRow,
+    SnapshotScope,
+    TallyRow,
+    filter_sql,
+    in_list,
+    keyset_sql,
+    seconds_to_ns,
+)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -101,21 +122,35 @@ CREATE INDEX findings_kind ON findings (kind, last_seen);
 CREATE INDEX findings_last_seen ON findings (last_seen);
 """
 
+#: Evidence-fact columns, in FindingRow order (base.evidence_facts).
+_FACT_COLUMNS = (
+    "user_name",
+    "process_name",
+    "runtime",
+    "service",
+    "vendor",
+    "nbytes",
+    "sha256",
+    "model_format",
+    "model_arch",
+    "model_params",
+    "path",
+)
+_INTEGER_FACTS = frozenset({"nbytes", "model_params"})
+
 # The merge rule of base.Store in one statement. SET expressions all read the old row; the WHERE
 # skips rows the incoming version adds nothing to, so `rowcount` counts only real changes.
-_UPSERT_FINDING = """
-INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_BODY_COLUMNS = ("kind", "severity", "confidence", "approved", "data", *_FACT_COLUMNS)
+_NEWER_BODY = "".join(
+    f"{c} = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.{c} ELSE findings.{c} END,\n    "
+    for c in _BODY_COLUMNS
+)
+_UPSERT_FINDING = f"""
+INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data,
+                      {", ".join(_FACT_COLUMNS)})
+VALUES ({", ".join(["?"] * (10 + len(_FACT_COLUMNS)))})
 ON CONFLICT (host_id, id) DO UPDATE SET
-    kind       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.kind ELSE findings.kind END,
-    severity   = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.severity ELSE findings.severity END,
-    confidence = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.confidence ELSE findings.confidence END,
-    approved   = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.approved ELSE findings.approved END,
-    data       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.data ELSE findings.data END,
-    first_seen = min(findings.first_seen, excluded.first_seen),
+    {_NEWER_BODY}first_seen = min(findings.first_seen, excluded.first_seen),
     last_seen  = max(findings.last_seen, excluded.last_seen),
     count      = max(findings.count, excluded.count)
 WHERE excluded.last_seen > findings.last_seen
@@ -172,7 +207,42 @@ CREATE TABLE IF NOT EXISTS inventories (
 );
 """
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4}
+# Version 5: the read side aggregates in SQL. Evidence facts the fleet views group on become
+# columns (filled at ingest by base.finding_rows, backfilled here from the stored bodies), each
+# with a covering index so a view walks an index, not the table. Partial indexes (WHERE x <> '')
+# cost ingest only for the findings that carry the fact. risk_snapshots keeps daily scores.
+_MIGRATE_TO_5 = (
+    "".join(
+        f"ALTER TABLE findings ADD COLUMN {c} {'INTEGER' if c in _INTEGER_FACTS else 'TEXT'} NOT NULL "
+        f"DEFAULT {0 if c in _INTEGER_FACTS else repr('')};\n"
+        for c in _FACT_COLUMNS
+    )
+    + """
+CREATE INDEX IF NOT EXISTS findings_tally
+    ON findings (kind, host_id, severity, approved, last_seen, confidence, nbytes);
+CREATE INDEX IF NOT EXISTS findings_user
+    ON findings (user_name, kind, severity, approved, last_seen, confidence) WHERE user_name <> '';
+CREATE INDEX IF NOT EXISTS findings_service
+    ON findings (service, host_id, process_name, approved, nbytes, vendor, last_seen) WHERE service <> '';
+CREATE INDEX IF NOT EXISTS findings_runtime
+    ON findings (runtime, host_id, kind, approved, last_seen) WHERE runtime <> '';
+CREATE INDEX IF NOT EXISTS findings_model
+    ON findings (sha256, host_id, approved, last_seen, model_format, model_arch, model_params, nbytes, path)
+    WHERE sha256 <> '' AND kind = 5;
+CREATE TABLE IF NOT EXISTS risk_snapshots (
+    day        TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    score      REAL NOT NULL,
+    level      TEXT NOT NULL,
+    findings   INTEGER NOT NULL,
+    unapproved INTEGER NOT NULL,
+    PRIMARY KEY (day, scope, key)
+);
+"""
+)
+
+_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5}
 
 _UPSERT_INVENTORY = """
 INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
@@ -238,8 +308,45 @@ SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_versio
 FROM hosts h ORDER BY h.host_id
 """
 
+# Grouped in the order of the findings_tally index, so SQLite walks it without sorting.
+_SERVICES = """
+SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE service <> '' GROUP BY service
+ORDER BY sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END) DESC, count(DISTINCT host_id) DESC, service
+"""
+
+_RUNTIMES = """
+SELECT runtime, count(DISTINCT host_id), count(DISTINCT CASE WHEN kind = ? THEN host_id END), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE runtime <> '' GROUP BY runtime ORDER BY count(DISTINCT host_id) DESC, runtime
+"""
+
+_CENSUS = """
+SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
+       count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
+FROM findings WHERE sha256 <> '' AND kind = ? GROUP BY sha256
+ORDER BY count(DISTINCT CASE WHEN approved = 0 THEN host_id END) DESC, count(DISTINCT host_id) DESC, sha256
+LIMIT ?
+"""
+
+_CENSUS_HOLDERS = """
+SELECT sha256, host_id, path, approved FROM (
+    SELECT sha256, host_id, path, approved,
+           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
+    FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {hashes}
+) AS held WHERE n <= ? ORDER BY sha256, host_id, path
+"""
+
+_UPSERT_SNAPSHOT = """
+INSERT INTO risk_snapshots (day, scope, key, score, level, findings, unapproved) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, scope, key) DO UPDATE SET
+    score = excluded.score, level = excluded.level, findings = excluded.findings,
+    unapproved = excluded.unapproved
+"""
+
 _HOST_FINDING_COUNTS = """
-SELECT host_id, severity, count(*), sum(approved = 0) FROM findings GROUP BY host_id, severity
+SELECT kind, host_id, severity, approved, count(*) FROM findings GROUP BY kind, host_id, severity, approved
 """
 
 
@@ -255,6 +362,27 @@ def _sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
     return json.dumps(
         [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
     )
+
+
+def _backfill_facts(conn: sqlite3.Connection) -> None:
+    """Version 5: fill the evidence-fact columns of findings stored before them, from their bodies."""
+    assignments = ", ".join(f"{c} = ?" for c in _FACT_COLUMNS)
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT rowid, data FROM findings WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        updates = []
+        for rowid, data in rows:
+            try:
+                facts = evidence_facts(finding_pb2.Finding.FromString(data))
+            except DecodeError:
+                continue  # an unreadable body keeps empty facts; reads show it as before
+            updates.append((*facts, rowid))
+        conn.executemany(f"UPDATE findings SET {assignments} WHERE rowid = ?", updates)
+        last = rows[-1][0]
 
 
 def _upsert_batch(
@@ -366,6 +494,8 @@ class SQLiteStore(Store):
                 for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if target == 5:
+                    _backfill_facts(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -709,11 +839,13 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot read hosts: {exc}") from exc
         totals: dict[str, list[int]] = {}
         by_severity: dict[str, dict[str, int]] = {}
-        for host_id, severity, count, unapproved in count_rows:
+        for _, host_id, severity, approved, count in count_rows:
             t = totals.setdefault(host_id, [0, 0])
             t[0] += count
-            t[1] += unapproved
-            by_severity.setdefault(host_id, {})[codec.severity_name(severity)] = count
+            t[1] += 0 if approved else count
+            counts = by_severity.setdefault(host_id, {})
+            name = codec.severity_name(severity)
+            counts[name] = counts.get(name, 0) + count
         records = []
         for r in host_rows:
             host_id = r[0]
@@ -781,32 +913,181 @@ class SQLiteStore(Store):
             out.append(codec.finding_to_dict(f))
         return out
 
-    def risk_facts(self) -> list[dict[str, Any]]:
-        sql = "SELECT host_id, id, kind, severity, confidence, approved FROM findings ORDER BY host_id, id"
+    # ---- the read side's aggregates
+
+    def _need_facts(self, what: str) -> None:
+        if self._version < 5:
+            raise StoreError(
+                f"{self.path} has schema version {self._version}, before {what} was kept; "
+                "start `umbra-collector serve` on it once to migrate it"
+            )
+
+    def _rows(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
         try:
             with self._read() as conn:
-                rows = conn.execute(sql).fetchall()
+                return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read findings: {exc}") from exc
-        kinds: dict[int, str] = {}
-        severities: dict[int, str] = {}
+            raise StoreError(f"cannot read {what}: {exc}") from exc
+
+    def findings_page(
+        self, where: FindingFilter, limit: int, after: FindingCursor | None = None
+    ) -> FindingPage:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if any(v is not None for v in (where.user, where.service, where.vendor, where.runtime, where.sha256)):
+            self._need_facts("evidence facts")
+        clauses, params = filter_sql(where)
+        if after is not None:
+            sql, more = keyset_sql(after)
+            clauses.append(sql)
+            params += more
+        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT ?"
+        rows = self._rows(sql, [*params, limit + 1], "findings")
+        more_after = len(rows) > limit
+        rows = rows[:limit]
         out = []
-        for host_id, finding_id, kind, severity, confidence, approved in rows:
-            if kind not in kinds:
-                kinds[kind] = codec.kind_name(kind)
-            if severity not in severities:
-                severities[severity] = codec.severity_name(severity)
-            out.append(
-                {
-                    "id": finding_id,
-                    "host_id": host_id,
-                    "kind": kinds[kind],
-                    "severity": severities[severity],
-                    "confidence": round(confidence, 3),
-                    "policy": {"approved": bool(approved)},
-                }
+        for row_host, _, first_ns, last_ns, count, data in rows:
+            f = finding_pb2.Finding.FromString(data)
+            f.host_id = row_host
+            f.first_seen.FromNanoseconds(first_ns)
+            f.last_seen.FromNanoseconds(last_ns)
+            f.count = count
+            out.append(codec.finding_to_dict(f))
+        cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
+        return FindingPage(out, cursor)
+
+    def newest_finding(self) -> float:
+        (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]
+        return (newest or 0) / 1e9
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        points, params = spec.points_sql()
+        if by == "host":
+            key, where = "host_id", []
+        elif by == "user":
+            self._need_facts("the user of a finding")
+            key, where = "user_name", ["user_name <> ''"]
+        else:
+            raise ValueError(f"cannot group findings by {by!r}")
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(seconds_to_ns(since))
+        sql = (
+            f"SELECT {key}, kind, severity, approved, count(*), sum({points}) FROM findings"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" GROUP BY kind, {key}, severity, approved"
+        )
+        return [
+            TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p or 0.0))
+            for k, kind, sev, appr, n, p in self._rows(sql, params, "risk tallies")
+        ]
+
+    def services(self, since: float | None = None) -> list[ServiceRow]:
+        self._need_facts("AI services")
+        sql, params = _SERVICES, []
+        if since is not None:
+            sql, params = (
+                sql.replace("WHERE service <> ''", "WHERE service <> '' AND last_seen >= ?"),
+                [seconds_to_ns(since)],
             )
-        return out
+        return [
+            ServiceRow(svc, vendor, hosts, procs, int(nbytes or 0), n, int(unappr or 0), last / 1e9)
+            for svc, vendor, hosts, procs, nbytes, n, unappr, last in self._rows(sql, params, "AI services")
+        ]
+
+    def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
+        self._need_facts("runtimes")
+        params: list[Any] = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)]
+        sql = _RUNTIMES
+        if since is not None:
+            sql = sql.replace("WHERE runtime <> ''", "WHERE runtime <> '' AND last_seen >= ?")
+            params.append(seconds_to_ns(since))
+        return [
+            RuntimeRow(rt, hosts, exposed, n, int(unappr or 0), last / 1e9)
+            for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
+        ]
+
+    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+        if not kinds:
+            return []
+        self._need_facts("activity")
+        params: list[Any] = [int(k) for k in kinds]
+        sql = (
+            "SELECT host_id, kind, count(*), sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), sum(nbytes), "
+            f"max(last_seen) FROM findings WHERE kind IN {in_list(kinds)}"
+        )
+        if since is not None:
+            sql += " AND last_seen >= ?"
+            params.append(seconds_to_ns(since))
+        sql += " GROUP BY kind, host_id"
+        rows = [
+            ActivityRow(host, codec.kind_name(kind), n, int(unappr or 0), int(nbytes or 0), last / 1e9)
+            for host, kind, n, unappr, nbytes, last in self._rows(sql, params, "activity")
+        ]
+        return sorted(rows, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
+
+    def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
+        self._need_facts("the model census")
+        if limit < 1 or holders < 0:
+            raise ValueError("limit must be >= 1 and holders >= 0")
+        artifact = int(finding_pb2.KIND_MODEL_ARTIFACT)
+        rows = self._rows(_CENSUS, [artifact, limit], "the model census")
+        if not rows:
+            return []
+        hashes = [r[0] for r in rows]
+        held: dict[str, list[ModelHolder]] = {}
+        if holders:
+            for sha, host, path, approved in self._rows(
+                _CENSUS_HOLDERS.format(hashes=in_list(hashes)),
+                [artifact, *hashes, holders],
+                "the model census",
+            ):
+                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+        return [
+            ModelRow(
+                sha,
+                fmt,
+                arch,
+                int(params or 0),
+                int(size or 0),
+                hosts,
+                unappr_hosts,
+                copies,
+                last / 1e9,
+                tuple(held.get(sha, ())),
+            )
+            for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
+        ]
+
+    def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
+        self._need_facts("risk snapshots")
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    _UPSERT_SNAPSHOT,
+                    [(r.day, r.scope, r.key, r.score, r.level, r.findings, r.unapproved) for r in rows],
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record risk snapshot: {exc}") from exc
+
+    def risk_snapshots(
+        self, scope: SnapshotScope, key: str | None = None, since_day: str | None = None
+    ) -> list[SnapshotRow]:
+        if self._version < 5:
+            return []
+        sql = "SELECT day, scope, key, score, level, findings, unapproved FROM risk_snapshots WHERE scope = ?"
+        params: list[Any] = [scope]
+        if key is not None:
+            sql += " AND key = ?"
+            params.append(key)
+        if since_day is not None:
+            sql += " AND day >= ?"
+            params.append(since_day)
+        rows = self._rows(sql + " ORDER BY day, key", params, "risk snapshots")
+        return [SnapshotRow(*r) for r in rows]
 
     def close(self) -> None:
         with self._lock:  # waits for the batch being written

@@ -19,7 +19,7 @@ from grpc import aio
 from umbra.v1 import agent_pb2, agent_pb2_grpc, finding_pb2
 
 from collector.identity import IdentityError, certificate_common_name, is_loopback_peer, peer_host_id
-from collector.server import MAX_MESSAGE_BYTES, CollectorServer
+from collector.ingest import MAX_MESSAGE_BYTES, CollectorServer
 from collector.storage import SQLiteStore, StoreError, open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -405,7 +405,7 @@ class TestIdentity:
 
 
 def test_pending_budget_is_fifo_and_bounded() -> None:
-    from collector.server import Budget
+    from collector.ingest import Budget
 
     async def scenario() -> None:
         budget = Budget(100)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
+from collector.risk import score_spec
 from collector.storage import (
     InvalidBatch,
     SQLiteStore,
@@ -232,21 +234,18 @@ class TestStoreContract:
         (row,) = store.findings()
         assert row == codec.finding_to_dict(f)  # f was normalised in place (host_id) by the store
 
-    def test_risk_facts_match_the_findings(self, store: Store, make_finding: Factory) -> None:
+    def test_tally_matches_the_findings(self, store: Store, make_finding: Factory) -> None:
+        # The risk facts every view reads (Store.risk_facts before the read side moved into SQL).
         store.store_batch(
             "h", 1, [make_finding("a", severity="low", confidence=0.25), make_finding("b", approved=True)]
         )
         store.store_batch("h", 2, [make_finding("a", severity="critical", last_seen=T0 + 1)])
-        keys = ("id", "host_id", "kind", "severity", "confidence")
-        expected = sorted(
-            (
-                {k: f[k] for k in keys} | {"policy": {"approved": f["policy"]["approved"]}}
-                for f in store.findings()
-            ),
-            key=lambda d: d["id"],
+        expected = Counter(
+            (f["host_id"], f["kind"], f["severity"], f["policy"]["approved"]) for f in store.findings()
         )
-        assert sorted(store.risk_facts(), key=lambda d: d["id"]) == expected
-        assert {f["id"]: f["severity"] for f in store.risk_facts()} == {"a": "critical", "b": "high"}
+        rows = store.tally("host", score_spec(T0))
+        assert Counter({(r.key, r.kind, r.severity, r.approved): r.findings for r in rows}) == expected
+        assert {(r.severity, r.approved) for r in rows} == {("critical", False), ("high", True)}
 
     def test_closed_store_refuses_work(self, store: Store, make_finding: Factory) -> None:
         store.close()
@@ -579,4 +578,13 @@ class TestSchemaMigration:
         indexes = migrated.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
         )
-        assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {"findings_recent"}
+        # findings_recent from version 3 (findings_kind and findings_last_seen gone), and the read
+        # side's covering indexes from version 5.
+        assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {
+            "findings_recent",
+            "findings_tally",
+            "findings_user",
+            "findings_service",
+            "findings_runtime",
+            "findings_model",
+        }

@@ -28,7 +28,7 @@ from umbra.v1 import agent_pb2, agent_pb2_grpc
 from agent import enroll as agent_enroll
 from agent.tls import TLS_CHANNEL_OPTIONS, Identity, csr_pem, key_pem, load_identity, new_key, save_identity
 from collector import pki
-from collector.server import CollectorServer, ServerTLS
+from collector.ingest import CollectorServer, ServerTLS
 from collector.storage import SQLiteStore
 
 pytestmark = pytest.mark.timeout(120)

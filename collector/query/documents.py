@@ -1,0 +1,58 @@
+"""The host list and the fleet document: JSON-ready, shared by the HTTP API and the CLI so both say
+the same thing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..risk import HostRisk, fleet_summary, score_spec
+from ..storage.base import HostRecord, Store
+from .risk import as_of
+from .times import iso_seconds
+
+
+def host_view(host: HostRecord, risk: HostRisk | None) -> dict[str, Any]:
+    view = host.to_dict()
+    for key in ("first_seen", "last_seen", "last_heartbeat", "silent_since"):
+        view[key] = iso_seconds(view[key])
+    view["sensors_active"] = host.sensors_active
+    view["risk"] = (
+        {
+            "score": risk.score,
+            "level": risk.level,
+            "unapproved": risk.unapproved,
+            "by_severity": risk.by_severity,
+            "reasons": list(risk.reasons),
+        }
+        if risk is not None
+        else {"score": 0.0, "level": "none", "unapproved": 0, "by_severity": {}, "reasons": []}
+    )
+    return view
+
+
+def hosts_view(store: Store, now: float | None = None) -> list[dict[str, Any]]:
+    hosts = store.hosts()
+    spec = score_spec(as_of(store, now))
+    _, per_host = fleet_summary([h.host_id for h in hosts], store.tally("host", spec))
+    return [host_view(h, per_host.get(h.host_id)) for h in hosts]
+
+
+def fleet_view(store: Store, findings_limit: int | None = 100, now: float | None = None) -> dict[str, Any]:
+    """The fleet document: summary risk, every host with its risk, the newest findings.
+
+    Risk counts every finding (summed in the database); only the findings list is cut to
+    `findings_limit`.
+    """
+    now = time.time() if now is None else now
+    hosts = store.hosts()
+    spec = score_spec(as_of(store, now))
+    summary, per_host = fleet_summary([h.host_id for h in hosts], store.tally("host", spec))
+    shown = store.findings(limit=findings_limit)
+    return {
+        "generated_at": iso_seconds(now),
+        "fleet": summary.to_dict(),
+        "hosts": [host_view(h, per_host.get(h.host_id)) for h in hosts],
+        "findings": shown,
+        "findings_shown": len(shown),
+    }
