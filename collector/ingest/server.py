@@ -16,6 +16,8 @@ from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 
 from ..addr import format_addr, is_loopback_host, parse_addr
 from ..http_api import HttpApi
+from ..query import snapshots
+from ..query.activity import host_states
 from ..storage.base import Store
 from .enroll import EnrollServicer
 from .fleet import Fleet
@@ -31,6 +33,7 @@ from .limits import (
     STREAM_SERVICE,
 )
 from .listeners import BindError, ServerTLS, bind, server_options
+from .metrics import metrics_endpoint
 from .monitor import Monitor
 from .offload import Offloader
 from .stats import ServerStats, merged_stats, write_worker_stats
@@ -90,6 +93,8 @@ class CollectorServer:
         self._health = HealthServicer()
         self._server: aio.Server | None = None
         self._http: HttpApi | None = None
+        self._silent_after = silent_after
+        self._primary = primary
         self._monitor = Monitor(
             store,
             self.fleet,
@@ -98,7 +103,7 @@ class CollectorServer:
             silent_after=silent_after,
             interval=monitor_interval,
             primary=primary,
-            periodic=self._write_stats,
+            periodic=self._periodic,
         )
         self._monitor_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
@@ -129,6 +134,15 @@ class CollectorServer:
 
     def _write_stats(self) -> None:
         write_worker_stats(self.stats, self._stats_dir, self._worker_name)
+
+    def _periodic(self) -> None:
+        """The monitor's thread work: publish counters; the primary also keeps the daily risk snapshot."""
+        self._write_stats()
+        if self._primary and snapshots.ensure_daily(self.store):
+            log.info("daily risk snapshot kept")
+
+    def _host_states(self) -> dict[str, int]:
+        return host_states(self.store, self._silent_after)
 
     async def start(self) -> None:
         tls = self._tls
@@ -169,7 +183,13 @@ class CollectorServer:
         self._monitor_task = asyncio.create_task(self._monitor.run())
         if self._http_addr is not None:
             try:
-                self._http = HttpApi(self.store, self._http_addr, health=self.health)
+                self._http = HttpApi(
+                    self.store,
+                    self._http_addr,
+                    health=self.health,
+                    metrics=metrics_endpoint(lambda: self.health(), self._host_states),
+                    silent_after=self._silent_after,
+                )
             except OSError as exc:
                 await self.stop(0)
                 raise BindError(

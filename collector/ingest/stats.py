@@ -12,6 +12,9 @@ from typing import Any
 
 import grpc
 
+#: Upper bounds (seconds) of the store-latency histogram: a commit with one fsync takes milliseconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 
 @dataclass
 class ServerStats:
@@ -38,12 +41,26 @@ class ServerStats:
     hosts_marked_silent: int = 0
     hosts_back: int = 0
     refused_by_status: dict[str, int] = field(default_factory=dict)
+    #: Batch-writer commit times: count per bucket (upper bound in seconds, as "%g"), sum in us.
+    store_latency_buckets: dict[str, int] = field(default_factory=dict)
+    store_latency_count: int = 0
+    store_latency_us: int = 0
 
     def refused(self, code: grpc.StatusCode) -> None:
         self.refused_by_status[code.name] = self.refused_by_status.get(code.name, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def store_latency(self, seconds: float) -> None:
+        """Count one commit's duration in its histogram bucket (the last bucket is +Inf)."""
+        self.store_latency_count += 1
+        self.store_latency_us += int(seconds * 1e6)
+        for bound in LATENCY_BUCKETS:
+            if seconds <= bound:
+                key = f"{bound:g}"
+                self.store_latency_buckets[key] = self.store_latency_buckets.get(key, 0) + 1
+                return
 
 
 def write_worker_stats(stats: ServerStats, stats_dir: Path | None, worker_name: str) -> None:

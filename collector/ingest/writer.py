@@ -7,6 +7,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ class BatchWriter:
                 size += more.batch.size
             outcomes: Sequence[Outcome]
             try:
+                started = time.perf_counter()
                 outcomes = self._store.store_prepared([j.batch for j in jobs])
+                self._stats.store_latency(time.perf_counter() - started)
                 self._stats.commits += 1
             except StoreError as exc:
                 outcomes = [exc] * len(jobs)

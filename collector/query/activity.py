@@ -64,3 +64,12 @@ def silent_hosts(store: Store, silent_after: float, now: float | None = None) ->
 
 def _is_silent(c: HostContact, silent_after: float, now: float) -> bool:
     return c.silent_since > 0 or now - c.last_seen >= silent_after
+
+
+def host_states(store: Store, silent_after: float, now: float | None = None) -> dict[str, int]:
+    """Known hosts by state: "reporting", or "silent" (marked, or without contact for `silent_after`)."""
+    now = time.time() if now is None else now
+    states = {"reporting": 0, "silent": 0}
+    for c in store.host_contacts():
+        states["silent" if _is_silent(c, silent_after, now) else "reporting"] += 1
+    return states

@@ -80,7 +80,7 @@ def ocsf_event(f: dict[str, Any]) -> dict[str, Any]:
             "types": [f["kind"]],
             "first_seen_time": first,
             "last_seen_time": last,
-            "analytic": {"name": f["kind"], "type_id": 1, "type": "Rule"},
+            "analytic": {"uid": f["kind"], "name": f["kind"], "type_id": 1, "type": "Rule"},
         },
         "device": {"uid": f["host_id"], "type_id": 0, "type": "Unknown"},
         "evidences": [{"data": evidence} for evidence in f.get("evidence", [])],
