@@ -4,10 +4,12 @@ the same thing."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..risk import HostRisk, fleet_summary, score_spec
 from ..storage.base import HostRecord, Store
+from ..storage.reads import TallyRow
 from .risk import as_of
 from .times import iso_seconds
 
@@ -31,10 +33,33 @@ def host_view(host: HostRecord, risk: HostRisk | None) -> dict[str, Any]:
     return view
 
 
+def _hosts_and_tally(store: Store, now: float | None) -> tuple[list[HostRecord], list[TallyRow]]:
+    """Every host with its finding counts, and the tally they come from: the findings are grouped
+    once, by the database, for both the counts and the risk."""
+    rows = store.tally("host", score_spec(as_of(store, now)))
+    totals: dict[str, list[int]] = {}
+    by_severity: dict[str, dict[str, int]] = {}
+    for r in rows:
+        t = totals.setdefault(r.key, [0, 0])
+        t[0] += r.findings
+        t[1] += 0 if r.approved else r.findings
+        counts = by_severity.setdefault(r.key, {})
+        counts[r.severity] = counts.get(r.severity, 0) + r.findings
+    hosts = [
+        replace(
+            h,
+            findings_total=totals.get(h.host_id, [0, 0])[0],
+            findings_unapproved=totals.get(h.host_id, [0, 0])[1],
+            findings_by_severity=by_severity.get(h.host_id, {}),
+        )
+        for h in store.hosts(with_counts=False)
+    ]
+    return hosts, rows
+
+
 def hosts_view(store: Store, now: float | None = None) -> list[dict[str, Any]]:
-    hosts = store.hosts()
-    spec = score_spec(as_of(store, now))
-    _, per_host = fleet_summary([h.host_id for h in hosts], store.tally("host", spec))
+    hosts, rows = _hosts_and_tally(store, now)
+    _, per_host = fleet_summary([h.host_id for h in hosts], rows)
     return [host_view(h, per_host.get(h.host_id)) for h in hosts]
 
 
@@ -45,9 +70,8 @@ def fleet_view(store: Store, findings_limit: int | None = 100, now: float | None
     `findings_limit`.
     """
     now = time.time() if now is None else now
-    hosts = store.hosts()
-    spec = score_spec(as_of(store, now))
-    summary, per_host = fleet_summary([h.host_id for h in hosts], store.tally("host", spec))
+    hosts, rows = _hosts_and_tally(store, now)
+    summary, per_host = fleet_summary([h.host_id for h in hosts], rows)
     shown = store.findings(limit=findings_limit)
     return {
         "generated_at": iso_seconds(now),

@@ -477,8 +477,9 @@ class Store(ABC):
         """The newest inventory of every host (or of `host_id`), by host id."""
 
     @abstractmethod
-    def hosts(self) -> list[HostRecord]:
-        """Every known host, ordered by host_id."""
+    def hosts(self, with_counts: bool = True) -> list[HostRecord]:
+        """Every known host, ordered by host_id; `with_counts=False` leaves the finding counts at 0
+        (the read side takes them from its own `tally`, so the findings are grouped only once)."""
 
     @abstractmethod
     def findings(

@@ -828,13 +828,13 @@ class SQLiteStore(Store):
 
     # ---- reads
 
-    def hosts(self) -> list[HostRecord]:
+    def hosts(self, with_counts: bool = True) -> list[HostRecord]:
         try:
             with self._read() as conn:
                 host_rows = conn.execute(
                     _HOSTS.format(silent="0" if self._legacy else "h.silent_since")
                 ).fetchall()
-                count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall()
+                count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall() if with_counts else []
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read hosts: {exc}") from exc
         totals: dict[str, list[int]] = {}

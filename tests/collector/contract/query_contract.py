@@ -18,6 +18,7 @@ from umbra.v1 import finding_pb2
 
 from collector import risk
 from collector.query import activity, snapshots
+from collector.query.documents import hosts_view
 from collector.query.findings import BadQuery, finding_filter, list_findings
 from collector.query.risk import as_of, host_risks, risk_board, user_risks
 from collector.storage.base import Store
@@ -478,6 +479,24 @@ class QueryContract:
         assert snapshots.trend(store, "host", "h2", days=7, now=T0) == trend[1:]
         assert snapshots.ensure_daily(store, now=T0 + DAY)
         assert [r.day for r in store.risk_snapshots("fleet", "")][-1] > day
+
+    def test_host_counts_from_the_tally_equal_the_stored_counts(self, store: Store) -> None:
+        store.upsert_host("h1", _hello("h1"), "p")
+        store_on(store, "h1", finding("a", severity="critical"), finding("b", severity="low", approved=True))
+        store_on(store, "h2", finding("a", severity="low"))
+        stored = {h.host_id: h for h in store.hosts()}
+        bare = {h.host_id: h for h in store.hosts(with_counts=False)}
+        assert (stored["h1"].findings_total, stored["h1"].findings_unapproved) == (2, 1)
+        assert stored["h1"].findings_by_severity == {"critical": 1, "low": 1}
+        assert (bare["h1"].findings_total, bare["h1"].findings_by_severity) == (0, {})
+        assert bare["h1"].hostname == stored["h1"].hostname == "h1"
+        for view in hosts_view(store):
+            host = stored[view["host_id"]]
+            assert (view["findings_total"], view["findings_unapproved"], view["findings_by_severity"]) == (
+                host.findings_total,
+                host.findings_unapproved,
+                host.findings_by_severity,
+            )
 
     def test_counts_by_kind_and_severity(self, store: Store) -> None:
         store_on(
