@@ -38,7 +38,8 @@ from .server import (
     ServerTLS,
     serve,
 )
-from .storage import DEFAULT_DB_URL, Store, StoreError, StoreURLError, open_store, sqlite_path
+from .storage import DEFAULT_DB_URL, Store, StoreError, StoreURLError, open_store, redact_url, sqlite_path
+from .storage.retention import retention_loop
 from .views import fleet_view, hosts_view, iso_seconds
 from .workers import supervise
 
@@ -293,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
         "over them), to use several cores for ingest (default 1); --max-streams-per-host then holds per "
         "process",
     )
+    s.add_argument(
+        "--retention",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help="forget findings not seen for this long, e.g. 90d (checked at start and hourly; PostgreSQL "
+        "drops whole day partitions); default: keep everything",
+    )
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--stats-dir", type=Path, default=None, help=argparse.SUPPRESS)
     s.add_argument("--no-http", action="store_true", help=argparse.SUPPRESS)
@@ -492,12 +501,16 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
     def listening(server: CollectorServer) -> None:
         print(
             f"{PROG}: listening grpc={server.grpc_address} http={server.http_address or 'off'} "
-            f"enroll={server.enroll_address or 'off'} tls={'on' if tls else 'off'} store={url}",
+            f"enroll={server.enroll_address or 'off'} tls={'on' if tls else 'off'} store={redact_url(url)}",
             file=sys.stderr,
             flush=True,
         )
 
     worker = args.worker_index
+    # Runs beside the server; asyncio.run cancels it when serve returns.
+    retention = None
+    if args.retention is not None and worker in (None, 0):
+        retention = asyncio.create_task(retention_loop(store, args.retention, stop))
     await serve(
         store,
         args.grpc,
@@ -515,6 +528,7 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
         monitor_interval=args.monitor_interval,
         max_streams_per_host=args.max_streams_per_host,
     )
+    del retention
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ its query parameters such as ``?sslmode=verify-full``) is the PostgreSQL backend
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from .base import (
@@ -46,6 +47,7 @@ __all__ = [
     "TokenRecord",
     "TokenRefused",
     "open_store",
+    "redact_url",
     "sqlite_path",
 ]
 
@@ -70,6 +72,11 @@ def sqlite_path(url: str) -> str:
     if not path:
         raise StoreURLError(f"bad SQLite URL {url!r}: no file path (sqlite:///:memory: for a memory store)")
     return path
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and messages: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def open_store(url: str, *, create: bool = True) -> Store:

@@ -318,8 +318,9 @@ class PostgresStore(Store):
         )
 
     def _safe_url(self) -> str:
-        """The URL without its password, for messages."""
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.url)
+        from . import redact_url
+
+        return redact_url(self.url)
 
     # ---- schema
 
