@@ -398,7 +398,9 @@ class PostgresStore(Store):
                 name = partition_name(day)
                 low, high = day * DAY_NS, (day + 1) * DAY_NS
                 # Rows of that day already in the default partition move into the new one, which
-                # must not be attached while the default still holds them.
+                # must not be attached while the default still holds them. Locks go parent first,
+                # then the default, the order ingest and retention take them in (no deadlock).
+                conn.execute("LOCK TABLE ONLY findings IN SHARE UPDATE EXCLUSIVE MODE")
                 conn.execute("LOCK TABLE findings_default IN ACCESS EXCLUSIVE MODE")
                 conn.execute(
                     f'CREATE TABLE "{name}" (LIKE findings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
@@ -481,10 +483,10 @@ class PostgresStore(Store):
         # Retention (drop_before) locks the table exclusively: it waits for this transaction or
         # this one waits for it, never half of each.
         conn.execute("LOCK TABLE ONLY findings IN ROW EXCLUSIVE MODE")
-        hosts = sorted({host for host, _ in batches}, key=host_lock_key)
+        # In ascending key order, so two collectors' groups never wait on each other in a cycle.
         conn.execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::int8[]) AS k",
-            (sorted({host_lock_key(h) for h in hosts}),),
+            (sorted({host_lock_key(host) for host, _ in batches}),),
         )
         keys_h = [row[0] for _, rows in batches for row in rows]
         keys_i = [row[1] for _, rows in batches for row in rows]

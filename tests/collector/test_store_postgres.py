@@ -228,3 +228,33 @@ class TestServerAway:
             assert own_server.terminate_connections(url) >= 1
             s.store_batch("h", 2, [build_finding("b")])
             assert sorted(f["id"] for f in s.findings()) == ["a", "b"]
+
+
+class TestTwoCollectors:
+    def test_two_stores_writing_one_host_at_once_count_each_finding_new_once(self, pg_url: str) -> None:
+        """Two collectors on one database, the same host's overlapping batches at once (an agent
+        failing over mid-batch): no error, each finding new exactly once, one row each."""
+        results: list[int] = []
+        errors: list[BaseException] = []
+        with open_store(pg_url) as a, open_store(pg_url) as b:
+            start = threading.Barrier(2)
+
+            def write(store: Store) -> None:
+                start.wait()
+                try:
+                    for seq in range(20):
+                        batch = [build_finding(f"f{seq * 50 + i}", last_seen=T0 + seq) for i in range(100)]
+                        results.append(store.store_batch("h", seq, batch).new)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=write, args=(s,)) for s in (a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
+        distinct = 19 * 50 + 100
+        assert sum(results) == distinct
+        assert sql(pg_url, "SELECT count(*), count(DISTINCT id) FROM findings") == [(distinct, distinct)]
+        assert sql(pg_url, "SELECT count(*) FROM finding_keys") == [(distinct,)]
