@@ -229,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
         "over them), to use several cores for ingest (default 1); --max-streams-per-host then holds per "
         "process",
     )
+    s.add_argument(
+        "--retention",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help="forget findings not seen for this long, e.g. 90d (checked at start and hourly; PostgreSQL "
+        "drops whole day partitions); default: keep everything",
+    )
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--stats-dir", type=Path, default=None, help=argparse.SUPPRESS)
     s.add_argument("--no-http", action="store_true", help=argparse.SUPPRESS)

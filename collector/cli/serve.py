@@ -13,7 +13,8 @@ from pathlib import Path
 from .. import pki
 from ..addr import format_addr, parse_addr
 from ..ingest import CollectorServer, ServerTLS, serve
-from ..storage import Store, StoreURLError, open_store, sqlite_path
+from ..storage import Store, StoreURLError, open_store, redact_url, sqlite_path
+from ..storage.retention import retention_loop
 from ..workers import supervise
 from .common import EXIT_OK, PROG, UsageError
 
@@ -65,12 +66,16 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
     def listening(server: CollectorServer) -> None:
         print(
             f"{PROG}: listening grpc={server.grpc_address} http={server.http_address or 'off'} "
-            f"enroll={server.enroll_address or 'off'} tls={'on' if tls else 'off'} store={url}",
+            f"enroll={server.enroll_address or 'off'} tls={'on' if tls else 'off'} store={redact_url(url)}",
             file=sys.stderr,
             flush=True,
         )
 
     worker = args.worker_index
+    # Runs beside the server; asyncio.run cancels it when serve returns.
+    retention = None
+    if args.retention is not None and worker in (None, 0):
+        retention = asyncio.create_task(retention_loop(store, args.retention, stop))
     await serve(
         store,
         args.grpc,
@@ -88,6 +93,7 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
         monitor_interval=args.monitor_interval,
         max_streams_per_host=args.max_streams_per_host,
     )
+    del retention
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

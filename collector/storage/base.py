@@ -1,6 +1,7 @@
-"""The storage interface every collector backend implements (SQLite now, PostgreSQL later).
+"""The storage interface every collector backend implements (SQLite, PostgreSQL), and the row
+preparation they share.
 
-The contract, which `tests/collector/test_collector_storage.py` (writes and plain reads) and
+The contract, which `tests/collector/contract/storage_contract.py` (writes and plain reads) and
 `tests/collector/contract/query_contract.py` (the read side's aggregates) check against every backend:
 
 * `store_batch` is one transaction and idempotent by finding id: replaying a batch adds no row
@@ -15,12 +16,14 @@ The contract, which `tests/collector/test_collector_storage.py` (writes and plai
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
 from .reads import (
@@ -389,6 +392,175 @@ def inventory_time(inventory: agent_pb2.Inventory) -> int:
     return stored_time(inventory.taken_at, "inventory taken_at")
 
 
+def ns(seconds: float) -> int:
+    """Unix seconds -> the stored Unix nanoseconds."""
+    return int(seconds * _NS)
+
+
+def clamp(value: int) -> int:
+    """A wire uint64 as a BIGINT: values above its range are clamped."""
+    return min(value, MAX_INT64)
+
+
+def sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
+    """Sensors as every backend stores them: a JSON list of {name, state, reason}."""
+    return json.dumps(
+        [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
+    )
+
+
+def sensors_from_json(text: str) -> tuple[SensorRecord, ...]:
+    return tuple(SensorRecord(s["name"], s["state"], s["reason"]) for s in json.loads(text))
+
+
+class HelloRow(NamedTuple):
+    """A host's facts from its Hello, as every backend stores them (contact times are the store's)."""
+
+    host_id: str
+    hostname: str
+    os: str
+    os_release: str
+    architecture: str
+    agent_version: str
+    policy_version: int
+    peer: str
+    sensors: str  # sensors_json
+    hello: bytes
+
+
+def hello_row(host_id: str, hello: agent_pb2.Hello, peer: str) -> HelloRow:
+    h = hello.host
+    return HelloRow(
+        host_id,
+        h.hostname,
+        h.os,
+        h.os_release,
+        h.architecture,
+        hello.agent_version,
+        clamp(hello.policy_version),
+        peer,
+        sensors_json(hello.sensors),
+        hello.SerializeToString(),
+    )
+
+
+class HeartbeatRow(NamedTuple):
+    """An agent's self-reported health; `sensors` None keeps the stored ones (none were sent)."""
+
+    host_id: str
+    sent_at: int  # Unix ns: the agent's own time, or the store's `now` when it sent none
+    cpu_percent: float
+    rss_bytes: int
+    spool_depth: int
+    dropped_total: int
+    sensors: str | None
+
+
+def heartbeat_row(host_id: str, heartbeat: agent_pb2.Heartbeat, now_ns: int) -> HeartbeatRow:
+    """Raises InvalidBatch when the heartbeat's sent_at cannot be stored."""
+    sent = stored_time(heartbeat.sent_at, "heartbeat sent_at") if heartbeat.HasField("sent_at") else now_ns
+    return HeartbeatRow(
+        host_id,
+        sent,
+        heartbeat.cpu_percent,
+        clamp(heartbeat.rss_bytes),
+        clamp(heartbeat.spool_depth),
+        clamp(heartbeat.dropped_total),
+        sensors_json(heartbeat.sensors) if heartbeat.sensors else None,
+    )
+
+
+class InventoryRow(NamedTuple):
+    host_id: str
+    taken_at: int  # Unix ns
+    models: int
+    runtimes: int
+    data: bytes  # the serialized Inventory
+
+
+def inventory_row(host_id: str, inventory: agent_pb2.Inventory) -> InventoryRow:
+    """Raises InvalidBatch for a bad host id or a taken_at that is unset or out of range."""
+    validate_host_id(host_id)
+    return InventoryRow(
+        host_id,
+        inventory_time(inventory),
+        len(inventory.models),
+        len(inventory.runtimes),
+        inventory.SerializeToString(),
+    )
+
+
+def inventory_record(host_id: str, taken_ns: int, received_ns: int, data: bytes) -> InventoryRecord:
+    inventory = agent_pb2.Inventory.FromString(data)
+    return InventoryRecord(
+        host_id,
+        taken_ns / 1e9,
+        received_ns / 1e9,
+        [codec.message_to_dict(m) for m in inventory.models],
+        [codec.message_to_dict(r) for r in inventory.runtimes],
+    )
+
+
+def finding_dict(host_id: str, first_ns: int, last_ns: int, count: int, data: bytes) -> dict[str, Any]:
+    """A stored finding as `findings()` returns it: the body with the merged times and count."""
+    f = finding_pb2.Finding.FromString(data)
+    f.host_id = host_id
+    f.first_seen.FromNanoseconds(first_ns)
+    f.last_seen.FromNanoseconds(last_ns)
+    f.count = count
+    return codec.finding_to_dict(f)
+
+
+def host_record(
+    row: Sequence[Any], totals: dict[str, list[int]], by_severity: dict[str, dict[str, int]]
+) -> HostRecord:
+    """A HostRecord from the host columns `hosts()` selects (see either backend's query) and the
+    finding counts of `severity_counts`."""
+    host_id = row[0]
+    total, unapproved = totals.get(host_id, [0, 0])
+    return HostRecord(
+        host_id=host_id,
+        hostname=row[1],
+        os=row[2],
+        os_release=row[3],
+        architecture=row[4],
+        agent_version=row[5],
+        policy_version=row[6],
+        peer=row[7],
+        sensors=sensors_from_json(row[8]),
+        first_seen=row[9] / 1e9,
+        last_seen=row[10] / 1e9,
+        last_sequence=row[11],
+        last_heartbeat=row[12] / 1e9,
+        agent_cpu_percent=row[13],
+        agent_rss_bytes=row[14],
+        spool_depth=row[15],
+        dropped_total=row[16],
+        silent_since=row[17] / 1e9,
+        findings_total=total,
+        findings_unapproved=unapproved,
+        findings_by_severity=by_severity.get(host_id, {}),
+    )
+
+
+def severity_counts(
+    rows: Iterable[Sequence[Any]],
+) -> tuple[dict[str, list[int]], dict[str, dict[str, int]]]:
+    """(host_id, severity, count, unapproved) rows -> per-host [total, unapproved] and by severity.
+
+    A (host, severity) may come in several rows (a query grouped finer, to follow an index); they add up."""
+    totals: dict[str, list[int]] = {}
+    by_severity: dict[str, dict[str, int]] = {}
+    for host_id, severity, count, unapproved in rows:
+        t = totals.setdefault(host_id, [0, 0])
+        t[0] += int(count)
+        t[1] += int(unapproved)
+        counts = by_severity.setdefault(host_id, {})
+        name = codec.severity_name(severity)
+        counts[name] = counts.get(name, 0) + int(count)
+    return totals, by_severity
+
+
 def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:
     """One row per id, merged by the store's own rule, so counts stay exact: the body of the
     strictly newer version (the earlier one on a tie), the earliest first_seen, the largest count."""
@@ -548,6 +720,13 @@ class Store(ABC):
         self, scope: SnapshotScope, key: str | None = None, since_day: str | None = None
     ) -> list[SnapshotRow]:
         """Kept scores of `scope` (of one `key` when given) from `since_day` on, by day then key."""
+
+    @abstractmethod
+    def drop_before(self, cutoff: float) -> None:
+        """Retention: forget every finding whose last_seen is before `cutoff` (Unix seconds).
+
+        Hosts, tokens, agents and policies are kept. A finding seen again later is stored anew.
+        """
 
     # ---- fleet channel: health, enrollment tokens, agents, policy
 

@@ -45,18 +45,21 @@ from .base import (
     InventoryRecord,
     PolicyRecord,
     PreparedBatch,
-    SensorRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
     evidence_facts,
+    finding_dict,
     finding_rows,
-    inventory_time,
-    sensor_records,
-    stored_time,
-    validate_host_id,
+    heartbeat_row,
+    hello_row,
+    host_record,
+    inventory_record,
+    inventory_row,
+    ns,
+    severity_counts,
 )
 from .reads import (
     ActivityRow,
@@ -350,18 +353,7 @@ SELECT kind, host_id, severity, approved, count(*) FROM findings GROUP BY kind, 
 """
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1_000_000_000)
-
-
-def _clamp(value: int) -> int:
-    return min(value, 2**63 - 1)
-
-
-def _sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
-    return json.dumps(
-        [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
-    )
+_ns = ns
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:
@@ -568,21 +560,7 @@ class SQLiteStore(Store):
 
     def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
         now = _ns(self._clock())
-        h = hello.host
-        row = (
-            host_id,
-            h.hostname,
-            h.os,
-            h.os_release,
-            h.architecture,
-            hello.agent_version,
-            _clamp(hello.policy_version),
-            peer,
-            _sensors_json(hello.sensors),
-            hello.SerializeToString(),
-            now,
-            now,
-        )
+        row = (*hello_row(host_id, hello, peer), now, now)
         try:
             with self._write() as conn:
                 conn.execute(_UPSERT_HOST, row)
@@ -591,19 +569,18 @@ class SQLiteStore(Store):
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = _ns(self._clock())
-        sensors = _sensors_json(heartbeat.sensors) if heartbeat.sensors else None
-        sent = stored_time(heartbeat.sent_at, "heartbeat sent_at") if heartbeat.HasField("sent_at") else now
+        hb = heartbeat_row(host_id, heartbeat, now)
         row = (
             host_id,
             now,
             now,
-            sent,
-            heartbeat.cpu_percent,
-            _clamp(heartbeat.rss_bytes),
-            _clamp(heartbeat.spool_depth),
-            _clamp(heartbeat.dropped_total),
-            sensors,
-            sensors,
+            hb.sent_at,
+            hb.cpu_percent,
+            hb.rss_bytes,
+            hb.spool_depth,
+            hb.dropped_total,
+            hb.sensors,
+            hb.sensors,
         )
         try:
             with self._write() as conn:
@@ -641,15 +618,8 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot record health of {host_id!r}: {exc}") from exc
 
     def record_inventory(self, host_id: str, inventory: agent_pb2.Inventory) -> bool:
-        validate_host_id(host_id)
-        row = (
-            host_id,
-            inventory_time(inventory),
-            _ns(self._clock()),
-            len(inventory.models),
-            len(inventory.runtimes),
-            inventory.SerializeToString(),
-        )
+        inv = inventory_row(host_id, inventory)
+        row = (inv.host_id, inv.taken_at, _ns(self._clock()), inv.models, inv.runtimes, inv.data)
         try:
             with self._fleet_write("inventory") as conn:
                 return bool(conn.execute(_UPSERT_INVENTORY, row).rowcount)
@@ -668,19 +638,7 @@ class SQLiteStore(Store):
                 rows = conn.execute(sql + " ORDER BY host_id", params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read inventories: {exc}") from exc
-        out = []
-        for host, taken_ns, received_ns, data in rows:
-            inventory = agent_pb2.Inventory.FromString(data)
-            out.append(
-                InventoryRecord(
-                    host,
-                    taken_ns / 1e9,
-                    received_ns / 1e9,
-                    [codec.message_to_dict(m) for m in inventory.models],
-                    [codec.message_to_dict(r) for r in inventory.runtimes],
-                )
-            )
-        return out
+        return [inventory_record(*row) for row in rows]
 
     def host_contacts(self) -> list[HostContact]:
         try:
@@ -837,46 +795,12 @@ class SQLiteStore(Store):
                 count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall() if with_counts else []
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read hosts: {exc}") from exc
-        totals: dict[str, list[int]] = {}
-        by_severity: dict[str, dict[str, int]] = {}
-        for _, host_id, severity, approved, count in count_rows:
-            t = totals.setdefault(host_id, [0, 0])
-            t[0] += count
-            t[1] += 0 if approved else count
-            counts = by_severity.setdefault(host_id, {})
-            name = codec.severity_name(severity)
-            counts[name] = counts.get(name, 0) + count
-        records = []
-        for r in host_rows:
-            host_id = r[0]
-            sensors = tuple(SensorRecord(s["name"], s["state"], s["reason"]) for s in json.loads(r[8]))
-            total, unapproved = totals.get(host_id, [0, 0])
-            records.append(
-                HostRecord(
-                    host_id=host_id,
-                    hostname=r[1],
-                    os=r[2],
-                    os_release=r[3],
-                    architecture=r[4],
-                    agent_version=r[5],
-                    policy_version=r[6],
-                    peer=r[7],
-                    sensors=sensors,
-                    first_seen=r[9] / 1e9,
-                    last_seen=r[10] / 1e9,
-                    last_sequence=r[11],
-                    last_heartbeat=r[12] / 1e9,
-                    agent_cpu_percent=r[13],
-                    agent_rss_bytes=r[14],
-                    spool_depth=r[15],
-                    dropped_total=r[16],
-                    silent_since=r[17] / 1e9,
-                    findings_total=total,
-                    findings_unapproved=unapproved,
-                    findings_by_severity=by_severity.get(host_id, {}),
-                )
-            )
-        return records
+        # Grouped by kind first to follow the covering index; severity_counts adds the groups up.
+        totals, by_severity = severity_counts(
+            (host_id, severity, count, 0 if approved else count)
+            for _, host_id, severity, approved, count in count_rows
+        )
+        return [host_record(r, totals, by_severity) for r in host_rows]
 
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
@@ -903,15 +827,7 @@ class SQLiteStore(Store):
                 rows = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read findings: {exc}") from exc
-        out = []
-        for row_host, first_ns, last_ns, count, data in rows:
-            f = finding_pb2.Finding.FromString(data)
-            f.host_id = row_host
-            f.first_seen.FromNanoseconds(first_ns)
-            f.last_seen.FromNanoseconds(last_ns)
-            f.count = count
-            out.append(codec.finding_to_dict(f))
-        return out
+        return [finding_dict(*row) for row in rows]
 
     # ---- the read side's aggregates
 
@@ -1088,6 +1004,13 @@ class SQLiteStore(Store):
             params.append(since_day)
         rows = self._rows(sql + " ORDER BY day, key", params, "risk snapshots")
         return [SnapshotRow(*r) for r in rows]
+
+    def drop_before(self, cutoff: float) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute("DELETE FROM findings WHERE last_seen < ?", (_ns(cutoff),))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot drop old findings: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:  # waits for the batch being written

@@ -108,7 +108,7 @@ def test_help_explains_every_option(command: str) -> None:
         ["serve", "--grpc", "no-port"],
         ["serve", "--grpc", "127.0.0.1:99999"],
         ["fleet", "--db", "mysql://db/umbra"],
-        ["fleet", "--db", "postgresql://db/umbra"],
+        ["fleet", "--db", "postgresql+psycopg://db/umbra"],
         ["serve", "--db", "just-a-path.db"],
     ],
 )
@@ -123,6 +123,8 @@ def test_missing_or_foreign_database_is_a_runtime_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_text("hello")
     assert_one_line_error(cli("hosts", "--db", f"sqlite:///{junk}"), 1)
+    # A PostgreSQL server that is not there (port 1: nothing listens) is the same kind of error.
+    assert_one_line_error(cli("fleet", "--db", "postgresql://umbra@127.0.0.1:1/umbra"), 1)
 
 
 # ---- read commands
