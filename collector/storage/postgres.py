@@ -75,6 +75,7 @@ from .reads import (
     FindingFilter,
     FindingPage,
     GroupBy,
+    ModelHolder,
     ModelRow,
     RuntimeRow,
     ScoreSpec,
@@ -82,6 +83,8 @@ from .reads import (
     SnapshotRow,
     SnapshotScope,
     TallyRow,
+    filter_sql,
+    in_list,
     seconds_to_ns,
 )
 
@@ -211,8 +214,25 @@ CREATE TABLE risk_snapshots (
     unapproved bigint NOT NULL,
     PRIMARY KEY (day, scope, key)
 );
+-- The indexes SQLite's version 5 has, for the same views, as partitioned indexes (each day's
+-- partition gets its own; a partition attached later gets them on ATTACH). Grouping columns are
+-- keys, the rest INCLUDEd, so an aggregate reads the index only (once vacuum has set the
+-- visibility map). findings_recent becomes the keyset order of findings_page.
+DROP INDEX findings_recent;
+CREATE INDEX findings_recent ON findings (last_seen, host_id, id) INCLUDE (kind);
+CREATE INDEX findings_tally ON findings (kind, host_id, severity, approved)
+    INCLUDE (last_seen, confidence, nbytes);
+CREATE INDEX findings_user ON findings (user_name, kind, severity, approved)
+    INCLUDE (last_seen, confidence) WHERE user_name <> '';
+CREATE INDEX findings_service ON findings (service, host_id, process_name)
+    INCLUDE (approved, nbytes, vendor, last_seen) WHERE service <> '';
+CREATE INDEX findings_runtime ON findings (runtime, host_id) INCLUDE (kind, approved, last_seen)
+    WHERE runtime <> '';
+CREATE INDEX findings_model ON findings (sha256, host_id, path)
+    INCLUDE (approved, last_seen, model_format, model_arch, model_params, nbytes)
+    WHERE sha256 <> '' AND kind = {artifact};
 """
-)
+).replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
 
 _MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2}
 
@@ -323,6 +343,45 @@ ON CONFLICT (day, scope, key) DO UPDATE SET
 #: psycopg's placeholder, handed to the SQL builders of reads.py (SQLite's is "?").
 _P = "%s"
 
+
+def _since_sql(since: float | None) -> str:
+    return "" if since is None else f" AND last_seen >= {_P}"
+
+
+def _since_params(since: float | None) -> list[Any]:
+    return [] if since is None else [seconds_to_ns(since)]
+
+
+# The fleet views' aggregates: SQLite's (sqlite.py), in PostgreSQL's words (FILTER, = ANY).
+_SERVICES = """
+SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes), count(*),
+       count(*) FILTER (WHERE approved = 0) AS unapproved, max(last_seen)
+FROM findings WHERE service <> ''{since} GROUP BY service
+ORDER BY unapproved DESC, count(DISTINCT host_id) DESC, service
+"""
+
+_RUNTIMES = """
+SELECT runtime, count(DISTINCT host_id), count(DISTINCT host_id) FILTER (WHERE kind = %s), count(*),
+       count(*) FILTER (WHERE approved = 0), max(last_seen)
+FROM findings WHERE runtime <> ''{since} GROUP BY runtime ORDER BY count(DISTINCT host_id) DESC, runtime
+"""
+
+# The kind is a constant, not a parameter: only a constant proves findings_model's predicate.
+_CENSUS = """
+SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
+       count(DISTINCT host_id) FILTER (WHERE approved = 0) AS unapproved_hosts, count(*), max(last_seen)
+FROM findings WHERE sha256 <> '' AND kind = {artifact} GROUP BY sha256
+ORDER BY unapproved_hosts DESC, count(DISTINCT host_id) DESC, sha256
+LIMIT %s
+""".replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
+
+_CENSUS_HOLDERS = """
+SELECT sha256, host_id, path, approved FROM (
+    SELECT sha256, host_id, path, approved,
+           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
+    FROM findings WHERE sha256 <> '' AND kind = {artifact} AND sha256 = ANY(%s::text[])
+) AS held WHERE n <= %s ORDER BY sha256, host_id, path
+""".replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
 
 _PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -788,19 +847,82 @@ class PostgresStore(Store):
     def findings_page(
         self, where: FindingFilter, limit: int, after: FindingCursor | None = None
     ) -> FindingPage:
-        raise StoreError("listing findings by page on PostgreSQL is not implemented yet")
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        clauses, params = filter_sql(where, _P)
+        if after is not None:
+            # reads.keyset_sql's condition as a row comparison, which PostgreSQL turns into the
+            # start of an index range (the OR form would be a filter over every row before it).
+            clauses.append(f"(last_seen, host_id, id) < ({_P}, {_P}, {_P})")
+            params += [after.last_seen_ns, after.host_id, after.id]
+        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT {_P}"
+        rows = self._rows(sql, [*params, limit + 1], "findings")
+        more_after = len(rows) > limit
+        rows = rows[:limit]
+        out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in rows]
+        cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
+        return FindingPage(out, cursor)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
-        raise StoreError("the AI services view on PostgreSQL is not implemented yet")
+        sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)
+        return [
+            ServiceRow(svc, vendor, hosts, procs, int(nbytes or 0), n, int(unappr or 0), last / 1e9)
+            for svc, vendor, hosts, procs, nbytes, n, unappr, last in self._rows(sql, params, "AI services")
+        ]
 
     def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
-        raise StoreError("the runtimes view on PostgreSQL is not implemented yet")
+        sql = _RUNTIMES.format(since=_since_sql(since))
+        params = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED), *_since_params(since)]
+        return [
+            RuntimeRow(rt, hosts, exposed, n, int(unappr or 0), last / 1e9)
+            for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
+        ]
 
     def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
-        raise StoreError("the activity view on PostgreSQL is not implemented yet")
+        if not kinds:
+            return []
+        sql = (
+            "SELECT host_id, kind, count(*), count(*) FILTER (WHERE approved = 0), sum(nbytes), "
+            f"max(last_seen) FROM findings WHERE kind IN {in_list(kinds, _P)}{_since_sql(since)} "
+            "GROUP BY kind, host_id"
+        )
+        params = [int(k) for k in kinds] + _since_params(since)
+        rows = [
+            ActivityRow(host, codec.kind_name(kind), n, int(unappr or 0), int(nbytes or 0), last / 1e9)
+            for host, kind, n, unappr, nbytes, last in self._rows(sql, params, "activity")
+        ]
+        return sorted(rows, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
 
     def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
-        raise StoreError("the model census on PostgreSQL is not implemented yet")
+        if limit < 1 or holders < 0:
+            raise ValueError("limit must be >= 1 and holders >= 0")
+        rows = self._rows(_CENSUS, [limit], "the model census")
+        if not rows:
+            return []
+        held: dict[str, list[ModelHolder]] = {}
+        if holders:
+            for sha, host, path, approved in self._rows(
+                _CENSUS_HOLDERS, [[r[0] for r in rows], holders], "the model census"
+            ):
+                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+        return [
+            ModelRow(
+                sha,
+                fmt,
+                arch,
+                int(params or 0),
+                int(size or 0),
+                hosts,
+                unappr_hosts,
+                copies,
+                last / 1e9,
+                tuple(held.get(sha, ())),
+            )
+            for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
+        ]
 
     def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
         with self._conn("record risk snapshot") as conn, conn.cursor() as cur:
