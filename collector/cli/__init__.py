@@ -3,7 +3,8 @@
 Exit status: 0 success, 1 runtime failure (database unusable, port taken), 2 usage error.
 Every failure is one line on stderr starting "umbra-collector: error:", never a traceback.
 
-Modules: parser (arguments), serve, admin (tokens, agents, policy), reads (views), render (tables).
+Modules: parser (arguments), serve, admin (tokens, agents, policy), reads (views), render (tables),
+report (the fleet report).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .common import EXIT_RUNTIME, EXIT_USAGE, UsageError, fail
 from .export import cmd_export
 from .parser import build_parser
 from .reads import cmd_findings, cmd_fleet, cmd_hosts, cmd_inventory
+from .report import cmd_report
 from .serve import cmd_serve
 from .views import cmd_snapshot, cmd_view
 
@@ -35,6 +37,7 @@ READ_COMMANDS = {
     "fleet": cmd_fleet,
     "view": cmd_view,
     "export": cmd_export,
+    "report": cmd_report,
 }
 FLEET_COMMANDS = {"token": cmd_token, "agent": cmd_agent, "policy": cmd_policy}
 

@@ -483,6 +483,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--output", metavar="FILE", type=Path, default=None, help="write here (default: standard output)"
     )
+    rp = sub.add_parser(
+        "report",
+        parents=[db],
+        help="the fleet compliance report: HTML, PDF, CSV or JSON",
+        description="The fleet report: coverage, AI service use by vendor and category, local runtimes "
+        "and exposed servers, GPU and fine-tuning, the model census, downloads and exfiltration, the risk "
+        "trend and top hosts, and the control mapping (NIST AI RMF, EU AI Act, ISO/IEC 42001). CSV is "
+        "long format: section,item,metric,value.",
+    )
+    rp.add_argument("--format", choices=("html", "pdf", "csv", "json"), required=True, help="output format")
+    rp.add_argument("--output", metavar="FILE", type=Path, required=True, help="write the report here")
+    rp.add_argument(
+        "--since",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help="activity within, e.g. 30d (default: everything stored)",
+    )
     return parser
 
 

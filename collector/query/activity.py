@@ -4,13 +4,14 @@ the model census, exfiltration and downloads, silent hosts. Each is one grouped 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from umbra.v1 import finding_pb2
 
 from ..storage.base import HostContact, Store
-from ..storage.reads import ActivityRow, ModelRow, RuntimeRow, ServiceRow
+from ..storage.reads import ActivityRow, FindingFilter, ModelRow, RuntimeRow, ServiceRow
 
 COMPUTE_KINDS = (finding_pb2.KIND_GPU_AI_WORKLOAD, finding_pb2.KIND_FINE_TUNING)
 TRANSFER_KINDS = (finding_pb2.KIND_MODEL_EXFILTRATION, finding_pb2.KIND_MODEL_DOWNLOAD)
@@ -19,6 +20,25 @@ TRANSFER_KINDS = (finding_pb2.KIND_MODEL_EXFILTRATION, finding_pb2.KIND_MODEL_DO
 def services(store: Store, since: float | None = None) -> list[ServiceRow]:
     """AI services used across the fleet: hosts, processes, bytes up, approved or not."""
     return store.services(since)
+
+
+def service_categories(store: Store, names: Sequence[str]) -> dict[str, str]:
+    """Each AI service's category ("chat_app", "model_api"... as the agent's catalog names it; ""
+    when its findings carry none), read from its newest finding: one indexed lookup per service,
+    so the cost follows the number of services, never the number of findings."""
+    out: dict[str, str] = {}
+    for name in names:
+        page = store.findings_page(FindingFilter(service=name), 1)
+        out[name] = next(
+            (
+                str(ev.get("category", ""))
+                for f in page.findings
+                for ev in f["evidence"]
+                if ev.get("type") == "network" and ev.get("host_name") == name
+            ),
+            "",
+        )
+    return out
 
 
 def runtimes(store: Store, since: float | None = None) -> list[RuntimeRow]:

@@ -19,15 +19,18 @@ def as_of(store: Store, now: float | None = None) -> float:
     return min(now, newest) if newest > 0 else now
 
 
-def host_risks(store: Store, now: float | None = None) -> tuple[FleetRisk, dict[str, HostRisk]]:
-    """The fleet summary and every known host's risk (hosts without findings score 0)."""
+def host_risks(
+    store: Store, now: float | None = None, since: float | None = None
+) -> tuple[FleetRisk, dict[str, HostRisk]]:
+    """The fleet summary and every known host's risk (hosts without findings score 0); with
+    `since`, only findings last seen since then count (a report's window)."""
     hosts = [c.host_id for c in store.host_contacts()]
-    return fleet_summary(hosts, store.tally("host", score_spec(as_of(store, now))))
+    return fleet_summary(hosts, store.tally("host", score_spec(as_of(store, now)), since))
 
 
-def user_risks(store: Store, now: float | None = None) -> dict[str, HostRisk]:
+def user_risks(store: Store, now: float | None = None, since: float | None = None) -> dict[str, HostRisk]:
     """Every user with findings and their risk (HostRisk.host_id is the user name)."""
-    return fold(store.tally("user", score_spec(as_of(store, now))))
+    return fold(store.tally("user", score_spec(as_of(store, now)), since))
 
 
 def ranked(risks: dict[str, HostRisk], top: int) -> list[HostRisk]:
@@ -52,10 +55,12 @@ class RiskBoard:
         }
 
 
-def risk_board(store: Store, top: int = 10, now: float | None = None) -> RiskBoard:
+def risk_board(
+    store: Store, top: int = 10, now: float | None = None, since: float | None = None
+) -> RiskBoard:
     now = time.time() if now is None else now
-    fleet, per_host = host_risks(store, now)
-    return RiskBoard(fleet, ranked(per_host, top), ranked(user_risks(store, now), top))
+    fleet, per_host = host_risks(store, now, since)
+    return RiskBoard(fleet, ranked(per_host, top), ranked(user_risks(store, now, since), top))
 
 
 def at_risk(risk: HostRisk, floor: str) -> bool:

@@ -523,3 +523,33 @@ def _health() -> finding_pb2.Finding:
     from collector import health
 
     return health.silent(T0 - 7200, T0)
+
+    # ---- read side for the report
+
+    def test_service_categories_come_from_each_services_findings(self, store: Store) -> None:
+        def contact(fid: str, service: str, category: str, last_seen: float = T0) -> finding_pb2.Finding:
+            f = finding(fid, kind="AI_SERVICE_ACCESS", last_seen=last_seen)
+            network = finding_pb2.NetworkEvidence(host_name=service, category=category)
+            f.evidence.append(finding_pb2.Evidence(network=network))
+            return f
+
+        store_on(
+            store, "h1", contact("a", "chatgpt.com", "chat_app"), contact("b", "api.openai.com", "model_api")
+        )
+        store_on(store, "h2", contact("c", "chatgpt.com", "chat_app", T0 + 5), contact("d", "x.example", ""))
+        names = ["chatgpt.com", "api.openai.com", "x.example", "never.seen"]
+        assert activity.service_categories(store, names) == {
+            "chatgpt.com": "chat_app",
+            "api.openai.com": "model_api",
+            "x.example": "",
+            "never.seen": "",
+        }
+
+    def test_risk_since_counts_only_the_window(self, store: Store) -> None:
+        store_on(store, "h1", finding("new", last_seen=T0), finding("old", last_seen=T0 - 40 * DAY))
+        store_on(store, "h2", finding("older", last_seen=T0 - 40 * DAY))
+        fleet, per_host = host_risks(store, T0, since=T0 - 30 * DAY)
+        assert fleet.findings == 1
+        assert per_host["h1"].findings == 1 and per_host["h2"].findings == 0
+        assert host_risks(store, T0)[0].findings == 3
+        assert user_risks(store, T0, since=T0 + 1) == {}
