@@ -11,7 +11,9 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from .base import (
+    ROLES,
     AgentRecord,
+    ApiKeyRecord,
     HostContact,
     HostRecord,
     InvalidBatch,
@@ -19,17 +21,21 @@ from .base import (
     PolicyRecord,
     PreparedBatch,
     SensorRecord,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
 )
 from .sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "ROLES",
     "AgentRecord",
+    "ApiKeyRecord",
     "HostContact",
     "HostRecord",
     "InvalidBatch",
@@ -38,12 +44,14 @@ __all__ = [
     "PreparedBatch",
     "SQLiteStore",
     "SensorRecord",
+    "SessionRecord",
     "Store",
     "StoreError",
     "StoreResult",
     "StoreURLError",
     "TokenRecord",
     "TokenRefused",
+    "UserRecord",
     "open_store",
     "sqlite_path",
 ]
