@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck proto bench binary clean
 
-# Debian packages the agent uses at run time (scapy's BPF filters need libpcap).
-DEB_PACKAGES := libpcap0.8
+# Debian packages: the agent's at run time (scapy's BPF filters need libpcap), and the headless
+# browser of the console's tests (Playwright drives it; it never downloads its own).
+DEB_PACKAGES := libpcap0.8 chromium
 # llama-cpp-python (the real model server of the tests) has no wheel on PyPI and compiles for
 # about 8 minutes on 2 cores: build it once into a wheel cache that every set-up reuses.
 WHEELS ?= $(HOME)/.cache/umbra/wheels
