@@ -12,9 +12,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -100,10 +100,12 @@ def build_app(
     render = Renderer(NAV)
     limiter = limiter or LoginLimiter()
 
-    def set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
-        # Secure always: browsers accept it on https and on loopback http (a secure context).
+    def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
+        # Secure whenever the console speaks HTTPS, which it must beyond loopback; on loopback HTTP a
+        # Secure cookie would never be sent back, and no network carries it there.
+        secure = request.url.scheme == "https"
         response.set_cookie(
-            name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"
+            name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="strict"
         )
 
     def login_form(request: Request, status: int = 200, error: str = "") -> Response:
@@ -119,7 +121,7 @@ def build_app(
             error=error,
             next=safe_next(request.query_params.get("next", "/")),
         )
-        set_cookie(response, LOGIN_COOKIE, token, 3600)
+        set_cookie(request, response, LOGIN_COOKIE, token, 3600)
         return response
 
     def login_get(request: Request) -> Response:
@@ -148,7 +150,7 @@ def build_app(
         )
         log.info("%s signed in from %s", user.name, client)
         response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)
-        set_cookie(response, SESSION_COOKIE, session, int(SESSION_SECONDS))
+        set_cookie(request, response, SESSION_COOKIE, session, int(SESSION_SECONDS))
         response.delete_cookie(LOGIN_COOKIE, path="/")
         return response
 
@@ -160,7 +162,7 @@ def build_app(
         if who is not None and who.session_hash:
             await run_in_threadpool(store.delete_session, who.session_hash)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     def css(request: Request) -> Response:
@@ -179,6 +181,7 @@ def build_app(
     open_paths = {"/healthz", "/login", "/console.css"}
     if metrics_public:
         open_paths.add("/metrics")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = {404: f"no such resource {request.url.path}", 405: "method not allowed"}.get(
