@@ -1,17 +1,22 @@
 """Helpers of the console tests: an HTTP client that keeps cookies and never follows redirects,
-and console users made with the real CLI."""
+console users made with the real CLI; and the fleet helpers on the import path."""
 
 from __future__ import annotations
 
 import http.cookiejar
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from email.message import Message
+from pathlib import Path
 
 from conftest import cli
+
+# The console tests reuse the fleet tests' helpers (enrolled agents, load agents).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
 
 PASSWORDS = {"admin": "admin-password-123", "viewer": "viewer-password-123"}
 
