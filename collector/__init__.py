@@ -2,7 +2,7 @@
 
 Data flow: ingest (gRPC listeners, stream and enrollment services, batch writer, fleet monitor)
 -> storage (the Store interface and its backends) -> query (the read side: findings, risk,
-aggregates, snapshots, exports) -> http_api and cli (transports that only call query).
+aggregates, snapshots, exports) -> console (web pages and the JSON API) and cli, which only call query.
 risk is the written-down risk model; identity, pki and policy serve ingest.
 The collector never imports the agent; both share only the wire package `umbra`.
 """

@@ -57,6 +57,7 @@ class CollectorProc:
         self.pki = work / "pki"
         self.grpc = "127.0.0.1:0"
         self.enroll = "127.0.0.1:0"
+        self.http = "off"  # the console's address when started with --http
         self.extra = list(extra)
         self.proc: subprocess.Popen[str] | None = None
         self.logs: list[Drain] = []
@@ -98,7 +99,7 @@ class CollectorProc:
             if not line:
                 break
             if found := LISTENING.search(line):
-                self.grpc, _, self.enroll = found.groups()
+                self.grpc, self.http, self.enroll = found.groups()
                 self.logs.append(Drain(self.proc.stderr))
                 self.starts += 1
                 self.start_seconds = time.monotonic() - started

@@ -3,8 +3,8 @@
 Exit status: 0 success, 1 runtime failure (database unusable, port taken), 2 usage error.
 Every failure is one line on stderr starting "umbra-collector: error:", never a traceback.
 
-Modules: parser (arguments), serve, admin (tokens, agents, policy), reads (views), render (tables),
-report (the fleet report).
+Modules: parser (arguments), serve, admin (tokens, agents, policy), access (console users, API keys),
+reads (views), render (tables), report (the fleet report).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..ingest import BindError
 from ..query.findings import BadQuery
 from ..query.times import parse_duration
 from ..storage import StoreError, StoreURLError, open_store
+from .access import cmd_apikey, cmd_user
 from .admin import cmd_agent, cmd_policy, cmd_token
 from .common import EXIT_RUNTIME, EXIT_USAGE, UsageError, fail
 from .export import cmd_export
@@ -39,7 +40,13 @@ READ_COMMANDS = {
     "export": cmd_export,
     "report": cmd_report,
 }
-FLEET_COMMANDS = {"token": cmd_token, "agent": cmd_agent, "policy": cmd_policy}
+FLEET_COMMANDS = {
+    "token": cmd_token,
+    "agent": cmd_agent,
+    "policy": cmd_policy,
+    "user": cmd_user,
+    "apikey": cmd_apikey,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from umbra.table import Column, render_table, terminal_width
 
 from .. import pki
+from ..fleet_admin import mint_token, revoke_agent
 from ..policy import PolicyError, load_file
 from ..query.admin import agents_view, policy_view, tokens_view
 from ..query.times import iso_seconds
@@ -30,11 +30,9 @@ def cmd_token(args: argparse.Namespace) -> int:
                 raise pki.PKIError(f"{args.ca_cert} is not a PEM certificate: {exc}") from None
         else:
             pin = pki.load_or_create_ca(pki_dir).pin
-        secret = pki.new_token_secret()
-        expires = time.time() + args.ttl
         with open_store(args.db, create=True) as store:
-            store.create_token(pki.token_hash(secret), expires, args.uses, args.note)
-        print(pki.Token(secret, pin).text)
+            token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
+        print(token)
         print(
             f"{PROG}: token valid until {iso_seconds(expires)} for {args.uses} enrollment(s)",
             file=sys.stderr,
@@ -60,7 +58,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     if args.action == "revoke":
         with open_store(args.db, create=False) as store:
-            if not store.revoke_agent(args.host_id, time.time()):
+            if not revoke_agent(store, args.host_id):
                 raise UsageError(f"no enrolled agent {args.host_id!r} (see 'umbra-collector agent list')")
         print(f"{PROG}: agent {args.host_id} revoked", file=sys.stderr)
         return EXIT_OK

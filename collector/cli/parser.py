@@ -15,7 +15,7 @@ from ..ingest import (
     DEFAULT_SILENT_AFTER,
 )
 from ..query.times import parse_duration
-from ..storage import DEFAULT_DB_URL
+from ..storage import DEFAULT_DB_URL, ROLES
 from .common import DEFAULT_GRPC_ADDR, PROG, Parser
 
 
@@ -137,8 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         type=_addr,
         default=None,
-        help="also serve the read-only JSON API (/api/fleet, /api/hosts, /api/findings, /healthz) "
-        "on HOST:PORT (default: off)",
+        help="also serve the web console and the JSON API (/, /api/*, /healthz, /metrics) on HOST:PORT "
+        "(default: off); they need a login (umbra-collector user add) or a bearer key (apikey create); "
+        "HTTPS with the collector's own certificate when HOST is not loopback",
+    )
+    s.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="serve /metrics without authentication (for a Prometheus scraper); default: it needs a key",
+    )
+    s.add_argument(
+        "--http-cert",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="serve --http over HTTPS with this certificate chain (PEM), with --http-key",
+    )
+    s.add_argument(
+        "--http-key", metavar="FILE", type=Path, default=None, help="the private key (PEM) of --http-cert"
     )
     s.add_argument(
         "--log-level",
@@ -457,6 +473,62 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--days", metavar="N", type=_positive_int, default=30, help="trend: days back (default 30)"
     )
+
+    us = sub.add_parser(
+        "user",
+        help="console users: add, list, remove",
+        description="Console users. An admin also edits the policy and enrollment; a viewer reads.",
+    )
+    us_sub = us.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do ('ACTION --help' for its options)"
+    )
+    ua = us_sub.add_parser(
+        "add",
+        parents=[db],
+        help="add a user (the password from a prompt, or from standard input)",
+        description="Add a console user. The password (at least 10 characters) is read from a prompt, "
+        "or as one line from standard input with --password-stdin; only its scrypt hash is stored.",
+    )
+    ua.add_argument("name", metavar="NAME", help="the login name")
+    ua.add_argument("--role", choices=ROLES, required=True, help="admin or viewer")
+    ua.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input (scripts)"
+    )
+    us_sub.add_parser("list", parents=[db, fmt], help="list users", description="List console users.")
+    ur = us_sub.add_parser(
+        "remove",
+        parents=[db],
+        help="remove a user and end their sessions",
+        description="Remove a console user; their open sessions end at once.",
+    )
+    ur.add_argument("name", metavar="NAME", help="the login name")
+
+    ak = sub.add_parser(
+        "apikey",
+        help="bearer keys for the JSON API: create, list, revoke",
+        description="Bearer keys for scripts: send 'Authorization: Bearer KEY' to /api/* (and /metrics).",
+    )
+    ak_sub = ak.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do ('ACTION --help' for its options)"
+    )
+    kc = ak_sub.add_parser(
+        "create",
+        parents=[db],
+        help="mint a key and print it (shown once)",
+        description="Mint an API key and print it on stdout; only its hash is stored.",
+    )
+    kc.add_argument("--role", choices=ROLES, required=True, help="viewer or admin")
+    kc.add_argument("--note", metavar="TEXT", default="", help="a note kept with the key (what uses it)")
+    ak_sub.add_parser(
+        "list",
+        parents=[db, fmt],
+        help="list keys (ids, roles)",
+        description="List API keys, never the keys.",
+    )
+    kr = ak_sub.add_parser(
+        "revoke", parents=[db], help="revoke a key", description="Revoke an API key for good."
+    )
+    kr.add_argument("key_id", metavar="ID", help="the key's id (see 'apikey list')")
 
     sub.add_parser(
         "snapshot",

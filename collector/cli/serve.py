@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import pki
-from ..addr import format_addr, parse_addr
+from ..addr import format_addr, is_loopback_host, parse_addr
 from ..ingest import CollectorServer, ServerTLS, serve
 from ..storage import Store, StoreURLError, open_store, redact_url, sqlite_path
 from ..storage.retention import retention_loop
@@ -54,6 +54,20 @@ def _server_tls(args: argparse.Namespace) -> ServerTLS | None:
     )
 
 
+def _http_cert(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """The console's certificate: the one given, else the collector's own when --http listens beyond
+    loopback (HTTPS there; plain HTTP only on loopback)."""
+    if (args.http_cert is None) != (args.http_key is None):
+        raise UsageError("give both --http-cert and --http-key, or neither")
+    if args.http_cert is not None:
+        return Path(args.http_cert), Path(args.http_key)
+    if args.http is None or is_loopback_host(parse_addr(args.http)[0]):
+        return None
+    pki_dir = args.pki_dir or default_pki_dir(args.db)
+    pki.load_or_create(pki_dir, ca_cert=args.ca_cert, ca_key=args.ca_key, server_names=args.tls_name)
+    return pki_dir / "server.crt", pki_dir / "server.key"
+
+
 async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: ServerTLS | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +106,8 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
         silent_after=args.silent_after,
         monitor_interval=args.monitor_interval,
         max_streams_per_host=args.max_streams_per_host,
+        metrics_public=args.metrics_public,
+        http_cert=_http_cert(args),
     )
     del retention
 

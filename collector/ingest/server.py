@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 
 from ..addr import format_addr, is_loopback_host, parse_addr
-from ..http_api import HttpApi
+from ..console.server import ConsoleServer
 from ..query import snapshots
 from ..query.activity import host_states
 from ..storage.base import Store
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 class CollectorServer:
-    """The gRPC service (and optional HTTP API) over one store; the caller owns and closes the store.
+    """The gRPC service (and optional console and JSON API) over one store; the caller owns and
+    closes the store.
 
     `await start()` binds (port 0 picks a free port; read `grpc_port` / `grpc_address` after),
     `await stop()` stops accepting, gives open streams `grace` seconds, then waits for every
@@ -69,6 +70,8 @@ class CollectorServer:
         primary: bool = True,
         stats_dir: Path | None = None,
         worker_name: str = "0",
+        metrics_public: bool = False,
+        http_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.store = store
         self.stats = ServerStats()
@@ -92,7 +95,9 @@ class CollectorServer:
         self._writer = BatchWriter(store, self.stats)
         self._health = HealthServicer()
         self._server: aio.Server | None = None
-        self._http: HttpApi | None = None
+        self._http: ConsoleServer | None = None
+        self._metrics_public = metrics_public
+        self._http_cert = http_cert
         self._silent_after = silent_after
         self._primary = primary
         self._monitor = Monitor(
@@ -183,18 +188,20 @@ class CollectorServer:
         self._monitor_task = asyncio.create_task(self._monitor.run())
         if self._http_addr is not None:
             try:
-                self._http = HttpApi(
+                self._http = ConsoleServer(
                     self.store,
                     self._http_addr,
                     health=self.health,
                     metrics=metrics_endpoint(lambda: self.health(), self._host_states),
                     silent_after=self._silent_after,
+                    metrics_public=self._metrics_public,
+                    cert=self._http_cert,
+                    token_pin=tls.identity.ca.pin if tls is not None else None,
                 )
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 await self.stop(0)
-                raise BindError(
-                    f"cannot listen for HTTP on {self._http_addr}: {exc.strerror or exc}"
-                ) from None
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise BindError(f"cannot serve the console on {self._http_addr}: {reason}") from None
 
     async def refresh(self) -> None:
         """Reload revocations and the policy now (the monitor does it every interval)."""

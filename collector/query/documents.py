@@ -80,3 +80,8 @@ def fleet_view(store: Store, findings_limit: int | None = 100, now: float | None
         "findings": shown,
         "findings_shown": len(shown),
     }
+
+
+def inventories_view(store: Store, host_id: str | None = None) -> list[dict[str, Any]]:
+    """The newest inventory of every host (or of `host_id`): its model files and runtimes."""
+    return [i.to_dict() for i in store.inventories(host_id)]

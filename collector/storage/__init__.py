@@ -13,7 +13,9 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from .base import (
+    ROLES,
     AgentRecord,
+    ApiKeyRecord,
     HostContact,
     HostRecord,
     InvalidBatch,
@@ -21,17 +23,21 @@ from .base import (
     PolicyRecord,
     PreparedBatch,
     SensorRecord,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
 )
 from .sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "ROLES",
     "AgentRecord",
+    "ApiKeyRecord",
     "HostContact",
     "HostRecord",
     "InvalidBatch",
@@ -40,12 +46,14 @@ __all__ = [
     "PreparedBatch",
     "SQLiteStore",
     "SensorRecord",
+    "SessionRecord",
     "Store",
     "StoreError",
     "StoreResult",
     "StoreURLError",
     "TokenRecord",
     "TokenRefused",
+    "UserRecord",
     "open_store",
     "redact_url",
     "sqlite_path",

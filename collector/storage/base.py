@@ -157,6 +157,46 @@ class PolicyRecord:
     body: dict[str, Any]
 
 
+#: Console roles: a viewer reads, an admin also changes the policy and enrollment.
+ROLES = ("admin", "viewer")
+
+
+def check_role(role: str) -> None:
+    """The backends' guard before storing a role: ValueError for one not in ROLES."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: {' or '.join(ROLES)}")
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A console user: the password's KDF string (see collector.console.auth), never the password."""
+
+    name: str
+    role: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A bearer key for the JSON API: its public id and role; only the key's hash is stored."""
+
+    key_id: str
+    role: str
+    created_at: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A console login session, with its user's current role and the CSRF token of its forms."""
+
+    user: str
+    role: str
+    csrf: str
+    expires_at: float
+
+
 @dataclass(frozen=True)
 class InventoryRecord:
     """A host's newest inventory: the model files on its disks and the runtimes it reported, as
@@ -783,6 +823,54 @@ class Store(ABC):
     @abstractmethod
     def current_policy(self) -> PolicyRecord | None:
         """The newest policy, or None before the first `policy set`."""
+
+    # ---- console access: users, API keys, sessions (secrets arrive hashed; none is stored in clear)
+
+    @abstractmethod
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        """Keep a new user; False when the name is taken. ValueError for a role not in ROLES."""
+
+    @abstractmethod
+    def user(self, name: str) -> UserRecord | None:
+        """One user, or None."""
+
+    @abstractmethod
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+
+    @abstractmethod
+    def remove_user(self, name: str) -> bool:
+        """Delete a user and end their sessions; False when there is no such user."""
+
+    @abstractmethod
+    def add_api_key(self, key_id: str, key_hash: str, role: str, note: str = "") -> None:
+        """Keep a new API key's hash under its public id. ValueError for a role not in ROLES,
+        StoreError when the id is taken."""
+
+    @abstractmethod
+    def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, or None (unknown or removed)."""
+
+    @abstractmethod
+    def api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, newest first."""
+
+    @abstractmethod
+    def remove_api_key(self, key_id: str) -> bool:
+        """Revoke a key for good; False when there is no such key."""
+
+    @abstractmethod
+    def create_session(self, session_hash: str, user: str, csrf: str, expires_at: float) -> None:
+        """Keep a new session of `user` (expired sessions are purged on the way)."""
+
+    @abstractmethod
+    def session(self, session_hash: str, now: float) -> SessionRecord | None:
+        """The live session with this hash, with its user's role now; None when unknown, expired,
+        or its user was removed."""
+
+    @abstractmethod
+    def delete_session(self, session_hash: str) -> None:
+        """End a session (logout); nothing when there is none."""
 
     @abstractmethod
     def close(self) -> None:

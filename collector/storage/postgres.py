@@ -47,17 +47,21 @@ from umbra.v1 import agent_pb2, finding_pb2
 
 from .base import (
     AgentRecord,
+    ApiKeyRecord,
     FindingRow,
     HostContact,
     HostRecord,
     InventoryRecord,
     PolicyRecord,
     PreparedBatch,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
+    check_role,
     evidence_facts,
     finding_dict,
     finding_rows,
@@ -88,7 +92,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Advisory lock keys (the two-int form, apart from the per-host bigint keys): "Umbr", what.
 _LOCK_SPACE = 0x556D6272
 _MIGRATION_LOCK = 1
@@ -234,7 +238,34 @@ CREATE INDEX findings_model ON findings (sha256, host_id, path)
 """
 ).replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
 
-_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2}
+# Version 3: console access, as SQLite's version 6. Passwords as KDF strings, API keys and sessions
+# as SHA-256 hashes of high-entropy secrets, so a copy of the database logs nobody in. A session
+# references its user: removing the user ends it even against a login racing on another collector.
+_MIGRATE_TO_3 = """
+CREATE TABLE users (
+    name          text COLLATE "C" PRIMARY KEY,
+    role          text NOT NULL CHECK (role IN ('admin', 'viewer')),
+    password_hash text NOT NULL,
+    created_at    bigint NOT NULL
+);
+CREATE TABLE api_keys (
+    key_id     text COLLATE "C" PRIMARY KEY,
+    key_hash   text NOT NULL UNIQUE,
+    role       text NOT NULL CHECK (role IN ('admin', 'viewer')),
+    created_at bigint NOT NULL,
+    note       text NOT NULL DEFAULT ''
+);
+CREATE TABLE sessions (
+    session_hash text PRIMARY KEY,
+    user_name    text COLLATE "C" NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    csrf         text NOT NULL,
+    expires_at   bigint NOT NULL
+);
+CREATE INDEX sessions_user ON sessions (user_name);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"""
+
+_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3}
 
 _FINDING_COLUMNS = (
     f"host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data, {_FACT_COLUMNS}"
@@ -1039,6 +1070,86 @@ class PostgresStore(Store):
                 "SELECT version, created_at, body FROM policies ORDER BY version DESC LIMIT 1"
             ).fetchone()
         return PolicyRecord(row[0], row[1] / 1e9, json.loads(row[2])) if row else None
+
+    # ---- console access: users, API keys, sessions
+
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        check_role(role)
+        with self._conn(f"add user {name!r}") as conn:
+            return (
+                conn.execute(
+                    "INSERT INTO users (name, role, password_hash, created_at) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (name, role, password_hash, ns(self._clock())),
+                ).rowcount
+                == 1
+            )
+
+    def user(self, name: str) -> UserRecord | None:
+        rows = self._rows(
+            "SELECT name, role, password_hash, created_at FROM users WHERE name = %s", (name,), "users"
+        )
+        return UserRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self._rows(
+            "SELECT name, role, password_hash, created_at FROM users ORDER BY name", (), "users"
+        )
+        return [UserRecord(n, r, h, c / 1e9) for n, r, h, c in rows]
+
+    def remove_user(self, name: str) -> bool:
+        # The foreign key's ON DELETE CASCADE ends the user's sessions in the same statement.
+        with self._conn(f"remove user {name!r}") as conn:
+            return conn.execute("DELETE FROM users WHERE name = %s", (name,)).rowcount == 1
+
+    def add_api_key(self, key_id: str, key_hash: str, role: str, note: str = "") -> None:
+        check_role(role)
+        with self._conn(f"add API key {key_id!r}") as conn:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, key_hash, role, created_at, note) VALUES (%s, %s, %s, %s, %s)",
+                (key_id, key_hash, role, ns(self._clock()), note),
+            )
+
+    def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = self._rows(
+            "SELECT key_id, role, created_at, note FROM api_keys WHERE key_hash = %s",
+            (key_hash,),
+            "API keys",
+        )
+        return ApiKeyRecord(rows[0][0], rows[0][1], rows[0][2] / 1e9, rows[0][3]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        rows = self._rows(
+            "SELECT key_id, role, created_at, note FROM api_keys ORDER BY created_at DESC, key_id",
+            (),
+            "API keys",
+        )
+        return [ApiKeyRecord(k, r, c / 1e9, n) for k, r, c, n in rows]
+
+    def remove_api_key(self, key_id: str) -> bool:
+        with self._conn(f"remove API key {key_id!r}") as conn:
+            return conn.execute("DELETE FROM api_keys WHERE key_id = %s", (key_id,)).rowcount == 1
+
+    def create_session(self, session_hash: str, user: str, csrf: str, expires_at: float) -> None:
+        with self._conn("create a session") as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (ns(self._clock()),))
+            conn.execute(
+                "INSERT INTO sessions (session_hash, user_name, csrf, expires_at) VALUES (%s, %s, %s, %s)",
+                (session_hash, user, csrf, ns(expires_at)),
+            )
+
+    def session(self, session_hash: str, now: float) -> SessionRecord | None:
+        rows = self._rows(
+            "SELECT s.user_name, u.role, s.csrf, s.expires_at FROM sessions s "
+            "JOIN users u ON u.name = s.user_name WHERE s.session_hash = %s AND s.expires_at > %s",
+            (session_hash, ns(now)),
+            "sessions",
+        )
+        return SessionRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def delete_session(self, session_hash: str) -> None:
+        with self._conn("end a session") as conn:
+            conn.execute("DELETE FROM sessions WHERE session_hash = %s", (session_hash,))
 
     def close(self) -> None:
         if self._closed:

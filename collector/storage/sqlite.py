@@ -39,17 +39,21 @@ from umbra.v1 import agent_pb2, finding_pb2
 
 from .base import (
     AgentRecord,
+    ApiKeyRecord,
     FindingRow,
     HostContact,
     HostRecord,
     InventoryRecord,
     PolicyRecord,
     PreparedBatch,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
+    check_role,
     evidence_facts,
     finding_dict,
     finding_rows,
@@ -81,7 +85,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -245,7 +249,31 @@ CREATE TABLE IF NOT EXISTS risk_snapshots (
 """
 )
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5}
+# Version 6: console access. Passwords as KDF strings, API keys and sessions as SHA-256 hashes of
+# high-entropy secrets, so a copy of the database logs nobody in.
+_MIGRATE_TO_6 = """
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id     TEXT PRIMARY KEY,
+    key_hash   TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    created_at INTEGER NOT NULL,
+    note       TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_hash TEXT PRIMARY KEY,
+    user_name    TEXT NOT NULL,
+    csrf         TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+"""
+
+_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5, 6: _MIGRATE_TO_6}
 
 _UPSERT_INVENTORY = """
 INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
@@ -1011,6 +1039,110 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM findings WHERE last_seen < ?", (_ns(cutoff),))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot drop old findings: {exc}") from exc
+
+    # ---- console access: users, API keys, sessions
+
+    def _access_write(self, what: str) -> Any:
+        if self._version < 6:
+            raise StoreError(f"{self.path} predates console {what}; start `umbra-collector serve` on it once")
+        return self._write()
+
+    def _access_rows(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
+        return [] if self._version < 6 else self._rows(sql, params, what)
+
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        check_role(role)
+        try:
+            with self._access_write("users") as conn:
+                return bool(
+                    conn.execute(
+                        "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (name) DO NOTHING",
+                        (name, role, password_hash, _ns(self._clock())),
+                    ).rowcount
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add user {name!r}: {exc}") from exc
+
+    def user(self, name: str) -> UserRecord | None:
+        rows = self._access_rows(
+            "SELECT name, role, password_hash, created_at FROM users WHERE name = ?", [name], "users"
+        )
+        return UserRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self._access_rows(
+            "SELECT name, role, password_hash, created_at FROM users ORDER BY name", [], "users"
+        )
+        return [UserRecord(n, r, h, c / 1e9) for n, r, h, c in rows]
+
+    def remove_user(self, name: str) -> bool:
+        try:
+            with self._access_write("users") as conn:
+                conn.execute("DELETE FROM sessions WHERE user_name = ?", (name,))
+                return bool(conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove user {name!r}: {exc}") from exc
+
+    def add_api_key(self, key_id: str, key_hash: str, role: str, note: str = "") -> None:
+        check_role(role)
+        try:
+            with self._access_write("API keys") as conn:
+                conn.execute(
+                    "INSERT INTO api_keys (key_id, key_hash, role, created_at, note) VALUES (?, ?, ?, ?, ?)",
+                    (key_id, key_hash, role, _ns(self._clock()), note),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add API key {key_id!r}: {exc}") from exc
+
+    def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = self._access_rows(
+            "SELECT key_id, role, created_at, note FROM api_keys WHERE key_hash = ?", [key_hash], "API keys"
+        )
+        return ApiKeyRecord(rows[0][0], rows[0][1], rows[0][2] / 1e9, rows[0][3]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        rows = self._access_rows(
+            "SELECT key_id, role, created_at, note FROM api_keys ORDER BY created_at DESC, key_id",
+            [],
+            "API keys",
+        )
+        return [ApiKeyRecord(k, r, c / 1e9, n) for k, r, c, n in rows]
+
+    def remove_api_key(self, key_id: str) -> bool:
+        try:
+            with self._access_write("API keys") as conn:
+                return bool(conn.execute("DELETE FROM api_keys WHERE key_id = ?", (key_id,)).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove API key {key_id!r}: {exc}") from exc
+
+    def create_session(self, session_hash: str, user: str, csrf: str, expires_at: float) -> None:
+        now = _ns(self._clock())
+        try:
+            with self._access_write("sessions") as conn:
+                conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+                conn.execute(
+                    "INSERT INTO sessions (session_hash, user_name, csrf, expires_at) VALUES (?, ?, ?, ?)",
+                    (session_hash, user, csrf, _ns(expires_at)),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create a session: {exc}") from exc
+
+    def session(self, session_hash: str, now: float) -> SessionRecord | None:
+        rows = self._access_rows(
+            "SELECT s.user_name, u.role, s.csrf, s.expires_at FROM sessions s "
+            "JOIN users u ON u.name = s.user_name WHERE s.session_hash = ? AND s.expires_at > ?",
+            [session_hash, _ns(now)],
+            "sessions",
+        )
+        return SessionRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def delete_session(self, session_hash: str) -> None:
+        try:
+            with self._access_write("sessions") as conn:
+                conn.execute("DELETE FROM sessions WHERE session_hash = ?", (session_hash,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot end a session: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:  # waits for the batch being written

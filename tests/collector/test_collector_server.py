@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from collector_testkit import T0, build_finding, build_hello, build_inventory
 from grpc import aio
 from umbra.v1 import agent_pb2, agent_pb2_grpc, finding_pb2
 
+from collector.console.credentials import new_api_key, secret_hash
 from collector.identity import IdentityError, certificate_common_name, is_loopback_peer, peer_host_id
 from collector.ingest import MAX_MESSAGE_BYTES, CollectorServer
 from collector.storage import SQLiteStore, StoreError, open_store
@@ -309,10 +311,19 @@ def test_heartbeat_with_a_time_the_store_cannot_keep_is_refused(tmp_path: Path) 
     assert rows(db, "SELECT spool_depth FROM hosts") == [(0,)]
 
 
+def viewer_key(server: CollectorServer) -> dict[str, str]:
+    """A bearer key for the JSON API (every /api/* route needs one), as `apikey create` makes it."""
+    key_id, key = new_api_key()
+    server.store.add_api_key(key_id, secret_hash(key), "viewer")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def test_http_api(tmp_path: Path) -> None:
+    auth: dict[str, str] = {}
+
     def get(base: str, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(base + path, timeout=5) as resp:
+            with urllib.request.urlopen(urllib.request.Request(base + path, headers=auth), timeout=5) as resp:
                 return resp.status, json.load(resp)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
@@ -327,6 +338,7 @@ def test_http_api(tmp_path: Path) -> None:
             )
             assert (await call.read()).ack.sequence == 1
             base = f"http://{server.http_address}"
+            auth.update(viewer_key(server))
             status, health = await asyncio.to_thread(get, base, "/healthz")
             assert status == 200 and health["status"] == "ok" and health["batches_stored"] == 1
             status, fleet = await asyncio.to_thread(get, base, "/api/fleet")
@@ -439,12 +451,15 @@ def test_pending_budget_is_fifo_and_bounded() -> None:
 
 
 def test_metrics_and_the_read_side_routes(tmp_path: Path) -> None:
-    def fetch(base: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    auth: dict[str, str] = {}
+
+    def fetch(base: str, path: str) -> tuple[int, Message, bytes]:
+        """Status, headers (case-insensitive, as HTTP's are) and body."""
         try:
-            with urllib.request.urlopen(base + path, timeout=5) as resp:
-                return resp.status, dict(resp.headers), resp.read()
+            with urllib.request.urlopen(urllib.request.Request(base + path, headers=auth), timeout=5) as resp:
+                return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
+            return exc.code, exc.headers, exc.read()
 
     def sample(text: str, name: str) -> float:
         (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{")]
@@ -459,6 +474,7 @@ def test_metrics_and_the_read_side_routes(tmp_path: Path) -> None:
             await call.write(batch_msg(2, [build_finding("f0", last_seen=T0)]))  # a replay: unchanged
             assert (await call.read()).ack.sequence == 2
             base = f"http://{server.http_address}"
+            auth.update(viewer_key(server))
             status, headers, body = await asyncio.to_thread(fetch, base, "/metrics")
             assert status == 200 and headers["Content-Type"].startswith("text/plain")
             text = body.decode()

@@ -1,6 +1,7 @@
-"""The read side's contract (contract/query_contract.py) on the PostgreSQL backend, on the real server
-the test set-up starts (tests/pg_server.py); and what only PostgreSQL's read side has: the evidence
-facts backfilled by migration 2, and the aggregates' indexes partitioned onto every day."""
+"""The read side's contract (contract/query_contract.py) and the console-access contract
+(contract/auth_contract.py) on the PostgreSQL backend, on the real server the test set-up starts
+(tests/pg_server.py); and what only PostgreSQL's read side has: the evidence facts backfilled by
+migration 2, the aggregates' indexes partitioned onto every day, sessions tied to their user."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from contract.auth_contract import AuthContract
 from contract.query_contract import QueryContract, finding
 
 from collector.risk import score_spec
-from collector.storage import Store, open_store
+from collector.storage import Store, StoreError, open_store
 from collector.storage import postgres as backend
 from collector.storage.reads import FindingFilter
 
@@ -39,6 +41,21 @@ def store(pg_url: str) -> Iterator[Store]:
 
 class TestQueryPostgres(QueryContract):
     pass
+
+
+class TestAuthPostgres(AuthContract):
+    pass
+
+
+def test_a_session_for_a_removed_user_is_refused(store: Store) -> None:
+    # A login racing a `user remove` on another collector: the foreign key refuses the session,
+    # so re-adding the name later cannot revive it.
+    store.add_user("ann", "admin", "x")
+    assert store.remove_user("ann")
+    with pytest.raises(StoreError, match="session"):
+        store.create_session("s1", "ann", "c", T0 + 3600)
+    store.add_user("ann", "viewer", "y")
+    assert store.session("s1", T0) is None
 
 
 def _sql(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

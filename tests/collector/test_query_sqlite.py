@@ -1,4 +1,5 @@
-"""The read side's contract (contract/query_contract.py) on the SQLite backend, file and memory."""
+"""The read side's contract (contract/query_contract.py) and the console-access contract
+(contract/auth_contract.py) on the SQLite backend, file and memory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from contract.auth_contract import AuthContract
 from contract.query_contract import QueryContract
 
 from collector.storage import Store, open_store
@@ -22,4 +24,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 class TestQuerySQLite(QueryContract):
+    pass
+
+
+class TestAuthSQLite(AuthContract):
     pass
