@@ -3,7 +3,6 @@ headers put together."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..query.times import parse_duration
+from ..reports import FORMATS, MEDIA_TYPES, build_report
+from ..reports import render as render_report
 from ..storage.base import Store
 from .api import api_routes
 from .auth import (
@@ -49,38 +50,24 @@ NAV = [
 ]
 
 
-def reports_available() -> bool:
-    """The fleet report module (collector.reports) is built on another branch; its route appears
-    once it is importable."""
-    return importlib.util.find_spec("collector.reports") is not None
-
-
-REPORT_TYPES = {
-    "html": "text/html; charset=utf-8",
-    "pdf": "application/pdf",
-    "csv": "text/csv; charset=utf-8",
-    "json": "application/json",
-}
-
-
 def report_route(store: Store) -> Callable[[Request], Response]:
-    """GET /report?format=html|pdf|csv|json&since=30d: the fleet report as a download."""
-    reports = importlib.import_module("collector.reports")
+    """GET /report?format=html|pdf|csv|json&since=30d: the fleet report as a download (since= empty:
+    all time), built and rendered by collector.reports as `umbra-collector report` does."""
 
     def download(request: Request) -> Response:
         fmt = request.query_params.get("format", "html")
-        if fmt not in REPORT_TYPES:
-            return Response("format must be html, pdf, csv or json", status_code=400)
+        if fmt not in FORMATS:
+            return Response(f"format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}", status_code=400)
         since_text = request.query_params.get("since", "30d")
         try:
             since = parse_duration(since_text) if since_text else None
         except ValueError as exc:
             return Response(str(exc), status_code=400)
-        data = reports.render(reports.build_report(store, since), fmt)
+        data = render_report(build_report(store, since), fmt)
         name = f"umbra-report-{time.strftime('%Y%m%d')}.{fmt}"
         return Response(
             data,
-            media_type=REPORT_TYPES[fmt],
+            media_type=MEDIA_TYPES[fmt],
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
@@ -175,9 +162,8 @@ def build_app(
         Route("/console.css", css, methods=["GET"]),
         *api_routes(store, health, metrics, silent_after),
         *page_routes(store, render, silent_after, token_pin),
+        Route("/report", report_route(store), methods=["GET"]),
     ]
-    if reports_available():
-        routes.append(Route("/report", report_route(store), methods=["GET"]))
     open_paths = {"/healthz", "/login", "/console.css"}
     if metrics_public:
         open_paths.add("/metrics")
@@ -199,6 +185,5 @@ def build_app(
             Middleware(AuthMiddleware, store=store, open_paths=frozenset(open_paths)),
         ],
     )
-    app.state.report = reports_available()
     app.state.open_paths = frozenset(open_paths)
     return app

@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ..reports import FORMATS
 from .auth import Identity
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -38,12 +39,11 @@ class Renderer:
         self.env.filters["count"] = human_count
         self.env.filters["path"] = lambda s: quote(str(s), safe="")
         self.env.globals["query"] = lambda args, **more: urlencode({**args, **more})
+        self.env.globals["report_formats"] = FORMATS  # the header's "Download report" links
         self.nav = nav  # (path, label, admin only)
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         who: Identity | None = getattr(request.state, "who", None)
         nav = [(p, label) for p, label, admin in self.nav if not admin or (who is not None and who.admin)]
-        body = self.env.get_template(template).render(
-            who=who, nav=nav, path=request.url.path, report=bool(request.app.state.report), **context
-        )
+        body = self.env.get_template(template).render(who=who, nav=nav, path=request.url.path, **context)
         return HTMLResponse(body, status_code=status)

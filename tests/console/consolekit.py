@@ -44,13 +44,21 @@ class Client:
         self, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
         method: str | None = None,
     ) -> tuple[int, Message, str]:  # fmt: skip
+        status, headers_in, body = self.fetch(path, form, headers, method)
+        return status, headers_in, body.decode()
+
+    def fetch(
+        self, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+        method: str | None = None,
+    ) -> tuple[int, Message, bytes]:  # fmt: skip
+        """As `request`, with the body as bytes (downloads such as the PDF report)."""
         data = urllib.parse.urlencode(form).encode() if form is not None else None
         req = urllib.request.Request(self.base + path, data=data, headers=headers or {}, method=method)
         try:
-            with self.opener.open(req, timeout=30) as resp:
-                return resp.status, resp.headers, resp.read().decode()
+            with self.opener.open(req, timeout=60) as resp:
+                return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, exc.read().decode()
+            return exc.code, exc.headers, exc.read()
 
     def csrf(self, path: str) -> str:
         status, _, body = self.request(path)
