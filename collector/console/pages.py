@@ -17,11 +17,10 @@ from ..policy import LIST_KEYS, THRESHOLDS, PolicyError
 from ..query import activity, snapshots
 from ..query.admin import agents_view, policy_view, tokens_view
 from ..query.documents import hosts_view, inventories_view
-from ..query.findings import BadQuery, list_findings
+from ..query.findings import BadQuery, list_findings, one_finding
 from ..query.risk import risk_board
 from ..query.times import parse_duration
 from ..storage.base import Store
-from ..storage.reads import FindingFilter
 from . import charts
 from .api import BadRequest, findings_filter
 from .auth import Identity, csrf_ok
@@ -153,10 +152,9 @@ def page_routes(
 
     def finding(request: Request) -> Response:
         host_id, fid = request.path_params["host_id"], request.path_params["finding_id"]
-        # A host's findings, newest first, page by page: a finding's own page needs no index of its own.
-        for f in store.iter_findings(FindingFilter(host_id=host_id), 1000):
-            if f["id"] == fid:
-                return html(request, "finding.html", title=f.get("summary") or f["kind"], f=f)
+        f = one_finding(store, host_id, fid)
+        if f is not None:
+            return html(request, "finding.html", title=f.get("summary") or f["kind"], f=f)
         return html(
             request, "error.html", 404, title="No such finding", message=f"No finding {fid} on {host_id}."
         )

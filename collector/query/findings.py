@@ -88,3 +88,8 @@ def list_findings(
         raise BadQuery(f"limit must be 1..{MAX_PAGE}")
     page = store.findings_page(where, limit, decode_cursor(cursor) if cursor else None)
     return FindingsResult(page.findings, encode_cursor(page.next) if page.next else None)
+
+
+def one_finding(store: Store, host_id: str, finding_id: str) -> dict[str, Any] | None:
+    """One finding by its key (host id, finding id), or None: the console's finding page."""
+    return store.finding(host_id, finding_id)

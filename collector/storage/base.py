@@ -711,6 +711,11 @@ class Store(ABC):
         """At most `limit` findings matching `where`, newest last_seen first (ties: host id, then id,
         descending), starting after `after`: keyset pagination, stable while findings arrive."""
 
+    @abstractmethod
+    def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
+        """One finding by its key, as `findings_page` gives it; None when it was never stored or
+        retention dropped it. One index probe, however many findings the host has."""
+
     def iter_findings(self, where: FindingFilter, page_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every finding matching `where`, page by page (never all in memory), newest first."""
         after: FindingCursor | None = None

@@ -897,6 +897,24 @@ class PostgresStore(Store):
         cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
         return FindingPage(out, cursor)
 
+    def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
+        # finding_keys' last_seen names the one partition the finding is in (as ingest's UPDATEs
+        # use it), so the second probe touches one partition's key, not every day's.
+        with self._conn("read a finding") as conn:
+            key = conn.execute(
+                "SELECT last_seen FROM finding_keys WHERE host_id = %s AND id = %s", (host_id, finding_id)
+            ).fetchone()
+            row = (
+                conn.execute(
+                    "SELECT first_seen, last_seen, count, data FROM findings "
+                    "WHERE host_id = %s AND id = %s AND last_seen = %s",
+                    (host_id, finding_id, key[0]),
+                ).fetchone()
+                if key is not None
+                else None
+            )
+        return finding_dict(host_id, *row) if row is not None else None
+
     def services(self, since: float | None = None) -> list[ServiceRow]:
         sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)
         return [

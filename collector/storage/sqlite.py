@@ -892,16 +892,17 @@ class SQLiteStore(Store):
         rows = self._rows(sql, [*params, limit + 1], "findings")
         more_after = len(rows) > limit
         rows = rows[:limit]
-        out = []
-        for row_host, _, first_ns, last_ns, count, data in rows:
-            f = finding_pb2.Finding.FromString(data)
-            f.host_id = row_host
-            f.first_seen.FromNanoseconds(first_ns)
-            f.last_seen.FromNanoseconds(last_ns)
-            f.count = count
-            out.append(codec.finding_to_dict(f))
+        out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in rows]
         cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
         return FindingPage(out, cursor)
+
+    def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT first_seen, last_seen, count, data FROM findings WHERE host_id = ? AND id = ?",
+            [host_id, finding_id],
+            "a finding",
+        )
+        return finding_dict(host_id, *rows[0]) if rows else None
 
     def newest_finding(self) -> float:
         (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]

@@ -185,6 +185,29 @@ class QueryContract:
         assert match(until=T0 - 2 * DAY) == {"svc"}
         assert match(host="h1", kinds=("AI_SERVICE_ACCESS",), approved=False) == {"svc"}
 
+    def test_one_finding_is_read_by_its_key_as_the_pages_show_it(self, store: Store) -> None:
+        store_on(store, "host-a", finding("x", user="ann"), finding("y"))
+        store_on(store, "host-b", finding("x", user="bob", severity="low"))
+        # A later sighting on another day: merged (the first first_seen kept) and moved on by last_seen.
+        store_on(store, "host-a", finding("x", user="ann", last_seen=T0 + 3 * DAY))
+        listed = {(f["host_id"], f["id"]): f for f in store.findings(limit=None)}
+        for key in [("host-a", "x"), ("host-a", "y"), ("host-b", "x")]:
+            assert store.finding(*key) == listed[key], key
+        a_x = store.finding("host-a", "x")
+        assert a_x is not None and a_x["user"] == "ann"
+        assert (a_x["first_seen"], a_x["last_seen"]) == (
+            codec.iso(codec.timestamp(T0 - 60)),
+            codec.iso(codec.timestamp(T0 + 3 * DAY)),
+        )
+        b_x = store.finding("host-b", "x")
+        assert b_x is not None and (b_x["count"], b_x["user"], b_x["severity"]) == (1, "bob", "low")
+        assert store.finding("host-a", "nope") is None
+        assert store.finding("host-c", "x") is None
+        assert store.finding("host-b", "y") is None, "an id is a finding only on its own host"
+        store.drop_before(T0 + DAY)  # retention forgets y and host-b's x; host-a's x was seen since
+        assert store.finding("host-a", "y") is None and store.finding("host-b", "x") is None
+        assert store.finding("host-a", "x") == a_x
+
     def test_a_newer_version_moves_the_facts_and_an_older_one_does_not(self, store: Store) -> None:
         store_on(store, "h", finding("x", kind="AI_SERVICE_ACCESS", service="a.example", user="u1"))
         store_on(
