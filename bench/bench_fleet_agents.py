@@ -1,4 +1,5 @@
-"""Fleet load: 1,000 concurrent simulated agents over mutual TLS into one collector with SQLite.
+"""Fleet load: 1,000 concurrent simulated agents over mutual TLS into the collector, on SQLite or
+on PostgreSQL (`--db postgres`: a durable server started from Debian's packages, tests/pg_server.py).
 
 Starts `umbra-collector serve` (TLS, its own CA) as its own process, enrolls N agents through
 the real Enroll RPC (a token with N uses; each agent its own key and certificate), then runs
@@ -10,7 +11,7 @@ Prints findings/s stored (all acked, counted in the database), p50/p95 batch ack
 latency, the streams the collector held, and the collector's CPU and peak RSS.
 
     .venv/bin/python bench/bench_fleet_agents.py [--agents 1000] [--workers 4] [--batches 4]
-        [--batch-size 250] [--window 2]
+        [--batch-size 250] [--window 2] [--db sqlite|postgres] [--collector-workers 2]
 """
 
 from __future__ import annotations
@@ -32,17 +33,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "proto")]
+sys.path[:0] = [str(REPO), str(REPO / "proto"), str(REPO / "tests")]
 BIN = Path(sys.executable).parent
 
 import grpc  # noqa: E402
 import psutil  # noqa: E402
 from bench_collector_ingest import finding  # noqa: E402
+from umbra.contract import PROTOCOL_VERSION  # noqa: E402
 from umbra.v1 import agent_pb2 as apb  # noqa: E402
 from umbra.v1 import agent_pb2_grpc as apb_grpc  # noqa: E402
 
 from agent.identity.credentials import TLS_CHANNEL_OPTIONS, csr_pem, key_pem, new_key  # noqa: E402
-from collector.storage import SQLiteStore  # noqa: E402
+from collector.storage import open_store  # noqa: E402
+
+#: The ingest goal on each backend (README, issue 11).
+GOALS = {"sqlite": ">= 100,000", "postgres": ">= 50,000"}
 
 STREAM = "/umbra.v1.StreamService/Stream"
 
@@ -82,7 +87,7 @@ async def run_agent(
                 hello=apb.Hello(
                     host=apb.HostFacts(host_id=ident["host_id"], hostname=f"sim-{index}"),
                     agent_version="bench",
-                    protocol_version="umbra.v1",
+                    protocol_version=PROTOCOL_VERSION,
                 )
             )
             await call.write(hello.SerializeToString())
@@ -154,13 +159,15 @@ async def worker_main(spec_path: Path, first: int, count: int, batches: int, siz
 # ---- parent side
 
 
-def start_collector(work: Path, workers: int) -> tuple[subprocess.Popen[str], str, str, str]:
+def start_collector(work: Path, workers: int, url: str) -> tuple[subprocess.Popen[str], str, str, str]:
     proc = subprocess.Popen(
         [
             str(BIN / "umbra-collector"),
             "serve",
             "--db",
-            f"sqlite:///{work / 'bench.db'}",
+            url,
+            "--pki-dir",
+            str(work / "umbra-pki"),
             "--grpc",
             "127.0.0.1:0",
             "--enroll",
@@ -216,6 +223,26 @@ def health(http: str) -> dict[str, Any]:
     return doc
 
 
+def stored_findings(url: str) -> int:
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as con:
+            return int(con.execute("SELECT COUNT(*) FROM findings").fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM findings").fetchone()
+    return int(row[0]) if row else 0
+
+
+def postgres_processes(server: Any) -> list[psutil.Process]:
+    """The PostgreSQL server's processes (postmaster and its backends), for their CPU."""
+    if server is None:
+        return []
+    pid = int((server.data / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,6 +255,12 @@ def main() -> None:
     parser.add_argument(
         "--collector-workers", type=int, default=2, help="collector processes (serve --workers; default 2)"
     )
+    parser.add_argument(
+        "--db",
+        choices=sorted(GOALS),
+        default="sqlite",
+        help="the store: an SQLite file, or a PostgreSQL server started for the run (durable settings)",
+    )
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,9 +270,17 @@ def main() -> None:
         )
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
+    pg_server: Any = None
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         work = Path(tmp)
-        collector, address, enroll_address, http = start_collector(work, args.collector_workers)
+        url = f"sqlite:///{work / 'bench.db'}"
+        if args.db == "postgres":
+            from pg_server import PostgresServer
+
+            pg_server = PostgresServer(durable=True).start()
+            cleanup.callback(pg_server.destroy)
+            url = pg_server.create_database()
+        collector, address, enroll_address, http = start_collector(work, args.collector_workers, url)
         try:
             token = subprocess.run(
                 [
@@ -247,7 +288,9 @@ def main() -> None:
                     "token",
                     "create",
                     "--db",
-                    f"sqlite:///{work / 'bench.db'}",
+                    url,
+                    "--pki-dir",
+                    str(work / "umbra-pki"),
                     "--uses",
                     str(args.agents),
                 ],
@@ -299,7 +342,17 @@ def main() -> None:
             def collector_rss() -> int:
                 return sum(p.memory_info().rss for p in servers)
 
+            database = postgres_processes(pg_server)
+
+            def database_cpu() -> float:
+                total = 0.0
+                for p in database:
+                    with contextlib.suppress(psutil.Error):
+                        total += sum(p.cpu_times()[:2])
+                return total
+
             cpu_before = collector_cpu()
+            database_before = database_cpu()
             threads_before = {
                 (p.pid, t.id): t.user_time + t.system_time for p in servers for t in p.threads()
             }
@@ -326,6 +379,7 @@ def main() -> None:
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
             cpu = collector_cpu() - cpu_before
+            database_cpu_s = database_cpu() - database_before
             threads = sorted(
                 (
                     t.user_time + t.system_time - threads_before.get((p.pid, t.id), 0.0)
@@ -342,12 +396,11 @@ def main() -> None:
         finally:
             collector.terminate()
             collector.wait(timeout=60)
-        with sqlite3.connect(work / "bench.db") as con:
-            stored = con.execute("SELECT COUNT(*) FROM findings").fetchone()[0]
+        stored = stored_findings(url)
         # What the console and `findings` read from the store just filled: newest first, and newest
         # first of a kind the load never sent (the worst case: the whole index is walked).
         reads: dict[str, float] = {}
-        with SQLiteStore(str(work / "bench.db"), create=False) as store:
+        with open_store(url, create=False) as store:
             for label, kind in (("newest 100", None), ("newest 100 of an absent kind", "MODEL_EXFILTRATION")):
                 t0 = time.perf_counter()
                 store.findings(kind=kind, limit=100)
@@ -372,7 +425,12 @@ def main() -> None:
             "equal",
             f"{args.batches} x {args.batch_size} per agent",
         ),
-        ("findings/s stored and acked", f"{total / elapsed:,.0f}", ">= 100,000", f"{elapsed:.2f} s wall"),
+        (
+            "findings/s stored and acked",
+            f"{total / elapsed:,.0f}",
+            GOALS[args.db],
+            f"{elapsed:.2f} s wall, {args.db}",
+        ),
         (
             "batch ack latency p50 (ms)",
             f"{statistics.median(latencies):.0f}" if latencies else "-",
@@ -390,7 +448,12 @@ def main() -> None:
             "collector busiest threads (CPU s)",
             " / ".join(f"{t:.1f}" for t in threads[: 2 * args.collector_workers]),
             "",
-            f"{args.collector_workers} processes x (event loop, SQLite writer)",
+            f"{args.collector_workers} processes x (event loop, store writer)",
+        ),
+        *(
+            [("PostgreSQL server CPU (s)", f"{database_cpu_s:.2f}", "", "all its processes, same machine")]
+            if pg_server is not None
+            else []
         ),
         ("load generators CPU (s)", f"{loaders_cpu:.2f}", "", f"{len(loaders)} processes, same machine"),
         (

@@ -21,18 +21,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from umbra import contract
 from umbra.v1 import agent_pb2
 
-LIST_KEYS: dict[str, str] = {
-    # document key -> wire rule kind
-    "approved_runtimes": "approved_runtime",
-    "approved_services": "approved_service",
-    "approved_model_hashes": "approved_model_hash",
-    "watched_paths": "watched_path",
-}
+#: Document key -> wire rule kind (the inverse of the wire contract's LIST_RULES).
+LIST_KEYS: dict[str, str] = {key: kind for kind, key in contract.LIST_RULES.items()}
+#: Threshold name -> its allowed range.
 THRESHOLDS: dict[str, tuple[float, float]] = {
-    "min_confidence": (0.0, 1.0),
-    "upload_bytes": (0.0, float(2**53)),
+    contract.THRESHOLD_MIN_CONFIDENCE: (0.0, 1.0),
+    contract.THRESHOLD_UPLOAD_BYTES: (0.0, float(2**53)),
 }
 MAX_VALUES = 10_000
 MAX_VALUE_LENGTH = 4096
@@ -105,7 +102,7 @@ def to_wire(version: int, body: dict[str, Any]) -> agent_pb2.Policy:
         agent_pb2.PolicyRule(name=key, kind=kind, values=body.get(key, [])) for key, kind in LIST_KEYS.items()
     ]
     rules += [
-        agent_pb2.PolicyRule(name=name, kind="threshold", values=[repr(float(value))])
+        agent_pb2.PolicyRule(name=name, kind=contract.RULE_THRESHOLD, values=[repr(float(value))])
         for name, value in sorted(body.get("thresholds", {}).items())
     ]
     return agent_pb2.Policy(version=version, rules=rules)

@@ -1,4 +1,4 @@
-"""`make demo`: a collector on loopback, the agent on this host, and the fleet view.
+"""`make demo`: a collector on loopback, the agent on this host, the fleet view, and the web console.
 
 Starts `umbra-collector serve` (mutual TLS, its own CA) with an SQLite file in a fresh folder,
 mints an enrollment token, enrolls the agent with it (`umbra-agent enroll`), runs
@@ -6,14 +6,21 @@ mints an enrollment token, enrolls the agent with it (`umbra-agent enroll`), run
 the collector now knows. So that a
 clean machine has something to show, it also starts a clearly labelled stand-in runtime: a
 small program named `ollama` running `ollama serve` on 127.0.0.1:11434 (skipped when that
-port is taken, e.g. by a real Ollama). Pass --no-stand-in to see only what is really here.
+port is taken, e.g. by a real Ollama), writes small model weights (a GGUF file) into a folder the
+agent watches, and looks up an AI service's name (api.openai.com) so the network sensor, where it
+can capture, sees a contact. Pass --no-stand-in to see only what is really here.
+
+The console then stays up at the printed address with a generated admin password until Ctrl-C;
+--no-wait stops right after printing (a smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -29,8 +36,8 @@ BIN = Path(sys.executable).parent
 STAND_IN = REPO / "tests" / "fixtures" / "fake_runtime.py"
 
 
-def start_collector(db: Path) -> tuple[subprocess.Popen[str], str, str]:
-    """The collector on loopback; returns it, its stream address and its enrollment address."""
+def start_collector(db: Path, http: str) -> tuple[subprocess.Popen[str], str, str, str]:
+    """The collector on loopback; returns it, its stream, enrollment and console addresses."""
     proc = subprocess.Popen(
         [
             str(BIN / "umbra-collector"),
@@ -41,6 +48,8 @@ def start_collector(db: Path) -> tuple[subprocess.Popen[str], str, str]:
             "127.0.0.1:0",
             "--enroll",
             "127.0.0.1:0",
+            "--http",
+            http,
             "--log-level",
             "warning",
         ],
@@ -50,9 +59,9 @@ def start_collector(db: Path) -> tuple[subprocess.Popen[str], str, str]:
     )
     assert proc.stderr is not None
     for line in proc.stderr:
-        if found := re.search(r"listening grpc=(\S+) http=\S+ enroll=(\S+)", line):
+        if found := re.search(r"listening grpc=(\S+) http=(\S+) enroll=(\S+)", line):
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
-            return proc, found.group(1), found.group(2)
+            return proc, found.group(1), found.group(3), found.group(2)
     raise SystemExit(f"demo: the collector did not start (exit {proc.wait()})")
 
 
@@ -82,6 +91,27 @@ def enroll_agent(db: Path, enroll_address: str, config: Path) -> None:
     if result.returncode != 0:
         raise SystemExit(f"demo: enrollment failed: {result.stderr.strip()}")
     print(f"demo: {result.stdout.strip()}")
+
+
+def add_admin(db: Path) -> str:
+    """`umbra-collector user add admin --role admin` with a generated password; returns it."""
+    password = secrets.token_urlsafe(12)
+    subprocess.run(
+        [str(BIN / "umbra-collector"), "user", "add", "admin", "--role", "admin", "--password-stdin",
+         "--db", f"sqlite:///{db}"],
+        input=password + "\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return password
+
+
+def write_weights(folder: Path) -> None:
+    """Small but real model weights (a 2-layer llama GGUF) where the agent's file sensor looks."""
+    sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+    from tiny_gguf import write_tiny_llama
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny_llama(folder / "tiny-llama-q8.gguf")
+    print(f"demo: wrote model weights {folder / 'tiny-llama-q8.gguf'}")
 
 
 def port_free(port: int) -> bool:
@@ -117,11 +147,20 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="how long the agent watches (default 8)")
     parser.add_argument("--no-stand-in", action="store_true", help="do not start the stand-in runtime")
+    parser.add_argument(
+        "--http",
+        default="127.0.0.1:8080",
+        help="the console's address (default 127.0.0.1:8080, else any free)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="stop after printing instead of serving on")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="umbra-demo-"))
     db = work / "collector.db"
-    collector, address, enroll_address = start_collector(db)
+    http = args.http if port_free(int(args.http.rsplit(":", 1)[1])) else "127.0.0.1:0"
+    collector, address, enroll_address, console = start_collector(db, http)
+    password = add_admin(db)
+    models = work / "models"
     print(f"demo: collector on {address} (mutual TLS; enrollment on {enroll_address}), store sqlite:///{db}")
     config = work / "agent.toml"
     config.write_text(f"""
@@ -133,6 +172,8 @@ heartbeat_interval = 2.0
 backoff_initial = 0.5
 [sensors.process]
 interval = 1.0
+[sensors.files]
+paths = ["{models}"]
 """)
     try:
         enroll_agent(db, enroll_address, config)
@@ -140,10 +181,16 @@ interval = 1.0
         collector.terminate()
         raise
     stand_in = None if args.no_stand_in else start_stand_in(work / "stand-in")
+    if not args.no_stand_in:
+        write_weights(models)
     agent = subprocess.Popen([str(BIN / "umbra-agent"), "run", "--config", str(config)])
     print(f"demo: agent watching this host for {args.seconds:.0f} s ...\n")
     try:
-        time.sleep(args.seconds)
+        time.sleep(2)
+        if not args.no_stand_in:  # a DNS lookup of an AI service: the network sensor sees the query
+            with contextlib.suppress(OSError):
+                socket.getaddrinfo("api.openai.com", 443)
+        time.sleep(max(0.0, args.seconds - 2))
         spool = work / "agent-state" / "spool.db"
         deadline = time.monotonic() + 10
         while spool.exists() and time.monotonic() < deadline:  # let the last batches be acknowledged
@@ -159,6 +206,12 @@ interval = 1.0
             stand_in.wait()
     try:
         subprocess.run([str(BIN / "umbra-collector"), "fleet", "--db", f"sqlite:///{db}"], check=True)
+        subprocess.run([str(BIN / "umbra-collector"), "snapshot", "--db", f"sqlite:///{db}"], check=True)
+        print(f"\ndemo: the console is at http://{console}/  user: admin  password: {password}")
+        if not args.no_wait:
+            print("demo: serving until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                collector.wait()
     finally:
         collector.terminate()
         collector.wait(timeout=15)

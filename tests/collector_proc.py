@@ -1,6 +1,6 @@
 """`umbra-collector serve` (mutual TLS, its own CA) as a child process that tests can SIGKILL and
-restart on the same ports, with its log kept, its CLI and its SQLite file at hand. Shared by the
-end-to-end test and the fleet tests."""
+restart on the same ports, with its log kept, its CLI and its database (its SQLite file, or a
+PostgreSQL URL) at hand. Shared by the end-to-end test and the fleet tests."""
 
 from __future__ import annotations
 
@@ -50,12 +50,14 @@ class Drain(threading.Thread):
 class CollectorProc:
     """`umbra-collector serve` with TLS as a child process; restartable on the same ports."""
 
-    def __init__(self, work: Path, *extra: str) -> None:
+    def __init__(self, work: Path, *extra: str, db_url: str = "") -> None:
         self.work = work
         self.db = work / "collector.db"
+        self.db_url = db_url  # a postgresql:// URL; empty: the SQLite file `db`
         self.pki = work / "pki"
         self.grpc = "127.0.0.1:0"
         self.enroll = "127.0.0.1:0"
+        self.http = "off"  # the console's address when started with --http
         self.extra = list(extra)
         self.proc: subprocess.Popen[str] | None = None
         self.logs: list[Drain] = []
@@ -64,7 +66,7 @@ class CollectorProc:
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.db}"
+        return self.db_url or f"sqlite:///{self.db}"
 
     def start(self) -> None:
         started = time.monotonic()
@@ -97,7 +99,7 @@ class CollectorProc:
             if not line:
                 break
             if found := LISTENING.search(line):
-                self.grpc, _, self.enroll = found.groups()
+                self.grpc, self.http, self.enroll = found.groups()
                 self.logs.append(Drain(self.proc.stderr))
                 self.starts += 1
                 self.start_seconds = time.monotonic() - started
@@ -153,6 +155,12 @@ class CollectorProc:
         return json.loads(out)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL on the collector's database (qmark placeholders on either backend)."""
+        if self.db_url:
+            import psycopg
+
+            with psycopg.connect(self.db_url, autocommit=True) as pg:
+                return pg.execute(sql.replace("?", "%s").encode(), params).fetchall()
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         try:
             return conn.execute(sql, params).fetchall()

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pg_server import TEMPLATE as PG_TEMPLATE
+from pg_server import PostgresServer, PostgresUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
@@ -158,3 +160,26 @@ def spawn_binary(tmp_path: Path, idle_server_binary: Path) -> Iterator[SpawnBina
 
     yield spawn
     _kill_all(procs)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole run (tests/pg_server.py), with the template database
+    every test database is copied from; fails, never skips, when PostgreSQL is not installed."""
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        server.admin(f'CREATE DATABASE "{PG_TEMPLATE}"')
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of its own for one test."""
+    url = pg_server.create_database(PG_TEMPLATE)
+    yield url
+    pg_server.drop_database(url)

@@ -3,15 +3,19 @@
 URLs follow the SQLAlchemy convention, so they read the same everywhere:
 ``sqlite:///relative/path.db`` (three slashes: relative to the working directory),
 ``sqlite:////var/lib/umbra/collector.db`` (four: absolute), ``sqlite:///:memory:`` (tests).
-``postgresql://`` is reserved for the PostgreSQL backend that comes later.
+``postgresql://user:password@host:5432/umbra`` (or ``postgres://``, libpq's own URL syntax, with
+its query parameters such as ``?sslmode=verify-full``) is the PostgreSQL backend.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from .base import (
+    ROLES,
     AgentRecord,
+    ApiKeyRecord,
     HostContact,
     HostRecord,
     InvalidBatch,
@@ -19,17 +23,21 @@ from .base import (
     PolicyRecord,
     PreparedBatch,
     SensorRecord,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
 )
 from .sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "ROLES",
     "AgentRecord",
+    "ApiKeyRecord",
     "HostContact",
     "HostRecord",
     "InvalidBatch",
@@ -38,13 +46,16 @@ __all__ = [
     "PreparedBatch",
     "SQLiteStore",
     "SensorRecord",
+    "SessionRecord",
     "Store",
     "StoreError",
     "StoreResult",
     "StoreURLError",
     "TokenRecord",
     "TokenRefused",
+    "UserRecord",
     "open_store",
+    "redact_url",
     "sqlite_path",
 ]
 
@@ -71,6 +82,11 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and messages: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
 def open_store(url: str, *, create: bool = True) -> Store:
     """Open the store a URL names. `create=False` refuses to create a missing database.
 
@@ -79,10 +95,12 @@ def open_store(url: str, *, create: bool = True) -> Store:
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme == "sqlite":
         return SQLiteStore(sqlite_path(url), create=create)
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise StoreURLError(
-            "PostgreSQL backend not available yet in this version; use sqlite:///PATH for now"
-        )
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore  # psycopg only loads for a PostgreSQL store
+
+        return PostgresStore(url, create=create)
+    if scheme.startswith("postgresql+"):
+        raise StoreURLError(f"{scheme!r} is an SQLAlchemy driver name; give a plain postgresql://... URL")
     if not scheme:
         raise StoreURLError(
             f"database URL {url!r} has no scheme; expected sqlite:///PATH or postgresql://..."

@@ -1,25 +1,45 @@
-"""The storage interface every collector backend implements (SQLite now, PostgreSQL later).
+"""The storage interface every collector backend implements (SQLite, PostgreSQL), and the row
+preparation they share.
 
-The contract, which `tests/collector/test_collector_storage.py` checks against every backend:
+The contract, which `tests/collector/contract/storage_contract.py` (writes and plain reads) and
+`tests/collector/contract/query_contract.py` (the read side's aggregates) check against every backend:
 
 * `store_batch` is one transaction and idempotent by finding id: replaying a batch adds no row
   and changes nothing. For an id already stored, first_seen only moves earlier, last_seen and
   count only grow, and the body (severity, evidence, policy, summary...) is replaced only by a
   version whose last_seen is strictly newer. The host's highest stored batch sequence is
   recorded in the same transaction, so an Ack sent after it returns means "durable".
-* Reads return plain data (`HostRecord`, finding dicts in `umbra.codec.finding_to_dict` shape)
-  so the risk code, the HTTP API and the CLI never touch a backend's types.
+* Reads return plain data (`HostRecord`, finding dicts in `umbra.codec.finding_to_dict` shape,
+  the aggregate rows of `reads`) so the query layer never touches a backend's types.
+* Aggregates are computed in the database: no read loads every finding.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
+
+from .reads import (
+    ActivityRow,
+    FindingCursor,
+    FindingFilter,
+    FindingPage,
+    GroupBy,
+    ModelRow,
+    RuntimeRow,
+    ScoreSpec,
+    ServiceRow,
+    SnapshotRow,
+    SnapshotScope,
+    TallyRow,
+)
 
 #: Largest value an SQL BIGINT holds; wire uint64 values above it are refused or clamped.
 MAX_INT64 = 2**63 - 1
@@ -137,6 +157,46 @@ class PolicyRecord:
     body: dict[str, Any]
 
 
+#: Console roles: a viewer reads, an admin also changes the policy and enrollment.
+ROLES = ("admin", "viewer")
+
+
+def check_role(role: str) -> None:
+    """The backends' guard before storing a role: ValueError for one not in ROLES."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: {' or '.join(ROLES)}")
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A console user: the password's KDF string (see collector.console.auth), never the password."""
+
+    name: str
+    role: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A bearer key for the JSON API: its public id and role; only the key's hash is stored."""
+
+    key_id: str
+    role: str
+    created_at: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A console login session, with its user's current role and the CSRF token of its forms."""
+
+    user: str
+    role: str
+    csrf: str
+    expires_at: float
+
+
 @dataclass(frozen=True)
 class InventoryRecord:
     """A host's newest inventory: the model files on its disks and the runtimes it reported, as
@@ -162,10 +222,42 @@ class HostContact:
 
 
 #: One finding as every backend stores it, a plain tuple (ingest builds a million a minute):
-#: (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data).
+#: (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data,
+#:  user_name, process_name, runtime, service, vendor, nbytes, sha256, model_format, model_arch,
+#:  model_params, path).
 #: The merge rule reads first_seen/last_seen/count (Unix nanoseconds), queries filter and sort on
-#: the columns, and `data` is the serialized Finding (summary, evidence, process, policy...).
-FindingRow = tuple[str, str, int, int, float, int, int, int, int, bytes]
+#: the columns, and `data` is the serialized Finding (summary, evidence, process, policy...). The
+#: columns after `data` are evidence facts the fleet aggregates group on (see `evidence_facts`),
+#: copied out of the body once at ingest so no read ever has to parse a blob.
+FindingRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    float,
+    int,
+    int,
+    int,
+    int,
+    bytes,
+    str,
+    str,
+    str,
+    str,
+    str,
+    int,
+    str,
+    str,
+    str,
+    int,
+    str,
+]
+#: Index of the first evidence fact in a FindingRow.
+FACTS_AT = 10
+#: Longest text an evidence-fact column keeps (the body keeps the whole value); indexes stay small.
+MAX_FACT_LENGTH = 1024
+
+EvidenceFacts = tuple[str, str, str, str, str, int, str, str, str, int, str]
 
 
 @dataclass
@@ -267,8 +359,63 @@ def finding_rows(host_id: str, sequence: int, findings: Sequence[finding_pb2.Fin
         f.host_id = host_id
         approved, data = 1 if f.policy.approved else 0, f.SerializeToString()
         ids.add(fid)
-        rows.append((host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data))
+        rows.append(
+            (
+                host_id,
+                fid,
+                kind,
+                severity,
+                confidence,
+                approved,
+                first_ns,
+                last_ns,
+                count,
+                data,
+                *evidence_facts(f),
+            )
+        )
     return rows if len(ids) == len(rows) else _merge_duplicates(rows)
+
+
+def evidence_facts(f: finding_pb2.Finding) -> EvidenceFacts:
+    """The facts fleet views group on, from a finding's first evidence of each type:
+    (user, process name, runtime id, service host name, vendor, bytes, sha256, model format,
+    architecture, parameters, path). Bytes are the bytes sent to a service, or a transfer's or
+    model file's size; the user is the finding's, else its process's."""
+    runtime = service = vendor = sha256 = fmt = arch = path = ""
+    nbytes = params = 0
+    for ev in f.evidence:
+        which = ev.WhichOneof("detail")
+        if which == "network":
+            if not service:
+                n = ev.network
+                service, vendor, nbytes = n.host_name, n.vendor, n.bytes_out or nbytes
+        elif which == "runtime":
+            runtime = runtime or ev.runtime.runtime_id
+        elif which == "model_file":
+            if not sha256 or not fmt:
+                m = ev.model_file
+                sha256, fmt, arch, params = m.sha256 or sha256, m.format, m.architecture, m.parameter_count
+                path, nbytes = path or m.path, nbytes or m.size_bytes
+        elif which == "transfer":
+            t = ev.transfer
+            sha256, path, nbytes = sha256 or t.sha256, path or t.source_path, nbytes or t.size_bytes
+    process = f.process
+    user = f.user or process.username
+    cap = MAX_FACT_LENGTH
+    return (
+        user[:cap],
+        process.name[:cap],
+        runtime[:cap],
+        service[:cap],
+        vendor[:cap],
+        min(nbytes, MAX_INT64),
+        sha256[:cap],
+        fmt[:cap],
+        arch[:cap],
+        min(params, MAX_INT64),
+        path[:cap],
+    )
 
 
 def stored_time(ts: Timestamp, what: str) -> int:
@@ -285,6 +432,175 @@ def inventory_time(inventory: agent_pb2.Inventory) -> int:
     return stored_time(inventory.taken_at, "inventory taken_at")
 
 
+def ns(seconds: float) -> int:
+    """Unix seconds -> the stored Unix nanoseconds."""
+    return int(seconds * _NS)
+
+
+def clamp(value: int) -> int:
+    """A wire uint64 as a BIGINT: values above its range are clamped."""
+    return min(value, MAX_INT64)
+
+
+def sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
+    """Sensors as every backend stores them: a JSON list of {name, state, reason}."""
+    return json.dumps(
+        [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
+    )
+
+
+def sensors_from_json(text: str) -> tuple[SensorRecord, ...]:
+    return tuple(SensorRecord(s["name"], s["state"], s["reason"]) for s in json.loads(text))
+
+
+class HelloRow(NamedTuple):
+    """A host's facts from its Hello, as every backend stores them (contact times are the store's)."""
+
+    host_id: str
+    hostname: str
+    os: str
+    os_release: str
+    architecture: str
+    agent_version: str
+    policy_version: int
+    peer: str
+    sensors: str  # sensors_json
+    hello: bytes
+
+
+def hello_row(host_id: str, hello: agent_pb2.Hello, peer: str) -> HelloRow:
+    h = hello.host
+    return HelloRow(
+        host_id,
+        h.hostname,
+        h.os,
+        h.os_release,
+        h.architecture,
+        hello.agent_version,
+        clamp(hello.policy_version),
+        peer,
+        sensors_json(hello.sensors),
+        hello.SerializeToString(),
+    )
+
+
+class HeartbeatRow(NamedTuple):
+    """An agent's self-reported health; `sensors` None keeps the stored ones (none were sent)."""
+
+    host_id: str
+    sent_at: int  # Unix ns: the agent's own time, or the store's `now` when it sent none
+    cpu_percent: float
+    rss_bytes: int
+    spool_depth: int
+    dropped_total: int
+    sensors: str | None
+
+
+def heartbeat_row(host_id: str, heartbeat: agent_pb2.Heartbeat, now_ns: int) -> HeartbeatRow:
+    """Raises InvalidBatch when the heartbeat's sent_at cannot be stored."""
+    sent = stored_time(heartbeat.sent_at, "heartbeat sent_at") if heartbeat.HasField("sent_at") else now_ns
+    return HeartbeatRow(
+        host_id,
+        sent,
+        heartbeat.cpu_percent,
+        clamp(heartbeat.rss_bytes),
+        clamp(heartbeat.spool_depth),
+        clamp(heartbeat.dropped_total),
+        sensors_json(heartbeat.sensors) if heartbeat.sensors else None,
+    )
+
+
+class InventoryRow(NamedTuple):
+    host_id: str
+    taken_at: int  # Unix ns
+    models: int
+    runtimes: int
+    data: bytes  # the serialized Inventory
+
+
+def inventory_row(host_id: str, inventory: agent_pb2.Inventory) -> InventoryRow:
+    """Raises InvalidBatch for a bad host id or a taken_at that is unset or out of range."""
+    validate_host_id(host_id)
+    return InventoryRow(
+        host_id,
+        inventory_time(inventory),
+        len(inventory.models),
+        len(inventory.runtimes),
+        inventory.SerializeToString(),
+    )
+
+
+def inventory_record(host_id: str, taken_ns: int, received_ns: int, data: bytes) -> InventoryRecord:
+    inventory = agent_pb2.Inventory.FromString(data)
+    return InventoryRecord(
+        host_id,
+        taken_ns / 1e9,
+        received_ns / 1e9,
+        [codec.message_to_dict(m) for m in inventory.models],
+        [codec.message_to_dict(r) for r in inventory.runtimes],
+    )
+
+
+def finding_dict(host_id: str, first_ns: int, last_ns: int, count: int, data: bytes) -> dict[str, Any]:
+    """A stored finding as `findings()` returns it: the body with the merged times and count."""
+    f = finding_pb2.Finding.FromString(data)
+    f.host_id = host_id
+    f.first_seen.FromNanoseconds(first_ns)
+    f.last_seen.FromNanoseconds(last_ns)
+    f.count = count
+    return codec.finding_to_dict(f)
+
+
+def host_record(
+    row: Sequence[Any], totals: dict[str, list[int]], by_severity: dict[str, dict[str, int]]
+) -> HostRecord:
+    """A HostRecord from the host columns `hosts()` selects (see either backend's query) and the
+    finding counts of `severity_counts`."""
+    host_id = row[0]
+    total, unapproved = totals.get(host_id, [0, 0])
+    return HostRecord(
+        host_id=host_id,
+        hostname=row[1],
+        os=row[2],
+        os_release=row[3],
+        architecture=row[4],
+        agent_version=row[5],
+        policy_version=row[6],
+        peer=row[7],
+        sensors=sensors_from_json(row[8]),
+        first_seen=row[9] / 1e9,
+        last_seen=row[10] / 1e9,
+        last_sequence=row[11],
+        last_heartbeat=row[12] / 1e9,
+        agent_cpu_percent=row[13],
+        agent_rss_bytes=row[14],
+        spool_depth=row[15],
+        dropped_total=row[16],
+        silent_since=row[17] / 1e9,
+        findings_total=total,
+        findings_unapproved=unapproved,
+        findings_by_severity=by_severity.get(host_id, {}),
+    )
+
+
+def severity_counts(
+    rows: Iterable[Sequence[Any]],
+) -> tuple[dict[str, list[int]], dict[str, dict[str, int]]]:
+    """(host_id, severity, count, unapproved) rows -> per-host [total, unapproved] and by severity.
+
+    A (host, severity) may come in several rows (a query grouped finer, to follow an index); they add up."""
+    totals: dict[str, list[int]] = {}
+    by_severity: dict[str, dict[str, int]] = {}
+    for host_id, severity, count, unapproved in rows:
+        t = totals.setdefault(host_id, [0, 0])
+        t[0] += int(count)
+        t[1] += int(unapproved)
+        counts = by_severity.setdefault(host_id, {})
+        name = codec.severity_name(severity)
+        counts[name] = counts.get(name, 0) + int(count)
+    return totals, by_severity
+
+
 def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:
     """One row per id, merged by the store's own rule, so counts stay exact: the body of the
     strictly newer version (the earlier one on a tie), the earliest first_seen, the largest count."""
@@ -294,11 +610,9 @@ def _merge_duplicates(rows: list[FindingRow]) -> list[FindingRow]:
         if seen is None:
             merged[row[1]] = row
             continue
-        host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data = (
-            row if row[7] > seen[7] else seen
-        )
+        body = row if row[7] > seen[7] else seen
         first_ns, count = min(row[6], seen[6]), max(row[8], seen[8])
-        merged[fid] = (host_id, fid, kind, severity, confidence, approved, first_ns, last_ns, count, data)
+        merged[row[1]] = (*body[:6], first_ns, body[7], count, *body[9:])
     return list(merged.values())
 
 
@@ -375,8 +689,9 @@ class Store(ABC):
         """The newest inventory of every host (or of `host_id`), by host id."""
 
     @abstractmethod
-    def hosts(self) -> list[HostRecord]:
-        """Every known host, ordered by host_id."""
+    def hosts(self, with_counts: bool = True) -> list[HostRecord]:
+        """Every known host, ordered by host_id; `with_counts=False` leaves the finding counts at 0
+        (the read side takes them from its own `tally`, so the findings are grouped only once)."""
 
     @abstractmethod
     def findings(
@@ -387,12 +702,75 @@ class Store(ABC):
         `kind` is a kind name ("LOCAL_MODEL_RUNTIME"; ValueError if unknown); `limit=None` is all.
         """
 
-    @abstractmethod
-    def risk_facts(self) -> list[dict[str, Any]]:
-        """Every finding reduced to what risk scoring reads, from indexed columns only.
+    # ---- the read side's aggregates (collector.query builds every fleet view on these)
 
-        Keys: id, host_id, kind, severity, confidence, policy {approved}; the same names and
-        values as `findings()` dicts, so `risk` accepts either. Cheap enough for the whole fleet.
+    @abstractmethod
+    def findings_page(
+        self, where: FindingFilter, limit: int, after: FindingCursor | None = None
+    ) -> FindingPage:
+        """At most `limit` findings matching `where`, newest last_seen first (ties: host id, then id,
+        descending), starting after `after`: keyset pagination, stable while findings arrive."""
+
+    @abstractmethod
+    def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
+        """One finding by its key, as `findings_page` gives it; None when it was never stored or
+        retention dropped it. One index probe, however many findings the host has."""
+
+    def iter_findings(self, where: FindingFilter, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every finding matching `where`, page by page (never all in memory), newest first."""
+        after: FindingCursor | None = None
+        while True:
+            page = self.findings_page(where, page_size, after)
+            yield from page.findings
+            if page.next is None:
+                return
+            after = page.next
+
+    @abstractmethod
+    def newest_finding(self) -> float:
+        """The largest last_seen of any finding (Unix seconds), 0.0 when there is none."""
+
+    @abstractmethod
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        """Findings counted per host (or per user, findings without one left out), kind, severity
+        and approval, each group with the sum of its findings' risk points under `spec`;
+        `since` keeps findings last seen from then on."""
+
+    @abstractmethod
+    def services(self, since: float | None = None) -> list[ServiceRow]:
+        """Every AI service (a finding's network host name) with hosts, processes, bytes sent,
+        findings and unapproved findings; most unapproved first, then most hosts, then name."""
+
+    @abstractmethod
+    def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
+        """Every local model runtime (runtime evidence id) with hosts, exposed hosts, findings;
+        most hosts first, then id."""
+
+    @abstractmethod
+    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+        """Findings of `kinds` (wire values) per host and kind: count, unapproved, bytes, last seen;
+        by host id, then kind."""
+
+    @abstractmethod
+    def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
+        """Distinct weights (SHA-256 of MODEL_ARTIFACT findings), the ones unapproved on most hosts
+        first, then most hosts, then hash; each with at most `holders` (host, path) pairs, by host."""
+
+    @abstractmethod
+    def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
+        """Keep a day's scores; a row for a (day, scope, key) already kept replaces it."""
+
+    @abstractmethod
+    def risk_snapshots(
+        self, scope: SnapshotScope, key: str | None = None, since_day: str | None = None
+    ) -> list[SnapshotRow]:
+        """Kept scores of `scope` (of one `key` when given) from `since_day` on, by day then key."""
+
+    @abstractmethod
+    def drop_before(self, cutoff: float) -> None:
+        """Retention: forget every finding whose last_seen is before `cutoff` (Unix seconds).
+
+        Hosts, tokens, agents and policies are kept. A finding seen again later is stored anew.
         """
 
     # ---- fleet channel: health, enrollment tokens, agents, policy
@@ -450,6 +828,54 @@ class Store(ABC):
     @abstractmethod
     def current_policy(self) -> PolicyRecord | None:
         """The newest policy, or None before the first `policy set`."""
+
+    # ---- console access: users, API keys, sessions (secrets arrive hashed; none is stored in clear)
+
+    @abstractmethod
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        """Keep a new user; False when the name is taken. ValueError for a role not in ROLES."""
+
+    @abstractmethod
+    def user(self, name: str) -> UserRecord | None:
+        """One user, or None."""
+
+    @abstractmethod
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+
+    @abstractmethod
+    def remove_user(self, name: str) -> bool:
+        """Delete a user and end their sessions; False when there is no such user."""
+
+    @abstractmethod
+    def add_api_key(self, key_id: str, key_hash: str, role: str, note: str = "") -> None:
+        """Keep a new API key's hash under its public id. ValueError for a role not in ROLES,
+        StoreError when the id is taken."""
+
+    @abstractmethod
+    def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, or None (unknown or removed)."""
+
+    @abstractmethod
+    def api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, newest first."""
+
+    @abstractmethod
+    def remove_api_key(self, key_id: str) -> bool:
+        """Revoke a key for good; False when there is no such key."""
+
+    @abstractmethod
+    def create_session(self, session_hash: str, user: str, csrf: str, expires_at: float) -> None:
+        """Keep a new session of `user` (expired sessions are purged on the way)."""
+
+    @abstractmethod
+    def session(self, session_hash: str, now: float) -> SessionRecord | None:
+        """The live session with this hash, with its user's role now; None when unknown, expired,
+        or its user was removed."""
+
+    @abstractmethod
+    def delete_session(self, session_hash: str) -> None:
+        """End a session (logout); nothing when there is none."""
 
     @abstractmethod
     def close(self) -> None:

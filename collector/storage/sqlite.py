@@ -33,31 +33,59 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+from google.protobuf.message import DecodeError
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
 from .base import (
     AgentRecord,
+    ApiKeyRecord,
     FindingRow,
     HostContact,
     HostRecord,
     InventoryRecord,
     PolicyRecord,
     PreparedBatch,
-    SensorRecord,
+    SessionRecord,
     Store,
     StoreError,
     StoreResult,
     TokenRecord,
     TokenRefused,
+    UserRecord,
+    check_role,
+    evidence_facts,
+    finding_dict,
     finding_rows,
-    inventory_time,
-    sensor_records,
-    stored_time,
-    validate_host_id,
+    heartbeat_row,
+    hello_row,
+    host_record,
+    inventory_record,
+    inventory_row,
+    ns,
+    severity_counts,
+)
+from .reads import (
+    ActivityRow,
+    FindingCursor,
+    FindingFilter,
+    FindingPage,
+    GroupBy,
+    ModelHolder,
+    ModelRow,
+    RuntimeRow,
+    ScoreSpec,
+    ServiceRow,
+    SnapshotRow,
+    SnapshotScope,
+    TallyRow,
+    filter_sql,
+    in_list,
+    keyset_sql,
+    seconds_to_ns,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -101,21 +129,35 @@ CREATE INDEX findings_kind ON findings (kind, last_seen);
 CREATE INDEX findings_last_seen ON findings (last_seen);
 """
 
+#: Evidence-fact columns, in FindingRow order (base.evidence_facts).
+_FACT_COLUMNS = (
+    "user_name",
+    "process_name",
+    "runtime",
+    "service",
+    "vendor",
+    "nbytes",
+    "sha256",
+    "model_format",
+    "model_arch",
+    "model_params",
+    "path",
+)
+_INTEGER_FACTS = frozenset({"nbytes", "model_params"})
+
 # The merge rule of base.Store in one statement. SET expressions all read the old row; the WHERE
 # skips rows the incoming version adds nothing to, so `rowcount` counts only real changes.
-_UPSERT_FINDING = """
-INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_BODY_COLUMNS = ("kind", "severity", "confidence", "approved", "data", *_FACT_COLUMNS)
+_NEWER_BODY = "".join(
+    f"{c} = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.{c} ELSE findings.{c} END,\n    "
+    for c in _BODY_COLUMNS
+)
+_UPSERT_FINDING = f"""
+INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data,
+                      {", ".join(_FACT_COLUMNS)})
+VALUES ({", ".join(["?"] * (10 + len(_FACT_COLUMNS)))})
 ON CONFLICT (host_id, id) DO UPDATE SET
-    kind       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.kind ELSE findings.kind END,
-    severity   = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.severity ELSE findings.severity END,
-    confidence = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.confidence ELSE findings.confidence END,
-    approved   = CASE WHEN excluded.last_seen > findings.last_seen
-                      THEN excluded.approved ELSE findings.approved END,
-    data       = CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.data ELSE findings.data END,
-    first_seen = min(findings.first_seen, excluded.first_seen),
+    {_NEWER_BODY}first_seen = min(findings.first_seen, excluded.first_seen),
     last_seen  = max(findings.last_seen, excluded.last_seen),
     count      = max(findings.count, excluded.count)
 WHERE excluded.last_seen > findings.last_seen
@@ -172,7 +214,66 @@ CREATE TABLE IF NOT EXISTS inventories (
 );
 """
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4}
+# Version 5: the read side aggregates in SQL. Evidence facts the fleet views group on become
+# columns (filled at ingest by base.finding_rows, backfilled here from the stored bodies), each
+# with a covering index so a view walks an index, not the table. Partial indexes (WHERE x <> '')
+# cost ingest only for the findings that carry the fact. risk_snapshots keeps daily scores.
+_MIGRATE_TO_5 = (
+    "".join(
+        f"ALTER TABLE findings ADD COLUMN {c} {'INTEGER' if c in _INTEGER_FACTS else 'TEXT'} NOT NULL "
+        f"DEFAULT {0 if c in _INTEGER_FACTS else repr('')};\n"
+        for c in _FACT_COLUMNS
+    )
+    + """
+CREATE INDEX IF NOT EXISTS findings_tally
+    ON findings (kind, host_id, severity, approved, last_seen, confidence, nbytes);
+CREATE INDEX IF NOT EXISTS findings_user
+    ON findings (user_name, kind, severity, approved, last_seen, confidence) WHERE user_name <> '';
+CREATE INDEX IF NOT EXISTS findings_service
+    ON findings (service, host_id, process_name, approved, nbytes, vendor, last_seen) WHERE service <> '';
+CREATE INDEX IF NOT EXISTS findings_runtime
+    ON findings (runtime, host_id, kind, approved, last_seen) WHERE runtime <> '';
+CREATE INDEX IF NOT EXISTS findings_model
+    ON findings (sha256, host_id, approved, last_seen, model_format, model_arch, model_params, nbytes, path)
+    WHERE sha256 <> '' AND kind = 5;
+CREATE TABLE IF NOT EXISTS risk_snapshots (
+    day        TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    score      REAL NOT NULL,
+    level      TEXT NOT NULL,
+    findings   INTEGER NOT NULL,
+    unapproved INTEGER NOT NULL,
+    PRIMARY KEY (day, scope, key)
+);
+"""
+)
+
+# Version 6: console access. Passwords as KDF strings, API keys and sessions as SHA-256 hashes of
+# high-entropy secrets, so a copy of the database logs nobody in.
+_MIGRATE_TO_6 = """
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id     TEXT PRIMARY KEY,
+    key_hash   TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    created_at INTEGER NOT NULL,
+    note       TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_hash TEXT PRIMARY KEY,
+    user_name    TEXT NOT NULL,
+    csrf         TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+"""
+
+_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5, 6: _MIGRATE_TO_6}
 
 _UPSERT_INVENTORY = """
 INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
@@ -238,23 +339,70 @@ SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_versio
 FROM hosts h ORDER BY h.host_id
 """
 
+# Grouped in the order of the findings_tally index, so SQLite walks it without sorting.
+_SERVICES = """
+SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE service <> '' GROUP BY service
+ORDER BY sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END) DESC, count(DISTINCT host_id) DESC, service
+"""
+
+_RUNTIMES = """
+SELECT runtime, count(DISTINCT host_id), count(DISTINCT CASE WHEN kind = ? THEN host_id END), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE runtime <> '' GROUP BY runtime ORDER BY count(DISTINCT host_id) DESC, runtime
+"""
+
+_CENSUS = """
+SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
+       count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
+FROM findings WHERE sha256 <> '' AND kind = ? GROUP BY sha256
+ORDER BY count(DISTINCT CASE WHEN approved = 0 THEN host_id END) DESC, count(DISTINCT host_id) DESC, sha256
+LIMIT ?
+"""
+
+_CENSUS_HOLDERS = """
+SELECT sha256, host_id, path, approved FROM (
+    SELECT sha256, host_id, path, approved,
+           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
+    FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {hashes}
+) AS held WHERE n <= ? ORDER BY sha256, host_id, path
+"""
+
+_UPSERT_SNAPSHOT = """
+INSERT INTO risk_snapshots (day, scope, key, score, level, findings, unapproved) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, scope, key) DO UPDATE SET
+    score = excluded.score, level = excluded.level, findings = excluded.findings,
+    unapproved = excluded.unapproved
+"""
+
 _HOST_FINDING_COUNTS = """
-SELECT host_id, severity, count(*), sum(approved = 0) FROM findings GROUP BY host_id, severity
+SELECT kind, host_id, severity, approved, count(*) FROM findings GROUP BY kind, host_id, severity, approved
 """
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1_000_000_000)
+_ns = ns
 
 
-def _clamp(value: int) -> int:
-    return min(value, 2**63 - 1)
-
-
-def _sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
-    return json.dumps(
-        [{"name": s.name, "state": s.state, "reason": s.reason} for s in sensor_records(sensors)]
-    )
+def _backfill_facts(conn: sqlite3.Connection) -> None:
+    """Version 5: fill the evidence-fact columns of findings stored before them, from their bodies."""
+    assignments = ", ".join(f"{c} = ?" for c in _FACT_COLUMNS)
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT rowid, data FROM findings WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        updates = []
+        for rowid, data in rows:
+            try:
+                facts = evidence_facts(finding_pb2.Finding.FromString(data))
+            except DecodeError:
+                continue  # an unreadable body keeps empty facts; reads show it as before
+            updates.append((*facts, rowid))
+        conn.executemany(f"UPDATE findings SET {assignments} WHERE rowid = ?", updates)
+        last = rows[-1][0]
 
 
 def _upsert_batch(
@@ -366,6 +514,8 @@ class SQLiteStore(Store):
                 for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if target == 5:
+                    _backfill_facts(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -438,21 +588,7 @@ class SQLiteStore(Store):
 
     def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
         now = _ns(self._clock())
-        h = hello.host
-        row = (
-            host_id,
-            h.hostname,
-            h.os,
-            h.os_release,
-            h.architecture,
-            hello.agent_version,
-            _clamp(hello.policy_version),
-            peer,
-            _sensors_json(hello.sensors),
-            hello.SerializeToString(),
-            now,
-            now,
-        )
+        row = (*hello_row(host_id, hello, peer), now, now)
         try:
             with self._write() as conn:
                 conn.execute(_UPSERT_HOST, row)
@@ -461,19 +597,18 @@ class SQLiteStore(Store):
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = _ns(self._clock())
-        sensors = _sensors_json(heartbeat.sensors) if heartbeat.sensors else None
-        sent = stored_time(heartbeat.sent_at, "heartbeat sent_at") if heartbeat.HasField("sent_at") else now
+        hb = heartbeat_row(host_id, heartbeat, now)
         row = (
             host_id,
             now,
             now,
-            sent,
-            heartbeat.cpu_percent,
-            _clamp(heartbeat.rss_bytes),
-            _clamp(heartbeat.spool_depth),
-            _clamp(heartbeat.dropped_total),
-            sensors,
-            sensors,
+            hb.sent_at,
+            hb.cpu_percent,
+            hb.rss_bytes,
+            hb.spool_depth,
+            hb.dropped_total,
+            hb.sensors,
+            hb.sensors,
         )
         try:
             with self._write() as conn:
@@ -511,15 +646,8 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot record health of {host_id!r}: {exc}") from exc
 
     def record_inventory(self, host_id: str, inventory: agent_pb2.Inventory) -> bool:
-        validate_host_id(host_id)
-        row = (
-            host_id,
-            inventory_time(inventory),
-            _ns(self._clock()),
-            len(inventory.models),
-            len(inventory.runtimes),
-            inventory.SerializeToString(),
-        )
+        inv = inventory_row(host_id, inventory)
+        row = (inv.host_id, inv.taken_at, _ns(self._clock()), inv.models, inv.runtimes, inv.data)
         try:
             with self._fleet_write("inventory") as conn:
                 return bool(conn.execute(_UPSERT_INVENTORY, row).rowcount)
@@ -538,19 +666,7 @@ class SQLiteStore(Store):
                 rows = conn.execute(sql + " ORDER BY host_id", params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read inventories: {exc}") from exc
-        out = []
-        for host, taken_ns, received_ns, data in rows:
-            inventory = agent_pb2.Inventory.FromString(data)
-            out.append(
-                InventoryRecord(
-                    host,
-                    taken_ns / 1e9,
-                    received_ns / 1e9,
-                    [codec.message_to_dict(m) for m in inventory.models],
-                    [codec.message_to_dict(r) for r in inventory.runtimes],
-                )
-            )
-        return out
+        return [inventory_record(*row) for row in rows]
 
     def host_contacts(self) -> list[HostContact]:
         try:
@@ -698,53 +814,21 @@ class SQLiteStore(Store):
 
     # ---- reads
 
-    def hosts(self) -> list[HostRecord]:
+    def hosts(self, with_counts: bool = True) -> list[HostRecord]:
         try:
             with self._read() as conn:
                 host_rows = conn.execute(
                     _HOSTS.format(silent="0" if self._legacy else "h.silent_since")
                 ).fetchall()
-                count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall()
+                count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall() if with_counts else []
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read hosts: {exc}") from exc
-        totals: dict[str, list[int]] = {}
-        by_severity: dict[str, dict[str, int]] = {}
-        for host_id, severity, count, unapproved in count_rows:
-            t = totals.setdefault(host_id, [0, 0])
-            t[0] += count
-            t[1] += unapproved
-            by_severity.setdefault(host_id, {})[codec.severity_name(severity)] = count
-        records = []
-        for r in host_rows:
-            host_id = r[0]
-            sensors = tuple(SensorRecord(s["name"], s["state"], s["reason"]) for s in json.loads(r[8]))
-            total, unapproved = totals.get(host_id, [0, 0])
-            records.append(
-                HostRecord(
-                    host_id=host_id,
-                    hostname=r[1],
-                    os=r[2],
-                    os_release=r[3],
-                    architecture=r[4],
-                    agent_version=r[5],
-                    policy_version=r[6],
-                    peer=r[7],
-                    sensors=sensors,
-                    first_seen=r[9] / 1e9,
-                    last_seen=r[10] / 1e9,
-                    last_sequence=r[11],
-                    last_heartbeat=r[12] / 1e9,
-                    agent_cpu_percent=r[13],
-                    agent_rss_bytes=r[14],
-                    spool_depth=r[15],
-                    dropped_total=r[16],
-                    silent_since=r[17] / 1e9,
-                    findings_total=total,
-                    findings_unapproved=unapproved,
-                    findings_by_severity=by_severity.get(host_id, {}),
-                )
-            )
-        return records
+        # Grouped by kind first to follow the covering index; severity_counts adds the groups up.
+        totals, by_severity = severity_counts(
+            (host_id, severity, count, 0 if approved else count)
+            for _, host_id, severity, approved, count in count_rows
+        )
+        return [host_record(r, totals, by_severity) for r in host_rows]
 
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
@@ -771,42 +855,295 @@ class SQLiteStore(Store):
                 rows = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read findings: {exc}") from exc
-        out = []
-        for row_host, first_ns, last_ns, count, data in rows:
-            f = finding_pb2.Finding.FromString(data)
-            f.host_id = row_host
-            f.first_seen.FromNanoseconds(first_ns)
-            f.last_seen.FromNanoseconds(last_ns)
-            f.count = count
-            out.append(codec.finding_to_dict(f))
-        return out
+        return [finding_dict(*row) for row in rows]
 
-    def risk_facts(self) -> list[dict[str, Any]]:
-        sql = "SELECT host_id, id, kind, severity, confidence, approved FROM findings ORDER BY host_id, id"
+    # ---- the read side's aggregates
+
+    def _need_facts(self, what: str) -> None:
+        if self._version < 5:
+            raise StoreError(
+                f"{self.path} has schema version {self._version}, before {what} was kept; "
+                "start `umbra-collector serve` on it once to migrate it"
+            )
+
+    def _rows(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
         try:
             with self._read() as conn:
-                rows = conn.execute(sql).fetchall()
+                return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read findings: {exc}") from exc
-        kinds: dict[int, str] = {}
-        severities: dict[int, str] = {}
-        out = []
-        for host_id, finding_id, kind, severity, confidence, approved in rows:
-            if kind not in kinds:
-                kinds[kind] = codec.kind_name(kind)
-            if severity not in severities:
-                severities[severity] = codec.severity_name(severity)
-            out.append(
-                {
-                    "id": finding_id,
-                    "host_id": host_id,
-                    "kind": kinds[kind],
-                    "severity": severities[severity],
-                    "confidence": round(confidence, 3),
-                    "policy": {"approved": bool(approved)},
-                }
+            raise StoreError(f"cannot read {what}: {exc}") from exc
+
+    def findings_page(
+        self, where: FindingFilter, limit: int, after: FindingCursor | None = None
+    ) -> FindingPage:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if any(v is not None for v in (where.user, where.service, where.vendor, where.runtime, where.sha256)):
+            self._need_facts("evidence facts")
+        clauses, params = filter_sql(where)
+        if after is not None:
+            sql, more = keyset_sql(after)
+            clauses.append(sql)
+            params += more
+        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT ?"
+        rows = self._rows(sql, [*params, limit + 1], "findings")
+        more_after = len(rows) > limit
+        rows = rows[:limit]
+        out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in rows]
+        cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
+        return FindingPage(out, cursor)
+
+    def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT first_seen, last_seen, count, data FROM findings WHERE host_id = ? AND id = ?",
+            [host_id, finding_id],
+            "a finding",
+        )
+        return finding_dict(host_id, *rows[0]) if rows else None
+
+    def newest_finding(self) -> float:
+        (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]
+        return (newest or 0) / 1e9
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        points, params = spec.points_sql()
+        if by == "host":
+            key, where = "host_id", []
+        elif by == "user":
+            self._need_facts("the user of a finding")
+            key, where = "user_name", ["user_name <> ''"]
+        else:
+            raise ValueError(f"cannot group findings by {by!r}")
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(seconds_to_ns(since))
+        sql = (
+            f"SELECT {key}, kind, severity, approved, count(*), sum({points}) FROM findings"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" GROUP BY kind, {key}, severity, approved"
+        )
+        return [
+            TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p or 0.0))
+            for k, kind, sev, appr, n, p in self._rows(sql, params, "risk tallies")
+        ]
+
+    def services(self, since: float | None = None) -> list[ServiceRow]:
+        self._need_facts("AI services")
+        sql, params = _SERVICES, []
+        if since is not None:
+            sql, params = (
+                sql.replace("WHERE service <> ''", "WHERE service <> '' AND last_seen >= ?"),
+                [seconds_to_ns(since)],
             )
-        return out
+        return [
+            ServiceRow(svc, vendor, hosts, procs, int(nbytes or 0), n, int(unappr or 0), last / 1e9)
+            for svc, vendor, hosts, procs, nbytes, n, unappr, last in self._rows(sql, params, "AI services")
+        ]
+
+    def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
+        self._need_facts("runtimes")
+        params: list[Any] = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)]
+        sql = _RUNTIMES
+        if since is not None:
+            sql = sql.replace("WHERE runtime <> ''", "WHERE runtime <> '' AND last_seen >= ?")
+            params.append(seconds_to_ns(since))
+        return [
+            RuntimeRow(rt, hosts, exposed, n, int(unappr or 0), last / 1e9)
+            for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
+        ]
+
+    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+        if not kinds:
+            return []
+        self._need_facts("activity")
+        params: list[Any] = [int(k) for k in kinds]
+        sql = (
+            "SELECT host_id, kind, count(*), sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), sum(nbytes), "
+            f"max(last_seen) FROM findings WHERE kind IN {in_list(kinds)}"
+        )
+        if since is not None:
+            sql += " AND last_seen >= ?"
+            params.append(seconds_to_ns(since))
+        sql += " GROUP BY kind, host_id"
+        rows = [
+            ActivityRow(host, codec.kind_name(kind), n, int(unappr or 0), int(nbytes or 0), last / 1e9)
+            for host, kind, n, unappr, nbytes, last in self._rows(sql, params, "activity")
+        ]
+        return sorted(rows, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
+
+    def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
+        self._need_facts("the model census")
+        if limit < 1 or holders < 0:
+            raise ValueError("limit must be >= 1 and holders >= 0")
+        artifact = int(finding_pb2.KIND_MODEL_ARTIFACT)
+        rows = self._rows(_CENSUS, [artifact, limit], "the model census")
+        if not rows:
+            return []
+        hashes = [r[0] for r in rows]
+        held: dict[str, list[ModelHolder]] = {}
+        if holders:
+            for sha, host, path, approved in self._rows(
+                _CENSUS_HOLDERS.format(hashes=in_list(hashes)),
+                [artifact, *hashes, holders],
+                "the model census",
+            ):
+                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+        return [
+            ModelRow(
+                sha,
+                fmt,
+                arch,
+                int(params or 0),
+                int(size or 0),
+                hosts,
+                unappr_hosts,
+                copies,
+                last / 1e9,
+                tuple(held.get(sha, ())),
+            )
+            for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
+        ]
+
+    def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
+        self._need_facts("risk snapshots")
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    _UPSERT_SNAPSHOT,
+                    [(r.day, r.scope, r.key, r.score, r.level, r.findings, r.unapproved) for r in rows],
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record risk snapshot: {exc}") from exc
+
+    def risk_snapshots(
+        self, scope: SnapshotScope, key: str | None = None, since_day: str | None = None
+    ) -> list[SnapshotRow]:
+        if self._version < 5:
+            return []
+        sql = "SELECT day, scope, key, score, level, findings, unapproved FROM risk_snapshots WHERE scope = ?"
+        params: list[Any] = [scope]
+        if key is not None:
+            sql += " AND key = ?"
+            params.append(key)
+        if since_day is not None:
+            sql += " AND day >= ?"
+            params.append(since_day)
+        rows = self._rows(sql + " ORDER BY day, key", params, "risk snapshots")
+        return [SnapshotRow(*r) for r in rows]
+
+    def drop_before(self, cutoff: float) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute("DELETE FROM findings WHERE last_seen < ?", (_ns(cutoff),))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot drop old findings: {exc}") from exc
+
+    # ---- console access: users, API keys, sessions
+
+    def _access_write(self, what: str) -> Any:
+        if self._version < 6:
+            raise StoreError(f"{self.path} predates console {what}; start `umbra-collector serve` on it once")
+        return self._write()
+
+    def _access_rows(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
+        return [] if self._version < 6 else self._rows(sql, params, what)
+
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        check_role(role)
+        try:
+            with self._access_write("users") as conn:
+                return bool(
+                    conn.execute(
+                        "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (name) DO NOTHING",
+                        (name, role, password_hash, _ns(self._clock())),
+                    ).rowcount
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add user {name!r}: {exc}") from exc
+
+    def user(self, name: str) -> UserRecord | None:
+        rows = self._access_rows(
+            "SELECT name, role, password_hash, created_at FROM users WHERE name = ?", [name], "users"
+        )
+        return UserRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self._access_rows(
+            "SELECT name, role, password_hash, created_at FROM users ORDER BY name", [], "users"
+        )
+        return [UserRecord(n, r, h, c / 1e9) for n, r, h, c in rows]
+
+    def remove_user(self, name: str) -> bool:
+        try:
+            with self._access_write("users") as conn:
+                conn.execute("DELETE FROM sessions WHERE user_name = ?", (name,))
+                return bool(conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove user {name!r}: {exc}") from exc
+
+    def add_api_key(self, key_id: str, key_hash: str, role: str, note: str = "") -> None:
+        check_role(role)
+        try:
+            with self._access_write("API keys") as conn:
+                conn.execute(
+                    "INSERT INTO api_keys (key_id, key_hash, role, created_at, note) VALUES (?, ?, ?, ?, ?)",
+                    (key_id, key_hash, role, _ns(self._clock()), note),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add API key {key_id!r}: {exc}") from exc
+
+    def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = self._access_rows(
+            "SELECT key_id, role, created_at, note FROM api_keys WHERE key_hash = ?", [key_hash], "API keys"
+        )
+        return ApiKeyRecord(rows[0][0], rows[0][1], rows[0][2] / 1e9, rows[0][3]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        rows = self._access_rows(
+            "SELECT key_id, role, created_at, note FROM api_keys ORDER BY created_at DESC, key_id",
+            [],
+            "API keys",
+        )
+        return [ApiKeyRecord(k, r, c / 1e9, n) for k, r, c, n in rows]
+
+    def remove_api_key(self, key_id: str) -> bool:
+        try:
+            with self._access_write("API keys") as conn:
+                return bool(conn.execute("DELETE FROM api_keys WHERE key_id = ?", (key_id,)).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove API key {key_id!r}: {exc}") from exc
+
+    def create_session(self, session_hash: str, user: str, csrf: str, expires_at: float) -> None:
+        now = _ns(self._clock())
+        try:
+            with self._access_write("sessions") as conn:
+                conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+                conn.execute(
+                    "INSERT INTO sessions (session_hash, user_name, csrf, expires_at) VALUES (?, ?, ?, ?)",
+                    (session_hash, user, csrf, _ns(expires_at)),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create a session: {exc}") from exc
+
+    def session(self, session_hash: str, now: float) -> SessionRecord | None:
+        rows = self._access_rows(
+            "SELECT s.user_name, u.role, s.csrf, s.expires_at FROM sessions s "
+            "JOIN users u ON u.name = s.user_name WHERE s.session_hash = ? AND s.expires_at > ?",
+            [session_hash, _ns(now)],
+            "sessions",
+        )
+        return SessionRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3] / 1e9) if rows else None
+
+    def delete_session(self, session_hash: str) -> None:
+        try:
+            with self._access_write("sessions") as conn:
+                conn.execute("DELETE FROM sessions WHERE session_hash = ?", (session_hash,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot end a session: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:  # waits for the batch being written

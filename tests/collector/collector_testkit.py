@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from umbra import codec
+from umbra.contract import PROTOCOL_VERSION
 from umbra.v1 import agent_pb2, finding_pb2
 
 T0 = 1_750_000_000.0  # a fixed "now" for finding times, so tests never depend on the clock
@@ -50,7 +51,7 @@ def build_hello(host_id: str = "host-a", hostname: str = "ws-a", **kw: Any) -> a
     return agent_pb2.Hello(
         host=agent_pb2.HostFacts(host_id=host_id, hostname=hostname, os="Linux", os_release="6.1"),
         agent_version=kw.get("agent_version", "0.1.0"),
-        protocol_version=kw.get("protocol_version", "umbra.v1"),
+        protocol_version=kw.get("protocol_version", PROTOCOL_VERSION),
         sensors=[
             agent_pb2.SensorStatus(name="process", state=agent_pb2.SENSOR_STATE_ACTIVE),
             agent_pb2.SensorStatus(name="gpu", state=agent_pb2.SENSOR_STATE_INACTIVE, reason="no GPU"),

@@ -108,7 +108,7 @@ def test_help_explains_every_option(command: str) -> None:
         ["serve", "--grpc", "no-port"],
         ["serve", "--grpc", "127.0.0.1:99999"],
         ["fleet", "--db", "mysql://db/umbra"],
-        ["fleet", "--db", "postgresql://db/umbra"],
+        ["fleet", "--db", "postgresql+psycopg://db/umbra"],
         ["serve", "--db", "just-a-path.db"],
     ],
 )
@@ -123,6 +123,8 @@ def test_missing_or_foreign_database_is_a_runtime_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_text("hello")
     assert_one_line_error(cli("hosts", "--db", f"sqlite:///{junk}"), 1)
+    # A PostgreSQL server that is not there (port 1: nothing listens) is the same kind of error.
+    assert_one_line_error(cli("fleet", "--db", "postgresql://umbra@127.0.0.1:1/umbra"), 1)
 
 
 # ---- read commands
@@ -400,3 +402,27 @@ def test_serve_with_two_workers_shares_the_ports_and_stops_cleanly(tmp_path: Pat
     serve.proc.wait()
     psutil.wait_procs(children, timeout=20)
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_findings_filters_and_cursor(filled_db: str) -> None:
+    result = cli("findings", "--db", filled_db, "--format", "json", "--unapproved", "--severity", "critical")
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["a1"]
+    result = cli("findings", "--db", filled_db, "--format", "json", "--limit", "2")
+    assert len(result.stdout.splitlines()) == 2
+    cursor = result.stderr.split("--cursor ", 1)[1].strip()
+    rest = cli("findings", "--db", filled_db, "--format", "json", "--cursor", cursor)
+    assert len(rest.stdout.splitlines()) == 1 and "--cursor" not in rest.stderr
+    assert_one_line_error(cli("findings", "--db", filled_db, "--cursor", "junk"), 2)
+
+
+def test_views_and_snapshot(filled_db: str) -> None:
+    result = cli("view", "risk", "--db", filled_db, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    risk = json.loads(result.stdout)["risk"]
+    assert [(r["who"], r["name"]) for r in risk] == [("host", "host-a")]  # host-b is only approved
+    assert risk[0]["reasons"] == "1 unapproved local model runtime; 1 unapproved model file"
+    result = cli("view", "runtimes", "--db", filled_db)
+    assert result.returncode == 0 and result.stdout.splitlines()[0].split()[:2] == ["RUNTIME", "HOSTS"]
+    assert cli("snapshot", "--db", filled_db).returncode == 0
+    trend = json.loads(cli("view", "trend", "--db", filled_db, "--format", "json").stdout)["trend"]
+    assert [(t["scope"], t["score"], t["level"]) for t in trend] == [("fleet", 45.0, "high")]

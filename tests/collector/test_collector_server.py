@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from collector_testkit import T0, build_finding, build_hello, build_inventory
 from grpc import aio
 from umbra.v1 import agent_pb2, agent_pb2_grpc, finding_pb2
 
+from collector.console.credentials import new_api_key, secret_hash
 from collector.identity import IdentityError, certificate_common_name, is_loopback_peer, peer_host_id
-from collector.server import MAX_MESSAGE_BYTES, CollectorServer
+from collector.ingest import MAX_MESSAGE_BYTES, CollectorServer
 from collector.storage import SQLiteStore, StoreError, open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -309,10 +311,19 @@ def test_heartbeat_with_a_time_the_store_cannot_keep_is_refused(tmp_path: Path) 
     assert rows(db, "SELECT spool_depth FROM hosts") == [(0,)]
 
 
+def viewer_key(server: CollectorServer) -> dict[str, str]:
+    """A bearer key for the JSON API (every /api/* route needs one), as `apikey create` makes it."""
+    key_id, key = new_api_key()
+    server.store.add_api_key(key_id, secret_hash(key), "viewer")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def test_http_api(tmp_path: Path) -> None:
+    auth: dict[str, str] = {}
+
     def get(base: str, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(base + path, timeout=5) as resp:
+            with urllib.request.urlopen(urllib.request.Request(base + path, headers=auth), timeout=5) as resp:
                 return resp.status, json.load(resp)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
@@ -327,6 +338,7 @@ def test_http_api(tmp_path: Path) -> None:
             )
             assert (await call.read()).ack.sequence == 1
             base = f"http://{server.http_address}"
+            auth.update(viewer_key(server))
             status, health = await asyncio.to_thread(get, base, "/healthz")
             assert status == 200 and health["status"] == "ok" and health["batches_stored"] == 1
             status, fleet = await asyncio.to_thread(get, base, "/api/fleet")
@@ -405,7 +417,7 @@ class TestIdentity:
 
 
 def test_pending_budget_is_fifo_and_bounded() -> None:
-    from collector.server import Budget
+    from collector.ingest import Budget
 
     async def scenario() -> None:
         budget = Budget(100)
@@ -436,3 +448,63 @@ def test_pending_budget_is_fifo_and_bounded() -> None:
         await asyncio.gather(big, small)
 
     asyncio.run(scenario())
+
+
+def test_metrics_and_the_read_side_routes(tmp_path: Path) -> None:
+    auth: dict[str, str] = {}
+
+    def fetch(base: str, path: str) -> tuple[int, Message, bytes]:
+        """Status, headers (case-insensitive, as HTTP's are) and body."""
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + path, headers=auth), timeout=5) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+
+    def sample(text: str, name: str) -> float:
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{")]
+        return float(line.rsplit(" ", 1)[1])
+
+    async def scenario() -> None:
+        async with collector(tmp_path / "c.db", http=True) as server, stream(server) as call:
+            await call.write(hello_msg("host-a"))
+            findings = [build_finding(f"f{i}", last_seen=T0 + i) for i in range(5)]
+            await call.write(batch_msg(1, findings))
+            assert (await call.read()).ack.sequence == 1
+            await call.write(batch_msg(2, [build_finding("f0", last_seen=T0)]))  # a replay: unchanged
+            assert (await call.read()).ack.sequence == 2
+            base = f"http://{server.http_address}"
+            auth.update(viewer_key(server))
+            status, headers, body = await asyncio.to_thread(fetch, base, "/metrics")
+            assert status == 200 and headers["Content-Type"].startswith("text/plain")
+            text = body.decode()
+            assert sample(text, 'umbra_findings_ingested_total{result="new"}') == 5
+            assert sample(text, 'umbra_findings_ingested_total{result="unchanged"}') == 1
+            assert sample(text, "umbra_streams_open") == 1
+            assert sample(text, 'umbra_hosts{state="reporting"}') == 1
+            assert sample(text, "umbra_store_commit_seconds_count") == server.stats.commits >= 1
+            assert sample(text, 'umbra_store_commit_seconds_bucket{le="+Inf"}') == server.stats.commits
+            # The findings list pages with a cursor in a header; the body stays a list.
+            status, headers, body = await asyncio.to_thread(fetch, base, "/api/findings?limit=2")
+            assert status == 200 and [f["id"] for f in json.loads(body)] == ["f4", "f3"]
+            cursor = headers["X-Next-Cursor"]
+            page_2 = f"/api/findings?limit=5&cursor={cursor}"
+            status, headers, body = await asyncio.to_thread(fetch, base, page_2)
+            assert [f["id"] for f in json.loads(body)] == ["f2", "f1", "f0"]
+            assert "X-Next-Cursor" not in headers
+            assert (await asyncio.to_thread(fetch, base, "/api/findings?cursor=junk"))[0] == 400
+            assert (await asyncio.to_thread(fetch, base, "/api/findings?approved=maybe"))[0] == 400
+            unapproved_high = "/api/findings?approved=false&severity=high"
+            status, _, body = await asyncio.to_thread(fetch, base, unapproved_high)
+            assert status == 200 and len(json.loads(body)) == 5
+            status, _, body = await asyncio.to_thread(fetch, base, "/api/risk")
+            assert status == 200 and [h["host_id"] for h in json.loads(body)["hosts"]] == ["host-a"]
+            status, _, body = await asyncio.to_thread(fetch, base, "/api/runtimes")
+            assert status == 200 and json.loads(body)[0]["runtime"] == "ollama"
+            for path in ("/api/services", "/api/models", "/api/compute", "/api/transfers", "/api/silent"):
+                status, _, body = await asyncio.to_thread(fetch, base, path)
+                assert status == 200 and json.loads(body) == [], path
+            assert (await asyncio.to_thread(fetch, base, "/api/trend?scope=nobody"))[0] == 400
+            await call.done_writing()
+
+    run(scenario)

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "proto")]
 
 from umbra import codec  # noqa: E402
+from umbra.contract import PROTOCOL_VERSION  # noqa: E402
 from umbra.v1 import agent_pb2 as apb  # noqa: E402
 from umbra.v1 import finding_pb2 as fpb  # noqa: E402
 
@@ -38,7 +39,14 @@ SEVERITIES = {name: codec.severity_value(name) for name in codec.SEVERITY_NAMES}
 T0 = 1_750_000_000.0
 
 
-def make_finding(host_id: str, prefix: str, i: int, severity: fpb.Severity.ValueType) -> fpb.Finding:
+def make_finding(
+    host_id: str,
+    prefix: str,
+    i: int,
+    severity: fpb.Severity.ValueType,
+    process: str = "ollama",
+    user: str = "",
+) -> fpb.Finding:
     f = fpb.Finding(
         id=f"{prefix}-{i:07d}",
         kind=fpb.KIND_LOCAL_MODEL_RUNTIME,
@@ -47,7 +55,8 @@ def make_finding(host_id: str, prefix: str, i: int, severity: fpb.Severity.Value
         host_id=host_id,
         count=1,
         summary=f"load finding {i}",
-        process=fpb.Process(pid=1000 + i % 30000, name="ollama", cmdline=["ollama", "serve"]),
+        user=user,
+        process=fpb.Process(pid=1000 + i % 30000, name=process, cmdline=[process, "serve"], username=user),
         evidence=[fpb.Evidence(runtime=fpb.RuntimeEvidence(runtime_id="ollama", matched_on=["name"]))],
         policy=fpb.PolicyDecision(approved=False, rule="default:unapproved"),
     )
@@ -72,6 +81,9 @@ async def main() -> int:
     )
     parser.add_argument("--host-id", default="", help="with --insecure: the host id to claim")
     parser.add_argument("--prefix", default="f")
+    parser.add_argument("--hostname", default="", help="the host name Hello reports")
+    parser.add_argument("--process", default="ollama", help="the findings' process name")
+    parser.add_argument("--user", default="", help="the findings' user")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--chunk", type=int, default=500, help="findings per spool append")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between appends")
@@ -101,9 +113,11 @@ async def main() -> int:
 
     def hello() -> apb.Hello:
         return apb.Hello(
-            host=apb.HostFacts(host_id=host_id, hostname=f"loadgen-{os.getpid()}", os="Linux"),
+            host=apb.HostFacts(
+                host_id=host_id, hostname=args.hostname or f"loadgen-{os.getpid()}", os="Linux"
+            ),
             agent_version="loadgen",
-            protocol_version="umbra.v1",
+            protocol_version=PROTOCOL_VERSION,
         )
 
     def heartbeat() -> apb.Heartbeat:
@@ -129,7 +143,10 @@ async def main() -> int:
         while i < args.count:
             end = min(i + args.chunk, args.count)
             findings = [
-                make_finding(host_id, args.prefix, n, severities[n % len(severities)]) for n in range(i, end)
+                make_finding(
+                    host_id, args.prefix, n, severities[n % len(severities)], args.process, args.user
+                )
+                for n in range(i, end)
             ]
             await asyncio.to_thread(spool.append, findings, client.send_cursor)
             progress_path.write_text(str(end))

@@ -36,7 +36,7 @@ from agent.identity.credentials import (
     save_identity,
 )
 from collector import pki
-from collector.server import CollectorServer, ServerTLS
+from collector.ingest import CollectorServer, ServerTLS
 from collector.storage import SQLiteStore
 
 pytestmark = pytest.mark.timeout(120)

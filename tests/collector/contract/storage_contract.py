@@ -1,16 +1,17 @@
-"""The storage contract: every backend in BACKENDS must pass all of it.
+"""The storage contract: one set of tests every backend must pass (GRR's db_test_mixin pattern).
 
-(Fixtures live here rather than in a conftest.py: a second conftest module would shadow the
-root one for tests that `from conftest import ...`.)
+A backend's test module composes it: `class TestSQLiteStore(StorageContract)` with two fixtures,
+`store` (an open, empty store) and `new_store` (a factory of further empty stores of the same
+backend, for property tests that need a fresh one per example). Backend-specific tests (files,
+partitions, migrations of one engine) live beside it in that module, never here.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from collector_testkit import T0, build_finding, build_hello, build_inventory
@@ -19,47 +20,26 @@ from hypothesis import strategies as st
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
-from collector.storage import (
-    InvalidBatch,
-    SQLiteStore,
-    Store,
-    StoreError,
-    StoreURLError,
-    open_store,
-    sqlite_path,
-)
+from collector.risk import score_spec
+from collector.storage import InvalidBatch, Store, StoreError
 
 Factory = Callable[..., finding_pb2.Finding]
+DAY = 86_400.0
 
 
-@pytest.fixture
-def make_finding() -> Callable[..., finding_pb2.Finding]:
-    return build_finding
+class StorageContract:
+    """Mixed into each backend's test class; needs the `store` and `new_store` fixtures."""
 
+    @pytest.fixture
+    def make_finding(self) -> Callable[..., finding_pb2.Finding]:
+        return build_finding
 
-@pytest.fixture
-def make_hello() -> Callable[..., agent_pb2.Hello]:
-    return build_hello
+    @pytest.fixture
+    def make_hello(self) -> Callable[..., agent_pb2.Hello]:
+        return build_hello
 
+    # ---- batches: idempotency and the merge rule
 
-#: Every backend the storage contract runs against. A PostgreSQL entry joins here later
-#: (skipped when no server is configured).
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "sqlite-file": lambda tmp: f"sqlite:///{tmp / 'collector.db'}",
-    "sqlite-memory": lambda tmp: "sqlite:///:memory:",
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = open_store(BACKENDS[request.param](tmp_path))
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-class TestStoreContract:
     def test_new_batch_is_stored_under_the_given_host(self, store: Store, make_finding: Factory) -> None:
         result = store.store_batch(
             "host-a", 1, [make_finding("a"), make_finding("b", host_id="someone-else")]
@@ -232,21 +212,18 @@ class TestStoreContract:
         (row,) = store.findings()
         assert row == codec.finding_to_dict(f)  # f was normalised in place (host_id) by the store
 
-    def test_risk_facts_match_the_findings(self, store: Store, make_finding: Factory) -> None:
+    def test_tally_matches_the_findings(self, store: Store, make_finding: Factory) -> None:
+        # The risk facts every view reads (Store.risk_facts before the read side moved into SQL).
         store.store_batch(
             "h", 1, [make_finding("a", severity="low", confidence=0.25), make_finding("b", approved=True)]
         )
         store.store_batch("h", 2, [make_finding("a", severity="critical", last_seen=T0 + 1)])
-        keys = ("id", "host_id", "kind", "severity", "confidence")
-        expected = sorted(
-            (
-                {k: f[k] for k in keys} | {"policy": {"approved": f["policy"]["approved"]}}
-                for f in store.findings()
-            ),
-            key=lambda d: d["id"],
+        expected = Counter(
+            (f["host_id"], f["kind"], f["severity"], f["policy"]["approved"]) for f in store.findings()
         )
-        assert sorted(store.risk_facts(), key=lambda d: d["id"]) == expected
-        assert {f["id"]: f["severity"] for f in store.risk_facts()} == {"a": "critical", "b": "high"}
+        rows = store.tally("host", score_spec(T0))
+        assert Counter({(r.key, r.kind, r.severity, r.approved): r.findings for r in rows}) == expected
+        assert {(r.severity, r.approved) for r in rows} == {("critical", False), ("high", True)}
 
     def test_closed_store_refuses_work(self, store: Store, make_finding: Factory) -> None:
         store.close()
@@ -284,11 +261,15 @@ class TestStoreContract:
         order=st.randoms(use_true_random=False),
     )
     def test_merge_is_order_independent(
-        self, store: Store, versions: list[tuple[int, int, int, str]], order: object
+        self,
+        store: Store,
+        new_store: Callable[[], Store],
+        versions: list[tuple[int, int, int, str]],
+        order: object,
     ) -> None:
         """However versions arrive (and repeat), the row ends as their merge."""
         store.close()
-        with open_store("sqlite:///:memory:") as fresh:
+        with new_store() as fresh:
             arrivals = versions + versions[: len(versions) // 2]
             order.shuffle(arrivals)  # type: ignore[attr-defined]
             for seq, (last, back, count, severity) in enumerate(arrivals):
@@ -312,102 +293,47 @@ class TestStoreContract:
             assert row["last_seen"] == codec.iso(codec.timestamp(T0 + newest[0]))
             assert row["first_seen"] == codec.iso(codec.timestamp(min(T0 + v[0] - v[1] for v in versions)))
 
+    # ---- retention
 
-class TestSQLiteBackend:
-    def test_file_is_wal_with_full_sync(self, tmp_path: Path) -> None:
-        path = tmp_path / "c.db"
-        with SQLiteStore(str(path)):
-            pass
-        conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        conn.close()
-
-    def test_data_survives_reopen(self, tmp_path: Path, make_finding: Factory) -> None:
-        url = f"sqlite:///{tmp_path / 'c.db'}"
-        with open_store(url) as s:
-            s.store_batch("h", 3, [make_finding("a")])
-        with open_store(url, create=False) as s:
-            assert [r["id"] for r in s.findings()] == ["a"]
-            assert s.hosts()[0].last_sequence == 3
-
-    def test_missing_file_without_create_is_an_error(self, tmp_path: Path) -> None:
-        with pytest.raises(StoreError, match="no database"):
-            open_store(f"sqlite:///{tmp_path / 'absent.db'}", create=False)
-        assert not (tmp_path / "absent.db").exists()
-
-    def test_foreign_files_are_refused(self, tmp_path: Path) -> None:
-        junk = tmp_path / "junk.db"
-        junk.write_bytes(b"not sqlite at all" * 100)
-        with pytest.raises(StoreError):
-            open_store(f"sqlite:///{junk}")
-        other = tmp_path / "other.db"
-        conn = sqlite3.connect(other)
-        conn.execute("CREATE TABLE t (x)")
-        conn.close()
-        with pytest.raises(StoreError, match="not an Umbra"):
-            open_store(f"sqlite:///{other}")
-
-    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
-        path = tmp_path / "c.db"
-        SQLiteStore(str(path)).close()
-        conn = sqlite3.connect(path)
-        conn.execute("PRAGMA user_version = 99")
-        conn.close()
-        with pytest.raises(StoreError, match="newer"):
-            SQLiteStore(str(path))
-
-    def test_parent_directories_are_created(self, tmp_path: Path) -> None:
-        with open_store(f"sqlite:///{tmp_path / 'a' / 'b' / 'c.db'}"):
-            pass
-        assert (tmp_path / "a" / "b" / "c.db").exists()
-
-    def test_batch_is_one_transaction(self, tmp_path: Path, make_finding: Factory) -> None:
-        """A failure in the middle of a batch leaves neither its findings nor its sequence."""
-        store = SQLiteStore(str(tmp_path / "c.db"))
-        store.store_batch("h", 1, [make_finding("a")])
-        store._writer.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON findings WHEN NEW.id = 'c' "
-            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    def test_drop_before_forgets_findings_not_seen_since_the_cutoff(
+        self, store: Store, make_finding: Factory
+    ) -> None:
+        store.store_batch(
+            "h",
+            1,
+            [
+                make_finding("days-ago", last_seen=T0 - 3 * DAY),
+                make_finding("just-before", last_seen=T0 - 1),
+                make_finding("at-cutoff", last_seen=T0),
+                make_finding("after", last_seen=T0 + 10),
+                make_finding("moved-on", last_seen=T0 - 3 * DAY, first_seen=T0 - 4 * DAY),
+            ],
         )
-        with pytest.raises(StoreError):
-            store.store_batch("h", 2, [make_finding("b"), make_finding("c")])
-        assert [r["id"] for r in store.findings()] == ["a"]
-        assert store.hosts()[0].last_sequence == 1
-        store.close()
+        # Seen again since: its last_seen moved past the cutoff, so it stays (once).
+        assert store.store_batch("h", 2, [make_finding("moved-on", last_seen=T0 + 5)]).updated == 1
+        store.drop_before(T0)
+        assert sorted(f["id"] for f in store.findings(limit=None)) == ["after", "at-cutoff", "moved-on"]
+        assert [f["first_seen"] for f in store.findings(limit=None) if f["id"] == "moved-on"] == [
+            codec.iso(codec.timestamp(T0 - 4 * DAY))
+        ]
+        (host,) = store.hosts()
+        assert host.findings_total == 3 and host.last_sequence == 2, "hosts are kept"
+        assert sum(r.findings for r in store.tally("host", score_spec(T0))) == 3, "aggregates forget too"
 
+    def test_a_finding_seen_again_after_retention_is_stored_anew(
+        self, store: Store, make_finding: Factory
+    ) -> None:
+        store.store_batch("h", 1, [make_finding("a", last_seen=T0 - 2 * DAY, count=7)])
+        store.drop_before(T0)
+        assert store.findings() == []
+        again = store.store_batch("h", 2, [make_finding("a", last_seen=T0 + 1, count=2)])
+        assert (again.new, again.updated, again.unchanged) == (1, 0, 0)
+        (row,) = store.findings()
+        assert row["count"] == 2 and row["last_seen"] == codec.iso(codec.timestamp(T0 + 1))
+        store.drop_before(T0 - 10 * DAY)  # nothing that old: nothing changes
+        assert [f["id"] for f in store.findings()] == ["a"]
 
-class TestOpenStore:
-    @pytest.mark.parametrize(
-        ("url", "path"),
-        [
-            ("sqlite:///rel.db", "rel.db"),
-            ("sqlite:////abs/dir/c.db", "/abs/dir/c.db"),
-            ("sqlite:///:memory:", ":memory:"),
-            ("SQLITE:///a%20b.db", "a b.db"),
-        ],
-    )
-    def test_sqlite_paths(self, url: str, path: str) -> None:
-        assert sqlite_path(url) == path
-
-    @pytest.mark.parametrize(
-        ("url", "message"),
-        [
-            ("postgresql://u@db/umbra", "PostgreSQL backend not available"),
-            ("postgres://db/umbra", "PostgreSQL backend not available"),
-            ("mysql://db/umbra", "unsupported"),
-            ("collector.db", "no scheme"),
-            ("sqlite://", "bad SQLite URL"),
-            ("sqlite:///", "no file path"),
-        ],
-    )
-    def test_bad_urls_are_clear_value_errors(self, url: str, message: str) -> None:
-        with pytest.raises(StoreURLError, match=message):
-            open_store(url)
-        assert issubclass(StoreURLError, ValueError)
-
-
-class TestFleetChannelContract:
-    """Group commit, collector-made health findings, tokens, agents and the policy, on every backend."""
+    # ---- fleet channel: group commit, health findings, tokens, agents, policy
 
     def test_group_commit_stores_valid_batches_and_reports_invalid_ones(
         self, store: Store, make_finding: Factory
@@ -512,9 +438,7 @@ class TestFleetChannelContract:
         latest = store.current_policy()
         assert latest is not None and latest.version == 2 and latest.body == {"approved_runtimes": []}
 
-
-class TestInventoryContract:
-    """Each host's newest Inventory, on every backend."""
+    # ---- inventories
 
     def test_newest_inventory_per_host_is_kept(self, store: Store) -> None:
         assert store.record_inventory("h1", build_inventory(T0, "/m/a.gguf", "/m/b.gguf"))
@@ -548,35 +472,3 @@ class TestInventoryContract:
         with pytest.raises(InvalidBatch, match="taken_at"):
             store.record_inventory("h1", inventory)
         assert store.inventories() == []
-
-
-class TestSchemaMigration:
-    def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
-        self, tmp_path: Path, make_finding: Factory
-    ) -> None:
-        from collector.storage import sqlite as backend
-
-        path = tmp_path / "v1.db"
-        conn = sqlite3.connect(path)
-        conn.executescript(
-            f"{backend._SCHEMA}PRAGMA application_id = {backend.APPLICATION_ID};PRAGMA user_version = 1;"
-        )
-        conn.close()
-        with open_store(f"sqlite:///{path}", create=False) as old:  # read commands never rewrite it
-            assert old.hosts() == [] and old.tokens() == [] and old.current_policy() is None
-            assert old.inventories() == []
-            with pytest.raises(StoreError, match="predates enrollment"):
-                old.create_token("x", time.time() + 60, 1)
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
-        with open_store(f"sqlite:///{path}") as new:
-            new.store_batch("h", 1, [make_finding("a")])
-            new.create_token("x", time.time() + 60, 1)
-            assert new.hosts()[0].silent_since == 0.0
-            assert [f["id"] for f in new.findings(kind="LOCAL_MODEL_RUNTIME")] == ["a"]
-            assert new.record_inventory("h", build_inventory(T0, "/m/a.gguf"))
-        migrated = sqlite3.connect(path)
-        assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
-        indexes = migrated.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
-        )
-        assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {"findings_recent"}

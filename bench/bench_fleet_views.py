@@ -1,0 +1,209 @@
+"""Fleet views at scale: each read-side view's time over a filled store, and peak memory.
+
+Fills a fresh store (SQLite, or with `--db postgres` a PostgreSQL server started for the run from
+Debian's packages with its default, durable settings: tests/pg_server.py) with N findings
+(default 1,000,000) over 1,000 hosts straight through the store's batch path (prepare +
+store_prepared, as the batch writer does; no gRPC), in a child process, then times every fleet
+view of collector.query in this process (median of R runs) and prints the process's peak RSS:
+the views aggregate in SQL, so it must not grow with N.
+
+    .venv/bin/python bench/bench_fleet_views.py [--findings 1000000] [--hosts 1000] [--runs 3]
+        [--db FILE|postgres]
+
+On PostgreSQL the fill ends with VACUUM ANALYZE (what autovacuum does to a table that stops
+changing), so the views' index-only scans find the visibility map set.
+
+The mix: half AI-service contacts (most approved), local runtimes, exposed servers, GPU and
+fine-tuning, model files drawn from 2,000 distinct weights, downloads, exfiltration, uploads,
+health; 2,000 users; last seen spread over 120 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "proto"), str(REPO / "tests")]
+
+from umbra import codec  # noqa: E402
+from umbra.v1 import finding_pb2 as fpb  # noqa: E402
+
+from collector.query import activity, snapshots  # noqa: E402
+from collector.query.documents import fleet_view, hosts_view  # noqa: E402
+from collector.query.findings import finding_filter, list_findings  # noqa: E402
+from collector.query.risk import risk_board  # noqa: E402
+from collector.storage import Store, open_store  # noqa: E402
+
+GOAL_MS = 200.0
+NOW = time.time()
+KINDS = (  # (kind, share, severity, approved share)
+    ("AI_SERVICE_ACCESS", 0.50, "low", 0.7),
+    ("LOCAL_MODEL_RUNTIME", 0.10, "medium", 0.3),
+    ("MODEL_SERVER_EXPOSED", 0.03, "critical", 0.0),
+    ("GPU_AI_WORKLOAD", 0.05, "medium", 0.5),
+    ("FINE_TUNING", 0.02, "high", 0.2),
+    ("MODEL_ARTIFACT", 0.15, "medium", 0.5),
+    ("MODEL_DOWNLOAD", 0.04, "low", 0.5),
+    ("MODEL_EXFILTRATION", 0.01, "critical", 0.0),
+    ("AI_DATA_UPLOAD", 0.05, "high", 0.0),
+    ("AGENT_HEALTH", 0.05, "info", 1.0),
+)
+SERVICES = [(f"api.vendor{i}.ai", f"Vendor{i}") for i in range(60)]
+RUNTIMES = ["ollama", "vllm", "llamacpp", "lmstudio", "localai", "tgi"]
+
+
+def make(rng: random.Random, host: int, n: int) -> fpb.Finding:
+    r = rng.random()
+    kind, _, severity, approved_share = KINDS[-1]
+    for entry in KINDS:
+        r -= entry[1]
+        if r <= 0:
+            kind, _, severity, approved_share = entry
+            break
+    f = fpb.Finding(
+        id=f"f-{host}-{n}",
+        kind=codec.kind_value(kind),
+        severity=codec.severity_value(severity),
+        confidence=rng.choice((0.5, 0.8, 1.0)),
+        user=f"user{rng.randrange(2000)}",
+        summary=f"{kind} {n}",
+        policy=fpb.PolicyDecision(approved=rng.random() < approved_share, rule="bench"),
+        process=fpb.Process(pid=1000 + n % 500, name=rng.choice(("python", "curl", "ollama", "code"))),
+    )
+    if kind in ("AI_SERVICE_ACCESS", "AI_DATA_UPLOAD", "MODEL_DOWNLOAD"):
+        name, vendor = rng.choice(SERVICES)
+        f.evidence.add().network.CopyFrom(
+            fpb.NetworkEvidence(host_name=name, vendor=vendor, bytes_out=rng.randrange(10**7))
+        )
+    if kind in ("LOCAL_MODEL_RUNTIME", "MODEL_SERVER_EXPOSED", "GPU_AI_WORKLOAD"):
+        f.evidence.add().runtime.runtime_id = rng.choice(RUNTIMES)
+    if kind == "MODEL_ARTIFACT":
+        sha = f"{rng.randrange(2000):064x}"
+        f.evidence.add().model_file.CopyFrom(
+            fpb.ModelFileEvidence(path=f"/home/u/models/{sha[:8]}.gguf", format="gguf", sha256=sha,
+                                  size_bytes=4 * 10**9, architecture="llama", parameter_count=7 * 10**9)
+        )  # fmt: skip
+    if kind == "MODEL_EXFILTRATION":
+        f.evidence.add().transfer.CopyFrom(
+            fpb.TransferEvidence(
+                source_path="/m/w.gguf",
+                destination="/media/usb",
+                sha256=f"{rng.randrange(2000):064x}",
+                size_bytes=4 * 10**9,
+            )
+        )
+    last = NOW - rng.random() * 120 * 86400
+    f.last_seen.CopyFrom(codec.timestamp(last))
+    f.first_seen.CopyFrom(codec.timestamp(last - 3600))
+    return f
+
+
+def fill(url: str, findings: int, hosts: int) -> None:
+    rng = random.Random(7)
+    per_host = findings // hosts
+    with open_store(url) as store:
+        pending = []
+        for host in range(hosts):
+            for start in range(0, per_host, 1000):
+                batch = [make(rng, host, n) for n in range(start, min(start + 1000, per_host))]
+                pending.append(store.prepare(f"host-{host:05d}", start // 1000 + 1, batch))
+                if len(pending) >= 50:
+                    store.store_prepared(pending)
+                    pending = []
+        if pending:
+            store.store_prepared(pending)
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) findings")
+
+
+def timed(fn: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--findings", type=int, default=1_000_000)
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="an SQLite file to reuse or keep (default: a temporary one), or `postgres`: a PostgreSQL "
+        "server started for the run",
+    )
+    parser.add_argument("--fill-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fill_only:
+        fill(args.db, args.findings, args.hosts)
+        return
+    with contextlib.ExitStack() as cleanup:
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory())
+        if args.db == "postgres":
+            from pg_server import PostgresServer
+
+            server = PostgresServer(durable=True).start()
+            cleanup.callback(server.destroy)
+            url, fresh = server.create_database(), True
+        else:
+            db = args.db or str(Path(tmp) / "views.db")
+            url, fresh = f"sqlite:///{db}", not Path(db).exists()
+        if fresh:
+            started = time.perf_counter()
+            cmd = [sys.executable, __file__, "--fill-only", "--db", url, "--findings", str(args.findings)]
+            subprocess.run([*cmd, "--hosts", str(args.hosts)], check=True)
+            took = time.perf_counter() - started
+            print(f"filled {args.findings:,} findings over {args.hosts:,} hosts in {took:.0f} s")
+        store = open_store(url, create=False)
+        print_views(store, args.findings, args.runs, "postgres" if args.db == "postgres" else "sqlite")
+
+
+def print_views(store: Store, findings: int, runs: int, backend: str) -> None:
+    where = finding_filter(kinds=("AI_DATA_UPLOAD",), approved=False)
+    views: list[tuple[str, Callable[[], Any]]] = [
+        ("fleet (CLI fleet, 50 findings)", lambda: fleet_view(store, 50)),
+        ("hosts with risk", lambda: hosts_view(store)),
+        ("risk: top hosts and users", lambda: risk_board(store, 20)),
+        ("AI services", lambda: activity.services(store)),
+        ("runtimes and exposed servers", lambda: activity.runtimes(store)),
+        ("GPU and fine-tuning", lambda: activity.compute(store)),
+        ("exfiltration and downloads", lambda: activity.transfers(store)),
+        ("model census (top 100)", lambda: activity.census(store, 100)),
+        ("silent hosts", lambda: activity.silent_hosts(store, 300)),
+        ("findings page (100, newest)", lambda: list_findings(store, finding_filter(), 100)),
+        ("findings page (unapproved uploads)", lambda: list_findings(store, where, 100)),
+        ("daily snapshot (write)", lambda: snapshots.take(store)),
+    ]
+    rows = []
+    for name, fn in views:
+        ms = timed(fn, runs)
+        rows.append((name, f"{ms:,.0f}", f"< {GOAL_MS:.0f}", "ok" if ms < GOAL_MS else "over"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows.append(("peak RSS of this process (MiB)", f"{peak:.0f}", "flat in N", ""))
+    store.close()
+    header = (f"view (median ms, {backend})", f"{findings:,} findings", "goal", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()

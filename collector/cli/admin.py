@@ -1,0 +1,107 @@
+"""Admin commands of the fleet channel: enrollment tokens, enrolled agents, the policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from umbra.table import Column, render_table, terminal_width
+
+from .. import pki
+from ..fleet_admin import mint_token, revoke_agent
+from ..policy import PolicyError, load_file
+from ..query.admin import agents_view, policy_view, tokens_view
+from ..query.times import iso_seconds
+from ..storage import open_store
+from .common import EXIT_OK, PROG, UsageError
+from .serve import default_pki_dir
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        pki_dir = args.pki_dir or default_pki_dir(args.db)
+        if args.ca_cert is not None:
+            try:
+                pin = pki.certificate_pin(args.ca_cert.read_bytes())
+            except OSError as exc:
+                raise pki.PKIError(f"cannot read {args.ca_cert}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise pki.PKIError(f"{args.ca_cert} is not a PEM certificate: {exc}") from None
+        else:
+            pin = pki.load_or_create_ca(pki_dir).pin
+        with open_store(args.db, create=True) as store:
+            token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
+        print(token)
+        print(
+            f"{PROG}: token valid until {iso_seconds(expires)} for {args.uses} enrollment(s)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        docs = tokens_view(store)
+    if args.format == "json":
+        print(json.dumps({"tokens": docs}, indent=2))
+    elif not docs:
+        print("no tokens")
+    else:
+        columns = [Column(h) for h in ("HASH", "CREATED", "EXPIRES", "USES LEFT", "STATE")]
+        columns.append(Column("NOTE", flex=True))
+        rows = [
+            (d["hash"], d["created"], d["expires"], f"{d['uses_left']}/{d['uses']}", d["state"], d["note"])
+            for d in docs
+        ]
+        print(render_table(columns, rows, terminal_width()))
+    return EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if args.action == "revoke":
+        with open_store(args.db, create=False) as store:
+            if not revoke_agent(store, args.host_id):
+                raise UsageError(f"no enrolled agent {args.host_id!r} (see 'umbra-collector agent list')")
+        print(f"{PROG}: agent {args.host_id} revoked", file=sys.stderr)
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        docs = agents_view(store)
+    if args.format == "json":
+        print(json.dumps({"agents": docs}, indent=2))
+    elif not docs:
+        print("no enrolled agents")
+    else:
+        columns = [Column("HOST", flex=True), Column("HOSTNAME", flex=True)]
+        columns += [Column(h) for h in ("ENROLLED", "CERT EXPIRES", "REVOKED")]
+        rows = [
+            (d["host_id"], d["hostname"], d["enrolled_at"], d["not_after"], d["revoked_at"] or "-")
+            for d in docs
+        ]
+        print(render_table(columns, rows, terminal_width()))
+    return EXIT_OK
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        try:
+            body = load_file(args.file)
+        except PolicyError as exc:
+            raise UsageError(str(exc)) from None
+        with open_store(args.db, create=True) as store:
+            version = store.set_policy(body)
+        print(f"{PROG}: policy version {version} stored", file=sys.stderr)
+        return EXIT_OK
+    with open_store(args.db, create=False) as store:
+        policy = policy_view(store)
+    if args.format == "json":
+        print(json.dumps({"policy": policy}, indent=2))
+        return EXIT_OK
+    if policy is None:
+        print("no policy set (agents use their local [policy] config)")
+        return EXIT_OK
+    print(f"policy version {policy.pop('version')}, set {policy.pop('created')}")
+    for key, value in policy.items():
+        if isinstance(value, dict):
+            text = ", ".join(f"{k} = {v:g}" for k, v in value.items()) or "-"
+        else:
+            text = ", ".join(value) or "-"
+        print(f"  {key}: {text}")
+    return EXIT_OK

@@ -1,0 +1,99 @@
+"""`view` and `snapshot`: the fleet views of the query layer, as tables or one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from umbra import codec
+from umbra.table import Column, render_table, terminal_width
+
+from ..query import activity, snapshots
+from ..query.risk import risk_board
+from ..query.times import iso_seconds
+from ..storage import Store
+from .common import EXIT_OK, PROG
+from .render import age
+
+
+def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]], list[str]]:
+    """The view's rows as dicts, and the keys its table shows."""
+    since = time.time() - args.since if args.since else None
+    name = args.view
+    if name == "risk":
+        board = risk_board(store, args.top)
+        rows = [{"who": "host", **asdict(h)} for h in board.hosts] + [
+            {"who": "user", **asdict(u)} for u in board.users
+        ]
+        for r in rows:
+            r["name"] = r.pop("host_id")
+            r["reasons"] = "; ".join(r["reasons"])
+        return rows, ["who", "name", "score", "level", "unapproved", "reasons"]
+    if name == "services":
+        return [s.to_dict() for s in activity.services(store, since)], [
+            "service", "vendor", "hosts", "processes", "bytes_out", "findings", "unapproved", "last_seen",
+        ]  # fmt: skip
+    if name == "runtimes":
+        return [r.to_dict() for r in activity.runtimes(store, since)], [
+            "runtime", "hosts", "exposed_hosts", "findings", "unapproved", "last_seen",
+        ]  # fmt: skip
+    if name == "models":
+        rows = [m.to_dict() for m in activity.census(store, args.top)]
+        for m in rows:
+            m["holders"] = [f"{h['host_id']}:{h['path']}" for h in m["holders"]]
+        return rows, ["sha256", "format", "architecture", "parameters", "hosts", "unapproved_hosts", "copies"]
+    if name in ("compute", "transfers"):
+        view = activity.compute if name == "compute" else activity.transfers
+        return [r.to_dict() for r in view(store, since)], [
+            "host_id", "kind", "findings", "unapproved", "bytes", "last_seen",
+        ]  # fmt: skip
+    if name == "silent":
+        return [s.to_dict() for s in activity.silent_hosts(store, args.silent_after)], [
+            "host_id", "last_seen", "silent_since",
+        ]  # fmt: skip
+    trend = snapshots.trend(store, args.scope, args.key, args.days)
+    return [r.to_dict() for r in trend], ["day", "scope", "key", "score", "level", "findings", "unapproved"]
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in ("last_seen", "silent_since"):
+        return age(float(value)) if value else "-"
+    if key in ("bytes", "bytes_out"):
+        return codec.human_size(int(value))
+    if key == "sha256":
+        return str(value)[:16]
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def cmd_view(args: argparse.Namespace, store: Store) -> int:
+    rows, keys = _rows(args, store)
+    if args.format == "json":
+        for r in rows:
+            for key in ("last_seen", "silent_since"):
+                if isinstance(r.get(key), float):
+                    r[key] = iso_seconds(r[key])
+        print(json.dumps({args.view: rows}, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"nothing to show in {args.view}")
+        return EXIT_OK
+    columns = [Column(k.upper().replace("_", " "), flex=k in ("reasons", "service", "name")) for k in keys]
+    print(render_table(columns, [[_cell(k, r[k]) for k in keys] for r in rows], terminal_width()))
+    return EXIT_OK
+
+
+def cmd_snapshot(args: argparse.Namespace, store: Store) -> int:
+    rows = snapshots.take(store)
+    fleet = rows[0]
+    print(
+        f"{PROG}: snapshot of {fleet.day} kept: fleet {fleet.score:g} {fleet.level}, "
+        f"{len(rows) - 1} hosts and users",
+        file=sys.stderr,
+    )
+    return EXIT_OK

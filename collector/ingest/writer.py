@@ -1,0 +1,98 @@
+"""The batch writer: one thread that stores batches, many agents' batches per transaction (group commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..storage.base import InvalidBatch, PreparedBatch, Store, StoreError, StoreResult
+from .limits import MAX_FINDINGS_PER_COMMIT
+from .stats import ServerStats
+
+log = logging.getLogger(__name__)
+
+Outcome = StoreResult | InvalidBatch | StoreError
+
+
+@dataclass
+class _Job:
+    batch: PreparedBatch
+    future: asyncio.Future[Outcome]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not fut.done():
+        fut.set_result(outcome)
+
+
+class BatchWriter:
+    """One thread that stores batches, grouping all batches waiting at once into one transaction.
+
+    Futures resolve to the outcome (never raise), so an abandoned stream leaves no unretrieved
+    exception behind.
+    """
+
+    def __init__(self, store: Store, stats: ServerStats, max_findings: int = MAX_FINDINGS_PER_COMMIT) -> None:
+        self._store = store
+        self._stats = stats
+        self._max_findings = max_findings
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="umbra-batch-writer", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started = True
+
+    def submit(self, batch: PreparedBatch) -> asyncio.Future[Outcome]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Job(batch, fut, loop))
+        return fut
+
+    async def close(self) -> None:
+        """Store everything already submitted, then stop the thread."""
+        if self._started:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._started = False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            size = job.batch.size
+            while size < self._max_findings:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+                size += more.batch.size
+            outcomes: Sequence[Outcome]
+            try:
+                started = time.perf_counter()
+                outcomes = self._store.store_prepared([j.batch for j in jobs])
+                self._stats.store_latency(time.perf_counter() - started)
+                self._stats.commits += 1
+            except StoreError as exc:
+                outcomes = [exc] * len(jobs)
+            except Exception as exc:  # a backend bug: fail these batches, keep the writer alive
+                log.exception("batch writer failed")
+                outcomes = [StoreError(f"{type(exc).__name__}: {exc}")] * len(jobs)
+            for j, outcome in zip(jobs, outcomes, strict=True):
+                with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
+                    j.loop.call_soon_threadsafe(_settle, j.future, outcome)

@@ -1,0 +1,1 @@
+"""Contract suites every implementation of an interface must pass (imported by the backend test modules)."""

@@ -1,0 +1,156 @@
+"""The SQLite backend: the storage contract on a file and in memory, and what only SQLite has
+(the file itself, WAL, the writer lock, migrations of older files)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from collector_testkit import T0, build_finding, build_inventory
+from contract.storage_contract import StorageContract
+from umbra.v1 import finding_pb2
+
+from collector.storage import SQLiteStore, Store, StoreError, open_store
+
+Factory = Callable[..., finding_pb2.Finding]
+
+#: The SQLite stores the contract runs on.
+URLS: dict[str, Callable[[Path], str]] = {
+    "file": lambda tmp: f"sqlite:///{tmp / 'collector.db'}",
+    "memory": lambda tmp: "sqlite:///:memory:",
+}
+
+
+@pytest.fixture(params=sorted(URLS))
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return URLS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[Store]:
+    s = open_store(sqlite_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def new_store() -> Callable[[], Store]:
+    return lambda: open_store("sqlite:///:memory:")
+
+
+@pytest.fixture
+def make_finding() -> Callable[..., finding_pb2.Finding]:
+    return build_finding
+
+
+class TestSQLiteStore(StorageContract):
+    pass
+
+
+class TestSQLiteBackend:
+    def test_file_is_wal_with_full_sync(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.db"
+        with SQLiteStore(str(path)):
+            pass
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+    def test_data_survives_reopen(self, tmp_path: Path, make_finding: Factory) -> None:
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+        with open_store(url) as s:
+            s.store_batch("h", 3, [make_finding("a")])
+        with open_store(url, create=False) as s:
+            assert [r["id"] for r in s.findings()] == ["a"]
+            assert s.hosts()[0].last_sequence == 3
+
+    def test_missing_file_without_create_is_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match="no database"):
+            open_store(f"sqlite:///{tmp_path / 'absent.db'}", create=False)
+        assert not (tmp_path / "absent.db").exists()
+
+    def test_foreign_files_are_refused(self, tmp_path: Path) -> None:
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(b"not sqlite at all" * 100)
+        with pytest.raises(StoreError):
+            open_store(f"sqlite:///{junk}")
+        other = tmp_path / "other.db"
+        conn = sqlite3.connect(other)
+        conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        with pytest.raises(StoreError, match="not an Umbra"):
+            open_store(f"sqlite:///{other}")
+
+    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.db"
+        SQLiteStore(str(path)).close()
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        with pytest.raises(StoreError, match="newer"):
+            SQLiteStore(str(path))
+
+    def test_parent_directories_are_created(self, tmp_path: Path) -> None:
+        with open_store(f"sqlite:///{tmp_path / 'a' / 'b' / 'c.db'}"):
+            pass
+        assert (tmp_path / "a" / "b" / "c.db").exists()
+
+    def test_batch_is_one_transaction(self, tmp_path: Path, make_finding: Factory) -> None:
+        """A failure in the middle of a batch leaves neither its findings nor its sequence."""
+        store = SQLiteStore(str(tmp_path / "c.db"))
+        store.store_batch("h", 1, [make_finding("a")])
+        store._writer.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON findings WHEN NEW.id = 'c' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        with pytest.raises(StoreError):
+            store.store_batch("h", 2, [make_finding("b"), make_finding("c")])
+        assert [r["id"] for r in store.findings()] == ["a"]
+        assert store.hosts()[0].last_sequence == 1
+        store.close()
+
+
+class TestSchemaMigration:
+    def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
+        self, tmp_path: Path, make_finding: Factory
+    ) -> None:
+        from collector.storage import sqlite as backend
+
+        path = tmp_path / "v1.db"
+        conn = sqlite3.connect(path)
+        conn.executescript(
+            f"{backend._SCHEMA}PRAGMA application_id = {backend.APPLICATION_ID};PRAGMA user_version = 1;"
+        )
+        conn.close()
+        with open_store(f"sqlite:///{path}", create=False) as old:  # read commands never rewrite it
+            assert old.hosts() == [] and old.tokens() == [] and old.current_policy() is None
+            assert old.inventories() == []
+            with pytest.raises(StoreError, match="predates enrollment"):
+                old.create_token("x", time.time() + 60, 1)
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+        with open_store(f"sqlite:///{path}") as new:
+            new.store_batch("h", 1, [make_finding("a")])
+            new.create_token("x", time.time() + 60, 1)
+            assert new.hosts()[0].silent_since == 0.0
+            assert [f["id"] for f in new.findings(kind="LOCAL_MODEL_RUNTIME")] == ["a"]
+            assert new.record_inventory("h", build_inventory(T0, "/m/a.gguf"))
+        migrated = sqlite3.connect(path)
+        assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
+        indexes = migrated.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
+        )
+        # findings_recent from version 3 (findings_kind and findings_last_seen gone), and the read
+        # side's covering indexes from version 5.
+        assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {
+            "findings_recent",
+            "findings_tally",
+            "findings_user",
+            "findings_service",
+            "findings_runtime",
+            "findings_model",
+        }
