@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 # Debian packages: the agent's packet capture (scapy's BPF filters need libpcap); the PostgreSQL
 # server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
 # PDF report (WeasyPrint draws with pango); the report tests render PDF pages with poppler's pdftoppm;
-# the headless browser of the console's tests (Playwright drives it; it never downloads its own).
+# the headless browser of the console's tests (Playwright drives it; it never downloads its own);
+# the zstd tool writes one of the archive tests' .tar.zst files as users make them.
 DEB_PACKAGES := libpcap0.8 postgresql libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils \
-	chromium
+	chromium zstd
 # llama-cpp-python (the real model server of the tests) has no wheel on PyPI and compiles for
 # about 8 minutes on 2 cores: build it once into a wheel cache that every set-up reuses.
 WHEELS ?= $(HOME)/.cache/umbra/wheels
