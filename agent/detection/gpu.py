@@ -200,9 +200,14 @@ def workload_identity(proc: ProcessObservation) -> str:
     """What makes two process instances the same workload: the executable, and for an
     interpreter the script (made absolute with the working directory) or `-m` module it runs.
     `python train.py` in two projects is two workloads; the same game restarted is one."""
-    exe = proc.exe or proc.name
-    argv = proc.cmdline
-    names = {norm(basename(proc.exe)), norm(basename(argv[0])) if argv else ""}
+    return _workload_identity(proc.exe or proc.name, proc.exe, proc.cmdline, proc.cwd)
+
+
+# Both GPU detectors ask on every sample of every GPU process; the answer only changes with the
+# command line, so it is kept for the processes of the moment (bounded).
+@lru_cache(maxsize=4096)
+def _workload_identity(exe: str, exe_path: str, argv: tuple[str, ...], cwd: str) -> str:
+    names = {norm(basename(exe_path)), norm(basename(argv[0])) if argv else ""}
     if not any(is_python(n) for n in names if n):
         return exe
     target = python_target(argv)
@@ -213,7 +218,7 @@ def workload_identity(proc: ProcessObservation) -> str:
     if target.script_index is None:
         return exe
     arg = argv[target.script_index]
-    script = arg if os.path.isabs(arg) or not proc.cwd else os.path.normpath(os.path.join(proc.cwd, arg))
+    script = arg if os.path.isabs(arg) or not cwd else os.path.normpath(os.path.join(cwd, arg))
     return f"{exe} {script}"
 
 

@@ -74,6 +74,10 @@ class Instances:
         self._polled: dict[_Polled, frozenset[str]] = {}  # observation type -> instances its last poll listed
         self._programs: OrderedDict[_Program, OrderedDict[str, _Seen]] = OrderedDict()
         self._newest = float("-inf")
+        # Dead instances leave a program once per poll, not on each of its instances' observations:
+        # a job of N workers would otherwise cost N^2 per poll.
+        self._poll = 0
+        self._pruned: dict[_Program, int] = {}
 
     def __len__(self) -> int:
         """How many programs are remembered."""
@@ -87,6 +91,8 @@ class Instances:
                 polled.setdefault(type(obs), set()).add(obs.instance_key)
         # A poll without such observations leaves the sets alone: it may be another sensor's.
         self._polled.update((kind, frozenset(keys)) for kind, keys in polled.items())
+        if polled:
+            self._poll += 1
 
     def live(self, draft: FindingDraft, at: float = 0.0) -> Live:
         """Remember `draft` (one instance's, seen at `at`) and return the live instances' drafts
@@ -98,11 +104,16 @@ class Instances:
         program = self._programs.pop((draft.kind, draft.key), None) or OrderedDict()
         self._programs[(draft.kind, draft.key)] = program
         while len(self._programs) > self.max_programs:
-            self._programs.popitem(last=False)
+            gone, _ = self._programs.popitem(last=False)
+            self._pruned.pop(gone, None)
         program.pop(proc.instance_key, None)
         program[proc.instance_key] = _Seen(draft, proc, at)
-        for key in [k for k, seen in program.items() if k != proc.instance_key and not self._is_live(seen)]:
-            del program[key]
+        if self.window is not None or self._pruned.get((draft.kind, draft.key)) != self._poll:
+            self._pruned[(draft.kind, draft.key)] = self._poll
+            for key in [
+                k for k, seen in program.items() if k != proc.instance_key and not self._is_live(seen)
+            ]:
+                del program[key]
         while len(program) > self.max_remembered:
             program.popitem(last=False)
         ordered = sorted(program.values(), key=lambda s: (s.process.create_time, s.process.pid))
@@ -153,9 +164,33 @@ def with_instances(
         more = f" and {total - min(len(processes), SUMMARY_NAMED)} more" if total > SUMMARY_NAMED else ""
         unlisted = f" ({total - len(processes)} not listed)" if total > len(processes) else ""
         summary = f"{summary}; {total} {what}{unlisted}: {named}{more}"
-    return replace(
-        draft, summary=summary, evidence=[*draft.evidence, *(instance_evidence(p) for p in processes)]
-    )
+    return replace(draft, summary=summary, evidence=[*draft.evidence, *(_instance(p) for p in processes)])
+
+
+# Each instance is listed in its program's finding once per observation of any instance of it, so
+# its evidence is built once and kept (the messages are only read and copied, never changed).
+_MAX_KEPT = 4096
+_kept: dict[tuple[object, ...], fpb.Evidence] = {}
+
+
+def _instance(proc: ProcessObservation) -> fpb.Evidence:
+    key = (
+        proc.pid,
+        proc.ppid,
+        proc.name,
+        proc.exe,
+        proc.cmdline,
+        proc.username,
+        proc.create_time,
+        proc.listening,
+        proc.model_files,
+    )  # what instance_evidence reads
+    evidence = _kept.get(key)
+    if evidence is None:
+        if len(_kept) >= _MAX_KEPT:
+            _kept.clear()
+        evidence = _kept[key] = instance_evidence(proc)
+    return evidence
 
 
 def _brief(proc: ProcessObservation) -> str:
