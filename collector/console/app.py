@@ -29,6 +29,7 @@ from .auth import (
     AuthMiddleware,
     HeadersMiddleware,
     LoginLimiter,
+    cookie_secure,
     csrf_ok,
     is_api,
     safe_next,
@@ -88,12 +89,10 @@ def build_app(
     limiter = limiter or LoginLimiter()
 
     def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
-        # Secure whenever the console speaks HTTPS, which it must beyond loopback; on loopback HTTP a
-        # Secure cookie would never be sent back, and no network carries it there.
-        secure = request.url.scheme == "https"
         response.set_cookie(
-            name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="strict"
-        )
+            name, value, max_age=max_age, path="/", secure=cookie_secure(request), httponly=True,
+            samesite="strict",
+        )  # fmt: skip
 
     def login_form(request: Request, status: int = 200, error: str = "") -> Response:
         token = request.cookies.get(LOGIN_COOKIE, "")
@@ -138,7 +137,7 @@ def build_app(
         log.info("%s signed in from %s", user.name, client)
         response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)
         set_cookie(request, response, SESSION_COOKIE, session, int(SESSION_SECONDS))
-        response.delete_cookie(LOGIN_COOKIE, path="/")
+        response.delete_cookie(LOGIN_COOKIE, path="/", secure=cookie_secure(request), samesite="strict")
         return response
 
     async def logout(request: Request) -> Response:
@@ -149,7 +148,9 @@ def build_app(
         if who is not None and who.session_hash:
             await run_in_threadpool(store.delete_session, who.session_hash)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=cookie_secure(request), httponly=True, samesite="strict"
+        )
         return response
 
     def css(request: Request) -> Response:

@@ -2,9 +2,9 @@
 login form (and /metrics with --metrics-public); CSRF tokens on forms; login rate limits.
 
 Unauthenticated requests get 401 (JSON routes and /metrics) or a redirect to /login (pages).
-Sessions are a random id in an HttpOnly, SameSite=Strict, Secure cookie; the store keeps its
-SHA-256 with the user, an expiry and the session's CSRF token. The role is read from the user on
-every request, so removing a user ends their access at once.
+Sessions are a random id in an HttpOnly, SameSite=Strict cookie (Secure: see cookie_secure); the
+store keeps its SHA-256 with the user, an expiry and the session's CSRF token. The role is read from
+the user on every request, so removing a user ends their access at once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ..addr import is_loopback_host
 from ..storage.base import Store
 from .credentials import KEY_PREFIX, same, secret_hash
 
@@ -129,6 +130,15 @@ def safe_next(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target or "\n" in target:
         return "/"
     return target
+
+
+def cookie_secure(request: Request) -> bool:
+    """Whether the console's cookies carry Secure: always, but when the browser itself speaks plain
+    HTTP to a loopback name (http://127.0.0.1, http://localhost). Safari drops Secure cookies there
+    (WebKit bug 281149), so Secure would lock it out of the login form, and it guards nothing: such a
+    cookie never crosses a network. A console behind a TLS proxy that forwards plain HTTP on
+    loopback sees the public Host name and still sets Secure."""
+    return request.url.scheme == "https" or not is_loopback_host(request.url.hostname or "")
 
 
 def csrf_ok(who: Identity | None, submitted: str) -> bool:

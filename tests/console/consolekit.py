@@ -75,6 +75,12 @@ class Client:
         return status
 
 
+def set_cookie(headers: Message, name: str) -> str:
+    """The response's Set-Cookie line for cookie `name` (exactly one)."""
+    (line,) = [v for v in headers.get_all("Set-Cookie") or [] if v.startswith(f"{name}=")]
+    return line
+
+
 def add_user(db_url: str, name: str, role: str, password: str | None = None) -> None:
     result = subprocess.run(
         [cli("umbra-collector"), "user", "add", name, "--role", role, "--password-stdin", "--db", db_url],

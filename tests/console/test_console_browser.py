@@ -72,6 +72,10 @@ def login(page: Any, base: str, user: str, role: str) -> None:
     page.click("#signin")
     page.wait_for_url(base + "/")
     assert page.text_content("#who") == f"{user} ({role})"
+    # The session cookie as Chromium keeps it: out of reach of scripts, never sent cross-site.
+    (session,) = [c for c in page.context.cookies() if c["name"] == "umbra_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert "umbra_session" not in page.evaluate("document.cookie")
 
 
 def hostile_agent(collector: CollectorProc, tmp_path: Path) -> LoadAgent:

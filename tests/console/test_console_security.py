@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from collector_proc import CollectorProc
 from conftest import cli
-from consolekit import PASSWORDS, Client, add_user, api_key
+from consolekit import PASSWORDS, Client, add_user, api_key, set_cookie
 from starlette.routing import Route
 
 from collector.console.app import build_app
@@ -83,24 +83,46 @@ def test_login_sets_a_strict_session_cookie_and_logout_ends_it(console: Collecto
         "/login", {"csrf": token, "username": "ann", "password": PASSWORDS["admin"], "next": "/hosts"}
     )
     assert status == 303 and headers["Location"] == "/hosts"
-    cookie = [v for k, v in headers.items() if k.lower() == "set-cookie" and v.startswith("umbra_session=")]
-    assert cookie, headers
-    flags = cookie[0].lower()
+    cookie = set_cookie(headers, "umbra_session")
+    flags = cookie.lower()
     assert "httponly" in flags and "samesite=strict" in flags
-    assert "secure" not in flags, "plain HTTP is loopback only; HTTPS sets Secure (see the HTTPS test)"
+    assert "secure" not in flags, "plain HTTP to a loopback name: Safari would drop a Secure cookie"
     status, headers, body = client.request("/")
     assert status == 200 and "ann (admin)" in body
     assert "script-src 'none'" in headers["Content-Security-Policy"]
-    session = re.search(r"umbra_session=([^;]+)", cookie[0]).group(1)  # type: ignore[union-attr]
+    session = re.search(r"umbra_session=([^;]+)", cookie).group(1)  # type: ignore[union-attr]
     assert session not in json.dumps(console.query("SELECT * FROM sessions")), "only its hash is stored"
     # Logging out needs the form's CSRF token; without it nothing happens.
     assert client.request("/logout", {"csrf": "wrong"})[0] == 403
     assert client.request("/")[0] == 200
     status, headers, _ = client.request("/logout", {"csrf": client.csrf("/")})
     assert status == 303 and headers["Location"] == "/login"
+    assert re.search(r"max-age=0|expires=thu, 01 jan 1970", set_cookie(headers, "umbra_session").lower())
     again = Client(f"http://{console.http}")  # the old cookie, replayed, opens nothing
     again.jar.set_cookie(_cookie("umbra_session", session))
     assert again.request("/")[0] == 303
+
+
+def test_cookies_are_secure_unless_the_browser_speaks_http_to_a_loopback_name(console: CollectorProc) -> None:
+    """Behind a TLS proxy that forwards plain HTTP to the console on loopback, the browser's Host is
+    the public name: the cookies must carry Secure there (only loopback names go without)."""
+    client = Client(f"http://{console.http}")
+    port = console.http.rsplit(":", 1)[1]
+    for host, secure in (
+        (f"127.0.0.1:{port}", False), (f"localhost:{port}", False), (f"[::1]:{port}", False),
+        ("console.example.com", True), (f"10.0.0.5:{port}", True),
+    ):  # fmt: skip
+        status, headers, body = client.request("/login", headers={"Host": host})
+        assert status == 200
+        assert ("; secure" in set_cookie(headers, "umbra_login").lower()) is secure, host
+        token = re.search(r'name="csrf" value="([^"]+)"', body).group(1)  # type: ignore[union-attr]
+        status, headers, _ = client.request(
+            "/login",
+            {"csrf": token, "username": "vic", "password": PASSWORDS["viewer"]},
+            headers={"Host": host, "Cookie": f"umbra_login={token}"},
+        )
+        assert status == 303, host
+        assert ("; secure" in set_cookie(headers, "umbra_session").lower()) is secure, host
 
 
 def test_login_needs_its_csrf_token_and_never_redirects_off_site(console: CollectorProc) -> None:
@@ -198,8 +220,7 @@ def test_metrics_public_and_https_beyond_loopback(tmp_path: Path) -> None:
         status, headers, _ = client.request(
             "/login", {"csrf": token, "username": "ann", "password": PASSWORDS["admin"]}
         )
-        cookie = [v for k, v in headers.items() if k.lower() == "set-cookie" and "umbra_session=" in v]
-        assert status == 303 and "; secure" in cookie[0].lower()
+        assert status == 303 and "; secure" in set_cookie(headers, "umbra_session").lower()
         assert headers["Strict-Transport-Security"].startswith("max-age=")
         assert client.request("/")[0] == 200
         plain = Client(f"http://127.0.0.1:{port}")
