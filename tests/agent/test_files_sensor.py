@@ -322,7 +322,7 @@ def test_copy_to_approved_sync_folder_is_approved(home: Path, start: Callable[..
 
 
 @pytest.mark.parametrize(
-    "archive", ["models.zip", "models.tar.gz", "models.tar", "models.7z", "models.tar.zst"]
+    "archive", ["models.zip", "models.tar.gz", "models.tar", "models.7z", "plain-header.7z", "models.tar.zst"]
 )
 def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harness]) -> None:
     source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
@@ -333,8 +333,8 @@ def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harne
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(source, "export/tiny.gguf")
     elif archive.endswith(".7z"):
-        with py7zr.SevenZipFile(target, "w") as z:
-            z.set_encoded_header_mode(False)  # a listable header (7-Zip's -mhc=off)
+        with py7zr.SevenZipFile(target, "w") as z:  # a packed header by default (7-Zip's -mhc=on)
+            z.set_encoded_header_mode(archive != "plain-header.7z")
             z.write(source, "export/tiny.gguf")
     elif archive.endswith(".zst"):
         plain = io.BytesIO()
@@ -348,6 +348,7 @@ def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harne
     t_ev = transfer(f)
     assert (t_ev.destination_kind, t_ev.destination, t_ev.sha256) == ("archive", str(target), sha(source))
     assert t_ev.source_path == str(source)
+    assert "holds export/tiny.gguf" in f.summary  # found in the listing, not guessed from its place
     assert f.severity == fpb.SEVERITY_HIGH
 
 

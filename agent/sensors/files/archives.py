@@ -18,7 +18,7 @@ from agent.modelfiles.window import Window
 from agent.modelfiles.ziplist import list_zip, local_data_offset
 from agent.observations import ModelTransferObservation, ProcessObservation
 from agent.sensors.files.inventory import TrackedModel
-from agent.sensors.files.sevenzip import EncodedHeader, list_7z
+from agent.sensors.files.sevenzip import NotListed, list_7z
 from agent.sensors.files.significance import ModelRule, judge
 from agent.system import procfs
 
@@ -201,8 +201,8 @@ def _7z_entries(fd: int, size: int) -> tuple[list[tuple[str, int, bytes]], str]:
     """A 7z archive's files by name and size (content is compressed: no peeks)."""
     try:
         files = list_7z(lambda off, n: os.pread(fd, n, off), size)
-    except EncodedHeader:
-        return [], "7z archive with a compressed header: not listed"
+    except NotListed as why:
+        return [], f"7z archive with {why}: not listed"
     return [(name, n, b"") for name, n in files[:MAX_ARCHIVE_ENTRIES]], "7z listing"
 
 
