@@ -11,9 +11,9 @@ STAMP := $(VENV)/.installed
 # server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
 # PDF report (WeasyPrint draws with pango); the report tests render PDF pages with poppler's pdftoppm;
 # the headless browser of the console's tests (Playwright drives it; it never downloads its own);
-# the zstd tool writes one of the archive tests' .tar.zst files as users make them.
+# the zstd and 7-Zip tools write some of the archive tests' files as users make them.
 DEB_PACKAGES := libpcap0.8 postgresql libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils \
-	chromium zstd
+	chromium zstd 7zip
 # llama-cpp-python (the real model server of the tests) has no wheel on PyPI and compiles for
 # about 8 minutes on 2 cores: build it once into a wheel cache that every set-up reuses.
 WHEELS ?= $(HOME)/.cache/umbra/wheels
