@@ -124,7 +124,7 @@ def score_spec(now: float) -> ScoreSpec:
         if name in codec.SEVERITY_NAMES
     )
     decay = tuple((seconds_to_ns(now - age), factor) for age, factor in DECAY)
-    return ScoreSpec(weights, decay, STALE_FACTOR)
+    return ScoreSpec(weights, decay, STALE_FACTOR, seconds_to_ns(now))
 
 
 def reasons_for(points_by_kind: Mapping[str, float], count_by_kind: Mapping[str, int]) -> tuple[str, ...]:

@@ -44,7 +44,8 @@ MAX_INT64 = 2**63 - 1
 MAX_ID_LENGTH = 512
 MAX_HOST_ID_LENGTH = 256
 
-_KNOWN_KINDS = frozenset(v for v in finding_pb2.FindingKind.values() if v != finding_pb2.KIND_UNSPECIFIED)
+KNOWN_KINDS = frozenset(v for v in finding_pb2.FindingKind.values() if v != finding_pb2.KIND_UNSPECIFIED)
+_KNOWN_KINDS = KNOWN_KINDS
 _KNOWN_SEVERITIES = frozenset(finding_pb2.Severity.values())
 
 
@@ -518,6 +519,15 @@ class Store(ABC):
         """Findings counted per host (or per user, findings without one left out), kind, severity
         and approval, each group with the sum of its findings' risk points under `spec`;
         `since` keeps findings last seen from then on."""
+
+    def refresh_summaries(self, spec: ScoreSpec) -> int:
+        """Bring the kept summaries (storage.summaries) up to date: recompute the hosts, users and
+        weights hashes stored to since, and the tallies whose age buckets changed by `spec.as_of`;
+        returns how many were recomputed. `tally` and `model_census` do it for what they read, so
+        they are always exact; the collector's monitor calls it so they find little left to do.
+        A backend without summaries computes every view in full and has nothing to refresh."""
+        del spec
+        return 0
 
     @abstractmethod
     def services(self, since: float | None = None) -> list[ServiceRow]:

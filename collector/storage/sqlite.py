@@ -37,7 +37,9 @@ from google.protobuf.message import DecodeError
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
+from . import summaries
 from .base import (
+    KNOWN_KINDS,
     AgentRecord,
     FindingRow,
     HostContact,
@@ -78,7 +80,8 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+_ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -242,7 +245,61 @@ CREATE TABLE IF NOT EXISTS risk_snapshots (
 """
 )
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5}
+# Version 6: summaries kept in tables (see storage.summaries): which hosts, users and weights hashes
+# changed since their rows were computed, each host's and user's risk tally, each hash's census row.
+# A finding whose newer version names another user or hash leaves the old one's rows behind, so
+# triggers mark the old one dirty too (the batch itself names only the new one). Everything stored
+# before is marked dirty: the first refresh computes it all.
+_MIGRATE_TO_6 = f"""
+CREATE TABLE IF NOT EXISTS summary_keys (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    dirty       INTEGER NOT NULL DEFAULT 0,
+    valid_after INTEGER NOT NULL DEFAULT 0,
+    valid_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS risk_summary (
+    scope    TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    kind     INTEGER NOT NULL,
+    severity INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    findings INTEGER NOT NULL,
+    points   REAL NOT NULL,
+    PRIMARY KEY (scope, key, kind, severity, approved)
+);
+CREATE TABLE IF NOT EXISTS model_summary (
+    sha256           TEXT PRIMARY KEY,
+    model_format     TEXT NOT NULL,
+    model_arch       TEXT NOT NULL,
+    model_params     INTEGER NOT NULL,
+    nbytes           INTEGER NOT NULL,
+    hosts            INTEGER NOT NULL,
+    unapproved_hosts INTEGER NOT NULL,
+    copies           INTEGER NOT NULL,
+    last_seen        INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS findings_user_moved AFTER UPDATE OF user_name ON findings
+WHEN old.user_name <> '' AND old.user_name <> new.user_name
+BEGIN
+    INSERT INTO summary_keys (scope, key, dirty) VALUES ('user', old.user_name, 1)
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS findings_model_moved AFTER UPDATE OF sha256, kind ON findings
+WHEN old.kind = {_ARTIFACT} AND old.sha256 <> '' AND (old.sha256 <> new.sha256 OR new.kind <> {_ARTIFACT})
+BEGIN
+    INSERT INTO summary_keys (scope, key, dirty) VALUES ('model', old.sha256, 1)
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+END;
+INSERT INTO summary_keys (scope, key, dirty) SELECT 'host', host_id, 1 FROM findings GROUP BY host_id;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'user', user_name, 1 FROM findings WHERE user_name <> '' GROUP BY user_name;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'model', sha256, 1 FROM findings WHERE sha256 <> '' AND kind = {_ARTIFACT} GROUP BY sha256;
+"""
+
+_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5, 6: _MIGRATE_TO_6}
 
 _UPSERT_INVENTORY = """
 INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
@@ -364,6 +421,17 @@ def _sensors_json(sensors: Sequence[agent_pb2.SensorStatus]) -> str:
     )
 
 
+def _statements(script: str) -> Iterator[str]:
+    """A script's statements one by one (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
 def _backfill_facts(conn: sqlite3.Connection) -> None:
     """Version 5: fill the evidence-fact columns of findings stored before them, from their bodies."""
     assignments = ", ".join(f"{c} = ?" for c in _FACT_COLUMNS)
@@ -401,6 +469,16 @@ def _upsert_batch(
         conn.execute(_TOUCH_HOST_SEQUENCE, (host_id, now, now, sequence))
     updated = changed - new
     return StoreResult(new=new, updated=updated, unchanged=len(rows) - new - updated)
+
+
+def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
+    """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
+    users: set[str] = set()
+    hashes: set[str] = set()
+    for b in batches:
+        users.update(r[10] for r in b.rows)  # FindingRow: user_name
+        hashes.update(r[16] for r in b.rows if r[2] == _ARTIFACT)  # sha256
+    conn.executemany(summaries.MARK_DIRTY, summaries.dirty_keys((b.host_id for b in batches), users, hashes))
 
 
 class SQLiteStore(Store):
@@ -491,9 +569,8 @@ class SQLiteStore(Store):
             # Re-read inside the write lock: another collector may have migrated meanwhile.
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             for target in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(_MIGRATIONS[target]):
+                    conn.execute(statement)
                 if target == 5:
                     _backfill_facts(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -618,7 +695,10 @@ class SQLiteStore(Store):
         now = _ns(self._clock())
         try:
             with self._write() as conn:
-                return [_upsert_batch(conn, b.host_id, b.sequence, b.rows, now) for b in batches]
+                results = [_upsert_batch(conn, b.host_id, b.sequence, b.rows, now) for b in batches]
+                if self._summaries():
+                    _mark_dirty(conn, batches)
+                return results
         except sqlite3.Error as exc:
             raise StoreError(f"cannot store {len(batches)} batches: {exc}") from exc
 
@@ -633,6 +713,8 @@ class SQLiteStore(Store):
                     (host_id, now, now),
                 )
                 _upsert_batch(conn, host_id, 0, rows, None)
+                if self._summaries():
+                    _mark_dirty(conn, [PreparedBatch(host_id, 0, rows)])
                 if silent_since is not None:
                     conn.execute(
                         "UPDATE hosts SET silent_since = ? WHERE host_id = ?", (_ns(silent_since), host_id)
@@ -963,7 +1045,42 @@ class SQLiteStore(Store):
         (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]
         return (newest or 0) / 1e9
 
+    # storage.summaries' SummaryDb: the refresh reads through the reader pool, writes as the writer
+    placeholder = "?"
+
+    def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._rows(sql, params, "summaries")
+
+    @contextmanager
+    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+        try:
+            with self._write() as conn:
+                yield lambda sql, rows: conn.executemany(sql, rows).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write summaries: {exc}") from exc
+
+    def _summaries(self) -> bool:
+        return self._version >= 6
+
+    def refresh_summaries(self, spec: ScoreSpec) -> int:
+        if not self._summaries() or not spec.as_of:
+            return 0
+        kinds = sorted(KNOWN_KINDS)
+        return (
+            summaries.refresh_tally(self, "host", spec, kinds)
+            + summaries.refresh_tally(self, "user", spec, kinds)
+            + summaries.refresh_models(self, _ARTIFACT)
+        )
+
     def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if by not in ("host", "user"):
+            raise ValueError(f"cannot group findings by {by!r}")
+        if since is None and spec.as_of and self._summaries():
+            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+            return [
+                TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p))
+                for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
+            ]
         points, params = spec.points_sql()
         if by == "host":
             key, where = "host_id", []
@@ -1033,8 +1150,12 @@ class SQLiteStore(Store):
         self._need_facts("the model census")
         if limit < 1 or holders < 0:
             raise ValueError("limit must be >= 1 and holders >= 0")
-        artifact = int(finding_pb2.KIND_MODEL_ARTIFACT)
-        rows = self._rows(_CENSUS, [artifact, limit], "the model census")
+        artifact = _ARTIFACT
+        if self._summaries():
+            summaries.refresh_models(self, artifact)
+            rows = summaries.read_census(self, limit)
+        else:
+            rows = self._rows(_CENSUS, [artifact, limit], "the model census")
         if not rows:
             return []
         hashes = [r[0] for r in rows]

@@ -512,6 +512,78 @@ class QueryContract:
         assert fleet.findings_by_severity == {"critical": 2, "info": 1}
         assert (fleet.findings, fleet.unapproved) == (3, 2)
 
+    # ---- kept summaries: refreshed incrementally, always equal to the full computation
+
+    def test_summaries_after_refresh_equal_the_full_computation(self, store: Store) -> None:
+        rng = random.Random(5)
+
+        def wave(version: float) -> None:
+            for h in range(4):
+                batch = [
+                    finding(
+                        f"f{i}",
+                        kind=rng.choice(codec.KIND_NAMES),
+                        severity=rng.choice(codec.SEVERITY_NAMES),
+                        confidence=round(rng.random(), 3),
+                        approved=rng.random() < 0.3,
+                        last_seen=T0 - rng.randrange(0, 120) * DAY - 3600 + version,
+                        user=rng.choice(["", "u1", "u2", "u3"]),
+                    )
+                    for i in range(30)
+                ]
+                store_on(store, f"host-{h}", *batch)
+
+        def rows(by: str, when: float, since: float | None) -> list[tuple[Any, ...]]:
+            got = store.tally(by, risk.score_spec(when), since)  # type: ignore[arg-type]
+            return sorted(
+                (r.key, r.kind, r.severity, r.approved, r.findings, round(r.points, 6)) for r in got
+            )
+
+        def full(by: str, when: float) -> list[tuple[Any, ...]]:
+            return rows(by, when, T0 - 1000 * DAY)  # a `since` computes from the findings
+
+        def kept(by: str, when: float) -> list[tuple[Any, ...]]:
+            return rows(by, when, None)
+
+        wave(0.0)
+        store.refresh_summaries(risk.score_spec(T0))
+        # as of later times, age buckets change: the kept rows follow them exactly
+        for when in (T0, T0 + 3 * DAY, T0 + 25 * DAY, T0 + 100 * DAY, T0):
+            assert kept("host", when) == full("host", when), when
+            assert kept("user", when) == full("user", when), when
+        wave(1.0)  # newer versions: other severities, approvals, users, ages
+        assert kept("host", T0) == full("host", T0)
+        assert kept("user", T0) == full("user", T0)
+
+    def test_refresh_recomputes_only_what_changed(self, store: Store) -> None:
+        for h in ("h1", "h2", "h3"):
+            store_on(store, h, finding("a", last_seen=T0 - 5 * DAY), finding("b", last_seen=T0 - 20 * DAY))
+        assert store.refresh_summaries(risk.score_spec(T0)) == 3
+        assert store.refresh_summaries(risk.score_spec(T0)) == 0  # nothing stored since
+        store_on(store, "h2", finding("c", severity="critical"))
+        assert store.refresh_summaries(risk.score_spec(T0)) == 1  # only the host stored to
+        assert store.refresh_summaries(risk.score_spec(T0 + DAY)) == 0  # no finding changes age bucket
+        # two days on, "a" turns 7 days old on every host: each is recomputed once
+        assert store.refresh_summaries(risk.score_spec(T0 + 2 * DAY + 1)) == 3
+        later = risk.fold(store.tally("host", risk.score_spec(T0 + 2 * DAY + 1)))
+        assert later["h1"].score == pytest.approx(15.0 * 0.5 + 15.0 * 0.5, abs=0.05)  # both a week+ old
+        assert risk.fold(store.tally("host", risk.score_spec(T0)))["h1"].score == pytest.approx(15.0 + 7.5)
+
+    def test_a_finding_moved_to_another_user_or_hash_leaves_the_old_one(self, store: Store) -> None:
+        old, new = "44" * 32, "55" * 32
+        store_on(store, "h1", finding("x", user="alice"), finding("m", kind="MODEL_ARTIFACT", sha256=old))
+        assert set(user_risks(store, now=T0)) == {"alice"}
+        assert [r.sha256 for r in store.model_census()] == [old]
+        # the newer version of each names another user and other weights (a file replaced in place)
+        store_on(
+            store,
+            "h1",
+            finding("x", user="bob", last_seen=T0 + 60),
+            finding("m", kind="MODEL_ARTIFACT", sha256=new, last_seen=T0 + 60),
+        )
+        assert set(user_risks(store, now=T0 + 60)) == {"bob"}
+        assert [(r.sha256, r.hosts) for r in store.model_census()] == [(new, 1)]
+
 
 def _hello(host_id: str) -> Any:
     from umbra.v1 import agent_pb2

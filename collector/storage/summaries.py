@@ -1,0 +1,191 @@
+"""Summaries kept in tables: each host's and user's risk tally and each weights hash's census row,
+refreshed incrementally, so the fleet views read O(hosts) rows instead of grouping every finding.
+
+Ingest marks what a group commit touched as dirty (`summary_keys`: one upsert per host, user and
+MODEL_ARTIFACT hash of the commit, a counter that only grows). A refresh recomputes only dirty keys,
+with the same grouped SQL as the full computation restricted to those keys, and replaces their rows.
+A key's counter is cleared only if it still holds the value the refresh read before computing, so
+a batch stored meanwhile leaves its key dirty for the next refresh (never a lost update).
+
+Age decay (README, "Risk model"): a tally row's points are summed as of one time A. With them the
+refresh stores the key's validity window (valid_after, valid_until]: the as-of times for which no
+finding of the key changes age bucket, from the newest finding below and the oldest above each
+bucket bound. A view as of A' reuses the rows while A' lies in the window and recomputes the key
+otherwise, so scores equal the full computation exactly, whatever `now` a view asks for; a host
+whose findings keep crossing bucket edges costs one small recompute per crossing.
+
+Everything here is portable SQL over the tables `summary_keys`, `risk_summary` and
+`model_summary`; a backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
+
+from .reads import GroupBy, ScoreSpec, in_list
+
+SummaryScope = Literal["host", "user", "model"]
+
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
+#: Keys per recompute statement: short IN lists, well under every backend's parameter limit.
+CHUNK = 500
+
+MARK_DIRTY = (
+    "INSERT INTO summary_keys (scope, key, dirty) VALUES (?, ?, 1) "
+    "ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1"
+)
+STALE_KEYS = (
+    "SELECT key, dirty FROM summary_keys "
+    "WHERE scope = ? AND (dirty > 0 OR valid_after >= ? OR valid_until < ?)"
+)
+CLAIM_KEY = (
+    "UPDATE summary_keys SET dirty = 0, valid_after = ?, valid_until = ? "
+    "WHERE scope = ? AND key = ? AND dirty = ?"
+)
+DELETE_TALLY = "DELETE FROM risk_summary WHERE scope = ? AND key = ?"
+INSERT_TALLY = (
+    "INSERT INTO risk_summary (scope, key, kind, severity, approved, findings, points) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+READ_TALLY = "SELECT key, kind, severity, approved, findings, points FROM risk_summary WHERE scope = ?"
+DELETE_MODEL = "DELETE FROM model_summary WHERE sha256 = ?"
+INSERT_MODEL = (
+    "INSERT INTO model_summary (sha256, model_format, model_arch, model_params, nbytes, hosts, "
+    "unapproved_hosts, copies, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+READ_CENSUS = (
+    "SELECT sha256, model_format, model_arch, model_params, nbytes, hosts, unapproved_hosts, copies, "
+    "last_seen FROM model_summary ORDER BY unapproved_hosts DESC, hosts DESC, sha256 LIMIT ?"
+)
+#: The census of some hashes from the findings (MODEL_ARTIFACT only; the first parameter is its kind).
+CENSUS_OF = """
+SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
+       count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
+FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha256
+"""
+
+
+def portable(statement: str, placeholder: str) -> str:
+    """A statement of this module with the backend's placeholder ("?" here; none appears in a literal)."""
+    return statement if placeholder == "?" else statement.replace("?", placeholder)
+
+
+class SummaryDb(Protocol):
+    """What a backend gives the refresh: its placeholder, reads, and one write transaction."""
+
+    placeholder: str
+
+    def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a read (any connection that sees committed data) and return its rows."""
+
+    def summary_write(self) -> AbstractContextManager[Callable[[str, Sequence[Sequence[Any]]], int]]:
+        """One write transaction; inside it, run(sql, rows of parameters) -> rows changed."""
+
+
+def dirty_keys(
+    host_ids: Iterable[str], users: Iterable[str], hashes: Iterable[str]
+) -> list[tuple[SummaryScope, str]]:
+    """The (scope, key) parameters of MARK_DIRTY for what a group commit stored, each key once."""
+    out: list[tuple[SummaryScope, str]] = [("host", h) for h in dict.fromkeys(host_ids)]
+    out += [("user", u) for u in set(users) if u]
+    out += [("model", s) for s in set(hashes) if s]
+    return out
+
+
+def tally_sql(
+    by: GroupBy, spec: ScoreSpec, keys: Sequence[str], kinds: Sequence[int], placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """The tally of some hosts (or users): per key, kind, severity and approval the count and points,
+    then per age bound the oldest last_seen at or above it and the newest below it (unapproved only).
+
+    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly."""
+    p = placeholder
+    points, params = spec.points_sql(p)
+    edges = []
+    for bound, _ in spec.decay:
+        edges.append(f"min(CASE WHEN approved = 0 AND last_seen >= {p} THEN last_seen END)")
+        edges.append(f"max(CASE WHEN approved = 0 AND last_seen < {p} THEN last_seen END)")
+        params += [bound, bound]
+    if by == "host":
+        column, where = "host_id", f"host_id IN {in_list(keys, p)} AND kind IN {in_list(kinds, p)}"
+        params += [*keys, *kinds]
+    else:
+        column, where = "user_name", f"user_name <> '' AND user_name IN {in_list(keys, p)}"
+        params += list(keys)
+    sql = (
+        f"SELECT {column}, kind, severity, approved, count(*), sum({points}), {', '.join(edges)} "
+        f"FROM findings WHERE {where} GROUP BY kind, {column}, severity, approved"
+    )
+    return sql, params
+
+
+def _window(spec: ScoreSpec, edges: Sequence[Any], window: list[int]) -> None:
+    """Narrow a key's (after, until] by one row's per-bound edges (see tally_sql)."""
+    for i, (bound, _) in enumerate(spec.decay):
+        oldest_in, newest_out = edges[2 * i], edges[2 * i + 1]
+        if oldest_in is not None:  # stays in while bound' <= oldest_in
+            window[1] = min(window[1], spec.as_of + (oldest_in - bound))
+        if newest_out is not None:  # stays out while bound' > newest_out
+            window[0] = max(window[0], spec.as_of + (newest_out - bound))
+
+
+def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[int]) -> int:
+    """Recompute the tally rows of every dirty key of `by`, and of every key whose window does not
+    hold spec.as_of; returns how many keys were recomputed."""
+    p = db.placeholder
+    stale = db.summary_rows(portable(STALE_KEYS, p), [by, spec.as_of, spec.as_of])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        sql, params = tally_sql(by, spec, keys, kinds, p)
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        windows = {k: [_MIN_NS, _MAX_NS] for k in keys}
+        weights = dict(spec.weights)
+        for key, kind, severity, approved, n, points, *edges in db.summary_rows(sql, params):
+            rows[key].append((by, key, kind, severity, approved, n, float(points or 0.0)))
+            if not approved and weights.get(severity, 0.0):
+                _window(spec, edges, windows[key])
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                after, until = (max(min(v, _MAX_NS), _MIN_NS) for v in windows[key])
+                if run(portable(CLAIM_KEY, p), [(after, until, by, key, dirty)]) != 1:
+                    continue  # stored to meanwhile: the next refresh takes it
+                run(portable(DELETE_TALLY, p), [(by, key)])
+                if rows[key]:
+                    run(portable(INSERT_TALLY, p), rows[key])
+                done += 1
+    return done
+
+
+def read_tally(db: SummaryDb, by: GroupBy) -> list[tuple[Any, ...]]:
+    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by`."""
+    return db.summary_rows(portable(READ_TALLY, db.placeholder), [by])
+
+
+def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
+    """Recompute the census rows of every dirty weights hash; returns how many were recomputed."""
+    p = db.placeholder
+    stale = db.summary_rows(portable(STALE_KEYS, p), ["model", 0, 0])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        sql = portable(CENSUS_OF.format(keys=in_list(keys)), p)
+        found = {r[0]: r for r in db.summary_rows(sql, [artifact_kind, *keys])}
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "model", key, dirty)]) != 1:
+                    continue
+                run(portable(DELETE_MODEL, p), [(key,)])
+                if key in found:
+                    run(portable(INSERT_MODEL, p), [found[key]])
+                done += 1
+    return done
+
+
+def read_census(db: SummaryDb, limit: int) -> list[tuple[Any, ...]]:
+    """The kept census rows, the ones unapproved on most hosts first, then most hosts, then hash."""
+    return db.summary_rows(portable(READ_CENSUS, db.placeholder), [limit])
