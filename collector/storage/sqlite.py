@@ -388,11 +388,8 @@ LIMIT ?
 """
 
 _CENSUS_HOLDERS = """
-SELECT sha256, host_id, path, approved FROM (
-    SELECT sha256, host_id, path, approved,
-           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
-    FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {hashes}
-) AS held WHERE n <= ? ORDER BY sha256, host_id, path
+SELECT host_id, path, approved FROM findings WHERE sha256 = ? AND sha256 <> '' AND kind = ?
+ORDER BY host_id, path LIMIT ?
 """
 
 _UPSERT_SNAPSHOT = """
@@ -469,6 +466,19 @@ def _upsert_batch(
         conn.execute(_TOUCH_HOST_SEQUENCE, (host_id, now, now, sequence))
     updated = changed - new
     return StoreResult(new=new, updated=updated, unchanged=len(rows) - new - updated)
+
+
+def _names(name: Callable[[int], str]) -> Callable[[int], str]:
+    """`name` remembered per wire value: tens of thousands of tally rows name a dozen values."""
+    seen: dict[int, str] = {}
+
+    def lookup(value: int) -> str:
+        got = seen.get(value)
+        if got is None:
+            got = seen[value] = name(value)
+        return got
+
+    return lookup
 
 
 def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
@@ -1077,8 +1087,9 @@ class SQLiteStore(Store):
             raise ValueError(f"cannot group findings by {by!r}")
         if since is None and spec.as_of and self._summaries():
             summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+            kinds, severities = _names(codec.kind_name), _names(codec.severity_name)
             return [
-                TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p))
+                TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p))
                 for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
             ]
         points, params = spec.points_sql()
@@ -1161,12 +1172,15 @@ class SQLiteStore(Store):
         hashes = [r[0] for r in rows]
         held: dict[str, list[ModelHolder]] = {}
         if holders:
-            for sha, host, path, approved in self._rows(
-                _CENSUS_HOLDERS.format(hashes=in_list(hashes)),
-                [artifact, *hashes, holders],
-                "the model census",
-            ):
-                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+            # One short index range per hash (findings_model): a window over all copies of the
+            # listed hashes would read every copy, and there are thousands of each at 10M findings.
+            for sha in hashes:
+                held[sha] = [
+                    ModelHolder(host, path, bool(approved))
+                    for host, path, approved in self._rows(
+                        _CENSUS_HOLDERS, [sha, artifact, holders], "models"
+                    )
+                ]
         return [
             ModelRow(
                 sha,
