@@ -14,6 +14,13 @@ bucket bound. A view as of A' reuses the rows while A' lies in the window and re
 otherwise, so scores equal the full computation exactly, whatever `now` a view asks for; a host
 whose findings keep crossing bucket edges costs one small recompute per crossing.
 
+A finding whose newer version names another user or weights hash leaves the old key's rows behind
+(the batch names only the new one). The upsert that replaces the body appends the old key to the
+row's `moved` column (`moved_sql`, the old row's value in `old.`); a refresh first marks every
+key listed there dirty and clears the column (`collect_moved`). No trigger: a trigger on the
+findings table makes SQLite keep a statement journal for every upserted row, which tripled the
+cost of ingest.
+
 Everything here is portable SQL over the tables `summary_keys`, `risk_summary` and
 `model_summary`; a backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
 """
@@ -65,6 +72,60 @@ SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes
        count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
 FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha256
 """
+
+
+#: The rows with moved keys (a partial index keeps this a short range), and the compare-and-clear.
+MOVED_ROWS = "SELECT host_id, id, moved FROM findings WHERE moved <> ''"
+CLEAR_MOVED = "UPDATE findings SET moved = '' WHERE host_id = ? AND id = ? AND moved = ?"
+#: Keys that can be left behind by a newer version of a finding: (scope, column, condition on a row
+#: `r` that makes the column a key of that scope).
+_MOVABLE = (
+    ("user", "user_name", "{r}.user_name <> ''"),
+    ("model", "sha256", "{r}.kind = {artifact} AND {r}.sha256 <> ''"),
+)
+
+
+def moved_sql(old: str, new: str, artifact_kind: int) -> str:
+    """The upsert's new value of `moved`: the old row's list, plus each key the old row belongs to
+    and the newer version (`new`, replacing the body) does not. Entries are "scope length key"
+    (length in characters), so any key text reads back unambiguously (see `parse_moved`)."""
+    added = []
+    for scope, column, condition in _MOVABLE:
+        was = condition.format(r=old, artifact=artifact_kind)
+        still = condition.format(r=new, artifact=artifact_kind)
+        added.append(
+            f"CASE WHEN {was} AND NOT ({still} AND {new}.{column} = {old}.{column}) "
+            f"THEN '{scope} ' || length({old}.{column}) || ' ' || {old}.{column} ELSE '' END"
+        )
+    return f"{old}.moved || {' || '.join(added)}"
+
+
+def parse_moved(text: str) -> list[tuple[str, str]]:
+    """The (scope, key) entries of a `moved` value (see `moved_sql`)."""
+    out = []
+    at = 0
+    while at < len(text):
+        scope_end = text.index(" ", at)
+        length_end = text.index(" ", scope_end + 1)
+        start = length_end + 1
+        end = start + int(text[scope_end + 1 : length_end])
+        out.append((text[at:scope_end], text[start:end]))
+        at = end
+    return out
+
+
+def collect_moved(db: SummaryDb) -> int:
+    """Mark dirty every key a newer version of a finding left behind, and clear those marks on the
+    findings (only where no newer move was added meanwhile); returns how many findings had some."""
+    p = db.placeholder
+    rows = db.summary_rows(MOVED_ROWS, [])
+    if not rows:
+        return 0
+    with db.summary_write() as run:
+        for host_id, fid, moved in rows:
+            run(portable(MARK_DIRTY, p), parse_moved(moved))
+            run(portable(CLEAR_MOVED, p), [(host_id, fid, moved)])
+    return len(rows)
 
 
 def portable(statement: str, placeholder: str) -> str:
@@ -135,6 +196,7 @@ def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[i
     """Recompute the tally rows of every dirty key of `by`, and of every key whose window does not
     hold spec.as_of; returns how many keys were recomputed."""
     p = db.placeholder
+    collect_moved(db)
     stale = db.summary_rows(portable(STALE_KEYS, p), [by, spec.as_of, spec.as_of])
     done = 0
     for start in range(0, len(stale), CHUNK):
@@ -168,6 +230,7 @@ def read_tally(db: SummaryDb, by: GroupBy) -> list[tuple[Any, ...]]:
 def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
     """Recompute the census rows of every dirty weights hash; returns how many were recomputed."""
     p = db.placeholder
+    collect_moved(db)
     stale = db.summary_rows(portable(STALE_KEYS, p), ["model", 0, 0])
     done = 0
     for start in range(0, len(stale), CHUNK):

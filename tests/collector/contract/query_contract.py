@@ -584,6 +584,21 @@ class QueryContract:
         assert set(user_risks(store, now=T0 + 60)) == {"bob"}
         assert [(r.sha256, r.hosts) for r in store.model_census()] == [(new, 1)]
 
+    def test_every_key_left_behind_by_several_moves_is_recomputed(self, store: Store) -> None:
+        # keys with spaces and digits: the list of moved keys must read back whatever they hold
+        names = ["ann 3 x", "bo b", "carol"]
+        store_on(store, "h1", finding("x", user=names[0]), finding("y", user=names[0]))
+        assert set(user_risks(store, now=T0)) == {names[0]}
+        # two newer versions stored before any refresh: both earlier users lose the finding
+        store_on(store, "h1", finding("x", user=names[1], last_seen=T0 + 60))
+        store_on(store, "h1", finding("x", user=names[2], last_seen=T0 + 120))
+        store_on(store, "h1", finding("y", user=names[2], last_seen=T0 + 120))
+        assert set(user_risks(store, now=T0 + 120)) == {names[2]}
+        # an older version changes nothing
+        store_on(store, "h1", finding("x", user=names[0], last_seen=T0))
+        assert set(user_risks(store, now=T0 + 120)) == {names[2]}
+        assert user_risks(store, now=T0 + 120)[names[2]].findings == 2
+
 
 def _hello(host_id: str) -> Any:
     from umbra.v1 import agent_pb2
