@@ -80,7 +80,8 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+_EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 _ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
@@ -311,6 +312,42 @@ ALTER TABLE findings ADD COLUMN moved TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS findings_moved ON findings (host_id, id) WHERE moved <> '';
 """
 
+# Version 8: each host's AI services and runtimes kept (storage.summaries, scope "usage"), so the
+# services and runtimes views read O(hosts) rows. Their refresh reads a host's findings from the
+# tally index, which therefore carries the runtime and service facts; findings_runtime is dropped
+# (no view walks it now: a runtime filter on a listing walks findings_recent). findings_service
+# stays for the service filter and services(since).
+_MIGRATE_TO_8 = """
+DROP INDEX IF EXISTS findings_tally;
+DROP INDEX IF EXISTS findings_runtime;
+CREATE INDEX IF NOT EXISTS findings_host
+    ON findings (kind, host_id, severity, approved, last_seen, confidence, nbytes, runtime, service,
+                 process_name, vendor);
+CREATE TABLE IF NOT EXISTS service_summary (
+    host_id      TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    process_name TEXT NOT NULL,
+    vendor       TEXT NOT NULL,
+    nbytes       INTEGER NOT NULL,
+    findings     INTEGER NOT NULL,
+    unapproved   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL,
+    PRIMARY KEY (host_id, service, process_name)
+);
+CREATE TABLE IF NOT EXISTS runtime_summary (
+    host_id    TEXT NOT NULL,
+    runtime    TEXT NOT NULL,
+    exposed    INTEGER NOT NULL,
+    findings   INTEGER NOT NULL,
+    unapproved INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (host_id, runtime)
+);
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'usage', host_id, 1 FROM findings WHERE runtime <> '' OR service <> '' GROUP BY host_id
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+"""
+
 _MIGRATIONS = {
     2: _MIGRATE_TO_2,
     3: _MIGRATE_TO_3,
@@ -318,6 +355,7 @@ _MIGRATIONS = {
     5: _MIGRATE_TO_5,
     6: _MIGRATE_TO_6,
     7: _MIGRATE_TO_7,
+    8: _MIGRATE_TO_8,
 }
 
 _UPSERT_INVENTORY = """
@@ -384,7 +422,7 @@ SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_versio
 FROM hosts h ORDER BY h.host_id
 """
 
-# Grouped in the order of the findings_tally index, so SQLite walks it without sorting.
+# The full computations, for services(since) and runtimes(since) and a file before version 8.
 _SERVICES = """
 SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes), count(*),
        sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
@@ -504,10 +542,15 @@ def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> N
     """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
     users: set[str] = set()
     hashes: set[str] = set()
+    usage: list[str] = []
     for b in batches:
-        users.update(r[10] for r in b.rows)  # FindingRow: user_name
-        hashes.update(r[16] for r in b.rows if r[2] == _ARTIFACT)  # sha256
-    conn.executemany(summaries.MARK_DIRTY, summaries.dirty_keys((b.host_id for b in batches), users, hashes))
+        rows = b.rows
+        users.update(r[10] for r in rows)  # FindingRow: user_name
+        hashes.update(r[16] for r in rows if r[2] == _ARTIFACT)  # sha256
+        if any(r[12] or r[13] for r in rows):  # runtime, service
+            usage.append(b.host_id)
+    keys = summaries.dirty_keys((b.host_id for b in batches), users, hashes, usage)
+    conn.executemany(summaries.MARK_DIRTY, keys)
 
 
 class SQLiteStore(Store):
@@ -1091,6 +1134,9 @@ class SQLiteStore(Store):
     def _summaries(self) -> bool:
         return self._version >= 7  # version 6 listed moved keys by triggers; 7 by `moved`
 
+    def _usage(self) -> bool:
+        return self._version >= 8
+
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         if not self._summaries() or not spec.as_of:
             return 0
@@ -1099,6 +1145,7 @@ class SQLiteStore(Store):
             summaries.refresh_tally(self, "host", spec, kinds)
             + summaries.refresh_tally(self, "user", spec, kinds)
             + summaries.refresh_models(self, _ARTIFACT)
+            + (summaries.refresh_usage(self, kinds, _EXPOSED) if self._usage() else 0)
         )
 
     def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
@@ -1135,7 +1182,10 @@ class SQLiteStore(Store):
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")
         sql, params = _SERVICES, []
-        if since is not None:
+        if since is None and self._usage():
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql = summaries.READ_SERVICES
+        elif since is not None:
             sql, params = (
                 sql.replace("WHERE service <> ''", "WHERE service <> '' AND last_seen >= ?"),
                 [seconds_to_ns(since)],
@@ -1147,9 +1197,12 @@ class SQLiteStore(Store):
 
     def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
         self._need_facts("runtimes")
-        params: list[Any] = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)]
+        params: list[Any] = [_EXPOSED]
         sql = _RUNTIMES
-        if since is not None:
+        if since is None and self._usage():
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql, params = summaries.READ_RUNTIMES, []
+        elif since is not None:
             sql = sql.replace("WHERE runtime <> ''", "WHERE runtime <> '' AND last_seen >= ?")
             params.append(seconds_to_ns(since))
         return [

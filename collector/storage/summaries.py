@@ -1,4 +1,5 @@
-"""Summaries kept in tables: each host's and user's risk tally and each weights hash's census row,
+"""Summaries kept in tables: each host's and user's risk tally, each weights hash's census row, and
+each host's AI services and runtimes ("usage"),
 refreshed incrementally, so the fleet views read O(hosts) rows instead of grouping every finding.
 
 Ingest marks what a group commit touched as dirty (`summary_keys`: one upsert per host, user and
@@ -33,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from .reads import GroupBy, ScoreSpec, in_list
 
-SummaryScope = Literal["host", "user", "model"]
+SummaryScope = Literal["host", "user", "model", "usage"]
 
 _MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
 #: Keys per recompute statement: short IN lists, well under every backend's parameter limit.
@@ -77,11 +78,13 @@ FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha2
 #: The rows with moved keys (a partial index keeps this a short range), and the compare-and-clear.
 MOVED_ROWS = "SELECT host_id, id, moved FROM findings WHERE moved <> ''"
 CLEAR_MOVED = "UPDATE findings SET moved = '' WHERE host_id = ? AND id = ? AND moved = ?"
-#: Keys that can be left behind by a newer version of a finding: (scope, column, condition on a row
-#: `r` that makes the column a key of that scope).
+#: Keys that can be left behind by a newer version of a finding: (scope, the old row's column
+#: that is the key, condition on a row `r` under which it belongs to that key). "usage" is a host's
+#: services and runtimes: a finding leaves it when its newer version names neither.
 _MOVABLE = (
-    ("user", "user_name", "{r}.user_name <> ''"),
-    ("model", "sha256", "{r}.kind = {artifact} AND {r}.sha256 <> ''"),
+    ("user", "user_name", "{r}.user_name <> '' AND {r}.user_name = {o}.user_name"),
+    ("model", "sha256", "{r}.kind = {artifact} AND {r}.sha256 <> '' AND {r}.sha256 = {o}.sha256"),
+    ("usage", "host_id", "({r}.runtime <> '' OR {r}.service <> '')"),
 )
 
 
@@ -91,10 +94,10 @@ def moved_sql(old: str, new: str, artifact_kind: int) -> str:
     (length in characters), so any key text reads back unambiguously (see `parse_moved`)."""
     added = []
     for scope, column, condition in _MOVABLE:
-        was = condition.format(r=old, artifact=artifact_kind)
-        still = condition.format(r=new, artifact=artifact_kind)
+        was = condition.format(r=old, o=old, artifact=artifact_kind)
+        still = condition.format(r=new, o=old, artifact=artifact_kind)
         added.append(
-            f"CASE WHEN {was} AND NOT ({still} AND {new}.{column} = {old}.{column}) "
+            f"CASE WHEN {was} AND NOT ({still}) "
             f"THEN '{scope} ' || length({old}.{column}) || ' ' || {old}.{column} ELSE '' END"
         )
     return f"{old}.moved || {' || '.join(added)}"
@@ -146,10 +149,12 @@ class SummaryDb(Protocol):
 
 
 def dirty_keys(
-    host_ids: Iterable[str], users: Iterable[str], hashes: Iterable[str]
+    host_ids: Iterable[str], users: Iterable[str], hashes: Iterable[str], usage: Iterable[str] = ()
 ) -> list[tuple[SummaryScope, str]]:
-    """The (scope, key) parameters of MARK_DIRTY for what a group commit stored, each key once."""
+    """The (scope, key) parameters of MARK_DIRTY for what a group commit stored, each key once;
+    `usage`: the hosts stored findings with a service or runtime."""
     out: list[tuple[SummaryScope, str]] = [("host", h) for h in dict.fromkeys(host_ids)]
+    out += [("usage", h) for h in dict.fromkeys(usage)]
     out += [("user", u) for u in set(users) if u]
     out += [("model", s) for s in set(hashes) if s]
     return out
@@ -252,3 +257,80 @@ def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
 def read_census(db: SummaryDb, limit: int) -> list[tuple[Any, ...]]:
     """The kept census rows, the ones unapproved on most hosts first, then most hosts, then hash."""
     return db.summary_rows(portable(READ_CENSUS, db.placeholder), [limit])
+
+
+# ---- usage: each host's AI services (per service and process name) and runtimes
+
+DELETE_SERVICES = "DELETE FROM service_summary WHERE host_id = ?"
+INSERT_SERVICES = (
+    "INSERT INTO service_summary (host_id, service, process_name, vendor, nbytes, findings, unapproved, "
+    "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+DELETE_RUNTIMES = "DELETE FROM runtime_summary WHERE host_id = ?"
+INSERT_RUNTIMES = (
+    "INSERT INTO runtime_summary (host_id, runtime, exposed, findings, unapproved, last_seen) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: Some hosts' services and runtimes from their findings; `kind IN` lets the (kind, host_id, ...)
+#: index serve each host's rows directly.
+SERVICES_OF = """
+SELECT host_id, service, process_name, max(vendor), sum(nbytes), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND service <> ''
+GROUP BY host_id, service, process_name
+"""
+RUNTIMES_OF = """
+SELECT host_id, runtime, max(CASE WHEN kind = ? THEN 1 ELSE 0 END), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND runtime <> ''
+GROUP BY host_id, runtime
+"""
+#: The fleet's views over the kept rows, in the order of Store.services and Store.runtimes.
+READ_SERVICES = """
+SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes),
+       sum(findings), sum(unapproved), max(last_seen)
+FROM service_summary GROUP BY service
+ORDER BY sum(unapproved) DESC, count(DISTINCT host_id) DESC, service
+"""
+READ_RUNTIMES = """
+SELECT runtime, count(*), sum(exposed), sum(findings), sum(unapproved), max(last_seen)
+FROM runtime_summary GROUP BY runtime ORDER BY count(*) DESC, runtime
+"""
+
+
+def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int:
+    """Recompute the service and runtime rows of every dirty host; returns how many hosts."""
+    p = db.placeholder
+    collect_moved(db)
+    stale = db.summary_rows(portable(STALE_KEYS, p), ["usage", 0, 0])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        where = {"keys": in_list(keys), "kinds": in_list(kinds)}
+        services: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        for row in db.summary_rows(portable(SERVICES_OF.format(**where), p), [*keys, *kinds]):
+            services[row[0]].append(row)
+        runtimes: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        for row in db.summary_rows(portable(RUNTIMES_OF.format(**where), p), [exposed_kind, *keys, *kinds]):
+            runtimes[row[0]].append(row)
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "usage", key, dirty)]) != 1:
+                    continue
+                run(portable(DELETE_SERVICES, p), [(key,)])
+                run(portable(DELETE_RUNTIMES, p), [(key,)])
+                if services[key]:
+                    run(portable(INSERT_SERVICES, p), services[key])
+                if runtimes[key]:
+                    run(portable(INSERT_RUNTIMES, p), runtimes[key])
+                done += 1
+    return done
+
+
+def read_services(db: SummaryDb) -> list[tuple[Any, ...]]:
+    return db.summary_rows(READ_SERVICES, [])
+
+
+def read_runtimes(db: SummaryDb) -> list[tuple[Any, ...]]:
+    return db.summary_rows(READ_RUNTIMES, [])

@@ -599,6 +599,54 @@ class QueryContract:
         assert set(user_risks(store, now=T0 + 120)) == {names[2]}
         assert user_risks(store, now=T0 + 120)[names[2]].findings == 2
 
+    def test_kept_services_and_runtimes_equal_the_full_computation(self, store: Store) -> None:
+        rng = random.Random(11)
+        services = [("api.openai.com", "OpenAI"), ("claude.ai", "Anthropic"), ("copilot.github.com", "GH")]
+
+        def wave(version: float) -> None:
+            for h in range(4):
+                batch = []
+                for i in range(25):
+                    shape = rng.choice(("service", "runtime", "exposed", "neither"))
+                    service, vendor = rng.choice(services)
+                    batch.append(
+                        finding(
+                            f"f{i}",
+                            kind={"service": "AI_SERVICE_ACCESS", "exposed": "MODEL_SERVER_EXPOSED"}.get(
+                                shape, "LOCAL_MODEL_RUNTIME"
+                            ),
+                            approved=rng.random() < 0.3,
+                            last_seen=T0 - rng.randrange(0, 30) * DAY + version,
+                            process=rng.choice(("curl", "python", "code")),
+                            service=service if shape == "service" else "",
+                            vendor=vendor if shape == "service" else "",
+                            bytes_out=rng.randrange(10_000),
+                            runtime=rng.choice(("ollama", "vllm")) if shape in ("runtime", "exposed") else "",
+                        )
+                    )
+                store_on(store, f"host-{h}", *batch)
+
+        def check() -> None:
+            past = T0 - 1000 * DAY  # a `since` computes from the findings
+            assert store.services() == store.services(since=past)
+            assert store.runtimes() == store.runtimes(since=past)
+
+        wave(0.0)
+        check()
+        store.refresh_summaries(risk.score_spec(T0))
+        wave(1.0)  # newer versions: other services, runtimes, processes, approvals, or neither
+        check()
+        wave(0.5)  # older versions change nothing
+        check()
+        # a batch with neither service nor runtime still takes a host's finding out of both
+        store_on(store, "lone", finding("s", service="lone.ai", runtime="tgi", last_seen=T0))
+        assert "lone.ai" in {r.service for r in store.services()}
+        assert "tgi" in {r.runtime for r in store.runtimes()}
+        store_on(store, "lone", finding("s", last_seen=T0 + 60))
+        check()
+        assert "lone.ai" not in {r.service for r in store.services()}
+        assert "tgi" not in {r.runtime for r in store.runtimes()}
+
 
 def _hello(host_id: str) -> Any:
     from umbra.v1 import agent_pb2
