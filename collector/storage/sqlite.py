@@ -566,17 +566,7 @@ def _names(name: Callable[[int], str]) -> Callable[[int], str]:
 
 def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
     """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
-    users: set[str] = set()
-    hashes: set[str] = set()
-    usage: list[str] = []
-    for b in batches:
-        rows = b.rows
-        users.update(r[10] for r in rows)  # FindingRow: user_name
-        hashes.update(r[16] for r in rows if r[2] == _ARTIFACT)  # sha256
-        if any(r[12] or r[13] for r in rows):  # runtime, service
-            usage.append(b.host_id)
-    keys = summaries.dirty_keys((b.host_id for b in batches), users, hashes, usage)
-    conn.executemany(summaries.MARK_DIRTY, keys)
+    conn.executemany(summaries.MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
 
 
 class SQLiteStore(Store):
@@ -1249,6 +1239,8 @@ class SQLiteStore(Store):
         try:
             with self._write() as conn:
                 conn.execute("DELETE FROM findings WHERE last_seen < ?", (_ns(cutoff),))
+                if self._summaries():
+                    conn.execute(summaries.ALL_DIRTY)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot drop old findings: {exc}") from exc
 

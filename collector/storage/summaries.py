@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
+from .base import PreparedBatch
 from .reads import GroupBy, ScoreSpec, in_list
 
 SummaryScope = Literal["host", "user", "model", "usage"]
@@ -44,10 +45,13 @@ MARK_DIRTY = (
     "INSERT INTO summary_keys (scope, key, dirty) VALUES (?, ?, 1) "
     "ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1"
 )
+#: In key order: two refreshes (or a refresh and ingest) lock keys in one order on PostgreSQL.
 STALE_KEYS = (
     "SELECT key, dirty FROM summary_keys "
-    "WHERE scope = ? AND (dirty > 0 OR valid_after >= ? OR valid_until < ?)"
+    "WHERE scope = ? AND (dirty > 0 OR valid_after >= ? OR valid_until < ?) ORDER BY key"
 )
+#: Retention deleted findings of any key: every kept row is recomputed by the next refresh.
+ALL_DIRTY = "UPDATE summary_keys SET dirty = dirty + 1"
 CLAIM_KEY = (
     "UPDATE summary_keys SET dirty = 0, valid_after = ?, valid_until = ? "
     "WHERE scope = ? AND key = ? AND dirty = ?"
@@ -158,6 +162,22 @@ def dirty_keys(
     out += [("user", u) for u in set(users) if u]
     out += [("model", s) for s in set(hashes) if s]
     return out
+
+
+def batch_keys(batches: Sequence[PreparedBatch], artifact_kind: int) -> list[tuple[SummaryScope, str]]:
+    """The MARK_DIRTY parameters of a group commit: its hosts, users and MODEL_ARTIFACT hashes, and
+    the hosts of rows that name a runtime or service; sorted, so concurrent commits on a backend
+    with row locks take them in one order (no deadlock)."""
+    users: set[str] = set()
+    hashes: set[str] = set()
+    usage: list[str] = []
+    for b in batches:
+        rows = b.rows
+        users.update(r[10] for r in rows)  # FindingRow: user_name
+        hashes.update(r[16] for r in rows if r[2] == artifact_kind)  # sha256
+        if any(r[12] or r[13] for r in rows):  # runtime, service
+            usage.append(b.host_id)
+    return sorted(dirty_keys((b.host_id for b in batches), users, hashes, usage))
 
 
 def tally_sql(

@@ -153,3 +153,14 @@ class SummaryContract:
         check()
         assert "lone.ai" not in {r.service for r in store.services()}
         assert "tgi" not in {r.runtime for r in store.runtimes()}
+
+    def test_retention_leaves_no_kept_rows_behind(self, store: Store) -> None:
+        old = finding("old", user="ann", runtime="ollama", last_seen=T0 - 100 * DAY)
+        store_on(store, "h1", old, finding("new", last_seen=T0))
+        store.refresh_summaries(risk.score_spec(T0))
+        assert set(user_risks(store, now=T0)) == {"ann"}
+        assert [r.runtime for r in store.runtimes()] == ["ollama"]
+        store.drop_before(T0 - 50 * DAY)
+        assert set(user_risks(store, now=T0)) == set()
+        assert store.runtimes() == []
+        assert risk.fold(store.tally("host", risk.score_spec(T0)))["h1"].findings == 1
