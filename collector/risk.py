@@ -124,7 +124,7 @@ def score_spec(now: float) -> ScoreSpec:
         if name in codec.SEVERITY_NAMES
     )
     decay = tuple((seconds_to_ns(now - age), factor) for age, factor in DECAY)
-    return ScoreSpec(weights, decay, STALE_FACTOR)
+    return ScoreSpec(weights, decay, STALE_FACTOR, seconds_to_ns(now))
 
 
 def reasons_for(points_by_kind: Mapping[str, float], count_by_kind: Mapping[str, int]) -> tuple[str, ...]:
@@ -143,35 +143,42 @@ def reasons_for(points_by_kind: Mapping[str, float], count_by_kind: Mapping[str,
 
 def fold(rows: Iterable[TallyRow], keys: Iterable[str] = ()) -> dict[str, HostRisk]:
     """Tally rows (one per key, kind, severity, approval) -> each key's risk; `keys` without rows
-    score 0. The rows are few (keys x kinds x severities), never one per finding."""
+    score 0. The rows are few (keys x kinds x severities), never one per finding, but a fleet has
+    tens of thousands: plain dicts, each made once per key."""
     points: dict[str, float] = {k: 0.0 for k in keys}
-    total: Counter[str] = Counter()
-    unapproved: Counter[str] = Counter()
-    by_severity: dict[str, Counter[str]] = {}
+    total: dict[str, int] = {}
+    unapproved: dict[str, int] = {}
+    by_severity: dict[str, dict[str, int]] = {}
     kind_points: dict[str, dict[str, float]] = {}
-    kind_count: dict[str, Counter[str]] = {}
+    kind_count: dict[str, dict[str, int]] = {}
     for r in rows:
-        points[r.key] = points.get(r.key, 0.0) + r.points
-        total[r.key] += r.findings
+        key, n = r.key, r.findings
+        points[key] = points.get(key, 0.0) + r.points
+        total[key] = total.get(key, 0) + n
         if r.approved:
             continue
-        unapproved[r.key] += r.findings
-        by_severity.setdefault(r.key, Counter())[r.severity] += r.findings
-        kp = kind_points.setdefault(r.key, {})
+        unapproved[key] = unapproved.get(key, 0) + n
+        sev = by_severity.get(key)
+        if sev is None:
+            sev = by_severity[key] = {}
+            kind_points[key], kind_count[key] = {}, {}
+        sev[r.severity] = sev.get(r.severity, 0) + n
+        kp, kc = kind_points[key], kind_count[key]
         kp[r.kind] = kp.get(r.kind, 0.0) + r.points
-        kind_count.setdefault(r.key, Counter())[r.kind] += r.findings
+        kc[r.kind] = kc.get(r.kind, 0) + n
     out = {}
+    severities = tuple(reversed(codec.SEVERITY_NAMES))
     for key, summed in points.items():
         score = round(min(summed, MAX_SCORE), 1)
-        sev = by_severity.get(key, Counter())
+        sev = by_severity.get(key, {})
         out[key] = HostRisk(
             key,
             score,
             level_for(score),
-            unapproved[key],
-            {s: sev[s] for s in reversed(codec.SEVERITY_NAMES) if sev[s]},
+            unapproved.get(key, 0),
+            {s: sev[s] for s in severities if sev.get(s)},
             reasons_for(kind_points.get(key, {}), kind_count.get(key, {})),
-            total[key],
+            total.get(key, 0),
         )
     return out
 

@@ -33,6 +33,12 @@ def user_risks(store: Store, now: float | None = None, since: float | None = Non
     return fold(store.tally("user", score_spec(as_of(store, now)), since))
 
 
+def refresh(store: Store, now: float | None = None) -> int:
+    """Bring the store's kept summaries up to date as of `now` (the monitor does it every interval,
+    so a view finds little left to recompute); returns how many hosts, users and hashes were redone."""
+    return store.refresh_summaries(score_spec(as_of(store, now)))
+
+
 def ranked(risks: dict[str, HostRisk], top: int) -> list[HostRisk]:
     """The `top` riskiest, highest score first (ties: more unapproved findings, then name)."""
     order = sorted(risks.values(), key=lambda r: (-r.score, -r.unapproved, r.host_id))

@@ -47,7 +47,8 @@ MAX_INT64 = 2**63 - 1
 MAX_ID_LENGTH = 512
 MAX_HOST_ID_LENGTH = 256
 
-_KNOWN_KINDS = frozenset(v for v in finding_pb2.FindingKind.values() if v != finding_pb2.KIND_UNSPECIFIED)
+KNOWN_KINDS = frozenset(v for v in finding_pb2.FindingKind.values() if v != finding_pb2.KIND_UNSPECIFIED)
+_KNOWN_KINDS = KNOWN_KINDS
 _KNOWN_SEVERITIES = frozenset(finding_pb2.Severity.values())
 
 
@@ -382,16 +383,21 @@ def evidence_facts(f: finding_pb2.Finding) -> EvidenceFacts:
     (user, process name, runtime id, service host name, vendor, bytes, sha256, model format,
     architecture, parameters, path). Bytes are the bytes sent to a service, or a transfer's or
     model file's size; the user is the finding's, else its process's."""
+    # Ingest's hot path after the checks (see finding_rows): one WhichOneof per evidence, only the
+    # fields of its type, and one length sum instead of capping each text.
     runtime = service = vendor = sha256 = fmt = arch = path = ""
     nbytes = params = 0
-    for ev in f.evidence:
+    evidence = f.evidence
+    for i in range(len(evidence)):
+        ev = evidence[i]
         which = ev.WhichOneof("detail")
         if which == "network":
             if not service:
                 n = ev.network
                 service, vendor, nbytes = n.host_name, n.vendor, n.bytes_out or nbytes
         elif which == "runtime":
-            runtime = runtime or ev.runtime.runtime_id
+            if not runtime:
+                runtime = ev.runtime.runtime_id
         elif which == "model_file":
             if not sha256 or not fmt:
                 m = ev.model_file
@@ -401,21 +407,28 @@ def evidence_facts(f: finding_pb2.Finding) -> EvidenceFacts:
             t = ev.transfer
             sha256, path, nbytes = sha256 or t.sha256, path or t.source_path, nbytes or t.size_bytes
     process = f.process
-    user = f.user or process.username
-    cap = MAX_FACT_LENGTH
-    return (
-        user[:cap],
-        process.name[:cap],
-        runtime[:cap],
-        service[:cap],
-        vendor[:cap],
-        min(nbytes, MAX_INT64),
-        sha256[:cap],
-        fmt[:cap],
-        arch[:cap],
-        min(params, MAX_INT64),
-        path[:cap],
-    )
+    user, name = f.user or process.username, process.name
+    if (
+        len(user) + len(name) + len(runtime) + len(service) + len(vendor) + len(sha256) + len(fmt)
+        + len(arch) + len(path) > MAX_FACT_LENGTH
+        or nbytes > MAX_INT64
+        or params > MAX_INT64
+    ):  # fmt: skip
+        cap = MAX_FACT_LENGTH
+        return (
+            user[:cap],
+            name[:cap],
+            runtime[:cap],
+            service[:cap],
+            vendor[:cap],
+            min(nbytes, MAX_INT64),
+            sha256[:cap],
+            fmt[:cap],
+            arch[:cap],
+            min(params, MAX_INT64),
+            path[:cap],
+        )
+    return (user, name, runtime, service, vendor, nbytes, sha256, fmt, arch, params, path)
 
 
 def stored_time(ts: Timestamp, what: str) -> int:
@@ -735,6 +748,15 @@ class Store(ABC):
         """Findings counted per host (or per user, findings without one left out), kind, severity
         and approval, each group with the sum of its findings' risk points under `spec`;
         `since` keeps findings last seen from then on."""
+
+    def refresh_summaries(self, spec: ScoreSpec) -> int:
+        """Bring the kept summaries (storage.summaries) up to date: recompute the hosts, users and
+        weights hashes stored to since, and the tallies whose age buckets changed by `spec.as_of`;
+        returns how many were recomputed. `tally` and `model_census` do it for what they read, so
+        they are always exact; the collector's monitor calls it so they find little left to do.
+        A backend without summaries computes every view in full and has nothing to refresh."""
+        del spec
+        return 0
 
     @abstractmethod
     def services(self, since: float | None = None) -> list[ServiceRow]:

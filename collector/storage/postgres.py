@@ -45,7 +45,9 @@ from psycopg_pool import ConnectionPool
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
+from . import summaries
 from .base import (
+    KNOWN_KINDS,
     AgentRecord,
     ApiKeyRecord,
     FindingRow,
@@ -92,7 +94,9 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+_ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
+_EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 #: Advisory lock keys (the two-int form, apart from the per-host bigint keys): "Umbr", what.
 _LOCK_SPACE = 0x556D6272
 _MIGRATION_LOCK = 1
@@ -265,7 +269,80 @@ CREATE INDEX sessions_user ON sessions (user_name);
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 """
 
-_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3}
+# Version 4: summaries kept in tables, as SQLite's versions 7 to 9 (storage.summaries): dirty keys,
+# each host's and user's risk tally, each weights hash's census row, each host's services and
+# runtimes. A newer version of a finding lists the keys it leaves in `moved` (_MOVE_FINDING).
+# findings_host replaces findings_tally and findings_runtime: a host's refresh reads one index
+# range per kind. Everything stored before is marked dirty: the first refresh computes it all.
+_MIGRATE_TO_4 = """
+ALTER TABLE findings ADD COLUMN moved text COLLATE "C" NOT NULL DEFAULT '';
+CREATE INDEX findings_moved ON findings (host_id, id) WHERE moved <> '';
+DROP INDEX findings_tally;
+DROP INDEX findings_runtime;
+CREATE INDEX findings_host ON findings (kind, host_id, severity, approved)
+    INCLUDE (last_seen, confidence, nbytes, runtime, service, process_name, vendor);
+CREATE TABLE summary_keys (
+    scope       text COLLATE "C" NOT NULL,
+    key         text COLLATE "C" NOT NULL,
+    dirty       bigint NOT NULL DEFAULT 0,
+    valid_after bigint NOT NULL DEFAULT 0,
+    valid_until bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE risk_summary (
+    scope    text COLLATE "C" NOT NULL,
+    key      text COLLATE "C" NOT NULL,
+    kind     smallint NOT NULL,
+    severity smallint NOT NULL,
+    approved smallint NOT NULL,
+    findings bigint NOT NULL,
+    points   double precision NOT NULL,
+    PRIMARY KEY (scope, key, kind, severity, approved)
+);
+CREATE TABLE model_summary (
+    sha256           text COLLATE "C" PRIMARY KEY,
+    model_format     text COLLATE "C" NOT NULL,
+    model_arch       text COLLATE "C" NOT NULL,
+    model_params     bigint NOT NULL,
+    nbytes           bigint NOT NULL,
+    hosts            bigint NOT NULL,
+    unapproved_hosts bigint NOT NULL,
+    copies           bigint NOT NULL,
+    last_seen        bigint NOT NULL
+);
+CREATE INDEX model_summary_rank ON model_summary (unapproved_hosts DESC, hosts DESC, sha256);
+CREATE TABLE service_summary (
+    host_id      text COLLATE "C" NOT NULL,
+    service      text COLLATE "C" NOT NULL,
+    process_name text COLLATE "C" NOT NULL,
+    vendor       text COLLATE "C" NOT NULL,
+    nbytes       bigint NOT NULL,
+    findings     bigint NOT NULL,
+    unapproved   bigint NOT NULL,
+    last_seen    bigint NOT NULL,
+    PRIMARY KEY (host_id, service, process_name)
+);
+CREATE INDEX service_summary_by_service ON service_summary (service, host_id, process_name)
+    INCLUDE (vendor, nbytes, findings, unapproved, last_seen);
+CREATE TABLE runtime_summary (
+    host_id    text COLLATE "C" NOT NULL,
+    runtime    text COLLATE "C" NOT NULL,
+    exposed    integer NOT NULL,
+    findings   bigint NOT NULL,
+    unapproved bigint NOT NULL,
+    last_seen  bigint NOT NULL,
+    PRIMARY KEY (host_id, runtime)
+);
+INSERT INTO summary_keys (scope, key, dirty) SELECT 'host', host_id, 1 FROM findings GROUP BY host_id;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'usage', host_id, 1 FROM findings WHERE runtime <> '' OR service <> '' GROUP BY host_id;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'user', user_name, 1 FROM findings WHERE user_name <> '' GROUP BY user_name;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'model', sha256, 1 FROM findings WHERE sha256 <> '' AND kind = {artifact} GROUP BY sha256;
+""".replace("{artifact}", str(_ARTIFACT))
+
+_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4}
 
 _FINDING_COLUMNS = (
     f"host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data, {_FACT_COLUMNS}"
@@ -282,11 +359,19 @@ FROM finding_keys k JOIN unnest(%s::text[], %s::text[]) AS u(host_id, id)
 
 # A finding whose last_seen grew takes the new body; PostgreSQL moves the row to its new day's
 # partition when the day changes. The old last_seen names the partition it is in now.
+# `moved` lists the summary keys the old version belonged to and the new one does not (SET
+# expressions read the old row; `n` holds the new version's key columns), as SQLite's upsert does.
 _MOVE_FINDING = """
 UPDATE findings SET kind = %s, severity = %s, confidence = %s, approved = %s, first_seen = %s,
-    last_seen = %s, count = %s, data = %s, {facts}
+    last_seen = %s, count = %s, data = %s, {facts},
+    moved = {moved}
+FROM (SELECT %s::int2 AS kind, %s::text AS user_name, %s::text AS sha256, %s::text AS runtime,
+             %s::text AS service) AS n
 WHERE host_id = %s AND id = %s AND last_seen = %s
-""".format(facts=", ".join(f"{c} = %s" for c, _ in _FACTS))
+""".format(
+    facts=", ".join(f"{c} = %s" for c, _ in _FACTS),
+    moved=summaries.moved_sql("findings", "n", _ARTIFACT),
+)
 
 _WIDEN_FINDING = """
 UPDATE findings SET first_seen = %s, count = %s WHERE host_id = %s AND id = %s AND last_seen = %s
@@ -371,8 +456,9 @@ ON CONFLICT (day, scope, key) DO UPDATE SET
     unapproved = excluded.unapproved
 """
 
-#: psycopg's placeholder, handed to the SQL builders of reads.py (SQLite's is "?").
+#: psycopg's placeholder, handed to the SQL builders of reads.py and summaries.py (SQLite's is "?").
 _P = "%s"
+_MARK_DIRTY = summaries.portable(summaries.MARK_DIRTY, _P)
 
 
 def _since_sql(since: float | None) -> str:
@@ -398,14 +484,6 @@ FROM findings WHERE runtime <> ''{since} GROUP BY runtime ORDER BY count(DISTINC
 """
 
 # The kind is a constant, not a parameter: only a constant proves findings_model's predicate.
-_CENSUS = """
-SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
-       count(DISTINCT host_id) FILTER (WHERE approved = 0) AS unapproved_hosts, count(*), max(last_seen)
-FROM findings WHERE sha256 <> '' AND kind = {artifact} GROUP BY sha256
-ORDER BY unapproved_hosts DESC, count(DISTINCT host_id) DESC, sha256
-LIMIT %s
-""".replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
-
 _CENSUS_HOLDERS = """
 SELECT sha256, host_id, path, approved FROM (
     SELECT sha256, host_id, path, approved,
@@ -600,10 +678,10 @@ class PostgresStore(Store):
                 conn.execute(
                     f'CREATE TABLE "{name}" (LIKE findings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
                 )
+                columns = f"{_FINDING_COLUMNS}, moved"
                 conn.execute(
-                    f"WITH moved AS (DELETE FROM findings_default WHERE last_seen >= %s AND last_seen < %s "
-                    f'RETURNING {_FINDING_COLUMNS}) INSERT INTO "{name}" ({_FINDING_COLUMNS}) '
-                    f"SELECT {_FINDING_COLUMNS} FROM moved",
+                    f"WITH taken AS (DELETE FROM findings_default WHERE last_seen >= %s AND last_seen < %s "
+                    f'RETURNING {columns}) INSERT INTO "{name}" ({columns}) SELECT {columns} FROM taken',
                     (low, high),
                 )
                 conn.execute(
@@ -669,6 +747,7 @@ class PostgresStore(Store):
                 cur.executemany(
                     _TOUCH_HOST_SEQUENCE, [(h, now, now, seq) for h, seq in sorted(sequences.items())]
                 )
+                cur.executemany(_MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
         return results
 
     def _merge(
@@ -733,7 +812,9 @@ class PostgresStore(Store):
             key_updates.append((key[0], key[1], first, last, count))
             if key in body:
                 row = body[key]
-                moves.append((*row[2:6], first, last, count, *row[9:], key[0], key[1], before[1]))
+                # the new version's summary keys: kind, user, sha256, runtime, service
+                new_keys = (row[2], row[10], row[16], row[12], row[13])
+                moves.append((*row[2:6], first, last, count, *row[9:], *new_keys, key[0], key[1], before[1]))
             else:
                 widens.append((first, count, key[0], key[1], before[1]))
         with conn.cursor() as cur:
@@ -767,6 +848,9 @@ class PostgresStore(Store):
                 (host_id, now, now),
             )
             self._merge(conn, [(host_id, rows)])
+            with conn.cursor() as cur:
+                keys = summaries.batch_keys([PreparedBatch(host_id, 0, rows)], _ARTIFACT)
+                cur.executemany(_MARK_DIRTY, keys)
             if silent_since is not None:
                 conn.execute(
                     "UPDATE hosts SET silent_since = %s WHERE host_id = %s", (ns(silent_since), host_id)
@@ -792,6 +876,7 @@ class PostgresStore(Store):
                     dropped.add(day)
             conn.execute("DELETE FROM findings WHERE last_seen < %s", (cut,))
             conn.execute("DELETE FROM finding_keys WHERE last_seen < %s", (cut,))
+            conn.execute(summaries.ALL_DIRTY)
         with self._days_lock:
             self._days -= dropped
 
@@ -854,7 +939,42 @@ class PostgresStore(Store):
         (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]
         return (newest or 0) / 1e9
 
+    # storage.summaries' SummaryDb: each read and each write its own pooled transaction
+    placeholder = _P
+
+    def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._rows(sql, params, "summaries")
+
+    @contextmanager
+    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+        with self._conn("write summaries") as conn, conn.cursor() as cur:
+
+            def run(sql: str, rows: Sequence[Sequence[Any]]) -> int:
+                cur.executemany(sql.encode(), rows)
+                return cur.rowcount
+
+            yield run
+
+    def refresh_summaries(self, spec: ScoreSpec) -> int:
+        if not spec.as_of:
+            return 0
+        kinds = sorted(KNOWN_KINDS)
+        return (
+            summaries.refresh_tally(self, "host", spec, kinds)
+            + summaries.refresh_tally(self, "user", spec, kinds)
+            + summaries.refresh_models(self, _ARTIFACT)
+            + summaries.refresh_usage(self, kinds, _EXPOSED)
+        )
+
     def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if by not in ("host", "user"):
+            raise ValueError(f"cannot group findings by {by!r}")
+        if since is None and spec.as_of:
+            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+            return [
+                TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p))
+                for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
+            ]
         points, params = spec.points_sql(_P)
         if by == "host":
             key, where = "host_id", []
@@ -917,16 +1037,22 @@ class PostgresStore(Store):
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)
-        return [
-            ServiceRow(svc, vendor, hosts, procs, int(nbytes or 0), n, int(unappr or 0), last / 1e9)
+        if since is None:
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql = summaries.READ_SERVICES
+        return [  # sums of bigint columns come back as numeric
+            ServiceRow(svc, vendor, hosts, procs, int(nbytes or 0), int(n), int(unappr or 0), int(last) / 1e9)
             for svc, vendor, hosts, procs, nbytes, n, unappr, last in self._rows(sql, params, "AI services")
         ]
 
     def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
         sql = _RUNTIMES.format(since=_since_sql(since))
-        params = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED), *_since_params(since)]
-        return [
-            RuntimeRow(rt, hosts, exposed, n, int(unappr or 0), last / 1e9)
+        params = [_EXPOSED, *_since_params(since)]
+        if since is None:
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql, params = summaries.READ_RUNTIMES, []
+        return [  # sums of bigint columns come back as numeric
+            RuntimeRow(rt, hosts, int(exposed), int(n), int(unappr or 0), int(last) / 1e9)
             for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
         ]
 
@@ -948,7 +1074,8 @@ class PostgresStore(Store):
     def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
         if limit < 1 or holders < 0:
             raise ValueError("limit must be >= 1 and holders >= 0")
-        rows = self._rows(_CENSUS, [limit], "the model census")
+        summaries.refresh_models(self, _ARTIFACT)
+        rows = summaries.read_census(self, limit)
         if not rows:
             return []
         held: dict[str, list[ModelHolder]] = {}

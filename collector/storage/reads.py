@@ -69,6 +69,9 @@ class ScoreSpec:
     weights: tuple[tuple[int, float], ...]
     decay: tuple[tuple[int, float], ...]
     stale_factor: float = 0.0
+    #: The time the bounds are counted back from (Unix ns); 0 when unknown. Summaries kept in the
+    #: database are reused for another spec only while no finding changes age bucket between the two.
+    as_of: int = 0
 
     def points_sql(self, placeholder: str = "?") -> tuple[str, list[Any]]:
         """The portable SQL expression of one finding's points (columns severity, confidence,

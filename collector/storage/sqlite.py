@@ -37,7 +37,9 @@ from google.protobuf.message import DecodeError
 from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
+from . import summaries
 from .base import (
+    KNOWN_KINDS,
     AgentRecord,
     ApiKeyRecord,
     FindingRow,
@@ -85,7 +87,9 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 9
+_EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
+_ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
 APPLICATION_ID = 0x556D6272
 _MAX_IDLE_READERS = 4
@@ -157,7 +161,9 @@ INSERT INTO findings (host_id, id, kind, severity, confidence, approved, first_s
                       {", ".join(_FACT_COLUMNS)})
 VALUES ({", ".join(["?"] * (10 + len(_FACT_COLUMNS)))})
 ON CONFLICT (host_id, id) DO UPDATE SET
-    {_NEWER_BODY}first_seen = min(findings.first_seen, excluded.first_seen),
+    {_NEWER_BODY}moved = CASE WHEN excluded.last_seen > findings.last_seen
+        THEN {summaries.moved_sql("findings", "excluded", _ARTIFACT)} ELSE findings.moved END,
+    first_seen = min(findings.first_seen, excluded.first_seen),
     last_seen  = max(findings.last_seen, excluded.last_seen),
     count      = max(findings.count, excluded.count)
 WHERE excluded.last_seen > findings.last_seen
@@ -273,7 +279,118 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-_MIGRATIONS = {2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5, 6: _MIGRATE_TO_6}
+# Version 7: summaries kept in tables (see storage.summaries): which hosts, users and weights hashes
+# changed since their rows were computed, each host's and user's risk tally, each hash's census row.
+# A finding whose newer version names another user or hash leaves the old one's rows behind, so
+# triggers mark the old one dirty too (the batch itself names only the new one). Everything stored
+# before is marked dirty: the first refresh computes it all.
+_MIGRATE_TO_7 = f"""
+CREATE TABLE IF NOT EXISTS summary_keys (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    dirty       INTEGER NOT NULL DEFAULT 0,
+    valid_after INTEGER NOT NULL DEFAULT 0,
+    valid_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS risk_summary (
+    scope    TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    kind     INTEGER NOT NULL,
+    severity INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    findings INTEGER NOT NULL,
+    points   REAL NOT NULL,
+    PRIMARY KEY (scope, key, kind, severity, approved)
+);
+CREATE TABLE IF NOT EXISTS model_summary (
+    sha256           TEXT PRIMARY KEY,
+    model_format     TEXT NOT NULL,
+    model_arch       TEXT NOT NULL,
+    model_params     INTEGER NOT NULL,
+    nbytes           INTEGER NOT NULL,
+    hosts            INTEGER NOT NULL,
+    unapproved_hosts INTEGER NOT NULL,
+    copies           INTEGER NOT NULL,
+    last_seen        INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS findings_user_moved AFTER UPDATE OF user_name ON findings
+WHEN old.user_name <> '' AND old.user_name <> new.user_name
+BEGIN
+    INSERT INTO summary_keys (scope, key, dirty) VALUES ('user', old.user_name, 1)
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS findings_model_moved AFTER UPDATE OF sha256, kind ON findings
+WHEN old.kind = {_ARTIFACT} AND old.sha256 <> '' AND (old.sha256 <> new.sha256 OR new.kind <> {_ARTIFACT})
+BEGIN
+    INSERT INTO summary_keys (scope, key, dirty) VALUES ('model', old.sha256, 1)
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+END;
+INSERT INTO summary_keys (scope, key, dirty) SELECT 'host', host_id, 1 FROM findings GROUP BY host_id;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'user', user_name, 1 FROM findings WHERE user_name <> '' GROUP BY user_name;
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'model', sha256, 1 FROM findings WHERE sha256 <> '' AND kind = {_ARTIFACT} GROUP BY sha256;
+"""
+
+# Version 8: the keys a newer version of a finding leaves behind are listed in its row (`moved`,
+# see storage.summaries) instead of by version 7's triggers: any trigger on findings made SQLite
+# keep a statement journal page per index for every upserted row (19 -> 8 us a finding at 1M).
+_MIGRATE_TO_8 = """
+DROP TRIGGER IF EXISTS findings_user_moved;
+DROP TRIGGER IF EXISTS findings_model_moved;
+ALTER TABLE findings ADD COLUMN moved TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS findings_moved ON findings (host_id, id) WHERE moved <> '';
+"""
+
+# Version 9: each host's AI services and runtimes kept (storage.summaries, scope "usage"), so the
+# services and runtimes views read O(hosts) rows. Their refresh reads a host's findings from the
+# tally index, which therefore carries the runtime and service facts; findings_runtime is dropped
+# (no view walks it now: a runtime filter on a listing walks findings_recent). findings_service
+# stays for the service filter and services(since).
+_MIGRATE_TO_9 = """
+DROP INDEX IF EXISTS findings_tally;
+DROP INDEX IF EXISTS findings_runtime;
+CREATE INDEX IF NOT EXISTS findings_host
+    ON findings (kind, host_id, severity, approved, last_seen, confidence, nbytes, runtime, service,
+                 process_name, vendor);
+CREATE TABLE IF NOT EXISTS service_summary (
+    host_id      TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    process_name TEXT NOT NULL,
+    vendor       TEXT NOT NULL,
+    nbytes       INTEGER NOT NULL,
+    findings     INTEGER NOT NULL,
+    unapproved   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL,
+    PRIMARY KEY (host_id, service, process_name)
+);
+CREATE INDEX IF NOT EXISTS service_summary_by_service
+    ON service_summary (service, host_id, process_name, vendor, nbytes, findings, unapproved, last_seen);
+CREATE TABLE IF NOT EXISTS runtime_summary (
+    host_id    TEXT NOT NULL,
+    runtime    TEXT NOT NULL,
+    exposed    INTEGER NOT NULL,
+    findings   INTEGER NOT NULL,
+    unapproved INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (host_id, runtime)
+);
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'usage', host_id, 1 FROM findings WHERE runtime <> '' OR service <> '' GROUP BY host_id
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+"""
+
+_MIGRATIONS = {
+    2: _MIGRATE_TO_2,
+    3: _MIGRATE_TO_3,
+    4: _MIGRATE_TO_4,
+    5: _MIGRATE_TO_5,
+    6: _MIGRATE_TO_6,
+    7: _MIGRATE_TO_7,
+    8: _MIGRATE_TO_8,
+    9: _MIGRATE_TO_9,
+}
 
 _UPSERT_INVENTORY = """
 INSERT INTO inventories (host_id, taken_at, received_at, models, runtimes, data) VALUES (?, ?, ?, ?, ?, ?)
@@ -339,7 +456,7 @@ SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_versio
 FROM hosts h ORDER BY h.host_id
 """
 
-# Grouped in the order of the findings_tally index, so SQLite walks it without sorting.
+# The full computations, for services(since) and runtimes(since) and a file before version 9.
 _SERVICES = """
 SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes), count(*),
        sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
@@ -361,12 +478,12 @@ ORDER BY count(DISTINCT CASE WHEN approved = 0 THEN host_id END) DESC, count(DIS
 LIMIT ?
 """
 
-_CENSUS_HOLDERS = """
-SELECT sha256, host_id, path, approved FROM (
-    SELECT sha256, host_id, path, approved,
-           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
-    FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {hashes}
-) AS held WHERE n <= ? ORDER BY sha256, host_id, path
+# INDEXED BY: without statistics the planner prefers findings_host's (kind, host_id) order, which
+# walks every weights file of the fleet for each hash (2.6 s at a million findings).
+_CENSUS_HOLDERS = f"""
+SELECT host_id, path, approved FROM findings INDEXED BY findings_model
+WHERE sha256 = ? AND sha256 <> '' AND kind = {_ARTIFACT}
+ORDER BY host_id, path LIMIT ?
 """
 
 _UPSERT_SNAPSHOT = """
@@ -382,6 +499,17 @@ SELECT kind, host_id, severity, approved, count(*) FROM findings GROUP BY kind, 
 
 
 _ns = ns
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A script's statements one by one (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:
@@ -421,6 +549,24 @@ def _upsert_batch(
         conn.execute(_TOUCH_HOST_SEQUENCE, (host_id, now, now, sequence))
     updated = changed - new
     return StoreResult(new=new, updated=updated, unchanged=len(rows) - new - updated)
+
+
+def _names(name: Callable[[int], str]) -> Callable[[int], str]:
+    """`name` remembered per wire value: tens of thousands of tally rows name a dozen values."""
+    seen: dict[int, str] = {}
+
+    def lookup(value: int) -> str:
+        got = seen.get(value)
+        if got is None:
+            got = seen[value] = name(value)
+        return got
+
+    return lookup
+
+
+def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
+    """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
+    conn.executemany(summaries.MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
 
 
 class SQLiteStore(Store):
@@ -511,9 +657,8 @@ class SQLiteStore(Store):
             # Re-read inside the write lock: another collector may have migrated meanwhile.
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             for target in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(_MIGRATIONS[target]):
+                    conn.execute(statement)
                 if target == 5:
                     _backfill_facts(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -623,7 +768,10 @@ class SQLiteStore(Store):
         now = _ns(self._clock())
         try:
             with self._write() as conn:
-                return [_upsert_batch(conn, b.host_id, b.sequence, b.rows, now) for b in batches]
+                results = [_upsert_batch(conn, b.host_id, b.sequence, b.rows, now) for b in batches]
+                if self._summaries():
+                    _mark_dirty(conn, batches)
+                return results
         except sqlite3.Error as exc:
             raise StoreError(f"cannot store {len(batches)} batches: {exc}") from exc
 
@@ -638,6 +786,8 @@ class SQLiteStore(Store):
                     (host_id, now, now),
                 )
                 _upsert_batch(conn, host_id, 0, rows, None)
+                if self._summaries():
+                    _mark_dirty(conn, [PreparedBatch(host_id, 0, rows)])
                 if silent_since is not None:
                     conn.execute(
                         "UPDATE hosts SET silent_since = ? WHERE host_id = ?", (_ns(silent_since), host_id)
@@ -908,7 +1058,47 @@ class SQLiteStore(Store):
         (newest,) = self._rows("SELECT max(last_seen) FROM findings", [], "findings")[0]
         return (newest or 0) / 1e9
 
+    # storage.summaries' SummaryDb: the refresh reads through the reader pool, writes as the writer
+    placeholder = "?"
+
+    def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._rows(sql, params, "summaries")
+
+    @contextmanager
+    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+        try:
+            with self._write() as conn:
+                yield lambda sql, rows: conn.executemany(sql, rows).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write summaries: {exc}") from exc
+
+    def _summaries(self) -> bool:
+        return self._version >= 8  # version 7 listed moved keys by triggers; 8 by `moved`
+
+    def _usage(self) -> bool:
+        return self._version >= 9
+
+    def refresh_summaries(self, spec: ScoreSpec) -> int:
+        if not self._summaries() or not spec.as_of:
+            return 0
+        kinds = sorted(KNOWN_KINDS)
+        return (
+            summaries.refresh_tally(self, "host", spec, kinds)
+            + summaries.refresh_tally(self, "user", spec, kinds)
+            + summaries.refresh_models(self, _ARTIFACT)
+            + (summaries.refresh_usage(self, kinds, _EXPOSED) if self._usage() else 0)
+        )
+
     def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if by not in ("host", "user"):
+            raise ValueError(f"cannot group findings by {by!r}")
+        if since is None and spec.as_of and self._summaries():
+            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+            kinds, severities = _names(codec.kind_name), _names(codec.severity_name)
+            return [
+                TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p))
+                for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
+            ]
         points, params = spec.points_sql()
         if by == "host":
             key, where = "host_id", []
@@ -933,7 +1123,10 @@ class SQLiteStore(Store):
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")
         sql, params = _SERVICES, []
-        if since is not None:
+        if since is None and self._usage():
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql = summaries.READ_SERVICES
+        elif since is not None:
             sql, params = (
                 sql.replace("WHERE service <> ''", "WHERE service <> '' AND last_seen >= ?"),
                 [seconds_to_ns(since)],
@@ -945,9 +1138,12 @@ class SQLiteStore(Store):
 
     def runtimes(self, since: float | None = None) -> list[RuntimeRow]:
         self._need_facts("runtimes")
-        params: list[Any] = [int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)]
+        params: list[Any] = [_EXPOSED]
         sql = _RUNTIMES
-        if since is not None:
+        if since is None and self._usage():
+            summaries.refresh_usage(self, sorted(KNOWN_KINDS), _EXPOSED)
+            sql, params = summaries.READ_RUNTIMES, []
+        elif since is not None:
             sql = sql.replace("WHERE runtime <> ''", "WHERE runtime <> '' AND last_seen >= ?")
             params.append(seconds_to_ns(since))
         return [
@@ -978,19 +1174,24 @@ class SQLiteStore(Store):
         self._need_facts("the model census")
         if limit < 1 or holders < 0:
             raise ValueError("limit must be >= 1 and holders >= 0")
-        artifact = int(finding_pb2.KIND_MODEL_ARTIFACT)
-        rows = self._rows(_CENSUS, [artifact, limit], "the model census")
+        artifact = _ARTIFACT
+        if self._summaries():
+            summaries.refresh_models(self, artifact)
+            rows = summaries.read_census(self, limit)
+        else:
+            rows = self._rows(_CENSUS, [artifact, limit], "the model census")
         if not rows:
             return []
         hashes = [r[0] for r in rows]
         held: dict[str, list[ModelHolder]] = {}
         if holders:
-            for sha, host, path, approved in self._rows(
-                _CENSUS_HOLDERS.format(hashes=in_list(hashes)),
-                [artifact, *hashes, holders],
-                "the model census",
-            ):
-                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+            # One short index range per hash (findings_model): a window over all copies of the
+            # listed hashes would read every copy, and there are thousands of each at 10M findings.
+            for sha in hashes:
+                held[sha] = [
+                    ModelHolder(host, path, bool(approved))
+                    for host, path, approved in self._rows(_CENSUS_HOLDERS, [sha, holders], "models")
+                ]
         return [
             ModelRow(
                 sha,
@@ -1038,6 +1239,8 @@ class SQLiteStore(Store):
         try:
             with self._write() as conn:
                 conn.execute("DELETE FROM findings WHERE last_seen < ?", (_ns(cutoff),))
+                if self._summaries():
+                    conn.execute(summaries.ALL_DIRTY)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot drop old findings: {exc}") from exc
 

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from contract.auth_contract import AuthContract
 from contract.query_contract import QueryContract, finding
+from contract.summary_contract import SummaryContract
 
 from collector.risk import score_spec
 from collector.storage import Store, StoreError, open_store
@@ -22,11 +23,11 @@ T0 = 1_750_000_000.0
 DAY = 86_400.0
 _READ_SIDE_INDEXES = {
     "findings_recent",
-    "findings_tally",
+    "findings_host",
     "findings_user",
     "findings_service",
-    "findings_runtime",
     "findings_model",
+    "findings_moved",
 }
 
 
@@ -40,6 +41,10 @@ def store(pg_url: str) -> Iterator[Store]:
 
 
 class TestQueryPostgres(QueryContract):
+    pass
+
+
+class TestSummariesPostgres(SummaryContract):
     pass
 
 

@@ -1,5 +1,6 @@
-"""The read side's contract (contract/query_contract.py) and the console-access contract
-(contract/auth_contract.py) on the SQLite backend, file and memory."""
+"""The read side's contract (contract/query_contract.py), the kept summaries' contract
+(contract/summary_contract.py) and the console-access contract (contract/auth_contract.py) on the
+SQLite backend, file and memory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from contract.auth_contract import AuthContract
 from contract.query_contract import QueryContract
+from contract.summary_contract import SummaryContract
 
 from collector.storage import Store, open_store
 
@@ -24,6 +26,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 class TestQuerySQLite(QueryContract):
+    pass
+
+
+class TestSummariesSQLite(SummaryContract):
     pass
 
 

@@ -145,12 +145,13 @@ class TestSchemaMigration:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
         )
         # findings_recent from version 3 (findings_kind and findings_last_seen gone), and the read
-        # side's covering indexes from version 5.
+        # side's covering indexes from version 5, the moved-keys index from version 8, and from
+        # version 9 the tally index carrying runtime and service facts in place of findings_runtime.
         assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {
             "findings_recent",
-            "findings_tally",
+            "findings_host",
             "findings_user",
             "findings_service",
-            "findings_runtime",
             "findings_model",
+            "findings_moved",
         }

@@ -1,0 +1,361 @@
+"""Summaries kept in tables: each host's and user's risk tally, each weights hash's census row, and
+each host's AI services and runtimes ("usage"),
+refreshed incrementally, so the fleet views read O(hosts) rows instead of grouping every finding.
+
+Ingest marks what a group commit touched as dirty (`summary_keys`: one upsert per host, user and
+MODEL_ARTIFACT hash of the commit, a counter that only grows). A refresh recomputes only dirty keys,
+with the same grouped SQL as the full computation restricted to those keys, and replaces their rows.
+A key's counter is cleared only if it still holds the value the refresh read before computing, so
+a batch stored meanwhile leaves its key dirty for the next refresh (never a lost update).
+
+Age decay (README, "Risk model"): a tally row's points are summed as of one time A. With them the
+refresh stores the key's validity window (valid_after, valid_until]: the as-of times for which no
+finding of the key changes age bucket, from the newest finding below and the oldest above each
+bucket bound. A view as of A' reuses the rows while A' lies in the window and recomputes the key
+otherwise, so scores equal the full computation exactly, whatever `now` a view asks for; a host
+whose findings keep crossing bucket edges costs one small recompute per crossing.
+
+A finding whose newer version names another user or weights hash leaves the old key's rows behind
+(the batch names only the new one). The upsert that replaces the body appends the old key to the
+row's `moved` column (`moved_sql`, the old row's value in `old.`); a refresh first marks every
+key listed there dirty and clears the column (`collect_moved`). No trigger: a trigger on the
+findings table makes SQLite keep a statement journal for every upserted row, which tripled the
+cost of ingest.
+
+Everything here is portable SQL over the tables `summary_keys`, `risk_summary` and
+`model_summary`; a backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
+
+from .base import PreparedBatch
+from .reads import GroupBy, ScoreSpec, in_list
+
+SummaryScope = Literal["host", "user", "model", "usage"]
+
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
+#: Keys per recompute statement: short IN lists, well under every backend's parameter limit.
+CHUNK = 500
+
+MARK_DIRTY = (
+    "INSERT INTO summary_keys (scope, key, dirty) VALUES (?, ?, 1) "
+    "ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1"
+)
+#: In key order: two refreshes (or a refresh and ingest) lock keys in one order on PostgreSQL.
+STALE_KEYS = (
+    "SELECT key, dirty FROM summary_keys "
+    "WHERE scope = ? AND (dirty > 0 OR valid_after >= ? OR valid_until < ?) ORDER BY key"
+)
+#: Retention deleted findings of any key: every kept row is recomputed by the next refresh.
+ALL_DIRTY = "UPDATE summary_keys SET dirty = dirty + 1"
+CLAIM_KEY = (
+    "UPDATE summary_keys SET dirty = 0, valid_after = ?, valid_until = ? "
+    "WHERE scope = ? AND key = ? AND dirty = ?"
+)
+DELETE_TALLY = "DELETE FROM risk_summary WHERE scope = ? AND key = ?"
+INSERT_TALLY = (
+    "INSERT INTO risk_summary (scope, key, kind, severity, approved, findings, points) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+READ_TALLY = "SELECT key, kind, severity, approved, findings, points FROM risk_summary WHERE scope = ?"
+DELETE_MODEL = "DELETE FROM model_summary WHERE sha256 = ?"
+INSERT_MODEL = (
+    "INSERT INTO model_summary (sha256, model_format, model_arch, model_params, nbytes, hosts, "
+    "unapproved_hosts, copies, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+READ_CENSUS = (
+    "SELECT sha256, model_format, model_arch, model_params, nbytes, hosts, unapproved_hosts, copies, "
+    "last_seen FROM model_summary ORDER BY unapproved_hosts DESC, hosts DESC, sha256 LIMIT ?"
+)
+#: The census of some hashes from the findings (MODEL_ARTIFACT only; the first parameter is its kind).
+CENSUS_OF = """
+SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes), count(DISTINCT host_id),
+       count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
+FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha256
+"""
+
+
+#: The rows with moved keys (a partial index keeps this a short range), and the compare-and-clear.
+MOVED_ROWS = "SELECT host_id, id, moved FROM findings WHERE moved <> ''"
+CLEAR_MOVED = "UPDATE findings SET moved = '' WHERE host_id = ? AND id = ? AND moved = ?"
+#: Keys that can be left behind by a newer version of a finding: (scope, the old row's column
+#: that is the key, condition on a row `r` under which it belongs to that key). "usage" is a host's
+#: services and runtimes: a finding leaves it when its newer version names neither.
+_MOVABLE = (
+    ("user", "user_name", "{r}.user_name <> '' AND {r}.user_name = {o}.user_name"),
+    ("model", "sha256", "{r}.kind = {artifact} AND {r}.sha256 <> '' AND {r}.sha256 = {o}.sha256"),
+    ("usage", "host_id", "({r}.runtime <> '' OR {r}.service <> '')"),
+)
+
+
+def moved_sql(old: str, new: str, artifact_kind: int) -> str:
+    """The upsert's new value of `moved`: the old row's list, plus each key the old row belongs to
+    and the newer version (`new`, replacing the body) does not. Entries are "scope length key"
+    (length in characters), so any key text reads back unambiguously (see `parse_moved`)."""
+    added = []
+    for scope, column, condition in _MOVABLE:
+        was = condition.format(r=old, o=old, artifact=artifact_kind)
+        still = condition.format(r=new, o=old, artifact=artifact_kind)
+        added.append(
+            f"CASE WHEN {was} AND NOT ({still}) "
+            f"THEN '{scope} ' || length({old}.{column}) || ' ' || {old}.{column} ELSE '' END"
+        )
+    return f"{old}.moved || {' || '.join(added)}"
+
+
+def parse_moved(text: str) -> list[tuple[str, str]]:
+    """The (scope, key) entries of a `moved` value (see `moved_sql`)."""
+    out = []
+    at = 0
+    while at < len(text):
+        scope_end = text.index(" ", at)
+        length_end = text.index(" ", scope_end + 1)
+        start = length_end + 1
+        end = start + int(text[scope_end + 1 : length_end])
+        out.append((text[at:scope_end], text[start:end]))
+        at = end
+    return out
+
+
+def collect_moved(db: SummaryDb) -> int:
+    """Mark dirty every key a newer version of a finding left behind, and clear those marks on the
+    findings (only where no newer move was added meanwhile); returns how many findings had some."""
+    p = db.placeholder
+    rows = db.summary_rows(MOVED_ROWS, [])
+    if not rows:
+        return 0
+    with db.summary_write() as run:
+        for host_id, fid, moved in rows:
+            run(portable(MARK_DIRTY, p), parse_moved(moved))
+            run(portable(CLEAR_MOVED, p), [(host_id, fid, moved)])
+    return len(rows)
+
+
+def portable(statement: str, placeholder: str) -> str:
+    """A statement of this module with the backend's placeholder ("?" here; none appears in a literal)."""
+    return statement if placeholder == "?" else statement.replace("?", placeholder)
+
+
+class SummaryDb(Protocol):
+    """What a backend gives the refresh: its placeholder, reads, and one write transaction."""
+
+    placeholder: str
+
+    def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a read (any connection that sees committed data) and return its rows."""
+
+    def summary_write(self) -> AbstractContextManager[Callable[[str, Sequence[Sequence[Any]]], int]]:
+        """One write transaction; inside it, run(sql, rows of parameters) -> rows changed."""
+
+
+def dirty_keys(
+    host_ids: Iterable[str], users: Iterable[str], hashes: Iterable[str], usage: Iterable[str] = ()
+) -> list[tuple[SummaryScope, str]]:
+    """The (scope, key) parameters of MARK_DIRTY for what a group commit stored, each key once;
+    `usage`: the hosts stored findings with a service or runtime."""
+    out: list[tuple[SummaryScope, str]] = [("host", h) for h in dict.fromkeys(host_ids)]
+    out += [("usage", h) for h in dict.fromkeys(usage)]
+    out += [("user", u) for u in set(users) if u]
+    out += [("model", s) for s in set(hashes) if s]
+    return out
+
+
+def batch_keys(batches: Sequence[PreparedBatch], artifact_kind: int) -> list[tuple[SummaryScope, str]]:
+    """The MARK_DIRTY parameters of a group commit: its hosts, users and MODEL_ARTIFACT hashes, and
+    the hosts of rows that name a runtime or service; sorted, so concurrent commits on a backend
+    with row locks take them in one order (no deadlock)."""
+    users: set[str] = set()
+    hashes: set[str] = set()
+    usage: list[str] = []
+    for b in batches:
+        rows = b.rows
+        users.update(r[10] for r in rows)  # FindingRow: user_name
+        hashes.update(r[16] for r in rows if r[2] == artifact_kind)  # sha256
+        if any(r[12] or r[13] for r in rows):  # runtime, service
+            usage.append(b.host_id)
+    return sorted(dirty_keys((b.host_id for b in batches), users, hashes, usage))
+
+
+def tally_sql(
+    by: GroupBy, spec: ScoreSpec, keys: Sequence[str], kinds: Sequence[int], placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """The tally of some hosts (or users): per key, kind, severity and approval the count and points,
+    then per age bound the oldest last_seen at or above it and the newest below it (unapproved only).
+
+    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly."""
+    p = placeholder
+    points, params = spec.points_sql(p)
+    edges = []
+    for bound, _ in spec.decay:
+        edges.append(f"min(CASE WHEN approved = 0 AND last_seen >= {p} THEN last_seen END)")
+        edges.append(f"max(CASE WHEN approved = 0 AND last_seen < {p} THEN last_seen END)")
+        params += [bound, bound]
+    if by == "host":
+        column, where = "host_id", f"host_id IN {in_list(keys, p)} AND kind IN {in_list(kinds, p)}"
+        params += [*keys, *kinds]
+    else:
+        column, where = "user_name", f"user_name <> '' AND user_name IN {in_list(keys, p)}"
+        params += list(keys)
+    sql = (
+        f"SELECT {column}, kind, severity, approved, count(*), sum({points}), {', '.join(edges)} "
+        f"FROM findings WHERE {where} GROUP BY kind, {column}, severity, approved"
+    )
+    return sql, params
+
+
+def _window(spec: ScoreSpec, edges: Sequence[Any], window: list[int]) -> None:
+    """Narrow a key's (after, until] by one row's per-bound edges (see tally_sql)."""
+    for i, (bound, _) in enumerate(spec.decay):
+        oldest_in, newest_out = edges[2 * i], edges[2 * i + 1]
+        if oldest_in is not None:  # stays in while bound' <= oldest_in
+            window[1] = min(window[1], spec.as_of + (oldest_in - bound))
+        if newest_out is not None:  # stays out while bound' > newest_out
+            window[0] = max(window[0], spec.as_of + (newest_out - bound))
+
+
+def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[int]) -> int:
+    """Recompute the tally rows of every dirty key of `by`, and of every key whose window does not
+    hold spec.as_of; returns how many keys were recomputed."""
+    p = db.placeholder
+    collect_moved(db)
+    stale = db.summary_rows(portable(STALE_KEYS, p), [by, spec.as_of, spec.as_of])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        sql, params = tally_sql(by, spec, keys, kinds, p)
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        windows = {k: [_MIN_NS, _MAX_NS] for k in keys}
+        weights = dict(spec.weights)
+        for key, kind, severity, approved, n, points, *edges in db.summary_rows(sql, params):
+            rows[key].append((by, key, kind, severity, approved, n, float(points or 0.0)))
+            if not approved and weights.get(severity, 0.0):
+                _window(spec, edges, windows[key])
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                after, until = (max(min(v, _MAX_NS), _MIN_NS) for v in windows[key])
+                if run(portable(CLAIM_KEY, p), [(after, until, by, key, dirty)]) != 1:
+                    continue  # stored to meanwhile: the next refresh takes it
+                run(portable(DELETE_TALLY, p), [(by, key)])
+                if rows[key]:
+                    run(portable(INSERT_TALLY, p), rows[key])
+                done += 1
+    return done
+
+
+def read_tally(db: SummaryDb, by: GroupBy) -> list[tuple[Any, ...]]:
+    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by`."""
+    return db.summary_rows(portable(READ_TALLY, db.placeholder), [by])
+
+
+def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
+    """Recompute the census rows of every dirty weights hash; returns how many were recomputed."""
+    p = db.placeholder
+    collect_moved(db)
+    stale = db.summary_rows(portable(STALE_KEYS, p), ["model", 0, 0])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        sql = portable(CENSUS_OF.format(keys=in_list(keys)), p)
+        found = {r[0]: r for r in db.summary_rows(sql, [artifact_kind, *keys])}
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "model", key, dirty)]) != 1:
+                    continue
+                run(portable(DELETE_MODEL, p), [(key,)])
+                if key in found:
+                    run(portable(INSERT_MODEL, p), [found[key]])
+                done += 1
+    return done
+
+
+def read_census(db: SummaryDb, limit: int) -> list[tuple[Any, ...]]:
+    """The kept census rows, the ones unapproved on most hosts first, then most hosts, then hash."""
+    return db.summary_rows(portable(READ_CENSUS, db.placeholder), [limit])
+
+
+# ---- usage: each host's AI services (per service and process name) and runtimes
+
+DELETE_SERVICES = "DELETE FROM service_summary WHERE host_id = ?"
+INSERT_SERVICES = (
+    "INSERT INTO service_summary (host_id, service, process_name, vendor, nbytes, findings, unapproved, "
+    "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+DELETE_RUNTIMES = "DELETE FROM runtime_summary WHERE host_id = ?"
+INSERT_RUNTIMES = (
+    "INSERT INTO runtime_summary (host_id, runtime, exposed, findings, unapproved, last_seen) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: Some hosts' services and runtimes from their findings; `kind IN` lets the (kind, host_id, ...)
+#: index serve each host's rows directly.
+SERVICES_OF = """
+SELECT host_id, service, process_name, max(vendor), sum(nbytes), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND service <> ''
+GROUP BY host_id, service, process_name
+"""
+RUNTIMES_OF = """
+SELECT host_id, runtime, max(CASE WHEN kind = ? THEN 1 ELSE 0 END), count(*),
+       sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
+FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND runtime <> ''
+GROUP BY host_id, runtime
+"""
+#: The fleet's views over the kept rows, in the order of Store.services and Store.runtimes.
+READ_SERVICES = """
+SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes),
+       sum(findings), sum(unapproved), max(last_seen)
+FROM service_summary GROUP BY service
+ORDER BY sum(unapproved) DESC, count(DISTINCT host_id) DESC, service
+"""
+READ_RUNTIMES = """
+SELECT runtime, count(*), sum(exposed), sum(findings), sum(unapproved), max(last_seen)
+FROM runtime_summary GROUP BY runtime ORDER BY count(*) DESC, runtime
+"""
+
+
+#: Hosts per usage recompute: a host can hold hundreds of (service, process) rows, and a chunk's
+#: rows are held in memory until written (500 hosts took the refresh to 130 MiB at 1M findings).
+USAGE_CHUNK = 100
+
+
+def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int:
+    """Recompute the service and runtime rows of every dirty host; returns how many hosts."""
+    p = db.placeholder
+    collect_moved(db)
+    stale = db.summary_rows(portable(STALE_KEYS, p), ["usage", 0, 0])
+    done = 0
+    for start in range(0, len(stale), USAGE_CHUNK):
+        chunk = stale[start : start + USAGE_CHUNK]
+        keys = [k for k, _ in chunk]
+        where = {"keys": in_list(keys), "kinds": in_list(kinds)}
+        services: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        for row in db.summary_rows(portable(SERVICES_OF.format(**where), p), [*keys, *kinds]):
+            services[row[0]].append(row)
+        runtimes: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
+        for row in db.summary_rows(portable(RUNTIMES_OF.format(**where), p), [exposed_kind, *keys, *kinds]):
+            runtimes[row[0]].append(row)
+        with db.summary_write() as run:
+            for key, dirty in chunk:
+                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "usage", key, dirty)]) != 1:
+                    continue
+                run(portable(DELETE_SERVICES, p), [(key,)])
+                run(portable(DELETE_RUNTIMES, p), [(key,)])
+                if services[key]:
+                    run(portable(INSERT_SERVICES, p), services[key])
+                if runtimes[key]:
+                    run(portable(INSERT_RUNTIMES, p), runtimes[key])
+                done += 1
+    return done
+
+
+def read_services(db: SummaryDb) -> list[tuple[Any, ...]]:
+    return db.summary_rows(READ_SERVICES, [])
+
+
+def read_runtimes(db: SummaryDb) -> list[tuple[Any, ...]]:
+    return db.summary_rows(READ_RUNTIMES, [])

@@ -1,0 +1,166 @@
+"""The kept summaries' contract (storage.summaries), for every backend that keeps them.
+
+A backend's test module composes `SummaryContract` into a `Test...` class beside QueryContract
+and provides the same `store` fixture. Kept summaries are refreshed incrementally and must always
+equal the full computation (a `since` bound makes the store compute from the findings).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from umbra import codec
+
+from collector import risk
+from collector.query.risk import user_risks
+from collector.storage.base import Store
+
+from .query_contract import DAY, T0, finding, store_on
+
+
+class SummaryContract:
+    def test_summaries_after_refresh_equal_the_full_computation(self, store: Store) -> None:
+        rng = random.Random(5)
+
+        def wave(version: float) -> None:
+            for h in range(4):
+                batch = [
+                    finding(
+                        f"f{i}",
+                        kind=rng.choice(codec.KIND_NAMES),
+                        severity=rng.choice(codec.SEVERITY_NAMES),
+                        confidence=round(rng.random(), 3),
+                        approved=rng.random() < 0.3,
+                        last_seen=T0 - rng.randrange(0, 120) * DAY - 3600 + version,
+                        user=rng.choice(["", "u1", "u2", "u3"]),
+                    )
+                    for i in range(30)
+                ]
+                store_on(store, f"host-{h}", *batch)
+
+        def rows(by: str, when: float, since: float | None) -> list[tuple[Any, ...]]:
+            got = store.tally(by, risk.score_spec(when), since)  # type: ignore[arg-type]
+            return sorted(
+                (r.key, r.kind, r.severity, r.approved, r.findings, round(r.points, 6)) for r in got
+            )
+
+        def full(by: str, when: float) -> list[tuple[Any, ...]]:
+            return rows(by, when, T0 - 1000 * DAY)  # a `since` computes from the findings
+
+        def kept(by: str, when: float) -> list[tuple[Any, ...]]:
+            return rows(by, when, None)
+
+        wave(0.0)
+        store.refresh_summaries(risk.score_spec(T0))
+        # as of later times, age buckets change: the kept rows follow them exactly
+        for when in (T0, T0 + 3 * DAY, T0 + 25 * DAY, T0 + 100 * DAY, T0):
+            assert kept("host", when) == full("host", when), when
+            assert kept("user", when) == full("user", when), when
+        wave(1.0)  # newer versions: other severities, approvals, users, ages
+        assert kept("host", T0) == full("host", T0)
+        assert kept("user", T0) == full("user", T0)
+
+    def test_refresh_recomputes_only_what_changed(self, store: Store) -> None:
+        for h in ("h1", "h2", "h3"):
+            store_on(store, h, finding("a", last_seen=T0 - 5 * DAY), finding("b", last_seen=T0 - 20 * DAY))
+        assert store.refresh_summaries(risk.score_spec(T0)) == 3
+        assert store.refresh_summaries(risk.score_spec(T0)) == 0  # nothing stored since
+        store_on(store, "h2", finding("c", severity="critical"))
+        assert store.refresh_summaries(risk.score_spec(T0)) == 1  # only the host stored to
+        assert store.refresh_summaries(risk.score_spec(T0 + DAY)) == 0  # no finding changes age bucket
+        # two days on, "a" turns 7 days old on every host: each is recomputed once
+        assert store.refresh_summaries(risk.score_spec(T0 + 2 * DAY + 1)) == 3
+        later = risk.fold(store.tally("host", risk.score_spec(T0 + 2 * DAY + 1)))
+        assert later["h1"].score == pytest.approx(15.0 * 0.5 + 15.0 * 0.5, abs=0.05)  # both a week+ old
+        assert risk.fold(store.tally("host", risk.score_spec(T0)))["h1"].score == pytest.approx(15.0 + 7.5)
+
+    def test_a_finding_moved_to_another_user_or_hash_leaves_the_old_one(self, store: Store) -> None:
+        old, new = "44" * 32, "55" * 32
+        store_on(store, "h1", finding("x", user="alice"), finding("m", kind="MODEL_ARTIFACT", sha256=old))
+        assert set(user_risks(store, now=T0)) == {"alice"}
+        assert [r.sha256 for r in store.model_census()] == [old]
+        # the newer version of each names another user and other weights (a file replaced in place)
+        store_on(
+            store,
+            "h1",
+            finding("x", user="bob", last_seen=T0 + 60),
+            finding("m", kind="MODEL_ARTIFACT", sha256=new, last_seen=T0 + 60),
+        )
+        assert set(user_risks(store, now=T0 + 60)) == {"bob"}
+        assert [(r.sha256, r.hosts) for r in store.model_census()] == [(new, 1)]
+
+    def test_every_key_left_behind_by_several_moves_is_recomputed(self, store: Store) -> None:
+        # keys with spaces and digits: the list of moved keys must read back whatever they hold
+        names = ["ann 3 x", "bo b", "carol"]
+        store_on(store, "h1", finding("x", user=names[0]), finding("y", user=names[0]))
+        assert set(user_risks(store, now=T0)) == {names[0]}
+        # two newer versions stored before any refresh: both earlier users lose the finding
+        store_on(store, "h1", finding("x", user=names[1], last_seen=T0 + 60))
+        store_on(store, "h1", finding("x", user=names[2], last_seen=T0 + 120))
+        store_on(store, "h1", finding("y", user=names[2], last_seen=T0 + 120))
+        assert set(user_risks(store, now=T0 + 120)) == {names[2]}
+        # an older version changes nothing
+        store_on(store, "h1", finding("x", user=names[0], last_seen=T0))
+        assert set(user_risks(store, now=T0 + 120)) == {names[2]}
+        assert user_risks(store, now=T0 + 120)[names[2]].findings == 2
+
+    def test_kept_services_and_runtimes_equal_the_full_computation(self, store: Store) -> None:
+        rng = random.Random(11)
+        services = [("api.openai.com", "OpenAI"), ("claude.ai", "Anthropic"), ("copilot.github.com", "GH")]
+
+        def wave(version: float) -> None:
+            for h in range(4):
+                batch = []
+                for i in range(25):
+                    shape = rng.choice(("service", "runtime", "exposed", "neither"))
+                    service, vendor = rng.choice(services)
+                    batch.append(
+                        finding(
+                            f"f{i}",
+                            kind={"service": "AI_SERVICE_ACCESS", "exposed": "MODEL_SERVER_EXPOSED"}.get(
+                                shape, "LOCAL_MODEL_RUNTIME"
+                            ),
+                            approved=rng.random() < 0.3,
+                            last_seen=T0 - rng.randrange(0, 30) * DAY + version,
+                            process=rng.choice(("curl", "python", "code")),
+                            service=service if shape == "service" else "",
+                            vendor=vendor if shape == "service" else "",
+                            bytes_out=rng.randrange(10_000),
+                            runtime=rng.choice(("ollama", "vllm")) if shape in ("runtime", "exposed") else "",
+                        )
+                    )
+                store_on(store, f"host-{h}", *batch)
+
+        def check() -> None:
+            past = T0 - 1000 * DAY  # a `since` computes from the findings
+            assert store.services() == store.services(since=past)
+            assert store.runtimes() == store.runtimes(since=past)
+
+        wave(0.0)
+        check()
+        store.refresh_summaries(risk.score_spec(T0))
+        wave(1.0)  # newer versions: other services, runtimes, processes, approvals, or neither
+        check()
+        wave(0.5)  # older versions change nothing
+        check()
+        # a batch with neither service nor runtime still takes a host's finding out of both
+        store_on(store, "lone", finding("s", service="lone.ai", runtime="tgi", last_seen=T0))
+        assert "lone.ai" in {r.service for r in store.services()}
+        assert "tgi" in {r.runtime for r in store.runtimes()}
+        store_on(store, "lone", finding("s", last_seen=T0 + 60))
+        check()
+        assert "lone.ai" not in {r.service for r in store.services()}
+        assert "tgi" not in {r.runtime for r in store.runtimes()}
+
+    def test_retention_leaves_no_kept_rows_behind(self, store: Store) -> None:
+        old = finding("old", user="ann", runtime="ollama", last_seen=T0 - 100 * DAY)
+        store_on(store, "h1", old, finding("new", last_seen=T0))
+        store.refresh_summaries(risk.score_spec(T0))
+        assert set(user_risks(store, now=T0)) == {"ann"}
+        assert [r.runtime for r in store.runtimes()] == ["ollama"]
+        store.drop_before(T0 - 50 * DAY)
+        assert set(user_risks(store, now=T0)) == set()
+        assert store.runtimes() == []
+        assert risk.fold(store.tally("host", risk.score_spec(T0)))["h1"].findings == 1
