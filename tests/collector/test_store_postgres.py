@@ -5,6 +5,7 @@ on last_seen, retention by dropping them, a server that goes away and comes back
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -217,7 +218,16 @@ class TestServerAway:
                     s.hosts()
             finally:
                 own_server.start()
-            s.store_batch("h", 3, [build_finding("after")])
+            # The pool reconnects in the background with backoff, so the first calls after the
+            # restart may still be refused (as StoreError, which agents retry); it must recover soon.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    s.store_batch("h", 3, [build_finding("after")])
+                    break
+                except StoreError:
+                    assert time.monotonic() < deadline, "the store did not recover within 60 s"
+                    time.sleep(0.5)
             assert sorted(f["id"] for f in s.findings()) == ["after", "before"]
             assert s.hosts()[0].last_sequence == 3
 
