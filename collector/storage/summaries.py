@@ -80,8 +80,9 @@ FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha2
 
 
 #: The rows with moved keys (a partial index keeps this a short range), and the compare-and-clear.
-MOVED_ROWS = "SELECT host_id, id, moved FROM findings WHERE moved <> ''"
-CLEAR_MOVED = "UPDATE findings SET moved = '' WHERE host_id = ? AND id = ? AND moved = ?"
+#: last_seen names the one partition a row is in on PostgreSQL (and fails the clear if it moved).
+MOVED_ROWS = "SELECT host_id, id, last_seen, moved FROM findings WHERE moved <> ''"
+CLEAR_MOVED = "UPDATE findings SET moved = '' WHERE host_id = ? AND id = ? AND last_seen = ? AND moved = ?"
 #: Keys that can be left behind by a newer version of a finding: (scope, the old row's column
 #: that is the key, condition on a row `r` under which it belongs to that key). "usage" is a host's
 #: services and runtimes: a finding leaves it when its newer version names neither.
@@ -128,10 +129,11 @@ def collect_moved(db: SummaryDb) -> int:
     rows = db.summary_rows(MOVED_ROWS, [])
     if not rows:
         return 0
+    keys = sorted({key for *_, moved in rows for key in parse_moved(moved)})
+    # Findings' rows first, then keys in order: the order ingest locks them in on PostgreSQL.
     with db.summary_write() as run:
-        for host_id, fid, moved in rows:
-            run(portable(MARK_DIRTY, p), parse_moved(moved))
-            run(portable(CLEAR_MOVED, p), [(host_id, fid, moved)])
+        run(portable(CLEAR_MOVED, p), rows)
+        run(portable(MARK_DIRTY, p), keys)
     return len(rows)
 
 
