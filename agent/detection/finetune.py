@@ -259,7 +259,8 @@ class FineTuningDetector:
             fpb.SEVERITY_HIGH if sustained is not None else fpb.SEVERITY_MEDIUM,
             confidence,
             f"Model training by {proc.username or 'an unknown user'}: {workload_label(proc)} "
-            f"(pid {proc.pid}){via}{where}; {len(matched_on)} kinds of evidence",
+            f"(pid {proc.pid}){via}{where}; {len(matched_on)} "
+            f"kind{'' if len(matched_on) == 1 else 's'} of evidence",
             subject=tool.id if tool else "",
             evidence=evidence,
         )
