@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
@@ -32,6 +32,7 @@ from .reads import (
     FindingFilter,
     FindingPage,
     GroupBy,
+    ModelHolder,
     ModelRow,
     RuntimeRow,
     ScoreSpec,
@@ -908,3 +909,57 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- rows of the read side's queries -> their typed results (the same columns on every backend)
+
+
+def _names(name: Callable[[int], str]) -> Callable[[int], str]:
+    """`name` remembered per wire value: tens of thousands of tally rows name a dozen values."""
+    seen: dict[int, str] = {}
+
+    def lookup(value: int) -> str:
+        got = seen.get(value)
+        if got is None:
+            got = seen[value] = name(value)
+        return got
+
+    return lookup
+
+
+def tally_rows(rows: Iterable[Sequence[Any]]) -> list[TallyRow]:
+    """(key, kind, severity, approved, findings, points) rows, kept or computed in full."""
+    kinds, severities = _names(codec.kind_name), _names(codec.severity_name)
+    return [
+        TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p or 0.0))
+        for k, kind, sev, appr, n, p in rows
+    ]
+
+
+def model_rows(rows: Iterable[Sequence[Any]], held: Mapping[str, Sequence[ModelHolder]]) -> list[ModelRow]:
+    """The census' (sha256, format, architecture, parameters, size, hosts, unapproved hosts, copies,
+    last seen ns) rows, with the holders found for each hash."""
+    return [
+        ModelRow(
+            sha,
+            fmt,
+            arch,
+            int(params or 0),
+            int(size or 0),
+            hosts,
+            unappr_hosts,
+            copies,
+            last / 1e9,
+            tuple(held.get(sha, ())),
+        )
+        for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
+    ]
+
+
+def findings_page_of(rows: Sequence[Sequence[Any]], limit: int) -> FindingPage:
+    """A page from up to `limit + 1` (host_id, id, first_seen, last_seen, count, data) rows, newest
+    first: the extra row only says that a next page exists."""
+    page = rows[:limit]
+    out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in page]
+    cursor = FindingCursor(page[-1][3], page[-1][0], page[-1][1]) if len(rows) > limit else None
+    return FindingPage(out, cursor)

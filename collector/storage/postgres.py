@@ -67,13 +67,16 @@ from .base import (
     evidence_facts,
     finding_dict,
     finding_rows,
+    findings_page_of,
     heartbeat_row,
     hello_row,
     host_record,
     inventory_record,
     inventory_row,
+    model_rows,
     ns,
     severity_counts,
+    tally_rows,
 )
 from .reads import (
     ActivityRow,
@@ -971,10 +974,7 @@ class PostgresStore(Store):
             raise ValueError(f"cannot group findings by {by!r}")
         if since is None and spec.as_of:
             summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
-            return [
-                TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p))
-                for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
-            ]
+            return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql(_P)
         if by == "host":
             key, where = "host_id", []
@@ -990,10 +990,7 @@ class PostgresStore(Store):
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" GROUP BY kind, {key}, severity, approved"
         )
-        return [
-            TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p or 0.0))
-            for k, kind, sev, appr, n, p in self._rows(sql, params, "risk tallies")
-        ]
+        return tally_rows(self._rows(sql, params, "risk tallies"))
 
     def findings_page(
         self, where: FindingFilter, limit: int, after: FindingCursor | None = None
@@ -1010,12 +1007,7 @@ class PostgresStore(Store):
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT {_P}"
-        rows = self._rows(sql, [*params, limit + 1], "findings")
-        more_after = len(rows) > limit
-        rows = rows[:limit]
-        out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in rows]
-        cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
-        return FindingPage(out, cursor)
+        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         # finding_keys' last_seen names the one partition the finding is in (as ingest's UPDATEs
@@ -1084,21 +1076,7 @@ class PostgresStore(Store):
                 _CENSUS_HOLDERS, [[r[0] for r in rows], holders], "the model census"
             ):
                 held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
-        return [
-            ModelRow(
-                sha,
-                fmt,
-                arch,
-                int(params or 0),
-                int(size or 0),
-                hosts,
-                unappr_hosts,
-                copies,
-                last / 1e9,
-                tuple(held.get(sha, ())),
-            )
-            for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
-        ]
+        return model_rows(rows, held)
 
     def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
         with self._conn("record risk snapshot") as conn, conn.cursor() as cur:

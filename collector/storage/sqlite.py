@@ -59,13 +59,16 @@ from .base import (
     evidence_facts,
     finding_dict,
     finding_rows,
+    findings_page_of,
     heartbeat_row,
     hello_row,
     host_record,
     inventory_record,
     inventory_row,
+    model_rows,
     ns,
     severity_counts,
+    tally_rows,
 )
 from .reads import (
     ActivityRow,
@@ -551,19 +554,6 @@ def _upsert_batch(
     return StoreResult(new=new, updated=updated, unchanged=len(rows) - new - updated)
 
 
-def _names(name: Callable[[int], str]) -> Callable[[int], str]:
-    """`name` remembered per wire value: tens of thousands of tally rows name a dozen values."""
-    seen: dict[int, str] = {}
-
-    def lookup(value: int) -> str:
-        got = seen.get(value)
-        if got is None:
-            got = seen[value] = name(value)
-        return got
-
-    return lookup
-
-
 def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
     """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
     conn.executemany(summaries.MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
@@ -1039,12 +1029,7 @@ class SQLiteStore(Store):
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT ?"
-        rows = self._rows(sql, [*params, limit + 1], "findings")
-        more_after = len(rows) > limit
-        rows = rows[:limit]
-        out = [finding_dict(host, first, last, count, data) for host, _, first, last, count, data in rows]
-        cursor = FindingCursor(rows[-1][3], rows[-1][0], rows[-1][1]) if more_after else None
-        return FindingPage(out, cursor)
+        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         rows = self._rows(
@@ -1094,11 +1079,7 @@ class SQLiteStore(Store):
             raise ValueError(f"cannot group findings by {by!r}")
         if since is None and spec.as_of and self._summaries():
             summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
-            kinds, severities = _names(codec.kind_name), _names(codec.severity_name)
-            return [
-                TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p))
-                for k, kind, sev, appr, n, p in summaries.read_tally(self, by)
-            ]
+            return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql()
         if by == "host":
             key, where = "host_id", []
@@ -1115,10 +1096,7 @@ class SQLiteStore(Store):
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" GROUP BY kind, {key}, severity, approved"
         )
-        return [
-            TallyRow(k, codec.kind_name(kind), codec.severity_name(sev), bool(appr), n, float(p or 0.0))
-            for k, kind, sev, appr, n, p in self._rows(sql, params, "risk tallies")
-        ]
+        return tally_rows(self._rows(sql, params, "risk tallies"))
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")
@@ -1192,21 +1170,7 @@ class SQLiteStore(Store):
                     ModelHolder(host, path, bool(approved))
                     for host, path, approved in self._rows(_CENSUS_HOLDERS, [sha, holders], "models")
                 ]
-        return [
-            ModelRow(
-                sha,
-                fmt,
-                arch,
-                int(params or 0),
-                int(size or 0),
-                hosts,
-                unappr_hosts,
-                copies,
-                last / 1e9,
-                tuple(held.get(sha, ())),
-            )
-            for sha, fmt, arch, params, size, hosts, unappr_hosts, copies, last in rows
-        ]
+        return model_rows(rows, held)
 
     def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:
         self._need_facts("risk snapshots")
