@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -175,16 +176,24 @@ def page_routes(
             notice=notice,
         )
 
-    def policy_get(request: Request) -> Response:
-        return policy_page(request)
-
-    async def policy_post(request: Request) -> Response:
+    async def admin_form(request: Request) -> tuple[Identity, FormData] | Response:
+        """An admin's form with a good CSRF token, or the refusal to send (403 either way)."""
         who = _who(request)
         form = await request.form()
         if not csrf_ok(who, str(form.get("csrf", ""))):
             return html(request, "error.html", 403, title="Forbidden", message="Bad or missing CSRF token.")
         if not who.admin:
             return forbidden(request)
+        return who, form
+
+    def policy_get(request: Request) -> Response:
+        return policy_page(request)
+
+    async def policy_post(request: Request) -> Response:
+        checked = await admin_form(request)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
         doc: dict[str, Any] = {
             key: [line.strip() for line in str(form.get(key, "")).splitlines() if line.strip()]
             for key in LIST_KEYS
@@ -220,12 +229,10 @@ def page_routes(
         return enrollment_page(request)
 
     async def enrollment_post(request: Request) -> Response:
-        who = _who(request)
-        form = await request.form()
-        if not csrf_ok(who, str(form.get("csrf", ""))):
-            return html(request, "error.html", 403, title="Forbidden", message="Bad or missing CSRF token.")
-        if not who.admin:
-            return forbidden(request)
+        checked = await admin_form(request)
+        if isinstance(checked, Response):
+            return checked
+        who, form = checked
         action = str(form.get("action", ""))
         if action == "revoke":
             host_id = str(form.get("host_id", ""))
