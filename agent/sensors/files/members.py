@@ -156,6 +156,7 @@ class _Content:
         if member.access != "stream" or member.codec not in STREAM_CODECS:
             raise ValueError(f"entry {member.name[:60]!r} cannot be read")
         self._raw = os.fdopen(os.dup(fd), "rb")
+        self._raw.seek(0)  # a duplicate shares the offset an earlier read left
         if member.codec == "gzip":
             self.stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
         elif member.codec == "xz":
