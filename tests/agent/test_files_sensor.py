@@ -658,6 +658,62 @@ def test_watch_limit_degrades_with_reason(home: Path, start: Callable[..., Harne
     assert status.state is SensorState.DEGRADED and "watch limit" in status.reason
 
 
+def test_watches_are_never_nested(home: Path, tmp_path: Path, start: Callable[..., Harness]) -> None:
+    """A configured path holding the hub cache, and a model folder inside it: one recursive watch
+    covers them all (nested ones would see, and report, every change twice). When the configured
+    path goes (a newer policy), the hub cache gets its own watch back."""
+    cache = home / ".cache"
+    hub = cache / "huggingface" / "hub"
+    (home / "Documents" / "models").mkdir()
+    make_gguf(home / "Documents" / "models" / "a.gguf")
+    (cache / "blobs").mkdir()
+    make_gguf(cache / "blobs" / "b.gguf")
+    h = start()
+    assert str(hub) in h.sensor.scheduled_watches()
+    h.pipeline.apply_policy(Policy(version=2, watched_paths=(str(cache), str(home / "Documents"))))
+    deadline = time.monotonic() + 10
+    while str(cache) not in h.sensor.scheduled_watches():
+        assert time.monotonic() < deadline, h.sensor.scheduled_watches()
+        h.pipeline.poll()
+        time.sleep(0.05)
+    scheduled = h.sensor.scheduled_watches()
+    nested = [(a, b) for a in scheduled for b in scheduled if b.startswith(a + "/")]
+    assert nested == [], nested
+    assert {str(hub), str(home / "Documents" / "models"), str(cache / "blobs")} <= set(h.sensor.watched())
+    h.pipeline.apply_policy(Policy(version=3))
+    deadline = time.monotonic() + 10
+    while str(hub) not in h.sensor.scheduled_watches():
+        assert time.monotonic() < deadline, h.sensor.scheduled_watches()
+        h.pipeline.poll()
+        time.sleep(0.05)
+    assert str(cache) not in h.sensor.scheduled_watches()
+
+
+def test_hub_downloads_raise_no_watchdog_warnings(
+    home: Path, start: Callable[..., Harness], recwarn: pytest.WarningsRecorder
+) -> None:
+    """Model repositories appearing in the hub cache as huggingface_hub lays them out (mkdir -p of
+    models--ORG--NAME/blobs, snapshots/REV, .locks/...): no "callback already exists" warnings
+    from the recursive watch, and every blob is still seen."""
+    hub = home / ".cache" / "huggingface" / "hub"
+    h = start()
+    h.wait_watched(hub)
+    source, _ = make_safetensors(home / "staged.safetensors")
+    for i in range(200):
+        repo = hub / f"models--acme--model-{i}"
+        repo.mkdir()
+        time.sleep(0.0005 * (i % 7))  # the client's own pace between its makedirs
+        (repo / "blobs").mkdir()
+        (hub / ".locks" / repo.name).mkdir(parents=True)
+        (repo / "snapshots" / f"{i:040x}").mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(f"{i:040x}")
+    shutil.copyfile(source, hub / "models--acme--model-199" / "blobs" / sha(source))
+    h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_DOWNLOAD and "acme/model-199" in f.summary)
+    doubled = [str(w.message)[:120] for w in recwarn if "already exists for watch" in str(w.message)]
+    assert doubled == []
+
+
 def test_archive_listing_never_inflates_a_bomb(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.zip"
     with (

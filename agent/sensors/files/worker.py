@@ -331,11 +331,10 @@ class Worker:
         self.inventory.forget_stale(self._generation)
         self._save_seen()
         self.first_scan_done.set()
-        # Folders of models outside any watched root: watch them (not recursively) for renames.
+        # Folders of models, watched (not recursively) for renames; one inside a recursive watch
+        # gets no watch of its own (Watches never nests them).
         for folder in sorted(self.inventory.folders()):
-            root = self._place(folder)
-            if root is None or not (root.watch and root.recursive and root.path in self.watches):
-                self.watches.watch(folder, recursive=False)
+            self.watches.watch(folder, recursive=False)
 
     # --- judging one file ----------------------------------------------------------------------
 
