@@ -562,7 +562,18 @@ def test_rename_to_an_innocent_name(home: Path, start: Callable[..., Harness]) -
         str(home / "Downloads" / "invoice.pdf"),
         digest,
     )
+    assert (t.identified_by, t.source_known_by) == ("content", "inode")  # a move: the same file
     assert not any(x.kind == fpb.KIND_MODEL_DOWNLOAD for x in h.findings)  # a rename is no download
+
+
+def test_hard_link_into_a_sync_folder_names_the_same_file(home: Path, start: Callable[..., Harness]) -> None:
+    source, _ = make_gguf(home / "Documents" / "llama.gguf", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    os.link(source, home / "Dropbox" / "llama.gguf")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    t = transfer(f)
+    assert (t.source_path, t.source_known_by, t.sha256) == (str(source), "inode", sha(source))
 
 
 # --- downloads ---------------------------------------------------------------------------------
