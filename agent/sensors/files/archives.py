@@ -31,6 +31,7 @@ MAX_ARCHIVE_ENTRIES: Final = 1024
 MAX_ARCHIVE_PEEKS: Final = 64
 LISTING_READ_BYTES: Final = 64 << 10  # what one listing reads, for the read budget
 MAX_PACKED_FOUND: Final = 8  # entries of one archive reported or hashed, at most
+MAX_ARCHIVE_HEADER_BYTES: Final = 64 << 20  # entry headers read (inflated) for one archive, at most
 #: Confidence of weights not verified by content or hash: the policy's default floor (0.5), so they
 #: are reported by default, and a stricter floor drops them before anything verified.
 UNVERIFIED_CONFIDENCE: Final = 0.5
@@ -109,7 +110,6 @@ class PackedMember:
     writer: ProcessObservation | None
     info: ModelFileInfo | None = None
     confidence: float = 0.0
-    reason: str = ""  # why its content was not judged weights, for the unverified fallback
 
 
 @dataclass
@@ -144,7 +144,8 @@ def examine_archive(
         if len(out.to_hash) + len(out.unverified) >= MAX_PACKED_FOUND:
             break
         same_size = sorted(by_size.get(member.size, ()), key=lambda m: m.path)
-        if member.access and identified < MAX_ARCHIVE_PEEKS and member.size >= HARD_MIN_BYTES:
+        affordable = identified < MAX_ARCHIVE_PEEKS and out.bytes_read < MAX_ARCHIVE_HEADER_BYTES
+        if member.access and affordable and member.size >= HARD_MIN_BYTES:
             identified += 1
             verdict = identify_member(path, member)
             out.bytes_read += verdict.bytes_read
@@ -153,7 +154,9 @@ def examine_archive(
                     PackedMember(path, member, how, owner, writer, verdict.info, verdict.confidence)
                 )
             elif same_size:
-                out.to_hash.append(PackedMember(path, member, how, owner, writer, reason=verdict.reason))
+                out.to_hash.append(PackedMember(path, member, how, owner, writer))
+        elif member.access and same_size:  # readable, but past this archive's header budget
+            out.to_hash.append(PackedMember(path, member, how, owner, writer))
         elif same_size:
             out.unverified.append(_unverified(path, member, how, same_size, owner, writer, reading))
     if not members and writer is not None:

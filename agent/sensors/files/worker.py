@@ -503,7 +503,8 @@ class Worker:
             )
             self._read_bucket.take(verdict.bytes_read)
             for transfer in verdict.unverified:
-                self.outbox.put(transfer)
+                if not (transfer.demoted and not self.settings.model_rule.report_demoted):
+                    self.outbox.put(transfer)
             for packed in verdict.to_hash:  # a size match orders the work: its hash decides
                 job = member_hash_job(path, file_key(st), packed.member)
                 self._hashes.add(HashTask(job, None, None, writer, packed), urgent=True)
