@@ -228,7 +228,8 @@ def test_approved_hash_and_approved_directory(home: Path, start: Callable[..., H
 
 #: A packer or copier as a person runs one: it holds its source open while it writes the result
 #: slowly (a real multi-gigabyte copy takes seconds), which is how the sensor knows the source.
-#: argv: kind (copy, zip, zip-stored, tar, tar.gz, tar.zst, 7z, 7z-plain), source, target, entry name.
+#: argv: kind (copy, zip, zip-stored, tar, tar.gz, tar.zst, 7z, 7z-plain, 7z-secret), source, target,
+#: entry name.
 SLOW_PACKER = textwrap.dedent(
     """
     import io, os, sys, tarfile, time, zipfile
@@ -243,8 +244,9 @@ SLOW_PACKER = textwrap.dedent(
             z.write(source, entry)
     elif kind.startswith("7z"):
         import py7zr
-        with py7zr.SevenZipFile(buf, "w") as z:
-            z.set_encoded_header_mode(kind == "7z")
+        secret = "hunter2" if kind == "7z-secret" else None
+        with py7zr.SevenZipFile(buf, "w", password=secret, header_encryption=secret is not None) as z:
+            z.set_encoded_header_mode(kind != "7z-plain")
             z.write(source, entry)
     else:
         plain = io.BytesIO()
@@ -432,6 +434,24 @@ def test_archive_whose_content_cannot_be_read_is_unverified(
     assert f.summary.startswith("Possibly model weights")
     assert f.severity == fpb.SEVERITY_LOW and f.confidence <= 0.5
     assert (t_ev.source_path, t_ev.source_known_by) == (str(source), "writer")  # the packer read it
+
+
+def test_archive_that_lists_nothing_is_unverified_by_its_writer(
+    home: Path, start: Callable[..., Harness]
+) -> None:
+    """A 7z with an encrypted header names no entry; its packer was reading a known model while
+    writing it. That is all there is: low, unverified, no hash, the source the packer held."""
+    source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    target = home / "Downloads" / "secret.7z"
+    child = slow_pack("7z-secret", source, target, "export/tiny.gguf")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    child.wait(timeout=30)
+    t_ev = transfer(f)
+    assert (t_ev.identified_by, t_ev.sha256, t_ev.source_path) == ("writer", "", str(source))
+    assert "encrypted header" in f.summary and "content not verified" in f.summary
+    assert f.severity == fpb.SEVERITY_LOW and f.process.pid == child.pid
 
 
 def fine_tune(path: Path, seed: int) -> Path:

@@ -159,7 +159,10 @@ def examine_archive(
             out.to_hash.append(PackedMember(path, member, how, owner, writer))
         elif same_size:
             out.unverified.append(_unverified(path, member, how, same_size, owner, writer, reading))
-    if not members and writer is not None:
+    # Nothing found in what was listed, but the listing is not the whole archive (none at all, or
+    # only a compressed tar's first entries): its writer reading a known model is all there is.
+    partial = not members or how.startswith("first entries")
+    if partial and not out.to_hash and not out.unverified and writer is not None:
         read_models = sorted((m for m in models if m.path in reading), key=lambda m: m.path)
         if read_models:
             model = read_models[0]
