@@ -107,7 +107,7 @@ class HashJob:
                 if file_key(os.fstat(self._fd)) != self.key:
                     return self._finish("changed before hashing")
             want = min(max_bytes, self._length - self._offset)
-            chunk = os.pread(self._fd, want, self._start + self._offset) if want > 0 else b""
+            chunk = self._read(self._fd, want) if want > 0 else b""
         except OSError as exc:
             return self._finish(exc.strerror or str(exc))
         self._h.update(chunk)
@@ -121,6 +121,10 @@ class HashJob:
                 self.sha256 = self._h.hexdigest()
             self._finish("" if same else "changed while hashing")
         return len(chunk)
+
+    def _read(self, fd: int, n: int) -> bytes:
+        """The next `n` bytes to hash (fewer at the end); a subclass may read them otherwise."""
+        return os.pread(fd, n, self._start + self._offset)
 
     def close(self) -> None:
         if self._fd is not None:

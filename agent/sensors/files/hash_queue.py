@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from agent.observations import ProcessObservation
 from agent.sensors.files.archives import PackedMember
 from agent.sensors.files.inventory import TrackedModel
-from agent.sensors.files.members import StreamHashJob
 from agent.sensors.files.roots import Root
 from agent.system.hashing import FileStateStore, HashJob, TokenBucket
 
 
 @dataclass
 class HashTask:
-    job: HashJob | StreamHashJob
+    job: HashJob  # a file's, or an archive entry's (members.member_hash_job)
     model: TrackedModel | None  # None: a non-model file at a destination, compared with known hashes
     place: Root | None = None
     writer: ProcessObservation | None = None

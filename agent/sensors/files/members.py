@@ -25,7 +25,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
-import hashlib
 import lzma
 import os
 import zlib
@@ -35,7 +34,7 @@ from typing import IO, Final, Protocol
 from agent.modelfiles import identify_header, looks_like_model_quick
 from agent.modelfiles.identify import DEFAULT_MAX_HEADER_BYTES, FIRST_READ, identify_range
 from agent.modelfiles.model import Identification
-from agent.system.hashing import CHUNK_BYTES, FileKey, HashJob, file_key
+from agent.system.hashing import CHUNK_BYTES, FileKey, HashJob
 
 #: Zips named like these are model containers (torch.save, np.savez, Keras) even when their first
 #: entry is deflated, so the 16-byte check alone does not rule them out.
@@ -204,73 +203,35 @@ def _read_exactly(stream: _Readable, n: int) -> bytes:
     return b"".join(parts)
 
 
-class StreamHashJob:
-    """SHA-256 of a compressed entry's bytes, one bounded read a step (the same interface as
-    HashJob); the archive must stay the same file version throughout."""
+class StreamHashJob(HashJob):
+    """SHA-256 of a compressed entry's bytes: HashJob's steps and checks (the archive must stay
+    the same file version throughout), each step one bounded read of the decompressed entry."""
 
     def __init__(self, path: str, key: FileKey, member: Member) -> None:
-        self.path = path
-        self.key = key
+        super().__init__(path, key, length=member.size)
         self.member = member
-        self.done = False
-        self.sha256 = ""
-        self.error = ""
-        self._h = hashlib.sha256()
-        self._fd: int | None = None
         self._content: _Content | None = None
-        self._skip = member.offset if member.access == "stream" else 0
-        self._left = member.size
 
-    def step(self, max_bytes: int = CHUNK_BYTES) -> int:
-        if self.done:
-            return 0
+    def _read(self, fd: int, n: int) -> bytes:
         try:
             if self._content is None:
-                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-                if file_key(os.fstat(self._fd)) != self.key:
-                    return self._finish("changed before hashing")
-                self._content = _Content(self._fd, self.member)
-            if self._skip:
-                got = self._content.stream.read(min(max_bytes, self._skip))
-                if not got:
-                    return self._finish("the stream ended before the entry")
-                self._skip -= len(got)
-                return len(got)
-            chunk = self._content.stream.read(min(max_bytes, self._left))
-        except (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError) as exc:
-            return self._finish(f"unreadable entry: {exc}")
-        if not chunk:
-            return self._finish("the entry ended before its declared size")
-        self._h.update(chunk)
-        self._left -= len(chunk)
-        if self._left <= 0:
-            assert self._fd is not None
-            try:
-                same = file_key(os.fstat(self._fd)) == self.key
-            except OSError:
-                same = False
-            if same:
-                self.sha256 = self._h.hexdigest()
-            self._finish("" if same else "changed while hashing")
-        return len(chunk)
+                self._content = _Content(fd, self.member)
+                _skip(self._content.stream, self.member.offset if self.member.access == "stream" else 0)
+            data = self._content.stream.read(n)
+        except (ValueError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise OSError(f"unreadable entry: {exc}") from None
+        if len(data) < n:
+            raise OSError("the entry ended before its declared size")
+        return data
 
     def close(self) -> None:
         if self._content is not None:
             self._content.close()
             self._content = None
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-    def _finish(self, error: str) -> int:
-        self.error = error
-        self.done = True
-        self.close()
-        return 0
+        super().close()
 
 
-def member_hash_job(path: str, key: FileKey, member: Member) -> HashJob | StreamHashJob:
+def member_hash_job(path: str, key: FileKey, member: Member) -> HashJob:
     """The job that hashes the entry's bytes: a byte range of the archive when stored."""
     if member.access == "stored":
         return HashJob(path, key, start=member.offset, length=member.size)
