@@ -29,7 +29,7 @@ import lzma
 import os
 import zlib
 from dataclasses import dataclass
-from typing import IO, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
 from agent.modelfiles import identify_header, looks_like_model_quick
 from agent.modelfiles.identify import DEFAULT_MAX_HEADER_BYTES, FIRST_READ, identify_range
@@ -165,8 +165,11 @@ class _Content:
         else:
             import zstandard  # only when a zstd archive is met
 
-            self.stream = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
-                self._raw, read_across_frames=True
+            self.stream = _ZstdStream(
+                zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+                    self._raw, read_across_frames=True
+                ),
+                zstandard.ZstdError,
             )
 
     def __enter__(self) -> _Readable:
@@ -182,6 +185,23 @@ class _Content:
             with contextlib.suppress(OSError):
                 self._raw.close()
             self._raw = None
+
+
+class _ZstdStream:
+    """zstandard's reader, its errors as ValueError like the standard library decoders' (the
+    module is imported only when a zstd archive is met)."""
+
+    def __init__(self, reader: Any, error: type[Exception]) -> None:
+        self._reader, self._error = reader, error
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            return bytes(self._reader.read(n))
+        except self._error as exc:
+            raise ValueError(f"zstd: {exc}") from None
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 def _skip(stream: _Readable, n: int) -> None:
