@@ -24,7 +24,7 @@ from agent.observations import ModelTransferObservation, ProcessObservation
 from agent.sensors.files.inventory import TrackedModel
 from agent.sensors.files.members import STREAM_CODECS, ZSTD_MAX_WINDOW, Member, identify_member
 from agent.sensors.files.sevenzip import NotListed, list_7z
-from agent.sensors.files.significance import ModelRule, judge
+from agent.sensors.files.significance import ModelRule, array_counts, judge
 
 ARCHIVE_SUFFIXES: Final = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst", ".7z")
 MAX_ARCHIVE_ENTRIES: Final = 1024
@@ -232,14 +232,15 @@ def packed_transfer(
         reason += f", {same}" if same else ""
         if not sha:
             reason += f"; not hashed: {error or 'unknown'}"
+        weight_names, arrays = array_counts(info.extra)
         verdict = judge(
             rule,
             member.name,
             info.format,
             member.size,
             info.parameter_count or 0,
-            weight_names=_count(info.extra.get("weight_names")),
-            arrays=_count(info.extra.get("arrays")),
+            weight_names=weight_names,
+            arrays=arrays,
         )
         transfer = _archive_transfer(
             packed.archive,
@@ -310,10 +311,6 @@ def _archive_transfer(
         member=member,
         source_known_by=source[1],
     )
-
-
-def _count(value: str | None) -> int:
-    return int(value) if value and value.isdigit() else 0
 
 
 def _zip_entries(fd: int, head: bytes, size: int) -> list[Member]:

@@ -86,7 +86,7 @@ def identify_member(path: str, member: Member) -> Identification:
         head = read_front(fd, member, FIRST_READ)
         verdict = identify_header(head, member.size, name)
         if verdict.reason.startswith("not enough bytes") and len(head) < member.size:
-            head = read_front(fd, member, DEFAULT_MAX_HEADER_BYTES)  # a long header (a GGUF vocabulary)
+            head = read_front(fd, member, DEFAULT_MAX_HEADER_BYTES)  # a long header (thousands of tensors)
             verdict = identify_header(head, member.size, name)
         return Identification(
             verdict.verdict,

@@ -40,7 +40,7 @@ from agent.sensors.files.roots import (
     resolve_roots,
     scan_plan,
 )
-from agent.sensors.files.significance import ModelRule, judge
+from agent.sensors.files.significance import ModelRule, array_counts, judge
 from agent.sensors.files.training import TrainingArtifacts
 from agent.sensors.files.walk import Walker
 from agent.sensors.files.watch import EventQueue, Watches
@@ -373,6 +373,7 @@ class Worker:
             self._remember_judged(fp)
             return
         info = ident.info
+        weight_names, arrays = array_counts(info.extra)
         model = TrackedModel(
             path=path,
             key=key,
@@ -387,8 +388,8 @@ class Worker:
             writer=writer,
             generation=self._generation,
             moved_from=moved_from,
-            weight_names=_count(info.extra.get("weight_names")),
-            arrays=_count(info.extra.get("arrays")),
+            weight_names=weight_names,
+            arrays=arrays,
         )
         self._adopt(model, root)
 
@@ -618,7 +619,3 @@ class Worker:
                 source_known_by=known_by,
             )
         )
-
-
-def _count(value: str | None) -> int:
-    return int(value) if value and value.isdigit() else 0
