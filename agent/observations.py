@@ -175,6 +175,13 @@ class ModelTransferObservation:
     observed_at: float = 0.0
     demoted: bool = False  # the weights carried do not count (see ModelFileObservation)
     reasons: tuple[str, ...] = ()
+    # How the bytes are known to be weights: "content" (their header), "hash" (a known model's
+    # SHA-256), "size" or "writer" (content not verified: low confidence, low severity).
+    identified_by: str = "content"
+    member: str = ""  # the archive entry holding them
+    # How `source_path` is known: "writer" (the writer had it open), "inode" (the same file);
+    # source_path is "" when it is not known, never guessed from a size or another copy's hash.
+    source_known_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,16 @@ MODEL_DOWNLOAD         hub and SHA-256             medium: weights pulled onto t
 MODEL_EXFILTRATION     SHA-256 and destination     critical to removable media or a sync folder
                        (mount point, sync folder,  (the weights have left the company's
                        archive, new name)          control); high into an archive, under a
-                                                   disguising name, or uploaded
+                                                   disguising name, or uploaded; low when the
+                                                   content was not verified (identified_by
+                                                   "size" or "writer")
 =====================  ==========================  ===========================================
+
+Weights count as exfiltrated only when their content says so (the header, read from the copy
+or from the archive's entry) or their hash is a known model's. When an archive's entry cannot
+be read (a 7z solid block), the sensor reports it only as "same size as X, content not
+verified", and this finding is low with the sensor's low confidence: a size is not evidence an
+investigation can rest on.
 
 MODEL_ARTIFACT is one finding per path, not per content: the inventory is per path, a policy
 by directory decides per path, and a finding never flips between two copies. Copies carry the
@@ -55,6 +63,7 @@ _WHERE = {
     "upload": "uploaded off the host",
     "hub": "pushed to a model hub",
 }
+VERIFIED = frozenset({"content", "hash"})  # the ways a transfer's bytes are known to be weights
 
 
 class ArtifactDetector:
@@ -107,12 +116,16 @@ class ArtifactDetector:
         what = obs.model_name or obs.format or "model weights"
         by = f" by {obs.process.name} (pid {obs.process.pid})" if obs.process else ""
         source = f" from {obs.source_path}" if obs.source_path else ""
+        verified = obs.identified_by in VERIFIED
+        severity = SEVERITY_BY_DESTINATION.get(obs.kind, fpb.SEVERITY_HIGH) if verified else fpb.SEVERITY_LOW
+        member = f"|{obs.member}" if not verified else ""  # unhashed entries: one finding each
         return FindingDraft(
             kind=fpb.KIND_MODEL_EXFILTRATION,
-            key=f"{obs.sha256}|{obs.destination_root or obs.destination}",
-            severity=_demoted(obs, SEVERITY_BY_DESTINATION.get(obs.kind, fpb.SEVERITY_HIGH)),
+            key=f"{obs.sha256}|{obs.destination_root or obs.destination}{member}",
+            severity=_demoted(obs, severity),
             confidence=obs.confidence,
-            summary=f"Model weights ({what}, {size(obs.size_bytes)}) {_WHERE.get(obs.kind, obs.kind)}"
+            summary=f"{'Model weights' if verified else 'Possibly model weights'} ({what}, "
+            f"{size(obs.size_bytes)}) {_WHERE.get(obs.kind, obs.kind)}"
             f"{source}{by}: {obs.destination}" + (f" ({obs.reason})" if obs.reason else ""),
             occurrence=obs.destination,
             subject=obs.sha256,

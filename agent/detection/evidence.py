@@ -165,8 +165,10 @@ def training_artifact_evidence(path: str, label: str) -> fpb.Evidence:
 
 
 def transfer_evidence(obs: ModelTransferObservation) -> list[fpb.Evidence]:
-    """Weights leaving their place: the transfer, and the weights at their new place (the source
-    for an archive, whose destination is the archive itself)."""
+    """Weights leaving their place: the transfer (how the bytes are known to be weights, and how
+    its source is known), and the weights at their new place: for an archive, its entry, named
+    as a jar: URL names one (ARCHIVE!/ENTRY)."""
+    inside = f"{obs.destination}!/{obs.member}" if obs.member else obs.source_path or obs.destination
     return [
         fpb.Evidence(
             transfer=fpb.TransferEvidence(
@@ -175,11 +177,14 @@ def transfer_evidence(obs: ModelTransferObservation) -> list[fpb.Evidence]:
                 destination_kind=obs.kind,
                 sha256=obs.sha256,
                 size_bytes=obs.size_bytes,
+                identified_by=obs.identified_by,
+                archive_member=obs.member,
+                source_known_by=obs.source_known_by,
             )
         ),
         fpb.Evidence(
             model_file=model_file(
-                obs.destination if obs.kind != "archive" else obs.source_path,
+                obs.destination if obs.kind != "archive" else inside,
                 obs.format,
                 size_bytes=obs.size_bytes,
                 sha256=obs.sha256,

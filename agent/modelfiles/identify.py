@@ -1,6 +1,6 @@
 """Is this file model weights? Identification by content, for every sensor and `scan`.
 
-Three entry points, by cost:
+Four entry points, by cost:
 
 - `looks_like_model_quick(head)`: the first 16 bytes against every format's signature, for the
   process sensor's hot path (a few comparisons, no parsing). True means "worth identifying".
@@ -9,6 +9,8 @@ Three entry points, by cost:
   64 KiB head, and lets the parser read a little more where the format needs it (a GGUF
   vocabulary, a zip's central directory, a safetensors header), never more than
   `max_header_bytes` in all and never more than 64 reads.
+- `identify_range(read, size, ...)`: the same from any positioned reader (an archive's stored
+  entry is read in place, never extracted).
 
 Nothing raises to the caller: any failure is a verdict. "malformed" means the bytes claim a
 model format and break it; below the size floor (1 MiB by default), such a file, or a valid
@@ -48,6 +50,7 @@ __all__ = [
     "QUICK_BYTES",
     "identify_file",
     "identify_header",
+    "identify_range",
     "looks_like_model_quick",
 ]
 
@@ -129,19 +132,39 @@ def identify_file(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between stat() and open()
             return Identification("not_model", "not a regular file")
-        size = st.st_size
-        head = os.pread(fd, min(FIRST_READ, size, max(max_header_bytes, 0)), 0)
-
-        def reader(offset: int, n: int) -> bytes:
-            return os.pread(fd, n, offset)
-
-        budget = max(0, max_header_bytes - len(head))
-        win = Window(max(size, len(head)), head, b"", reader, budget)
-        return _identify(win, str(p), p.name, min_model_bytes, max_header_bytes)
+        return identify_range(
+            lambda offset, n: os.pread(fd, n, offset),
+            st.st_size,
+            p.name,
+            path=str(p),
+            max_header_bytes=max_header_bytes,
+            min_model_bytes=min_model_bytes,
+        )
     except OSError as exc:
         return Identification("not_model", f"cannot read: {exc.strerror or exc}")
     finally:
         os.close(fd)
+
+
+def identify_range(
+    read: Callable[[int, int], bytes],
+    size: int,
+    name_hint: str = "",
+    *,
+    path: str = "",
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    min_model_bytes: int = DEFAULT_MIN_MODEL_BYTES,
+) -> Identification:
+    """Identify `size` bytes that `read(offset, n)` reaches at random (a file, or an archive's
+    stored entry), reading a 64 KiB head and then what the parser asks for, within
+    `max_header_bytes`."""
+    try:
+        head = read(0, min(FIRST_READ, size, max(max_header_bytes, 0)))
+        budget = max(0, max_header_bytes - len(head))
+        win = Window(max(size, len(head)), head, b"", read, budget)
+        return _identify(win, path, name_hint, min_model_bytes, max_header_bytes)
+    except OSError as exc:
+        return Identification("not_model", f"cannot read: {exc.strerror or exc}")
 
 
 # --- dispatch -----------------------------------------------------------------------------

@@ -80,9 +80,10 @@ class TokenBucket:
 
 
 class HashJob:
-    """SHA-256 of one file version, `step()` by `step()`."""
+    """SHA-256 of one file version, `step()` by `step()`; or of `length` bytes from `start` (an
+    archive's stored entry), checked against the same file version."""
 
-    def __init__(self, path: str, key: FileKey) -> None:
+    def __init__(self, path: str, key: FileKey, start: int = 0, length: int | None = None) -> None:
         self.path = path
         self.key = key
         self.done = False
@@ -90,6 +91,8 @@ class HashJob:
         self.error = ""
         self._h = hashlib.sha256()
         self._fd: int | None = None
+        self._start = start
+        self._length = key[2] - start if length is None else length
         self._offset = 0
 
     def step(self, max_bytes: int = CHUNK_BYTES) -> int:
@@ -103,20 +106,25 @@ class HashJob:
                 )
                 if file_key(os.fstat(self._fd)) != self.key:
                     return self._finish("changed before hashing")
-            chunk = os.pread(self._fd, max_bytes, self._offset)
+            want = min(max_bytes, self._length - self._offset)
+            chunk = self._read(self._fd, want) if want > 0 else b""
         except OSError as exc:
             return self._finish(exc.strerror or str(exc))
         self._h.update(chunk)
         self._offset += len(chunk)
-        if len(chunk) < max_bytes or self._offset >= self.key[2]:
+        if len(chunk) < want or self._offset >= self._length:
             try:
-                same = file_key(os.fstat(self._fd)) == self.key and self._offset == self.key[2]
+                same = file_key(os.fstat(self._fd)) == self.key and self._offset == self._length
             except OSError:
                 same = False
             if same:
                 self.sha256 = self._h.hexdigest()
             self._finish("" if same else "changed while hashing")
         return len(chunk)
+
+    def _read(self, fd: int, n: int) -> bytes:
+        """The next `n` bytes to hash (fewer at the end); a subclass may read them otherwise."""
+        return os.pread(fd, n, self._start + self._offset)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -3,6 +3,9 @@ bytes. The archives are written by the real tools (py7zr, zstandard, the zstd co
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -12,16 +15,21 @@ import subprocess
 import sys
 import tarfile
 import tracemalloc
+import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import py7zr
 import pytest
 import zstandard
+from safetensors.numpy import save_file
 
 from agent.modelfiles.model import Malformed
-from agent.sensors.files.archives import list_archive
+from agent.sensors.files.archives import list_archive, list_members
+from agent.sensors.files.members import Member, identify_member, member_hash_job
 from agent.sensors.files.sevenzip import MAX_PACKED_HEADER, MAX_UNPACKED_HEADER, SIGNATURE, list_7z
+from agent.system.hashing import file_key
 from tests.agent.test_modelfiles_formats import make_gguf
 
 
@@ -356,3 +364,155 @@ def test_zstd_window_beyond_the_bound_is_refused(tmp_path: Path) -> None:
     archive.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(data))
     entries, how = list_archive(str(archive), archive.stat().st_size)
     assert (entries, how) == ([], "unreadable archive")
+
+
+# --- entries read in place: content and hash of what was packed ---------------------------------
+
+
+def pack(kind: str, target: Path, files: dict[str, Path]) -> Path:
+    """An archive as the standard library (or the zstd tool's library) writes it."""
+    if kind.startswith("zip"):
+        method = zipfile.ZIP_STORED if kind == "zip-stored" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(target, "w", method) as z:
+            for name, path in files.items():
+                z.write(path, name)
+        return target
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as t:
+        for name, path in files.items():
+            t.add(path, name)
+    data = plain.getvalue()
+    if kind == "tar.gz":
+        data = gzip.compress(data)
+    elif kind == "tar.xz":
+        data = lzma.compress(data)
+    elif kind == "tar.bz2":
+        data = bz2.compress(data)
+    elif kind == "tar.zst":
+        data = zstandard.ZstdCompressor(level=3).compress(data)
+    target.write_bytes(data)
+    return target
+
+
+def hash_member(path: Path, member: Member) -> tuple[str, str, int]:
+    """(sha256, error, largest step) of a member's hash job, run to the end."""
+    job = member_hash_job(str(path), file_key(path.stat()), member)
+    largest = 0
+    while not job.done:
+        largest = max(largest, job.step(1 << 20))
+    return job.sha256, job.error, largest
+
+
+ENTRY_KINDS = ["zip-stored", "zip", "tar", "tar.gz", "tar.xz", "tar.bz2", "tar.zst"]
+
+
+@pytest.mark.parametrize("kind", ENTRY_KINDS)
+def test_entry_is_identified_and_hashed_in_place(kind: str, tmp_path: Path, files: Path) -> None:
+    """Whatever the archive, the entry's own header says GGUF and its hash is the SHA-256 of the
+    file that was packed; the text beside it is not weights. Nothing is written to disk."""
+    weights = files / "weights.bin"
+    archive = pack(
+        kind, tmp_path / f"a.{kind}", {"docs/notes.txt": files / "docs" / "notes.txt", "w/model.bin": weights}
+    )
+    before = set(os.listdir(tmp_path))
+    members, _ = list_members(str(archive), archive.stat().st_size)
+    by_name = {m.name: m for m in members}
+    model = by_name["w/model.bin"]
+    assert model.access == {"zip-stored": "stored", "zip": "deflate", "tar": "stored"}.get(kind, "stream")
+    verdict = identify_member(str(archive), model)
+    assert verdict.is_model and verdict.info is not None and verdict.info.format == "gguf"
+    assert identify_member(str(archive), by_name["docs/notes.txt"]).verdict == "not_model"
+    sha, error, largest = hash_member(archive, model)
+    assert (sha, error) == (hashlib.sha256(weights.read_bytes()).hexdigest(), "")
+    assert largest <= 1 << 20  # one bounded step at a time, within the hashing budget
+    assert set(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_long_header_of_a_compressed_entry_is_read_past_the_first_read(kind: str, tmp_path: Path) -> None:
+    """A safetensors checkpoint of 3,000 tensors: its JSON header alone is longer than the first
+    64 KiB inflated, so the entry is inflated further (within the 16 MiB header bound) to tell."""
+    tensors = {f"model.layers.{i}.mlp.weight": np.zeros(128, np.float32) for i in range(3000)}
+    weights = tmp_path / "many.safetensors"
+    save_file(tensors, str(weights))
+    assert int.from_bytes(weights.read_bytes()[:8], "little") > 64 << 10
+    archive = pack(kind, tmp_path / f"v.{kind}", {"many.safetensors": weights})
+    (member,) = list_members(str(archive), archive.stat().st_size)[0]
+    verdict = identify_member(str(archive), member)
+    assert verdict.is_model and verdict.info is not None and verdict.info.format == "safetensors"
+    assert 64 << 10 < verdict.bytes_read <= 16 << 20
+
+
+def test_entry_hash_of_a_bomb_is_bounded_and_exact(tmp_path: Path) -> None:
+    """64 MiB of zeros deflated into a few hundred kB: hashed step by step, each step's output
+    bounded, memory flat, and the hash is that of the 64 MiB."""
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("zeros.bin", "w") as f:
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    (member,) = list_members(str(bomb), bomb.stat().st_size)[0]
+    tracemalloc.start()
+    try:
+        sha, error, largest = hash_member(bomb, member)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    expected = hashlib.sha256()
+    for _ in range(64):
+        expected.update(bytes(1 << 20))
+    assert (sha, error) == (expected.hexdigest(), "") and largest <= 1 << 20
+    assert peak < 8 << 20
+
+
+def test_entry_that_lies_about_its_size_gives_no_hash(tmp_path: Path, files: Path) -> None:
+    """A compressed tar whose header claims more bytes than the stream holds: no hash, a reason."""
+    archive = pack("tar.gz", tmp_path / "cut.tar.gz", {"w.bin": files / "weights.bin"})
+    (member,) = list_members(str(archive), archive.stat().st_size)[0]
+    liar = Member(
+        member.name, member.size + (1 << 20), member.peek, member.access, member.offset, codec="gzip"
+    )
+    sha, error, _ = hash_member(archive, liar)
+    assert sha == "" and "ended before" in error
+
+
+def test_entry_hash_of_an_archive_changed_meanwhile_is_dropped(tmp_path: Path, files: Path) -> None:
+    archive = pack("zip", tmp_path / "c.zip", {"w.bin": files / "weights.bin"})
+    (member,) = list_members(str(archive), archive.stat().st_size)[0]
+    job = member_hash_job(str(archive), file_key(archive.stat()), member)
+    job.step(4096)
+    with archive.open("ab") as f:
+        f.write(b"more")
+    while not job.done:
+        job.step(1 << 20)
+    assert job.sha256 == "" and "changed" in job.error
+
+
+def test_7z_entries_are_listed_but_never_read(tmp_path: Path, files: Path) -> None:
+    archive = tmp_path / "s.7z"
+    write_7z(archive, files, encoded=True)
+    members, how = list_members(str(archive), archive.stat().st_size)
+    weights = next(m for m in members if m.name.endswith("weights.bin"))
+    assert (how, weights.access) == ("7z listing", "")
+    assert identify_member(str(archive), weights).reason == "content not readable in this archive"
+
+
+@pytest.mark.parametrize("kind", ["zip", "zip-stored", "tar", "tar.gz", "tar.xz", "tar.bz2", "tar.zst"])
+def test_mutated_archives_never_raise_while_entries_are_read(kind: str, tmp_path: Path, files: Path) -> None:
+    """Bytes of an archive changed at random and the file cut short: listing, identifying and
+    hashing its entries end in a verdict or an error string, never an exception."""
+    good = pack(kind, tmp_path / f"g.{kind}", {"w/model.bin": files / "weights.bin"}).read_bytes()
+    rng = random.Random(29)
+    bad = tmp_path / "bad"
+    hashed = 0
+    for _ in range(60):
+        data = bytearray(good)
+        for _ in range(rng.randint(0, 6)):  # none at times: a cut alone (a copy still running)
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        bad.write_bytes(bytes(data[: rng.choice([len(data), rng.randrange(1, len(data))])]))
+        members, _ = list_members(str(bad), bad.stat().st_size)
+        for member in members[:4]:
+            identify_member(str(bad), member)
+            sha, error, largest = hash_member(bad, member)
+            assert largest <= 1 << 20 and (sha == "") == bool(error)
+            hashed += 1
+    assert hashed  # the mutations left some archives listable, so entries were read

@@ -79,6 +79,60 @@ def test_exfiltration_severity_and_key(kind: str, severity: int) -> None:
     assert (t.source_path, t.destination_kind, t.sha256) == ("/m/x.gguf", kind, SHA)
 
 
+def packed(**kw: object) -> ModelTransferObservation:
+    base: dict[str, object] = {
+        "source_path": "",
+        "destination": "/home/alice/Downloads/backup.7z",
+        "kind": "archive",
+        "sha256": "",
+        "size_bytes": 4_000_000_000,
+        "destination_root": "/home/alice/Downloads/backup.7z",
+        "format": "gguf",
+        "confidence": 0.5,
+        "reason": "holds x.gguf (7z listing): same size as /m/x.gguf, content not verified",
+        "identified_by": "size",
+        "member": "x.gguf",
+    }
+    base.update(kw)
+    return ModelTransferObservation(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("identified_by", ["size", "writer"])
+def test_unverified_weights_are_low_whatever_the_destination(identified_by: str) -> None:
+    """Weights known only by a size (or a writer's reads) are never high: the summary says they
+    may be weights and why, and the evidence says how they were identified."""
+    (draft,) = ArtifactDetector().detect(packed(identified_by=identified_by))
+    assert draft.severity == fpb.SEVERITY_LOW and draft.confidence == 0.5
+    assert draft.summary.startswith("Possibly model weights") and "content not verified" in draft.summary
+    t = draft.evidence[0].transfer
+    assert (t.identified_by, t.archive_member, t.sha256, t.source_path) == (identified_by, "x.gguf", "", "")
+    assert draft.evidence[1].model_file.path == "/home/alice/Downloads/backup.7z!/x.gguf"
+    assert Policy().decide(draft) is not None  # at the default confidence floor: reported
+
+
+@pytest.mark.parametrize("identified_by", ["content", "hash"])
+def test_verified_archive_entry_is_high_with_its_own_hash(identified_by: str) -> None:
+    obs = packed(
+        identified_by=identified_by,
+        sha256=SHA,
+        confidence=0.95,
+        reason="holds x.gguf (zip listing), gguf weights by content",
+        source_path="/m/x.gguf",
+        source_known_by="writer",
+    )
+    (draft,) = ArtifactDetector().detect(obs)
+    assert draft.severity == fpb.SEVERITY_HIGH and draft.summary.startswith("Model weights")
+    assert draft.key == f"{SHA}|/home/alice/Downloads/backup.7z"
+    t = draft.evidence[0].transfer
+    assert (t.sha256, t.identified_by, t.source_path, t.source_known_by) == (
+        SHA,
+        identified_by,
+        "/m/x.gguf",
+        "writer",
+    )
+    assert draft.evidence[1].model_file.sha256 == SHA
+
+
 def test_policy_rules_for_model_kinds() -> None:
     detector = ArtifactDetector()
     policy = Policy(approved_model_hashes=frozenset({SHA}), approved_paths=("/srv/models/",))

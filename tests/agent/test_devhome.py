@@ -32,7 +32,7 @@ from agent.pipeline import Pipeline
 from agent.policy.rules import Policy
 from agent.sensors.files.sensor import FileSensor
 from agent.sensors.files.significance import ModelRule, judge, package_tree
-from tests.agent.test_files_sensor import REAL, home_only_catalog, model_file, transfer
+from tests.agent.test_files_sensor import REAL, home_only_catalog, model_file, sha, transfer
 from tests.agent.test_modelfiles_formats import make_gguf, make_onnx, make_safetensors, make_torch_zip
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify and /proc: Linux")
@@ -209,16 +209,17 @@ def test_devhome_only_real_models_count(tmp_path: Path, devhome: tuple[Path, Pat
 
         def both_packed() -> bool:
             packed = {
-                transfer(f).source_path for f in findings.values() if f.kind == fpb.KIND_MODEL_EXFILTRATION
+                transfer(f).archive_member for f in findings.values() if f.kind == fpb.KIND_MODEL_EXFILTRATION
             }
-            return {str(home / "data" / "features.npz"), str(real["renamed gguf"])} <= packed
+            return {"data/features.npz", "docs/q3_report.pdf"} <= packed
 
         collect(time.monotonic() + 30, both_packed)
-        exfiltrations = {
-            transfer(f).source_path: f for f in findings.values() if f.kind == fpb.KIND_MODEL_EXFILTRATION
+        exfiltrations = {  # by the entry packed (its source is named only when its packer is seen)
+            transfer(f).archive_member: f for f in findings.values() if f.kind == fpb.KIND_MODEL_EXFILTRATION
         }
-        assert exfiltrations[str(real["renamed gguf"])].severity == fpb.SEVERITY_HIGH
-        data_copy = exfiltrations[str(home / "data" / "features.npz")]
+        assert exfiltrations["docs/q3_report.pdf"].severity == fpb.SEVERITY_HIGH
+        assert transfer(exfiltrations["docs/q3_report.pdf"]).sha256 == sha(real["renamed gguf"])
+        data_copy = exfiltrations["data/features.npz"]
         assert data_copy.severity == fpb.SEVERITY_INFO
         assert "without model context" in " | ".join(model_file(data_copy).reasons)
         above = [

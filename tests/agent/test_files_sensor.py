@@ -9,7 +9,6 @@ through the real detectors, policy and tracker.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -22,9 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import py7zr
+import numpy as np
 import pytest
-import zstandard
+from safetensors.numpy import save_file
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.locations import LocationCatalog, default_location_catalog
@@ -227,6 +226,54 @@ def test_approved_hash_and_approved_directory(home: Path, start: Callable[..., H
 
 # --- exfiltration ------------------------------------------------------------------------------
 
+#: A packer or copier as a person runs one: it holds its source open while it writes the result
+#: slowly (a real multi-gigabyte copy takes seconds), which is how the sensor knows the source.
+#: argv: kind (copy, zip, zip-stored, tar, tar.gz, tar.zst, 7z, 7z-plain, 7z-secret), source, target,
+#: entry name.
+SLOW_PACKER = textwrap.dedent(
+    """
+    import io, os, sys, tarfile, time, zipfile
+    kind, source, target, entry = sys.argv[1:5]
+    held = open(source, "rb")
+    buf = io.BytesIO()
+    if kind == "copy":
+        buf.write(held.read())
+    elif kind.startswith("zip"):
+        method = zipfile.ZIP_STORED if kind == "zip-stored" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(buf, "w", method) as z:
+            z.write(source, entry)
+    elif kind.startswith("7z"):
+        import py7zr
+        secret = "hunter2" if kind == "7z-secret" else None
+        with py7zr.SevenZipFile(buf, "w", password=secret, header_encryption=secret is not None) as z:
+            z.set_encoded_header_mode(kind != "7z-plain")
+            z.write(source, entry)
+    else:
+        plain = io.BytesIO()
+        with tarfile.open(fileobj=plain, mode="w") as t:
+            t.add(source, entry)
+        if kind == "tar.gz":
+            import gzip
+            buf.write(gzip.compress(plain.getvalue()))
+        elif kind == "tar.zst":
+            import zstandard
+            buf.write(zstandard.ZstdCompressor(level=3).compress(plain.getvalue()))
+        else:
+            buf.write(plain.getvalue())
+    data = buf.getvalue()
+    with open(target, "wb") as out:
+        step = max(1, len(data) // 10)
+        for i in range(0, len(data), step):
+            out.write(data[i : i + step]); out.flush(); time.sleep(0.15)
+    time.sleep(0.3)
+    held.close()
+    """
+)
+
+
+def slow_pack(kind_: str, source: Path, target: Path, entry: str = "") -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", SLOW_PACKER, kind_, str(source), str(target), entry])
+
 
 def _mount(kind_: str, target: Path, tmp: Path) -> None:
     target.mkdir(parents=True)
@@ -252,14 +299,16 @@ def test_copy_to_removable_media(fs: str, tmp_path: Path, home: Path, start: Cal
     try:
         _mount(fs, usb, tmp_path)
         h.wait_watched(usb)
-        shutil.copyfile(source, usb / "holiday_photos.dat")
+        child = slow_pack("copy", source, usb / "holiday_photos.dat")
         f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+        child.wait(timeout=30)
     finally:
         subprocess.run(["umount", "-l", str(usb)], check=False, capture_output=True)
     t = transfer(f)
     assert (t.destination_kind, t.sha256, t.source_path) == ("removable_media", sha(source), str(source))
+    assert (t.identified_by, t.source_known_by) == ("content", "writer")  # the copier held it open
     assert t.destination == str(usb / "holiday_photos.dat") and t.size_bytes == source.stat().st_size
-    assert f.severity == fpb.SEVERITY_CRITICAL and not f.policy.approved
+    assert f.severity == fpb.SEVERITY_CRITICAL and not f.policy.approved and f.process.pid == child.pid
 
 
 @pytest.mark.skipif(not ROOT, reason="mounting needs root")
@@ -304,10 +353,26 @@ def test_copy_to_sync_folder(home: Path, start: Callable[..., Harness]) -> None:
     source, _ = make_safetensors(home / "Documents" / "weights.safetensors", extra_tensor=REAL)
     h = start()
     h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    child = slow_pack("copy", source, home / "Dropbox" / "weights.safetensors")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    child.wait(timeout=30)
+    t = transfer(f)
+    assert (t.destination_kind, t.sha256, t.source_path) == ("sync_folder", sha(source), str(source))
+    assert (t.identified_by, t.source_known_by) == ("content", "writer")
+    assert f.severity == fpb.SEVERITY_CRITICAL
+
+
+def test_copy_whose_source_is_not_known_names_none(home: Path, start: Callable[..., Harness]) -> None:
+    """A copy made too fast for its writer to be seen: the weights and their hash are the copy's
+    own, and the source is left out rather than guessed from another file with those bytes."""
+    source, _ = make_safetensors(home / "Documents" / "weights.safetensors", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
     shutil.copyfile(source, home / "Dropbox" / "weights.safetensors")
     f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
     t = transfer(f)
-    assert (t.destination_kind, t.sha256, t.source_path) == ("sync_folder", sha(source), str(source))
+    assert (t.sha256, t.identified_by) == (sha(home / "Dropbox" / "weights.safetensors"), "content")
+    assert (t.source_path, t.source_known_by) in {("", ""), (str(source), "writer")}
     assert f.severity == fpb.SEVERITY_CRITICAL
 
 
@@ -322,34 +387,185 @@ def test_copy_to_approved_sync_folder_is_approved(home: Path, start: Callable[..
 
 
 @pytest.mark.parametrize(
-    "archive", ["models.zip", "models.tar.gz", "models.tar", "models.7z", "plain-header.7z", "models.tar.zst"]
+    ("archive", "packer"),
+    [
+        ("models.zip", "zip"),
+        ("stored.zip", "zip-stored"),
+        ("models.tar.gz", "tar.gz"),
+        ("models.tar", "tar"),
+        ("models.tar.zst", "tar.zst"),
+    ],
 )
-def test_archive_of_a_model(archive: str, home: Path, start: Callable[..., Harness]) -> None:
+def test_archive_of_a_model(archive: str, packer: str, home: Path, start: Callable[..., Harness]) -> None:
+    """The entry is weights by its own header, read in place, and the hash is of the entry's
+    bytes; the source is the file the packer held open."""
     source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
     h = start()
     h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
     target = home / "Downloads" / archive
-    if archive.endswith(".zip"):
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
-            z.write(source, "export/tiny.gguf")
-    elif archive.endswith(".7z"):
-        with py7zr.SevenZipFile(target, "w") as z:  # a packed header by default (7-Zip's -mhc=on)
-            z.set_encoded_header_mode(archive != "plain-header.7z")
-            z.write(source, "export/tiny.gguf")
-    elif archive.endswith(".zst"):
-        plain = io.BytesIO()
-        with tarfile.open(fileobj=plain, mode="w") as t:
-            t.add(source, "export/tiny.gguf")
-        target.write_bytes(zstandard.ZstdCompressor(level=3).compress(plain.getvalue()))
-    else:
-        with tarfile.open(target, "w:gz" if archive.endswith(".gz") else "w") as t:
-            t.add(source, "export/tiny.gguf")
+    child = slow_pack(packer, source, target, "export/tiny.gguf")
     f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    child.wait(timeout=30)
     t_ev = transfer(f)
     assert (t_ev.destination_kind, t_ev.destination, t_ev.sha256) == ("archive", str(target), sha(source))
-    assert t_ev.source_path == str(source)
-    assert "holds export/tiny.gguf" in f.summary  # found in the listing, not guessed from its place
-    assert f.severity == fpb.SEVERITY_HIGH
+    assert (t_ev.identified_by, t_ev.archive_member) == ("content", "export/tiny.gguf")
+    assert (t_ev.source_path, t_ev.source_known_by) == (str(source), "writer")
+    assert "holds export/tiny.gguf" in f.summary and "weights by content" in f.summary
+    assert model_file(f).path == f"{target}!/export/tiny.gguf" and model_file(f).format == "gguf"
+    assert f.severity == fpb.SEVERITY_HIGH and f.process.pid == child.pid
+
+
+@pytest.mark.parametrize("packer", ["7z", "7z-plain"])
+def test_archive_whose_content_cannot_be_read_is_unverified(
+    packer: str, home: Path, start: Callable[..., Harness]
+) -> None:
+    """A 7z's data is one compressed solid block: its entry is only as large as a known model, so
+    the finding says so, at low severity, with no hash (none was computed from the entry)."""
+    source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    target = home / "Downloads" / "models.7z"
+    child = slow_pack(packer, source, target, "export/tiny.gguf")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    child.wait(timeout=30)
+    t_ev = transfer(f)
+    assert (t_ev.identified_by, t_ev.sha256, t_ev.archive_member) == ("size", "", "export/tiny.gguf")
+    assert f"same size as {source}, content not verified" in f.summary
+    assert f.summary.startswith("Possibly model weights")
+    assert f.severity == fpb.SEVERITY_LOW and f.confidence <= 0.5
+    assert (t_ev.source_path, t_ev.source_known_by) == (str(source), "writer")  # the packer read it
+
+
+def test_archive_that_lists_nothing_is_unverified_by_its_writer(
+    home: Path, start: Callable[..., Harness]
+) -> None:
+    """A 7z with an encrypted header names no entry; its packer was reading a known model while
+    writing it. That is all there is: low, unverified, no hash, the source the packer held."""
+    source, _ = make_gguf(home / "Downloads" / "tiny.gguf", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    target = home / "Downloads" / "secret.7z"
+    child = slow_pack("7z-secret", source, target, "export/tiny.gguf")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    child.wait(timeout=30)
+    t_ev = transfer(f)
+    assert (t_ev.identified_by, t_ev.sha256, t_ev.source_path) == ("writer", "", str(source))
+    assert "encrypted header" in f.summary and "content not verified" in f.summary
+    assert f.severity == fpb.SEVERITY_LOW and f.process.pid == child.pid
+
+
+def fine_tune(path: Path, seed: int) -> Path:
+    """A safetensors checkpoint of one architecture with its own weights: every fine-tune of it
+    has the same size, byte for byte, and different content."""
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "model.embed_tokens.weight": rng.standard_normal((512, 512), np.float32),
+        "model.layers.0.mlp.up_proj.weight": rng.standard_normal((512, 1024), np.float32).astype(np.float16),
+        "lm_head.weight": rng.standard_normal((512, 512), np.float32),
+    }
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
+
+
+def exfiltrations(h: Harness) -> list[fpb.Finding]:
+    return [f for f in h.findings if f.kind == fpb.KIND_MODEL_EXFILTRATION]
+
+
+def test_size_only_decoys_are_not_exfiltration(home: Path, start: Callable[..., Harness]) -> None:
+    """A stored zip of random bytes exactly the size of a known model, and a plain tar whose
+    logs/app.log has that size: each is read (and, being that size, hashed), and neither is
+    weights. A real archive made after them is reported, so they were looked at first."""
+    model, _ = make_gguf(home / "Documents" / "llama.gguf", extra_tensor=REAL)
+    size = model.stat().st_size
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    with zipfile.ZipFile(home / "Downloads" / "backup.zip", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("weights.bin", os.urandom(size))
+    log = home / "Documents" / "app.log"
+    log.write_bytes(os.urandom(size))
+    with tarfile.open(home / "Downloads" / "logs.tar", "w") as t:
+        t.add(log, "logs/app.log")
+    assert zipfile.ZipFile(home / "Downloads" / "backup.zip").getinfo("weights.bin").file_size == size
+    with zipfile.ZipFile(home / "Downloads" / "real.zip", "w", zipfile.ZIP_STORED) as z:
+        z.write(model, "llama.gguf")
+    real = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    assert transfer(real).destination == str(home / "Downloads" / "real.zip")
+    time.sleep(1.0)
+    h.findings.extend(h.pipeline.poll())
+    assert [transfer(f).destination for f in exfiltrations(h)] == [str(home / "Downloads" / "real.zip")]
+
+
+def test_same_size_fine_tunes_packed_each_give_their_own_hash(
+    home: Path, start: Callable[..., Harness]
+) -> None:
+    """Two fine-tunes of one architecture (same size, different weights), both known: packed
+    apart or together, each entry reports the SHA-256 of its own bytes."""
+    first = fine_tune(home / "Documents" / "ft-legal.safetensors", 1)
+    second = fine_tune(home / "Documents" / "ft-medical.safetensors", 2)
+    assert first.stat().st_size == second.stat().st_size and sha(first) != sha(second)
+    h = start()
+    for _ in range(2):
+        h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_ARTIFACT and model_file(f).sha256 == sha(second))
+    with tarfile.open(home / "Downloads" / "medical.tar.gz", "w:gz") as t:
+        t.add(second, "ft.safetensors")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    assert (transfer(f).sha256, transfer(f).identified_by) == (sha(second), "content")
+    both = home / "Downloads" / "both.zip"
+    with zipfile.ZipFile(both, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(second, "b/model.safetensors")
+        z.write(first, "a/model.safetensors")
+    h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_EXFILTRATION and transfer(f).sha256 == sha(first))
+    in_both = {
+        transfer(f).archive_member: transfer(f).sha256
+        for f in exfiltrations(h)
+        if transfer(f).destination == str(both)
+    }
+    if len(in_both) < 2:
+        h.wait_for(
+            lambda f: (
+                f.kind == fpb.KIND_MODEL_EXFILTRATION
+                and transfer(f).destination == str(both)
+                and transfer(f).sha256 == sha(second)
+            )
+        )
+        in_both = {
+            transfer(f).archive_member: transfer(f).sha256
+            for f in exfiltrations(h)
+            if transfer(f).destination == str(both)
+        }
+    assert in_both == {"a/model.safetensors": sha(first), "b/model.safetensors": sha(second)}
+
+
+def test_zip_of_a_hub_blob_never_names_a_sync_folder_copy(home: Path, start: Callable[..., Harness]) -> None:
+    """The weights are in the hub cache and, copied earlier, in Dropbox. A zip made from the hub
+    blob (through its snapshot link) names the blob when its packer is seen reading it, and no
+    source at all when it is not; never the Dropbox copy."""
+    repo = home / ".cache" / "huggingface" / "hub" / "models--acme--tiny-llama"
+    (repo / "blobs").mkdir(parents=True)
+    staged, _ = make_safetensors(home / "staged.safetensors", extra_tensor=REAL)
+    blob = repo / "blobs" / sha(staged)
+    staged.rename(blob)
+    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+    link = repo / "snapshots" / "c0ffee" / "model.safetensors"
+    link.symlink_to(f"../../blobs/{blob.name}")
+    dropbox_copy = home / "Dropbox" / "model.safetensors"
+    shutil.copyfile(blob, dropbox_copy)
+    h = start()
+    for _ in range(2):
+        h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_ARTIFACT and model_file(f).path == str(dropbox_copy))
+    h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_ARTIFACT and model_file(f).path == str(blob))
+    slow = home / "Downloads" / "slow.zip"
+    child = slow_pack("zip", link, slow, "model.safetensors")
+    f = h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_EXFILTRATION and transfer(f).destination == str(slow))
+    child.wait(timeout=30)
+    assert (transfer(f).source_path, transfer(f).source_known_by) == (str(blob), "writer")
+    assert transfer(f).sha256 == sha(blob) and str(dropbox_copy) not in f.summary
+    fast = home / "Downloads" / "fast.zip"
+    with zipfile.ZipFile(fast, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(link, "model.safetensors")
+    f = h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_EXFILTRATION and transfer(f).destination == str(fast))
+    assert transfer(f).source_path in ("", str(blob)) and str(dropbox_copy) not in f.summary
+    assert transfer(f).sha256 == sha(blob) and "the SHA-256 of 2 known model files" in f.summary
 
 
 def test_rename_to_an_innocent_name(home: Path, start: Callable[..., Harness]) -> None:
@@ -366,7 +582,18 @@ def test_rename_to_an_innocent_name(home: Path, start: Callable[..., Harness]) -
         str(home / "Downloads" / "invoice.pdf"),
         digest,
     )
+    assert (t.identified_by, t.source_known_by) == ("content", "inode")  # a move: the same file
     assert not any(x.kind == fpb.KIND_MODEL_DOWNLOAD for x in h.findings)  # a rename is no download
+
+
+def test_hard_link_into_a_sync_folder_names_the_same_file(home: Path, start: Callable[..., Harness]) -> None:
+    source, _ = make_gguf(home / "Documents" / "llama.gguf", extra_tensor=REAL)
+    h = start()
+    h.wait_for(kind(fpb.KIND_MODEL_ARTIFACT))
+    os.link(source, home / "Dropbox" / "llama.gguf")
+    f = h.wait_for(kind(fpb.KIND_MODEL_EXFILTRATION))
+    t = transfer(f)
+    assert (t.source_path, t.source_known_by, t.sha256) == (str(source), "inode", sha(source))
 
 
 # --- downloads ---------------------------------------------------------------------------------
@@ -460,6 +687,62 @@ def test_watch_limit_degrades_with_reason(home: Path, start: Callable[..., Harne
     h = start(max_watches=1)
     status = h.sensor.status()
     assert status.state is SensorState.DEGRADED and "watch limit" in status.reason
+
+
+def test_watches_are_never_nested(home: Path, tmp_path: Path, start: Callable[..., Harness]) -> None:
+    """A configured path holding the hub cache, and a model folder inside it: one recursive watch
+    covers them all (nested ones would see, and report, every change twice). When the configured
+    path goes (a newer policy), the hub cache gets its own watch back."""
+    cache = home / ".cache"
+    hub = cache / "huggingface" / "hub"
+    (home / "Documents" / "models").mkdir()
+    make_gguf(home / "Documents" / "models" / "a.gguf")
+    (cache / "blobs").mkdir()
+    make_gguf(cache / "blobs" / "b.gguf")
+    h = start()
+    assert str(hub) in h.sensor.scheduled_watches()
+    h.pipeline.apply_policy(Policy(version=2, watched_paths=(str(cache), str(home / "Documents"))))
+    deadline = time.monotonic() + 10
+    while str(cache) not in h.sensor.scheduled_watches():
+        assert time.monotonic() < deadline, h.sensor.scheduled_watches()
+        h.pipeline.poll()
+        time.sleep(0.05)
+    scheduled = h.sensor.scheduled_watches()
+    nested = [(a, b) for a in scheduled for b in scheduled if b.startswith(a + "/")]
+    assert nested == [], nested
+    assert {str(hub), str(home / "Documents" / "models"), str(cache / "blobs")} <= set(h.sensor.watched())
+    h.pipeline.apply_policy(Policy(version=3))
+    deadline = time.monotonic() + 10
+    while str(hub) not in h.sensor.scheduled_watches():
+        assert time.monotonic() < deadline, h.sensor.scheduled_watches()
+        h.pipeline.poll()
+        time.sleep(0.05)
+    assert str(cache) not in h.sensor.scheduled_watches()
+
+
+def test_hub_downloads_raise_no_watchdog_warnings(
+    home: Path, start: Callable[..., Harness], recwarn: pytest.WarningsRecorder
+) -> None:
+    """Model repositories appearing in the hub cache as huggingface_hub lays them out (mkdir -p of
+    models--ORG--NAME/blobs, snapshots/REV, .locks/...): no "callback already exists" warnings
+    from the recursive watch, and every blob is still seen."""
+    hub = home / ".cache" / "huggingface" / "hub"
+    h = start()
+    h.wait_watched(hub)
+    source, _ = make_safetensors(home / "staged.safetensors")
+    for i in range(200):
+        repo = hub / f"models--acme--model-{i}"
+        repo.mkdir()
+        time.sleep(0.0005 * (i % 7))  # the client's own pace between its makedirs
+        (repo / "blobs").mkdir()
+        (hub / ".locks" / repo.name).mkdir(parents=True)
+        (repo / "snapshots" / f"{i:040x}").mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(f"{i:040x}")
+    shutil.copyfile(source, hub / "models--acme--model-199" / "blobs" / sha(source))
+    h.wait_for(lambda f: f.kind == fpb.KIND_MODEL_DOWNLOAD and "acme/model-199" in f.summary)
+    doubled = [str(w.message)[:120] for w in recwarn if "already exists for watch" in str(w.message)]
+    assert doubled == []
 
 
 def test_archive_listing_never_inflates_a_bomb(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from agent.sensors.files.inventory import Inventory
 from agent.sensors.files.naming import HubHints
 from agent.sensors.files.watch import EventQueue
 from agent.sensors.process.facts import describe_process
+from agent.system import procfs
 from agent.system.filehead import peek
 from agent.system.hashing import file_key
 from agent.system.writers import find_writer
@@ -126,6 +127,10 @@ class Changes:
         if pid is not None:
             pending.writer = describe_process(pid)
             if pending.writer is not None:
+                # The known models it reads now, while it writes: what a copy or an archive is
+                # made from (the one way its source is known, besides the same inode).
+                reading = self._inventory.known_paths(procfs.open_files(pid)[0])
+                pending.writer = replace(pending.writer, model_files=reading)
                 self._writers_by_inode[(st.st_dev, st.st_ino)] = pending.writer
                 while len(self._writers_by_inode) > MAX_WRITERS_BY_INODE:
                     self._writers_by_inode.popitem(last=False)

@@ -8,6 +8,7 @@ import contextlib
 from dataclasses import dataclass
 
 from agent.observations import ProcessObservation
+from agent.sensors.files.archives import PackedMember
 from agent.sensors.files.inventory import TrackedModel
 from agent.sensors.files.roots import Root
 from agent.system.hashing import FileStateStore, HashJob, TokenBucket
@@ -15,10 +16,11 @@ from agent.system.hashing import FileStateStore, HashJob, TokenBucket
 
 @dataclass
 class HashTask:
-    job: HashJob
+    job: HashJob  # a file's, or an archive entry's (members.member_hash_job)
     model: TrackedModel | None  # None: a non-model file at a destination, compared with known hashes
     place: Root | None = None
     writer: ProcessObservation | None = None
+    packed: PackedMember | None = None  # an archive's entry: its bytes, not the archive's, are hashed
 
 
 class HashQueue:
@@ -58,7 +60,7 @@ class HashQueue:
         if not task.job.done:
             return n, None
         self._current = None
-        if task.job.sha256 and self._store is not None:
+        if task.job.sha256 and self._store is not None and task.packed is None:  # keyed by file
             with contextlib.suppress(Exception):
                 self._store.put_hash(task.job.key, task.job.sha256)
         return n, task

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.observations import ModelFileObservation, ModelTransferObservation, ProcessObservation
@@ -91,7 +92,7 @@ class Inventory:
         self._lock = threading.Lock()
         self._max = max_models
         self._models: dict[str, TrackedModel] = {}
-        self._by_sha: dict[str, str] = {}  # sha256 -> a path holding it
+        self._by_sha: dict[str, dict[str, None]] = {}  # sha256 -> the paths holding it, oldest first
         self._sizes: dict[int, int] = {}
 
     def observations(self) -> list[ModelFileObservation]:
@@ -116,6 +117,9 @@ class Inventory:
         with self._lock:
             if model.path not in self._models and len(self._models) >= self._max:
                 return False
+            old = self._models.get(model.path)
+            if old is not None and old is not model:
+                self._unindex(old)
             self._models[model.path] = model
             if len(self._sizes) >= 4 * self._max:
                 self._sizes.clear()
@@ -155,20 +159,42 @@ class Inventory:
         return size in self._sizes
 
     def claim_hash(self, sha: str, path: str) -> str | None:
-        """Record that `path` holds `sha`; the other existing path that holds it already, if any."""
+        """Record that `path` holds `sha`; another existing path that holds it already, if any."""
         with self._lock:
-            other = self._by_sha.get(sha)
-            if other is None or other == path or not os.path.exists(other):
-                self._by_sha[sha] = path
-                return None
+            paths = self._by_sha.setdefault(sha, {})
+            other = next((p for p in paths if p != path and os.path.exists(p)), None)
+            paths[path] = None
             return other
 
     def with_hash(self, sha: str) -> TrackedModel | None:
+        found = self.copies(sha)
+        return found[0] if found else None
+
+    def copies(self, sha: str) -> list[TrackedModel]:
+        """The known models whose bytes have this SHA-256, oldest known first."""
         with self._lock:
-            path = self._by_sha.get(sha)
-            return self._models.get(path) if path else None
+            paths = self._by_sha.get(sha, {})
+            found = [self._models.get(p) for p in paths]
+            return [m for m in found if m is not None and m.sha256 == sha]
+
+    def known_paths(self, paths: Iterable[str]) -> tuple[str, ...]:
+        """Those of `paths` that are model files here."""
+        with self._lock:
+            return tuple(p for p in paths if p in self._models)
+
+    def same_file(self, key: FileKey, path: str) -> TrackedModel | None:
+        """A known model at another path that is the same file (device and inode): a hard link."""
+        with self._lock:
+            return next((m for m in self._models.values() if m.key[:2] == key[:2] and m.path != path), None)
 
     def _forget(self, path: str) -> None:
         model = self._models.pop(path, None)
-        if model is not None and self._by_sha.get(model.sha256) == path:
-            del self._by_sha[model.sha256]
+        if model is not None:
+            self._unindex(model)
+
+    def _unindex(self, model: TrackedModel) -> None:
+        paths = self._by_sha.get(model.sha256)
+        if paths is not None:
+            paths.pop(model.path, None)
+            if not paths:
+                del self._by_sha[model.sha256]

@@ -143,5 +143,9 @@ class FileSensor(Sensor):
         self._hints.add(HubHint(host, nbytes, pid, time.time() if at is None else at))
 
     def watched(self) -> list[str]:
-        """The paths watched for changes now."""
+        """The paths watched for changes now (by their own watch or a recursive one above)."""
         return self._worker.watches.paths()
+
+    def scheduled_watches(self) -> list[str]:
+        """The watches handed to watchdog: never one inside another, recursive, one."""
+        return self._worker.watches.scheduled()

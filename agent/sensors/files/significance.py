@@ -22,6 +22,7 @@ The rule, in order (each step a reason in the evidence):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -104,6 +105,15 @@ def judge(
             else "arrays named like weights"
         )
     return Judgement(True, tuple(why))
+
+
+def array_counts(extra: Mapping[str, str]) -> tuple[int, int]:
+    """(arrays named like weights, arrays) from a NumPy archive's parsed header extras, for `judge`."""
+    names, arrays = extra.get("weight_names"), extra.get("arrays")
+    return (
+        int(names) if names and names.isdigit() else 0,
+        int(arrays) if arrays and arrays.isdigit() else 0,
+    )
 
 
 def package_tree(path: str, names: tuple[str, ...]) -> str:

@@ -8,6 +8,7 @@ import errno
 import os
 import threading
 import time
+import warnings
 from typing import Any
 
 from agent.sensors.files.handover import Handover
@@ -77,18 +78,35 @@ else:  # pragma: no cover
 
 
 class Watches:
-    """The watched paths (at most `max_watches`); problems go into the sensor's `problems`."""
+    """The watched paths, scheduled without nesting: a path below a recursively watched one gets
+    no watch of its own (watchdog would deliver its events twice and walk it twice), a recursive
+    watch replaces those below it, and they come back if it goes. At most `max_watches` are
+    scheduled; problems go into the sensor's `problems`."""
 
     def __init__(self, events: EventQueue, max_watches: int, problems: dict[str, str]) -> None:
         self._events = events
         self._max = max_watches
         self._problems = problems
         self._lock = threading.Lock()
-        self._watches: dict[str, Any] = {}
+        self._wanted: dict[str, bool] = {}  # path -> recursive, as asked
+        self._watches: dict[str, tuple[Any, bool]] = {}  # scheduled: path -> (watch, recursive)
         self._observer: Any = None
 
     def start(self) -> None:
         if WATCHDOG:
+            # A recursive inotify watch walks a new directory to watch its subdirectories and
+            # also follows their own creation events, so when `mkdir -p` (a hub download's
+            # models--ORG--NAME/blobs and snapshots/REV) races that walk, watchdog adds a
+            # subdirectory twice and warns that its callback "will be Overwritten". It is the
+            # same callback on the same watch: nothing is lost or doubled (watchdog's PR 1278
+            # review: re-adding an already-watched path is safe). Only that message is silenced;
+            # the doubling that is ours, nested watches, Watches never schedules.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Callback with id '\d+' already exists for watch",
+                category=RuntimeWarning,
+                module=r"watchdog\.observers\.inotify",
+            )
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
@@ -101,17 +119,67 @@ class Watches:
             self._observer = None
         with self._lock:
             self._watches.clear()
+            self._wanted.clear()
 
     def paths(self) -> list[str]:
+        """The paths asked for whose changes are seen (by their own watch or a recursive one above)."""
+        with self._lock:
+            return sorted(p for p in self._wanted if self._covered(p))
+
+    def scheduled(self) -> list[str]:
+        """The watches handed to watchdog: never one inside another recursive one."""
         with self._lock:
             return sorted(self._watches)
 
     def __contains__(self, path: str) -> bool:
-        return path in self._watches
+        with self._lock:
+            return path in self._wanted and self._covered(path)
 
     def watch(self, path: str, *, recursive: bool) -> bool:
-        if self._observer is None or path in self._watches:
-            return path in self._watches
+        """Watch `path` (recursive: and all below it); True when its changes are now seen."""
+        if self._observer is None:
+            return False
+        recursive = self._wanted[path] = recursive or self._wanted.get(path, False)
+        with self._lock:
+            covered = self._covered(path)
+        if covered and not (recursive and not self._watches.get(path, (None, True))[1]):
+            return True
+        if not recursive:
+            return self._schedule(path, False)
+        self._sync()  # a recursive watch takes over those below it
+        with self._lock:
+            return self._covered(path)
+
+    def unwatch(self, path: str) -> None:
+        if self._wanted.pop(path, None) is not None and path in self._watches:
+            self._sync()  # what it covered gets its own watch back
+
+    def _covered(self, path: str) -> bool:
+        """Under the lock: a scheduled watch sees `path`'s changes."""
+        if path in self._watches:
+            return True
+        return any(recursive and _below(path, top) for top, (_, recursive) in self._watches.items())
+
+    def _sync(self) -> None:
+        """Schedule what is asked, ancestors first, skipping what a recursive watch already covers;
+        unschedule what is no longer asked or now covered."""
+        keep: dict[str, bool] = {}
+        for path in sorted(self._wanted, key=len):
+            recursive = self._wanted[path]
+            if any(r and _below(path, top) for top, r in keep.items()):
+                continue
+            current = self._watches.get(path)
+            if current is not None and current[1] == recursive:
+                keep[path] = recursive
+                continue
+            if current is not None:
+                self._unschedule(path)
+            if self._schedule(path, recursive):
+                keep[path] = recursive
+        for path in [p for p in list(self._watches) if p not in keep]:
+            self._unschedule(path)
+
+    def _schedule(self, path: str, recursive: bool) -> bool:
         if len(self._watches) >= self._max:
             self._problems["watches"] = f"watch limit ({self._max}) reached: {path} is only rescanned"
             return False
@@ -131,12 +199,16 @@ class Watches:
                 self._problems["watch"] = f"cannot watch {path}: {exc.strerror or exc}"
             return False
         with self._lock:
-            self._watches[path] = watch
+            self._watches[path] = (watch, recursive)
         return True
 
-    def unwatch(self, path: str) -> None:
+    def _unschedule(self, path: str) -> None:
         with self._lock:
-            watch = self._watches.pop(path, None)
-        if watch is not None and self._observer is not None:
+            scheduled = self._watches.pop(path, None)
+        if scheduled is not None and self._observer is not None:
             with contextlib.suppress(Exception):
-                self._observer.unschedule(watch)
+                self._observer.unschedule(scheduled[0])
+
+
+def _below(path: str, top: str) -> bool:
+    return path.startswith(top.rstrip("/") + "/")

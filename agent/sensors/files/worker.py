@@ -18,14 +18,15 @@ from typing import Final
 
 from agent.catalog.locations import LocationCatalog, default_location_catalog
 from agent.catalog.training import is_training_dir, is_training_file
-from agent.modelfiles import identify_file, looks_like_model_quick
+from agent.modelfiles import identify_file
 from agent.modelfiles.identify import HARD_MIN_BYTES
 from agent.observations import ModelTransferObservation, Observation, ProcessObservation
-from agent.sensors.files.archives import LISTING_READ_BYTES, archive_kind, archive_transfers
+from agent.sensors.files.archives import PackedMember, archive_kind, examine_archive, packed_transfer
 from agent.sensors.files.changes import Changes
 from agent.sensors.files.handover import Handover
 from agent.sensors.files.hash_queue import HashQueue, HashTask
 from agent.sensors.files.inventory import Inventory, TrackedModel
+from agent.sensors.files.members import member_hash_job, worth_identifying
 from agent.sensors.files.naming import HubHints, Namer
 from agent.sensors.files.renames import disguised, innocent_suffix
 from agent.sensors.files.roots import (
@@ -39,12 +40,21 @@ from agent.sensors.files.roots import (
     resolve_roots,
     scan_plan,
 )
-from agent.sensors.files.significance import ModelRule, judge
+from agent.sensors.files.significance import ModelRule, array_counts, judge
 from agent.sensors.files.training import TrainingArtifacts
 from agent.sensors.files.walk import Walker
 from agent.sensors.files.watch import EventQueue, Watches
+from agent.system import procfs
 from agent.system.filehead import peek
-from agent.system.hashing import FileStateStore, HashJob, SeenSet, TokenBucket, file_key, fingerprint
+from agent.system.hashing import (
+    FileKey,
+    FileStateStore,
+    HashJob,
+    SeenSet,
+    TokenBucket,
+    file_key,
+    fingerprint,
+)
 from agent.system.hashing import lower_thread_priority as _lower_priority
 from agent.system.mounts import MountWatcher
 
@@ -52,7 +62,6 @@ log = logging.getLogger(__name__)
 
 _LINUX = platform.system() == "Linux"
 MAX_OUT: Final = 4096
-_ZIP_MODEL_SUFFIXES: Final = frozenset({"npz", "keras", "pt", "pth", "ckpt", "bin", "mlmodel"})
 
 
 @dataclass(frozen=True)
@@ -322,11 +331,10 @@ class Worker:
         self.inventory.forget_stale(self._generation)
         self._save_seen()
         self.first_scan_done.set()
-        # Folders of models outside any watched root: watch them (not recursively) for renames.
+        # Folders of models, watched (not recursively) for renames; one inside a recursive watch
+        # gets no watch of its own (Watches never nests them).
         for folder in sorted(self.inventory.folders()):
-            root = self._place(folder)
-            if root is None or not (root.watch and root.recursive and root.path in self.watches):
-                self.watches.watch(folder, recursive=False)
+            self.watches.watch(folder, recursive=False)
 
     # --- judging one file ----------------------------------------------------------------------
 
@@ -352,9 +360,7 @@ class Worker:
         head = peek(path, 16)
         self._read_bucket.take(len(head) or 1)
         root = self._place(path) if origin != "inventory" else None
-        quick = looks_like_model_quick(head)
-        suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-        if not quick and not (head[:4] == b"PK\x03\x04" and suffix in _ZIP_MODEL_SUFFIXES):
+        if not worth_identifying(head, name):
             if origin != "inventory":
                 self._not_a_model(path, st, head, root, writer)
             self._remember_judged(fp)
@@ -367,6 +373,7 @@ class Worker:
             self._remember_judged(fp)
             return
         info = ident.info
+        weight_names, arrays = array_counts(info.extra)
         model = TrackedModel(
             path=path,
             key=key,
@@ -381,8 +388,8 @@ class Worker:
             writer=writer,
             generation=self._generation,
             moved_from=moved_from,
-            weight_names=_count(info.extra.get("weight_names")),
-            arrays=_count(info.extra.get("arrays")),
+            weight_names=weight_names,
+            arrays=arrays,
         )
         self._adopt(model, root)
 
@@ -440,15 +447,14 @@ class Worker:
                     model.transfer(root.kind, root.path, "", 0.95, f"model copied to {root.name}")
                 )
         if model.moved_from and disguised(model.moved_from, model.path, model.format):
-            model.transfers.append(
-                model.transfer(
-                    "rename",
-                    model.path,
-                    model.moved_from,
-                    0.9,
-                    f"renamed from {os.path.basename(model.moved_from)}",
-                )
+            renamed = model.transfer(
+                "rename",
+                model.path,
+                model.moved_from,
+                0.9,
+                f"renamed from {os.path.basename(model.moved_from)}",
             )
+            model.transfers.append(replace(renamed, source_known_by="inode"))  # a move: the same file
         elif model.origin == "new" and not model.transfers and innocent_suffix(model.path):
             model.check_disguised_copy = True
         if not self.inventory.put(model):
@@ -488,13 +494,21 @@ class Worker:
         """A new file that is not weights by content: an archive of one, or a copy of a known model's
         bytes at a destination (same size: worth hashing)."""
         if archive_kind(head, path):
-            owner = self._namer.owner(st.st_uid)
-            transfers = archive_transfers(
-                path, st.st_size, owner, writer, self.inventory.models(), self.settings.model_rule
+            verdict = examine_archive(
+                path,
+                st.st_size,
+                self._namer.owner(st.st_uid),
+                writer,
+                self._reading(writer),
+                self.inventory.models(),
             )
-            self._read_bucket.take(LISTING_READ_BYTES)
-            for transfer in transfers:
-                self.outbox.put(transfer)
+            self._read_bucket.take(verdict.bytes_read)
+            for transfer in verdict.unverified:
+                if not (transfer.demoted and not self.settings.model_rule.report_demoted):
+                    self.outbox.put(transfer)
+            for packed in verdict.to_hash:  # a size match orders the work: its hash decides
+                job = member_hash_job(path, file_key(st), packed.member)
+                self._hashes.add(HashTask(job, None, None, writer, packed), urgent=True)
             return
         if root is not None and root.kind in DESTINATION_KINDS and self.inventory.size_known(st.st_size):
             self._hashes.add(HashTask(HashJob(path, file_key(st)), None, root, writer), urgent=True)
@@ -512,6 +526,9 @@ class Worker:
             return False
         n, task = stepped
         self.hashed_bytes += n
+        if task is not None and task.packed is not None:
+            self._packed_hashed(task.packed, task.job.sha256, task.job.error)
+            return True
         if task is None or not task.job.sha256:
             return True
         if task.model is not None:
@@ -521,6 +538,35 @@ class Worker:
             self._copy_by_hash(task, task.job.sha256)
         return True
 
+    def _packed_hashed(self, packed: PackedMember, sha: str, error: str) -> None:
+        known = self.inventory.copies(sha) if sha else []
+        transfer = packed_transfer(
+            packed, sha, error, known, self._reading(packed.writer), self.settings.model_rule
+        )
+        if transfer is not None and not (transfer.demoted and not self.settings.model_rule.report_demoted):
+            self.outbox.put(transfer)
+
+    def _reading(self, writer: ProcessObservation | None) -> frozenset[str]:
+        """The known models the writer of a file was seen reading, then or now."""
+        if writer is None:
+            return frozenset()
+        now = procfs.open_files(writer.pid)[0] if self._find_writers else ()
+        return frozenset(writer.model_files) | frozenset(self.inventory.known_paths(now))
+
+    def _source(
+        self, sha: str, path: str, key: FileKey, writer: ProcessObservation | None
+    ) -> tuple[str, str]:
+        """Where a copy came from, only when known: the same file (a hard link), or a model with
+        its hash that its writer had open; ("", "") otherwise, whatever other copies exist."""
+        same = self.inventory.same_file(key, path)
+        if same is not None:
+            return same.path, "inode"
+        reading = self._reading(writer)
+        for model in self.inventory.copies(sha):
+            if model.path != path and model.path in reading:
+                return model.path, "writer"
+        return "", ""
+
     def _hashed(self, model: TrackedModel, sha: str) -> None:
         model.sha256 = sha
         other = self.inventory.claim_hash(sha, model.path)
@@ -529,42 +575,47 @@ class Worker:
                 model.transfer(
                     "rename",
                     model.path,
-                    other,
+                    "",  # the same bytes as `other`, but not known to be copied from it
                     0.85,
-                    f"a copy of {os.path.basename(other)} under an innocent name",
+                    f"the SHA-256 of {other}, under an innocent name",
                 )
             )
         self.outbox.put(model.observation())
         for transfer in model.transfers:
-            source = transfer.source_path or (other or "")
-            self.outbox.put(replace(transfer, sha256=sha, source_path=source))
+            if transfer.source_path:  # a rename: the same file
+                self.outbox.put(replace(transfer, sha256=sha))
+                continue
+            source, known_by = self._source(sha, model.path, model.key, model.writer)
+            self.outbox.put(replace(transfer, sha256=sha, source_path=source, source_known_by=known_by))
         model.transfers.clear()
         model.announced = True
 
     def _copy_by_hash(self, task: HashTask, sha: str) -> None:
-        source = self.inventory.with_hash(sha)
-        if source is None or task.place is None:
+        """A file at a destination whose content did not say weights, but whose hash is a known model's."""
+        copies = [m for m in self.inventory.copies(sha) if m.path != task.job.path]
+        if not copies or task.place is None:
             return
+        like = copies[0]
+        same = like.path if len(copies) == 1 else f"{len(copies)} known model files"
+        source, known_by = self._source(sha, task.job.path, task.job.key, task.writer)
         self.outbox.put(
             ModelTransferObservation(
-                source_path=source.path,
+                source_path=source,
                 destination=task.job.path,
                 destination_root=task.place.path,
                 kind=task.place.kind,
                 sha256=sha,
                 size_bytes=task.job.key[2],
-                format=source.format,
-                model_name=source.model_name,
+                format=like.format,
+                model_name=like.model_name,
                 confidence=0.95,
-                reason=f"same SHA-256 as {source.path}, copied to {task.place.name}",
-                owner=source.owner,
+                reason=f"the SHA-256 of {same}, copied to {task.place.name}",
+                owner=like.owner,
                 process=task.writer,
                 observed_at=time.time(),
-                demoted=source.demoted,
-                reasons=source.reasons,
+                demoted=like.demoted,
+                reasons=like.reasons,
+                identified_by="hash",
+                source_known_by=known_by,
             )
         )
-
-
-def _count(value: str | None) -> int:
-    return int(value) if value and value.isdigit() else 0

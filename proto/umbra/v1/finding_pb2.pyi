@@ -357,13 +357,28 @@ class TransferEvidence(_message.Message):
     DESTINATION_KIND_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    IDENTIFIED_BY_FIELD_NUMBER: _builtins.int
+    ARCHIVE_MEMBER_FIELD_NUMBER: _builtins.int
+    SOURCE_KNOWN_BY_FIELD_NUMBER: _builtins.int
     source_path: _builtins.str
     destination: _builtins.str
     """path, mount point or host name"""
     destination_kind: _builtins.str
     """"removable_media", "sync_folder", "archive", "rename", "upload", "hub" """
     sha256: _builtins.str
+    """of the bytes copied or packed, computed from them; "" when not computed"""
     size_bytes: _builtins.int
+    identified_by: _builtins.str
+    """How the bytes were known to be model weights: "content" (their header), "hash" (the SHA-256
+    of a known model), "size" or "writer" (only the size of a known model, or a process reading
+    one while it wrote: content not verified, so low confidence and low severity).
+    """
+    archive_member: _builtins.str
+    """the entry of the archive that holds the weights ("" for a copy)"""
+    source_known_by: _builtins.str
+    """How source_path is known: "writer" (the process that wrote the copy had it open), "inode"
+    (the same file, renamed or hard-linked); source_path is "" when it is not known.
+    """
     def __init__(
         self,
         *,
@@ -372,10 +387,13 @@ class TransferEvidence(_message.Message):
         destination_kind: _builtins.str = ...,
         sha256: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
+        identified_by: _builtins.str = ...,
+        archive_member: _builtins.str = ...,
+        source_known_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "destination_kind", b"destination_kind", "sha256", b"sha256", "size_bytes", b"size_bytes", "source_path", b"source_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_member", b"archive_member", "destination", b"destination", "destination_kind", b"destination_kind", "identified_by", b"identified_by", "sha256", b"sha256", "size_bytes", b"size_bytes", "source_known_by", b"source_known_by", "source_path", b"source_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
