@@ -11,9 +11,10 @@ STAMP := $(VENV)/.installed
 # server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
 # PDF report (WeasyPrint draws with pango); the report tests render PDF pages with poppler's pdftoppm;
 # the headless browser of the console's tests (Playwright drives it; it never downloads its own);
-# the zstd and 7-Zip tools write some of the archive tests' files as users make them.
+# the zstd and 7-Zip tools write some of the archive tests' files as users make them; systemd's
+# systemd-analyze verifies the agent's unit (tests/build).
 DEB_PACKAGES := libpcap0.8 postgresql libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils \
-	chromium zstd 7zip
+	chromium zstd 7zip systemd
 # llama-cpp-python (the real model server of the tests) has no wheel on PyPI and compiles for
 # about 8 minutes on 2 cores: build it once into a wheel cache that every set-up reuses.
 WHEELS ?= $(HOME)/.cache/umbra/wheels
@@ -55,6 +56,14 @@ typecheck: setup
 
 proto: setup
 	$(BIN)/python proto/generate.py
+
+# The one-file agent for Linux x86-64 (build/umbra-agent.spec says what goes in and what stays out).
+DIST ?= build/dist
+WORK ?= build/work
+binary: setup
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath $(DIST) --workpath $(WORK) \
+	  build/umbra-agent.spec
+	@ls -l $(DIST)/umbra-agent
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
