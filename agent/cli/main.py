@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: AgentConfig, path: Path | None) -> int:
     """The daemon; SIGHUP with a changed config starts it again, in this process, with that config."""
     import asyncio
+    import signal
 
+    # SIGHUP's default is to end the process: until the daemon handles it (and between two runs of
+    # a reload), one that comes is ignored instead.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
 
     reload = (lambda: load_config(path)) if path is not None else None
@@ -207,14 +211,15 @@ def _run(config: AgentConfig, path: Path | None) -> int:
 def _service(args: argparse.Namespace) -> int:
     from agent.service import install
 
-    if args.command == "uninstall":
-        done = install.uninstall(args.root, purge=args.purge)
-    else:
-        try:
+    try:
+        if args.command == "uninstall":
+            done = install.uninstall(args.root, purge=args.purge)
+        else:
             ca = args.ca_file.read_bytes() if args.ca_file is not None else None
-        except OSError as exc:
-            raise install.InstallError(f"cannot read {args.ca_file}: {exc.strerror or exc}") from None
-        done = install.install(args.root, args.binary, args.collector, args.token, ca)
+            done = install.install(args.root, args.binary, args.collector, args.token, ca)
+    except OSError as exc:  # not root, a read-only file system, a missing --ca-file ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise install.InstallError(f"{where}{exc.strerror or exc}") from None
     for line in done:
         print(line)
     return 0

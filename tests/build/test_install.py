@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from binary_fixture import bare, binary
-from collector_proc import CollectorProc
-from conftest import REPO, cli
+from collector_proc import CollectorProc, Drain, wait_for
+from conftest import REPO, SpawnRuntime, cli, port_or_free
 
 from agent.config import load_config
 from agent.identity.credentials import load_identity
@@ -143,16 +144,54 @@ def collector(tmp_path: Path) -> Iterator[CollectorProc]:
     c.stop()
 
 
-def test_install_with_a_token_enrolls(binary: Path, tmp_path: Path, collector: CollectorProc) -> None:
+def test_installed_binary_enrolls_and_streams_over_mutual_tls(
+    binary: Path, tmp_path: Path, collector: CollectorProc, spawn_runtime: SpawnRuntime
+) -> None:
+    """install --token enrolls; the installed binary's daemon then streams a stand-in runtime's
+    finding to the collector over mutual TLS (gRPC, TLS and the identity, all from the binary)."""
     root = tmp_path / "root"
     result = _install(binary, root, "--collector", collector.enroll, "--token", collector.token())
     assert result.returncode == 0, result.stderr
-    identity = load_identity(root / "var/lib/umbra")
+    state = root / "var/lib/umbra"
+    identity = load_identity(state)
     assert identity is not None and identity.host_id
     assert f"enrolled as {identity.host_id}" in result.stdout
-    config = load_config(root / "etc/umbra/agent.toml")
-    assert config.collector.address == identity.collector  # the stream address, not the enrollment one
-    assert config.collector.address != collector.enroll
+    installed = load_config(root / "etc/umbra/agent.toml")
+    assert installed.collector.address == identity.collector  # the stream address, not the enrollment one
+    assert installed.collector.address != collector.enroll
+
+    proc = spawn_runtime(["ollama", "serve"], listen=[f"127.0.0.1:{port_or_free(11434)}"])
+    # the installed config, with the state under the test's root and a quick pace
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "{state}"\nlog_format = "json"\n'
+        f'[collector]\naddress = "{installed.collector.address}"\nheartbeat_interval = 1.0\n'
+        "[sensors.process]\ninterval = 0.5\n[sensors.files]\nenabled = false\n"
+    )
+    agent = root / "usr/local/bin/umbra-agent"
+    daemon = subprocess.Popen(
+        ["env", "-i", str(agent), "run", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = Drain(daemon.stderr)
+    try:
+        found = wait_for(
+            "the stand-in's finding at the collector",
+            lambda: [
+                f
+                for f in collector.cli_json("findings")
+                if f["kind"] == "LOCAL_MODEL_RUNTIME" and (f["process"] or {}).get("pid") == proc.pid
+            ],
+        )
+        assert found[0]["host_id"] == identity.host_id  # the certificate's, from the binary's TLS
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+    assert code == 0, log.text()
+    assert all(json.loads(line)["pid"] for line in log.text().splitlines())  # JSON lines throughout
 
 
 def test_uninstall_keeps_config_and_state_unless_purged(binary: Path, tmp_path: Path) -> None:
@@ -188,3 +227,10 @@ def test_install_refuses_clearly_and_writes_nothing(tmp_path: Path) -> None:
         )
         assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
         assert len(result.stderr.splitlines()) == 1 and not root.exists()
+    # a root that cannot hold folders (as a read-only or foreign file system would refuse): one line
+    root.write_text("a file, not a folder")
+    result = subprocess.run(
+        [agent, "install", "--root", str(root), "--binary", agent], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "Not a directory" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
