@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="the daemon: watch, spool and stream findings to the collector",
-        description="Run until SIGTERM/SIGINT, streaming findings to the collector.",
+        description="Run until SIGTERM/SIGINT, streaming findings to the collector. SIGHUP reads "
+        "--config again: a changed file is applied, a broken one refused (the running config stays).",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
 
