@@ -13,6 +13,7 @@ config and the state (the agent's identity and unsent findings) unless asked to 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,7 +65,7 @@ def config_text(collector: str) -> str:
         'log_format = "json"  # one JSON object a line, for journald',
     ]
     if collector:
-        lines += ["", "[collector]", f'address = "{collector}"']
+        lines += ["", "[collector]", f"address = {json.dumps(collector)}"]  # a TOML basic string
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +90,9 @@ def install(
         raise InstallError(f"{source} is not an executable file")
     if token and not collector:
         raise InstallError("--token needs --collector HOST:PORT (the collector's enrollment address)")
-    parse_config(config_text(collector), "--collector")  # a bad address fails before anything is written
+    # a bad address fails before anything is written
+    if parse_config(config_text(collector), "--collector").collector.address != collector:
+        raise InstallError(f"--collector {collector!r} is not HOST:PORT")
     config = layout.at(CONFIG)
     if config.exists() and collector:
         raise InstallError(f"{config} exists: edit its [collector] address, or `uninstall --purge` first")

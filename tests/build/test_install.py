@@ -220,6 +220,10 @@ def test_install_refuses_clearly_and_writes_nothing(tmp_path: Path) -> None:
         (["--binary", str(tmp_path / "missing")], "is not an executable file"),
         (["--binary", agent, "--token", "abc"], "--token needs --collector"),
         (["--binary", agent, "--collector", "no-port"], "is not HOST:PORT"),
+        (
+            ["--binary", agent, "--collector", 'h:1"\nbatch_size = 5\n#'],
+            "is not HOST:PORT",
+        ),  # no TOML injection
     ]
     for args, message in cases:
         result = subprocess.run(
