@@ -27,10 +27,10 @@ def _unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _write_config(path: Path, state: Path, extra: str = "") -> None:
+def _write_config(path: Path, state: Path, extra: str = "", port: int = 0) -> None:
     path.write_text(
         f'[agent]\nhost_id = "signal-host"\nstate_dir = "{state}"\n{extra}'
-        f'[collector]\naddress = "127.0.0.1:{_unused_port()}"\n'
+        f'[collector]\naddress = "127.0.0.1:{port or _unused_port()}"\n'
         # files off: the test is about the daemon's life, not a walk of this host's homes
         "[sensors.files]\nenabled = false\n[sensors.process]\ninterval = 0.5\n"
     )
@@ -67,7 +67,10 @@ def _spooled(spool: Path) -> int:
     if not spool.exists():
         return 0
     with closing(sqlite3.connect(spool)) as db:  # closed: the daemon's close must be the last one
-        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        try:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        except sqlite3.OperationalError:  # the daemon has created the file, not yet its tables
+            return 0
 
 
 def test_sigterm_drains_and_closes_the_spool(
@@ -92,25 +95,33 @@ def test_sigterm_drains_and_closes_the_spool(
 
 
 def test_sighup_reloads_the_config_and_refuses_a_broken_one(tmp_path: Path, daemons: list[Daemon]) -> None:
-    config, state = tmp_path / "agent.toml", tmp_path / "state"
-    _write_config(config, state)
+    config, state, port = tmp_path / "agent.toml", tmp_path / "state", _unused_port()
+    _write_config(config, state, port=port)
     daemon = Daemon(config)
     daemons.append(daemon)
     daemon.wait_log("umbra-agent 0.")  # started: text lines for now
     assert not daemon.lines()[0].startswith("{")
 
-    # a changed config (JSON logs, the network sensor off): the daemon starts again with it
-    _write_config(config, state, 'log_format = "json"\n[sensors.network]\nenabled = false\n')
+    # only the log format changed: applied in place, nothing restarts
+    _write_config(config, state, 'log_format = "json"\n', port=port)
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log("configuration reloaded: logging changed")
+    lines = daemon.lines()
+    switched = next(i for i, line in enumerate(lines) if "logging changed" in line)
+    assert not [line for line in lines if "restarting" in line or "spool closed" in line]
+
+    # the network sensor off: the daemon starts again with it, in the same process
+    _write_config(config, state, 'log_format = "json"\n[sensors.network]\nenabled = false\n', port=port)
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log('"message": "umbra-agent 0.')
-    lines = daemon.lines()
-    stopped = next(i for i, line in enumerate(lines) if "restarting" in line)
-    stopped += next(i for i, line in enumerate(lines[stopped:]) if "spool closed" in line)
-    after = lines[stopped + 1 :]
-    records = [json.loads(line) for line in after]  # every line from then on is one JSON object
+    records = [json.loads(line) for line in daemon.lines()[switched:]]  # one JSON object a line
     assert {"time", "level", "logger", "message", "pid"} <= set(records[0])
-    assert records[-1]["pid"] == daemon.proc.pid  # restarted in place: the same process
-    sensors = [r["message"] for r in records if r["message"].startswith("sensor ")]
+    assert records[0]["message"] == "SIGHUP: configuration reloaded: logging changed"
+    messages = [r["message"] for r in records]
+    restart = next(i for i, m in enumerate(messages) if "restarting the sensors" in m)
+    assert any(m.startswith("umbra-agent stopped: spool closed") for m in messages[restart:])
+    assert {r["pid"] for r in records} == {daemon.proc.pid}  # restarted in place: the same process
+    sensors = [m for m in messages[restart:] if m.startswith("sensor ")]
     assert sensors and not any(m.startswith("sensor network") for m in sensors)
 
     # a broken config is refused and the daemon keeps running with the one it has
