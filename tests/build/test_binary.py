@@ -62,6 +62,7 @@ def test_status_runs_with_an_empty_environment(binary: Path, tmp_path: Path) -> 
     states = {s["name"]: s["state"] for s in doc["sensors"]}
     assert set(states) == {"process", "gpu", "network", "files"}
     assert states["process"] == "active"  # root here: nothing the frozen agent needs is missing
+    assert states["network"] == "active"  # capture, and the host's libpcap found through ldconfig
 
 
 def test_scan_finds_a_stand_in_runtime(binary: Path, tmp_path: Path, spawn_runtime: SpawnRuntime) -> None:
@@ -71,6 +72,7 @@ def test_scan_finds_a_stand_in_runtime(binary: Path, tmp_path: Path, spawn_runti
         binary, "scan", "--duration", "2", "--format", "json", "--config", str(config), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
+    assert "BPF filter not attached" not in result.stderr  # scapy compiled it with the host's libpcap
     findings = [json.loads(line) for line in result.stdout.splitlines()]
     ours = [f for f in findings if f["process"] and f["process"]["pid"] == proc.pid]
     assert [f["kind"] for f in ours] == ["LOCAL_MODEL_RUNTIME"], result.stdout
