@@ -3,34 +3,57 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck proto bench binary clean
+.PHONY: setup setup-run demo test lint typecheck proto bench binary clean
 
-# Debian packages: the agent's packet capture (scapy's BPF filters need libpcap); the PostgreSQL
-# server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
-# PDF report (WeasyPrint draws with pango); the report tests render PDF pages with poppler's pdftoppm;
-# the headless browser of the console's tests (Playwright drives it; it never downloads its own);
-# the zstd and 7-Zip tools write some of the archive tests' files as users make them.
-DEB_PACKAGES := libpcap0.8 postgresql libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils \
-	chromium zstd 7zip
+# Debian packages, in two sets. What the agent and the collector use when they run (`make demo`):
+# the agent's packet capture (scapy's BPF filters need libpcap); the collector's PDF report
+# (WeasyPrint draws with pango).
+RUN_DEB_PACKAGES := libpcap0.8 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+# What the tests use besides (`make test`): the PostgreSQL server the tests start themselves (initdb
+# and pg_ctl in /usr/lib/postgresql/15/bin); poppler's pdftoppm renders report pages; the headless
+# browser of the console's tests (Playwright drives it; it never downloads its own); the zstd and
+# 7-Zip tools write some of the archive tests' files as users make them; systemd's systemd-analyze
+# verifies the agent's unit (tests/build).
+TEST_DEB_PACKAGES := postgresql poppler-utils chromium zstd 7zip systemd
 # llama-cpp-python (the real model server of the tests) has no wheel on PyPI and compiles for
-# about 8 minutes on 2 cores: build it once into a wheel cache that every set-up reuses.
+# about 8 minutes on 2 cores: build it once into a wheel cache that every test set-up reuses. The
+# demo never needs it.
 WHEELS ?= $(HOME)/.cache/umbra/wheels
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# apt-get install the packages of $(1) that are missing (as root; otherwise say which are missing)
+define deb_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "warning: missing Debian packages:$$missing (install them as root for packet capture)"; fi; \
+	  else echo "warning: missing Debian packages:$$missing (install them as root)"; fi; \
 	fi
+endef
+
+# The demo writes a small GGUF model file with the gguf library (tests/fixtures/tiny_gguf.py): its
+# pins and numpy's, taken from the dev extra, where they live.
+DEMO_PINS := $(shell sed -n 's/^ *"\(gguf==[0-9.]*\|numpy==[0-9.]*\)",.*/\1/p' pyproject.toml)
+
+# What the demo runs: the agent and the collector, and the demo's model-file writer.
+setup-run: $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml
+	$(call deb_install,$(RUN_DEB_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[agent,collector]' $(DEMO_PINS)
+	@touch $(RUN_STAMP)
+
+# Everything: the above, and the test and build tools (the dev extra, llama-cpp-python from the cache).
+setup: $(STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	$(call deb_install,$(TEST_DEB_PACKAGES))
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once into $(WHEELS) (about 8 minutes on 2 cores)"; \
 	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF" \
@@ -39,7 +62,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[agent,collector,dev]'
 	@touch $(STAMP)
 
-demo: setup
+demo: setup-run
 	$(BIN)/python scripts/demo.py
 
 test: setup
@@ -55,6 +78,14 @@ typecheck: setup
 
 proto: setup
 	$(BIN)/python proto/generate.py
+
+# The one-file agent for Linux x86-64 (build/umbra-agent.spec says what goes in and what stays out).
+DIST ?= build/dist
+WORK ?= build/work
+binary: setup
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath $(DIST) --workpath $(WORK) \
+	  build/umbra-agent.spec
+	@ls -l $(DIST)/umbra-agent
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

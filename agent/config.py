@@ -32,6 +32,7 @@ class AgentSection:
     host_id: str = ""  # empty: derived once from the machine id and kept in state_dir
     state_dir: str = ""  # empty: /var/lib/umbra as root, ~/.local/state/umbra otherwise
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object a line (journald, log shippers)
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,22 @@ def load_config(path: Path | None) -> AgentConfig:
     if path is None:
         return AgentConfig()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    config = _build(AgentConfig, raw, f"{path}")
-    _check(config, path)
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, label: str) -> AgentConfig:
+    """The config in `text` (`label` names it in errors). Raises ConfigError, one line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {label} is not valid TOML: {exc}") from None
+    config = _build(AgentConfig, raw, label)
+    _check(config, label)
     return config
 
 
@@ -201,11 +211,13 @@ def _build(cls: type[_T], raw: Any, where: str) -> _T:
     return cls(**values)
 
 
-def _check(config: AgentConfig, path: Path) -> None:
+def _check(config: AgentConfig, path: str) -> None:
     """Value ranges that types alone cannot express."""
     problems = []
     if config.agent.log_level.lower() not in {"debug", "info", "warning", "error"}:
         problems.append(f"[agent] log_level {config.agent.log_level!r} is not debug/info/warning/error")
+    if config.agent.log_format not in {"text", "json"}:
+        problems.append(f"[agent] log_format {config.agent.log_format!r} is not text/json")
     host, _, port = config.collector.address.rpartition(":")
     if config.collector.address and (not host or not port.isdigit() or not 0 < int(port) < 65536):
         problems.append(f"[collector] address {config.collector.address!r} is not HOST:PORT")

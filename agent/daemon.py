@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -16,7 +18,7 @@ from umbra.v1 import agent_pb2 as apb
 
 from agent import __version__
 from agent.catalog.runtimes import load_runtime_catalog
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
 from agent.delivery.spool import Spool
 from agent.delivery.stream import Backoff, StreamClient
 from agent.delivery.tracker import FindingTracker
@@ -29,6 +31,7 @@ from agent.detection.runtime import RuntimeDetector
 from agent.identity.credentials import collector_address, credentials_loader, load_identity
 from agent.identity.enroll import keep_renewed
 from agent.identity.host import host_facts, host_id
+from agent.logs import configure_logging
 from agent.pipeline import Detector, Pipeline
 from agent.policy.fleet import PolicyKeeper
 from agent.policy.rules import policy_from_config
@@ -130,12 +133,48 @@ def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
     return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
 
 
-async def run_daemon(config: AgentConfig) -> None:
+def _logging_only(new: AgentConfig, old: AgentConfig) -> bool:
+    """The configs differ at most in how the agent logs: applied without a restart."""
+    agent = replace(new.agent, log_level=old.agent.log_level, log_format=old.agent.log_format)
+    return replace(new, agent=agent) == old
+
+
+async def run_daemon(
+    config: AgentConfig, reload: Callable[[], AgentConfig] | None = None
+) -> AgentConfig | None:
+    """Run until SIGTERM/SIGINT (returns None) or until SIGHUP brings a changed configuration
+    (returns it: the caller starts the daemon again with it, in this process). `reload` reads
+    the configuration again; a file with an error is refused and the running one kept."""
     # Signals first: a SIGTERM during start-up (sensors starting, a first scan) is a clean stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    current = config
+    restart_with: AgentConfig | None = None
+
+    def on_hangup() -> None:
+        nonlocal current, restart_with
+        if reload is None:
+            log.warning("SIGHUP: no configuration file to read again")
+            return
+        try:
+            new = reload()
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration refused, the running one is kept: %s", exc)
+            return
+        if new == current:
+            log.info("SIGHUP: configuration reloaded, unchanged")
+        elif _logging_only(new, current):
+            configure_logging(new.agent.log_level, new.agent.log_format)
+            log.info("SIGHUP: configuration reloaded: logging changed")
+        else:
+            log.info("SIGHUP: configuration reloaded: restarting the sensors and the stream with it")
+            restart_with = new
+            stop.set()
+        current = new
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     identity = load_identity(state_dir)  # enrolled: mutual TLS, and the certificate's host id
@@ -213,6 +252,12 @@ async def run_daemon(config: AgentConfig) -> None:
     try:
         await asyncio.gather(sense(), client.run(stop), keep_renewed(state_dir, stop, lambda: address))
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        # Drained: the last poll's findings were appended before sense() returned; what the
+        # collector has not acknowledged stays in the spool for the next start.
         pipeline.stop()
+        depth = spool.depth()
         spool.close()
-        log.info("umbra-agent stopped")
+        log.info("umbra-agent stopped: spool closed with %d findings waiting for the collector", depth)
+    return restart_with

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
@@ -22,6 +21,7 @@ from agent.cli.pcap import scan_pcap
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.delivery.tracker import FindingTracker
 from agent.identity.host import host_id
+from agent.logs import configure_logging
 from agent.netparse.capture import CaptureError
 from agent.pipeline import Pipeline
 from agent.policy.rules import policy_from_config
@@ -35,8 +35,9 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from agent.delivery.spool import SpoolError
     from agent.identity.credentials import IdentityError
     from agent.identity.enroll import EnrollError
+    from agent.service.install import InstallError
 
-    return (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError)
+    return (ConfigError, CatalogError, SpoolError, IdentityError, EnrollError, InstallError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="the daemon: watch, spool and stream findings to the collector",
-        description="Run until SIGTERM/SIGINT, streaming findings to the collector.",
+        description="Run until SIGTERM/SIGINT, streaming findings to the collector. SIGHUP reads "
+        "--config again: a changed file is applied, a broken one refused (the running config stays).",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
 
@@ -115,6 +117,45 @@ def _parser() -> argparse.ArgumentParser:
         help="the collector's CA certificate (PEM), for a token without a CA fingerprint",
     )
     enroll.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+
+    root_help = "install under this folder instead of / (for images and tests; default: /)"
+    install = sub.add_parser(
+        "install",
+        help="install this binary as a system service (systemd unit, config, state directory)",
+        description="Copy the binary to /usr/local/bin, the systemd unit to /etc/systemd/system, write "
+        "/etc/umbra/agent.toml and create /var/lib/umbra (0700); with --token, enroll with the "
+        "collector first. On a host that runs systemd, enable and start the service.",
+    )
+    install.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help=root_help)
+    install.add_argument(
+        "--collector",
+        metavar="HOST:PORT",
+        default="",
+        help="the collector: its enrollment address with --token (the config then names the stream "
+        "address the collector answers), else its stream address, written to the config",
+    )
+    install.add_argument("--token", metavar="TOKEN", default="", help="enroll with this token first")
+    install.add_argument(
+        "--ca-file", type=Path, metavar="FILE", help="the collector's CA (PEM), for a token without a pin"
+    )
+    install.add_argument(
+        "--binary",
+        type=Path,
+        metavar="PATH",
+        help="the binary to install (default: the one-file binary that is running)",
+    )
+    uninstall = sub.add_parser(
+        "uninstall",
+        help="remove the service; keep the config and state unless --purge",
+        description="Stop and disable the service, remove the binary and the unit. The config and "
+        "the state (identity, unsent findings) stay unless --purge.",
+    )
+    uninstall.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help=root_help)
+    keep = uninstall.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--keep-state", action="store_true", help="keep /etc/umbra and /var/lib/umbra (the default)"
+    )
+    keep.add_argument("--purge", action="store_true", help="remove /etc/umbra and /var/lib/umbra too")
     return parser
 
 
@@ -131,29 +172,58 @@ def _non_negative(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-        logging.basicConfig(
-            level=config.agent.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        config = load_config(getattr(args, "config", None))
+        configure_logging(config.agent.log_level, config.agent.log_format)
+        if args.command in ("install", "uninstall"):
+            return _service(args)
         if args.command == "scan":
             return _scan(config, args.duration, args.format, args.pcap)
         if args.command == "enroll":
             return _enroll(config, args.collector, args.token, args.ca_file)
         if args.command == "run":
-            import asyncio
-
-            from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
-
-            asyncio.run(run_daemon(config))
-            return 0
+            return _run(config, args.config)
         return _status(config, args.format)
     except _expected_errors() as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run(config: AgentConfig, path: Path | None) -> int:
+    """The daemon; SIGHUP with a changed config starts it again, in this process, with that config."""
+    import asyncio
+    import signal
+
+    # SIGHUP's default is to end the process: until the daemon handles it (and between two runs of
+    # a reload), one that comes is ignored instead.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
+
+    reload = (lambda: load_config(path)) if path is not None else None
+    while True:
+        changed = asyncio.run(run_daemon(config, reload))
+        if changed is None:
+            return 0
+        config = changed
+        configure_logging(config.agent.log_level, config.agent.log_format)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from agent.service import install
+
+    try:
+        if args.command == "uninstall":
+            done = install.uninstall(args.root, purge=args.purge)
+        else:
+            ca = args.ca_file.read_bytes() if args.ca_file is not None else None
+            done = install.install(args.root, args.binary, args.collector, args.token, ca)
+    except OSError as exc:  # not root, a read-only file system, a missing --ca-file ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise install.InstallError(f"{where}{exc.strerror or exc}") from None
+    for line in done:
+        print(line)
+    return 0
 
 
 def _scan(config: AgentConfig, duration: float, fmt: str, pcap: Path | None) -> int:

@@ -19,7 +19,6 @@ but /proc does not know (gone, or in another PID namespace) are left out.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import sys
@@ -35,6 +34,7 @@ from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorSt
 from agent.sensors.process.facts import MAX_FILES_PER_PROCESS, DeepFacts, describe_process
 from agent.system import procfs
 from agent.system.nvml import GpuRead, Nvml, NvmlUnavailable, load_pynvml
+from agent.system.privileges import CAP_SYS_PTRACE, has_capability
 
 _INTERPRETER = re.compile(r"python[0-9.]*w?|pypy[0-9.]*")
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
@@ -88,7 +88,7 @@ class GpuSensor(Sensor):
             return SensorStatus(self.name, SensorState.INACTIVE, self._unavailable)
         if self._problem:
             return SensorStatus(self.name, SensorState.DEGRADED, self._problem)
-        if system == "Linux" and os.geteuid() != 0:
+        if system == "Linux" and not has_capability(CAP_SYS_PTRACE):
             return SensorStatus(
                 self.name,
                 SensorState.DEGRADED,

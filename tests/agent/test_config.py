@@ -61,6 +61,7 @@ approved_runtimes = ["ollama"]
         ("[policy]\napproved_runtimes = 'ollama'", "expected a list of strings"),
         ("[policy]\nmin_confidence = 2", "between 0 and 1"),
         ("agent = 3", "expected a table"),
+        ("[agent]\nlog_format = 'syslog'", "log_format 'syslog' is not text/json"),
     ],
 )
 def test_broken_config_names_the_problem(tmp_path: Path, text: str, names: str) -> None:

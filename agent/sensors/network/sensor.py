@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes.util
 import logging
-import os
 import platform
 import select
 import socket
@@ -49,6 +48,7 @@ from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
 from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
 from agent.sensors.network.owners import FlowOwners
+from agent.system.privileges import CAP_NET_RAW, has_capability
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class NetworkSensor(Sensor):
         system = platform.system()
         if system not in self.capabilities.platforms:
             return SensorStatus(self.name, SensorState.INACTIVE, f"live capture needs Linux, not {system}")
-        if os.geteuid() != 0:
+        if not has_capability(CAP_NET_RAW):
             return SensorStatus(
                 self.name, SensorState.INACTIVE, "not root: capturing packets needs CAP_NET_RAW"
             )

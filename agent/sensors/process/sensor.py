@@ -24,6 +24,7 @@ from agent.observations import ListeningSocket, ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.process.facts import DeepFacts, process_cwd, process_identity, process_user
 from agent.system import procfs
+from agent.system.privileges import CAP_SYS_PTRACE, has_capability
 from agent.system.proc_connector import ProcConnector
 
 #: (name, exe, cmdline) -> worth following? Supplied by the runtime catalog.
@@ -75,7 +76,7 @@ class ProcessSensor(Sensor):
         system = platform.system()
         if system not in self.capabilities.platforms:
             return SensorStatus(self.name, SensorState.INACTIVE, f"unsupported platform {system}")
-        if system != "Windows" and os.geteuid() != 0:
+        if system != "Windows" and not has_capability(CAP_SYS_PTRACE):
             return SensorStatus(
                 self.name,
                 SensorState.DEGRADED,
