@@ -32,6 +32,7 @@ from agent.identity.host import host_facts, host_id
 from agent.pipeline import Detector, Pipeline
 from agent.policy.fleet import PolicyKeeper
 from agent.policy.rules import policy_from_config
+from agent.privacy import scrub
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.files.sensor import FileSensor
 from agent.sensors.gpu import GpuSensor
@@ -50,6 +51,8 @@ _WIRE_STATES = {
 
 def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
     """The sensors and detectors the config enables; shared by `scan`, `run` and `status`."""
+    privacy = config.privacy  # what the sensors scrub from process facts: the catalog and these
+    scrub.configure(privacy.secret_options, privacy.key_patterns, privacy.value_patterns)
     catalog = load_runtime_catalog()
     sensors: list[Sensor] = []
     if config.sensors.process.enabled:

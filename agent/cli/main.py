@@ -25,6 +25,7 @@ from agent.identity.host import host_id
 from agent.netparse.capture import CaptureError
 from agent.pipeline import Pipeline
 from agent.policy.rules import policy_from_config
+from agent.privacy.logs import scrub_logs
 
 PROG = "umbra-agent"
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        scrub_logs()  # every line: secrets and prompts out (agent/privacy)
         if args.command == "scan":
             return _scan(config, args.duration, args.format, args.pcap)
         if args.command == "enroll":

@@ -8,6 +8,8 @@ forms, repeated options, nested shells, unbalanced quotes.
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from agent.catalog import default_runtime_catalog
 from agent.catalog.secrets import CatalogError, default_secret_rules, extra_rules, load_secret_rules
+from agent.privacy.logs import ScrubbingFormatter, scrub_logs
 from agent.privacy.scrub import MARKER, Scrubber, scrub_argv, scrub_text, scrub_url
 
 SECRET = "sk-SECRET123456"
@@ -423,3 +426,30 @@ def test_bad_config_additions_are_refused(
 ) -> None:
     with pytest.raises(CatalogError, match=re.escape(names)):
         extra_rules(options, keys, values, "[privacy]")
+
+
+# --- log lines -----------------------------------------------------------------------------------------
+
+
+def test_log_lines_and_tracebacks_are_scrubbed_by_the_formatter() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test_privacy_scrub.logs")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        scrub_logs(logger)
+        scrub_logs(logger)  # twice is once
+        logger.warning("connecting to %s", "postgresql://umbra:s3cret@db:5432/u")
+        try:
+            raise ValueError(f"bad key {SECRET}")
+        except ValueError:
+            logger.exception("failed with --api-key %s", SECRET)
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "s3cret" not in out and SECRET not in out
+    assert f"WARNING connecting to postgresql://{MARKER}@db:5432/u" in out
+    assert "Traceback" in out and f"ValueError: bad key {MARKER}" in out
+    assert isinstance(handler.formatter, ScrubbingFormatter)

@@ -20,6 +20,7 @@ import psutil
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.modelfiles import DEFAULT_MIN_MODEL_BYTES, ModelFileInfo, identify_file, looks_like_model_quick
 from agent.observations import ProcessObservation
+from agent.privacy.scrub import scrub_argv
 from agent.system import procfs
 
 MAX_FILES_PER_PROCESS = 64
@@ -73,12 +74,17 @@ class ModelFileCache:
 def process_identity(pid: int) -> tuple[ProcessObservation, int] | None:
     """Identity facts of one process (name, parent, start, exe, cmdline) and its RSS, cheaply:
     no user, no working directory. None when it is gone or hidden. The process sensor's per-PID
-    read; `describe_process` adds the rest."""
+    read; `describe_process` adds the rest.
+
+    Every process fact the agent holds is built here, so this is where the command line loses
+    its secrets and prompts (agent/privacy/scrub.py): no detector, finding, spool row, wire
+    message or log line downstream ever sees the raw one."""
     if _LINUX:
         facts = procfs.basic_facts(pid, _BOOT_TIME)
         if facts is None:
             return None
-        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, "", facts.create_time)
+        cmdline = tuple(scrub_argv(facts.cmdline))
+        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, cmdline, "", facts.create_time)
         return obs, facts.rss_bytes
     try:
         proc = psutil.Process(pid)
@@ -90,7 +96,7 @@ def process_identity(pid: int) -> tuple[ProcessObservation, int] | None:
             except psutil.AccessDenied:
                 exe = ""
             try:
-                cmdline = tuple(proc.cmdline())
+                cmdline = tuple(scrub_argv(proc.cmdline()))
             except psutil.AccessDenied:
                 cmdline = ()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
