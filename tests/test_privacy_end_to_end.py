@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_proc import CollectorProc, wait_for
+from collector_proc import CollectorProc, agent_config, enroll_agent, wait_for
 from conftest import SpawnBinary, cli, port_or_free
 
 from agent.catalog.runtimes import load_runtime_catalog
@@ -118,27 +118,9 @@ EXPECTED = {
 
 
 def _config(tmp_path: Path) -> Path:
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-host_id = "privacy-host"
-state_dir = "{tmp_path / "agent-state"}"
-log_level = "debug"
-[collector]
-heartbeat_interval = 1.0
-backoff_initial = 0.2
-backoff_max = 1.0
-[sensors.process]
-interval = 0.3
-[sensors.gpu]
-enabled = false
-[sensors.network]
-enabled = false
-[sensors.files]
-enabled = false
-[privacy]
-secret_options = ["--corp-secret"]
-""")
+    more = '[sensors.files]\nenabled = false\n[privacy]\nsecret_options = ["--corp-secret"]\n'
+    config = agent_config(tmp_path / "agent.toml", tmp_path / "agent-state", more)
+    config.write_text(config.read_text().replace("[agent]", '[agent]\nlog_level = "debug"'))
     return config
 
 
@@ -234,16 +216,7 @@ def test_run_streams_no_secret_to_the_spool_the_wire_or_the_store(
     tmp_path: Path, collector: CollectorProc, runtimes: dict[str, list[str]]
 ) -> None:
     config = _config(tmp_path)
-    enrolled = subprocess.run(
-        [
-            *(cli("umbra-agent"), "enroll", "--collector", collector.enroll),
-            *("--token", collector.token(), "--config", str(config)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert enrolled.returncode == 0, enrolled.stderr
+    enroll_agent(collector, config)
     agent = subprocess.Popen(
         [cli("umbra-agent"), "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from agent.catalog.source import (
     catalog_entries,
     entry_flag,
     entry_lists,
+    entry_regexes,
     entry_strings,
     parse_catalog_toml,
     read_catalog,
@@ -147,9 +148,9 @@ def extra_rules(
             raise CatalogError(
                 f"{where} secret_options: {option!r} is not an option name like --api-key or -p"
             )
-    keys = tuple(_compile(p, f"{where} key_patterns", re.IGNORECASE) for p in key_patterns)
+    keys = tuple(_compile(p, where, "key_patterns", re.IGNORECASE) for p in key_patterns)
     values = tuple(
-        ValueRule(f"config-{i}", _compile(p, f"{where} value_patterns"), "agent config")
+        ValueRule(f"config-{i}", _compile(p, where, "value_patterns"), "agent config")
         for i, p in enumerate(value_patterns, 1)
     )
     option_rules = (
@@ -163,17 +164,17 @@ def extra_rules(
 # --- entries ---------------------------------------------------------------------------------
 
 
-def _compile(source: str, where: str, flags: int = 0) -> re.Pattern[str]:
+def _compile(source: str, where: str, key: str, flags: int = 0) -> re.Pattern[str]:
+    """A rule's regex, checked as every catalog's are, and bounded: it runs on every argument."""
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{where} {problem}")
+
     if len(source) > MAX_PATTERN_CHARS:
-        raise CatalogError(f"{where}: a pattern of {len(source)} characters (at most {MAX_PATTERN_CHARS})")
-    try:
-        pattern = re.compile(source, flags)
-    except re.error as exc:
-        raise CatalogError(f"{where}: {source!r} does not compile: {exc}") from None
-    if pattern.search("") is not None:
-        raise CatalogError(f"{where}: {source!r} matches the empty string (it would match everything)")
+        raise fail(f"{key}: a pattern of {len(source)} characters (at most {MAX_PATTERN_CHARS})")
+    (pattern,) = entry_regexes([source], key, fail, flags)
     if pattern.groupindex and set(pattern.groupindex) != {"secret"}:
-        raise CatalogError(f"{where}: {source!r}: the only named group allowed is (?P<secret>...)")
+        raise fail(f"{key}: {source!r}: the only named group allowed is (?P<secret>...)")
     return pattern
 
 
@@ -249,8 +250,8 @@ def _key_names(raw: Mapping[str, Any], number: int, label: str) -> _KeyNames:
     sources = entry_lists(raw, ("patterns",), fail)["patterns"]
     if not sources:
         raise fail("patterns must not be empty")
-    where = f"{label}: entry {strings['id']!r}: patterns"
-    return _KeyNames(strings["id"], tuple(_compile(s, where, re.IGNORECASE) for s in sources))
+    where = f"{label}: entry {strings['id']!r}:"
+    return _KeyNames(strings["id"], tuple(_compile(s, where, "patterns", re.IGNORECASE) for s in sources))
 
 
 def _value_rule(raw: Mapping[str, Any], number: int, label: str) -> ValueRule:
@@ -262,5 +263,5 @@ def _value_rule(raw: Mapping[str, Any], number: int, label: str) -> ValueRule:
         required=("id", "pattern", "source"),
         strings=("id", "pattern", "source", "notes"),
     )
-    where = f"{label}: entry {strings['id']!r}: pattern"
-    return ValueRule(strings["id"], _compile(strings["pattern"], where), strings["source"])
+    where = f"{label}: entry {strings['id']!r}:"
+    return ValueRule(strings["id"], _compile(strings["pattern"], where, "pattern"), strings["source"])
