@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from umbra.private import create_private_file
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.delivery.tracker import TrackedState
@@ -73,8 +74,8 @@ class Spool:
         self.path = path
         self.max_findings = max_findings
         self.state_retention = state_retention
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            create_private_file(path)  # 0600 before SQLite opens it; its -wal and -shm take that mode
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -86,6 +87,8 @@ class Spool:
             self._prune_states()
         except sqlite3.DatabaseError as exc:
             raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool {path}: {exc.strerror or exc}") from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:
