@@ -55,13 +55,17 @@ MARKER: Final = "<redacted>"
 #: argv -> the runtime catalog ids it runs (the runtime catalog's verdict).
 RuntimesOf = Callable[[Sequence[str]], Iterable[str]]
 
-# name=value / name: value / "name": "value" in free text. The name starts a word (or follows
-# "-", so --api-key=... in a log line counts); the value is quoted, or runs to a separator. Two
-# patterns, so that a name that is not secret (https: in a URL) does not swallow what follows.
-_NAME_SEP: Final = re.compile(
-    r"""(?<![A-Za-z0-9_.])(?P<q>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]{0,63})(?P=q)[ \t]{0,4}[=:][ \t]{0,4}"""
-)
+# name=value / name: value / "name": "value" in free text. Each "=" or ":" is found with
+# str.find; the name before it is read backwards (the text reversed, so the regex is anchored
+# and never scans), the value after it forwards: quoted, or up to a separator.
+_NAME_BEFORE: Final = re.compile(r"""[ \t]{0,4}(["']?)([A-Za-z0-9_.-]{1,65})\1""")
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _VALUE: Final = re.compile(r""""[^"\n]{0,4096}"|'[^'\n]{0,4096}'|[^\s&;,'"<>]{1,4096}""")
+# An Authorization header's value is a scheme and its credentials (Authorization: Bearer xyz,
+# RFC 9110 section 11.6.2): a short word, blanks, a token; both go.
+_SCHEME_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
+_SCHEME_THEN_TOKEN: Final = re.compile(r"[A-Za-z]{1,16}[ \t]{1,8}[^\s&;,'\"<>]{1,4096}")
+_NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _SHELL_C: Final = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 _CACHE_SIZE: Final = 4096  # entries in each of a scrubber's answer caches (dropped whole when full)
@@ -99,6 +103,15 @@ class Scrubber:
                     if rule.glued:
                         self._glued.setdefault(name, set()).update(rule.options)
         self._general = frozenset(general)
+        # When may a runtime's own rules apply? Asking the runtime catalog costs more than the
+        # rest of a short argv, and most processes give it no reason to be asked.
+        self._runtime_options = frozenset(o for r in rules.options if r.runtimes for o in r.options)
+        self._runtime_glued = frozenset(o for r in rules.options if r.runtimes and r.glued for o in r.options)
+        self._subcommands = frozenset(r.subcommand for r in rules.positional if r.subcommand)
+        self._positional_programs = frozenset(
+            p for r in rules.positional if not r.subcommand for p in r.programs
+        )
+        self._always_ask = any(not r.subcommand and not r.programs for r in rules.positional)
         self._key_names = rules.key_names
         self._values = tuple(rule.pattern for rule in rules.values)
         # Answers for short strings: option names and arguments repeat from process to process.
@@ -126,10 +139,10 @@ class Scrubber:
         if short and (known := self._texts.get(s)) is not None:
             return known
         out = s
+        if "=" in out or ":" in out:  # first: Authorization: Bearer x goes whole
+            out = self._named_values(out)
         for pattern in self._values:
             out = pattern.sub(_replace, out)
-        if "=" in out or ":" in out:
-            out = self._named_values(out)
         if short:
             if len(self._texts) >= _CACHE_SIZE:
                 self._texts.clear()
@@ -137,19 +150,26 @@ class Scrubber:
         return out
 
     def _named_values(self, s: str) -> str:
-        """Values whose name looks secret (password=..., "api_key": "...") replaced."""
+        """Values whose name looks secret (password=..., "api_key": "...", Authorization: Bearer x)
+        replaced."""
         pieces: list[str] = []
-        pos = done = 0
-        while (m := _NAME_SEP.search(s, pos)) is not None:
-            pos = m.end()
-            if not self.secret_name(m.group("key")):
+        done = 0
+        for sep in _separators(s):
+            if sep < done:
+                continue  # inside a value already replaced
+            name = _name_before(s, sep)
+            if name is None or not self.secret_name(name):
                 continue
-            value = _VALUE.match(s, pos)
+            start = sep + 1
+            while start < len(s) and start - sep <= 4 and s[start] in " \t":
+                start += 1
+            scheme = name.lower() in _SCHEME_HEADERS and _SCHEME_THEN_TOKEN.match(s, start)
+            value = scheme or _VALUE.match(s, start)
             if value is None:
                 continue
             quote = value.group(0)[0] if value.group(0)[:1] in ("'", '"') else ""
-            pieces += [s[done:pos], quote, MARKER, quote]
-            pos = done = value.end()
+            pieces += [s[done:start], quote, MARKER, quote]
+            done = value.end()
         return "".join(pieces) + s[done:] if pieces else s
 
     def url(self, url: str) -> str:
@@ -202,7 +222,12 @@ class Scrubber:
         programs = {first}
         if runs_programs(first):
             programs.update(name for name, _ in program(args).names)
-        runtimes = {runtime_id} if runtime_id is not None else set(self._runtimes_of(args))
+        if runtime_id is not None:
+            runtimes = {runtime_id}
+        elif self._may_be_runtime(args, programs):
+            runtimes = set(self._runtimes_of(args))
+        else:
+            runtimes = set()
         options = set(self._general)
         glued = set(self._glued_general)
         for name in (*runtimes, *programs):
@@ -246,6 +271,20 @@ class Scrubber:
                     out[i] = MARKER
         return out
 
+    def _may_be_runtime(self, args: Sequence[str], programs: set[str]) -> bool:
+        """Whether any runtime-specific rule could change `args`: one of their options is there,
+        a positional rule's subcommand or program is. Else the runtime catalog need not be asked."""
+        return (
+            self._always_ask
+            or not programs.isdisjoint(self._positional_programs)
+            or any(
+                (a[:1] == "-" and option_key(a.partition("=")[0]) in self._runtime_options)
+                or a[:2] in self._runtime_glued
+                or a in self._subcommands
+                for a in args[1:]
+            )
+        )
+
     def _command(self, command: str, depth: int) -> str:
         """A shell's -c command line: its words scrubbed as a command's argv when anything in it is
         secret (re-quoted then), else the string as it was."""
@@ -257,6 +296,34 @@ class Scrubber:
             words = command.split()
         scrubbed = self.argv(words, _depth=depth + 1)
         return self.text(command) if scrubbed == words else shlex.join(scrubbed)
+
+
+def _separators(s: str) -> list[int]:
+    """Positions of every "=" and ":" in `s`, in order (str.find: C speed, no regex scan)."""
+    found = []
+    for sep in "=:":
+        i = s.find(sep)
+        while i >= 0:
+            found.append(i)
+            i = s.find(sep, i + 1)
+    found.sort()
+    return found
+
+
+def _name_before(s: str, sep: int) -> str | None:
+    """The name just before the separator at `sep` (quotes and a few blanks allowed between), or
+    None: a name is a whole word of letters, digits, "_", "." and "-", leading dashes dropped."""
+    window = s[max(0, sep - 72) : sep][::-1]
+    m = _NAME_BEFORE.match(window)
+    if m is None:
+        return None
+    end = m.end(2)
+    if end < len(window) and window[end] in _NAME_CHARS:
+        return None  # the word goes on: longer than a name
+    if end == len(window) and sep - 72 > 0:
+        return None
+    name = m.group(2)[::-1].lstrip("-")
+    return name if _NAME.fullmatch(name) else None
 
 
 def _replace(m: re.Match[str]) -> str:
