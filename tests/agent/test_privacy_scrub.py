@@ -277,6 +277,25 @@ def test_bearer_authorization_and_api_key_headers() -> None:
     assert scrub_text('{"api_key": "v", "model": "m"}') == f'{{"api_key": "{MARKER}", "model": "m"}}'
 
 
+def test_authorization_takes_scheme_and_credentials_and_other_names_only_their_value() -> None:
+    assert scrub_text("Authorization: Bearer abcdefgh12345678") == f"Authorization: {MARKER}"
+    assert scrub_text('"Proxy-Authorization": "Basic dXNlcjpwYXNz"') == f'"Proxy-Authorization": "{MARKER}"'
+    line = "Token=x password = hunter2 --api-key=abc https://u:p@h/ done"
+    assert (
+        scrub_text(line) == f"Token={MARKER} password = {MARKER} --api-key={MARKER} https://{MARKER}@h/ done"
+    )
+
+
+def test_names_are_whole_words_read_back_from_the_separator() -> None:
+    assert (
+        scrub_text("cluster.db_primary_replica_password=1") == f"cluster.db_primary_replica_password={MARKER}"
+    )
+    long_name = "x" * 80 + "_token=v"  # longer than a name: a word, not a key
+    assert scrub_text(long_name) == long_name
+    assert scrub_text("a.b.secret: v, c = d") == f"a.b.secret: {MARKER}, c = d"
+    assert scrub_text("=token=v; x") == f"=token={MARKER}; x"
+
+
 def test_private_key_block() -> None:
     pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----"
     assert scrub_text(f"key: {pem} end") == f"key: {MARKER} end"
