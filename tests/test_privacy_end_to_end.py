@@ -10,6 +10,8 @@ site's config names secret. The real agent looks at them:
   files (their raw bytes, so even a row written and deleted would show), not in its log, not in
   what the collector received and stored (its CLI, and the raw bytes of its SQLite file, -wal
   and -shm), not in the collector's log;
+- the same over plain gRPC to a development collector, captured on loopback with a raw packet
+  socket: not in the bytes on the wire;
 
 while each finding still names the program, its model and its options, with the marker where
 each secret was.
@@ -18,8 +20,12 @@ each secret was.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +261,73 @@ def test_run_streams_no_secret_to_the_spool_the_wire_or_the_store(
     agent_files = _files_bytes(tmp_path / "agent-state")
     assert "spool.db" in agent_files
     assert {name: _leaked(data) for name, data in agent_files.items() if _leaked(data)} == {}
+
+
+class LoopbackCapture(threading.Thread):
+    """The bytes of every TCP segment to or from `port` on the loopback interface, read with a raw
+    AF_PACKET socket (root), as a packet capture would see them."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.payload = bytearray()
+        self.segments = 0
+        self.stopping = threading.Event()
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))  # IPv4
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                frame = self.sock.recv(262144)
+            except TimeoutError:
+                continue
+            ip = frame[14:]  # loopback frames carry an Ethernet header of zeros
+            if len(ip) < 20 or ip[9] != 6:  # not TCP
+                continue
+            tcp = ip[(ip[0] & 0x0F) * 4 :]
+            if len(tcp) < 20 or self.port not in struct.unpack("!HH", tcp[:4]):
+                continue
+            self.segments += 1
+            self.payload += tcp[(tcp[12] >> 4) * 4 :]
+
+    def stop(self) -> bytes:
+        self.stopping.set()
+        self.join(timeout=5)
+        self.sock.close()
+        return bytes(self.payload)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a raw packet socket needs root")
+def test_the_bytes_on_the_wire_hold_no_secret(tmp_path: Path, runtimes: dict[str, list[str]]) -> None:
+    """Plain gRPC to a development collector (--insecure), captured on loopback: the findings cross
+    the wire (their program names and markers are in the bytes), the secrets and prompts do not."""
+    work = tmp_path / "collector"
+    work.mkdir()
+    collector = CollectorProc(work, "--insecure")
+    collector.start()
+    port = int(collector.grpc.rpartition(":")[2])
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace("[collector]", f'[collector]\naddress = "{collector.grpc}"'))
+    capture = LoopbackCapture(port)
+    agent = subprocess.Popen(
+        [cli("umbra-agent"), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(
+            "the four runtimes at the collector",
+            lambda: set(EXPECTED) <= set(_runtime_findings(collector.cli_json("findings"))),
+        )
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+        wire = capture.stop()
+        collector.stop()
+    assert capture.segments > 0
+    assert b"llama-server" in wire and b"x.gguf" in wire  # the findings crossed here
+    assert _leaked(wire) == []
+    assert MARKER.encode() in wire
