@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -39,6 +40,7 @@ from agent.catalog.runtimes import load_runtime_catalog
 from agent.detection.runtime import RuntimeDetector
 from agent.privacy import scrub
 from agent.privacy.scrub import MARKER
+from agent.sensors.process.facts import describe_process
 from agent.sensors.process.sensor import ProcessSensor
 
 API_KEY = "sk-SECRET123456"
@@ -331,3 +333,22 @@ def test_the_bytes_on_the_wire_hold_no_secret(tmp_path: Path, runtimes: dict[str
     assert b"llama-server" in wire and b"x.gguf" in wire  # the findings crossed here
     assert _leaked(wire) == []
     assert MARKER.encode() in wire
+
+
+def test_an_executable_path_with_a_token_in_it_is_scrubbed_too(
+    tmp_path: Path, idle_server_binary: Path
+) -> None:
+    token_dir = tmp_path / f"ghp_{'a1B2c3D4e5' * 4}"  # a GitHub token as a directory name
+    token_dir.mkdir()
+    binary = token_dir / "llama-server"
+    shutil.copy(idle_server_binary, binary)
+    proc = subprocess.Popen([str(binary), "-m", "x.gguf"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        obs = describe_process(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert obs is not None
+    assert obs.exe == f"{tmp_path}/{MARKER}/llama-server"
+    assert obs.cmdline == (f"{tmp_path}/{MARKER}/llama-server", "-m", "x.gguf")
