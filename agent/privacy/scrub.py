@@ -126,9 +126,10 @@ class Scrubber:
         if known is None:
             lowered = name.lower().lstrip("-")
             known = any(p.search(lowered) for p in self._key_names)
-            if len(self._names) >= _CACHE_SIZE:
-                self._names.clear()
-            self._names[name] = known
+            if len(name) <= _CACHED_CHARS:
+                if len(self._names) >= _CACHE_SIZE:
+                    self._names.clear()
+                self._names[name] = known
         return known
 
     def text(self, s: str) -> str:
