@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 from urllib.parse import unquote_plus, urlsplit
 
+from umbra.v1 import finding_pb2 as fpb
+
 from agent.catalog.cmdline import basename, is_shell, norm, program, runs_programs
 from agent.catalog.secrets import (
     PositionalRule,
@@ -45,6 +47,7 @@ __all__ = [
     "active",
     "configure",
     "scrub_argv",
+    "scrub_finding",
     "scrub_text",
     "scrub_url",
 ]
@@ -375,6 +378,35 @@ def configure(
     extra = extra_rules(secret_options, key_patterns, value_patterns, where)
     _active = Scrubber(default_secret_rules().merged(extra))
     return _active
+
+
+def scrub_finding(finding: fpb.Finding) -> bool:
+    """Scrub, in place, the process facts of a finding built before command lines were scrubbed
+    where they are read (a spool an older agent left): its process and every instance's, and its
+    summary and runtime reasons. True when anything changed. New findings never need it."""
+    changed = False
+
+    def process(proc: fpb.Process) -> None:
+        nonlocal changed
+        argv, exe = scrub_argv(proc.cmdline), scrub_text(proc.exe)
+        if argv != list(proc.cmdline) or exe != proc.exe:
+            proc.cmdline[:] = argv
+            proc.exe = exe
+            changed = True
+
+    process(finding.process)
+    summary = scrub_text(finding.summary)
+    if summary != finding.summary:
+        finding.summary, changed = summary, True
+    for evidence in finding.evidence:
+        if evidence.HasField("instance"):
+            process(evidence.instance.process)
+        elif evidence.HasField("runtime"):
+            reasons = [scrub_text(r) for r in evidence.runtime.reasons]
+            if reasons != list(evidence.runtime.reasons):
+                evidence.runtime.reasons[:] = reasons
+                changed = True
+    return changed
 
 
 def scrub_argv(argv: Sequence[str], runtime_id: str | None = None) -> list[str]:
