@@ -203,3 +203,27 @@ def enroll_agent(collector: CollectorProc, config: Path, token: str | None = Non
     found = re.search(r"enrolled as (\S+);", result.stdout)
     assert found, result.stdout
     return found.group(1)
+
+
+def start_agent(config: Path) -> subprocess.Popen[str]:
+    """`umbra-agent run --config CONFIG` as a child process, its log kept for `stop_child`."""
+    return subprocess.Popen(
+        [cli("umbra-agent"), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_child(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM to an agent or collector started with its log on a pipe: a clean exit within 30 s
+    (else the test fails), and the log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, log = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"{proc.args} did not stop on SIGTERM") from None
+    assert proc.returncode == 0, log
+    return str(log)

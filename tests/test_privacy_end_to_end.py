@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_proc import CollectorProc, agent_config, enroll_agent, wait_for
+from collector_proc import CollectorProc, agent_config, enroll_agent, start_agent, stop_child, wait_for
 from conftest import SpawnBinary, cli, port_or_free
 
 from agent.catalog.runtimes import load_runtime_catalog
@@ -225,12 +224,7 @@ def test_run_streams_no_secret_to_the_spool_the_wire_or_the_store(
 ) -> None:
     config = _config(tmp_path)
     enroll_agent(collector, config)
-    agent = subprocess.Popen(
-        [cli("umbra-agent"), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    agent = start_agent(config)
     try:
         stored = wait_for(
             "the four runtimes at the collector",
@@ -242,13 +236,7 @@ def test_run_streams_no_secret_to_the_spool_the_wire_or_the_store(
         spool = tmp_path / "agent-state" / "spool.db"
         assert spool.exists()
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            _, agent_log = agent.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            pytest.fail("the agent did not stop on SIGTERM")
-    assert agent.returncode == 0, agent_log
+        agent_log = stop_child(agent)
     assert "DEBUG" in agent_log  # the agent logged at debug level, and still leaked nothing
     assert _leaked(agent_log) == []
 
@@ -314,19 +302,14 @@ def test_the_bytes_on_the_wire_hold_no_secret(tmp_path: Path, runtimes: dict[str
     config = _config(tmp_path)
     config.write_text(config.read_text().replace("[collector]", f'[collector]\naddress = "{collector.grpc}"'))
     capture = LoopbackCapture(port)
-    agent = subprocess.Popen(
-        [cli("umbra-agent"), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    agent = start_agent(config)
     try:
         wait_for(
             "the four runtimes at the collector",
             lambda: set(EXPECTED) <= set(_runtime_findings(collector.cli_json("findings"))),
         )
     finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.communicate(timeout=30)
+        stop_child(agent)
         wire = capture.stop()
         collector.stop()
     assert capture.segments > 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_proc import CollectorProc, agent_config, enroll_agent, wait_for
+from collector_proc import CollectorProc, agent_config, enroll_agent, start_agent, stop_child, wait_for
 from conftest import SpawnRuntime, cli, port_or_free
 from umbra.private import create_private_file, make_private_dir, tighten, write_private
 
@@ -119,26 +118,6 @@ def _agent_config(tmp_path: Path, models: Path) -> Path:
     return agent_config(tmp_path / "agent.toml", tmp_path / "agent-state", files)
 
 
-def _start_agent(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [cli("umbra-agent"), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("did not stop on SIGTERM")
-    assert proc.returncode == 0, err
-    return err
-
-
 def test_a_real_collector_and_agent_create_every_file_private(
     tmp_path: Path, spawn_runtime: SpawnRuntime
 ) -> None:
@@ -155,7 +134,7 @@ def test_a_real_collector_and_agent_create_every_file_private(
         policy = tmp_path / "policy.toml"
         policy.write_text('approved_runtimes = ["vllm"]\n')
         collector.run_cli("policy", "set", str(policy), "--db", collector.url)
-        agent = _start_agent(config)
+        agent = start_agent(config)
         state = tmp_path / "agent-state"
         wait_for("the finding at the collector", lambda: collector.cli_json("findings"))
         wait_for("the pushed policy on the agent", lambda: (state / "policy.json").exists())
@@ -172,7 +151,7 @@ def test_a_real_collector_and_agent_create_every_file_private(
         assert _mode(state) == 0o700 and _mode(work / "pki") == 0o700
     finally:
         if agent is not None:
-            agent_log = _stop(agent)
+            agent_log = stop_child(agent)
             assert "open to other users" not in agent_log  # nothing it made was wider
         collector.stop()
     assert "open to other users" not in collector.log_text()
@@ -190,9 +169,9 @@ def test_daemons_narrow_wider_files_they_find_and_name_them(tmp_path: Path) -> N
     os.chmod(state / "host_id", 0o644)
     config = _agent_config(tmp_path, tmp_path)
     config.write_text(config.read_text().replace("[sensors.files]", "[sensors.files]\nenabled = false"))
-    agent = _start_agent(config)  # not enrolled: it retries a collector that is not there
+    agent = start_agent(config)  # not enrolled: it retries a collector that is not there
     time.sleep(2)
-    log = _stop(agent)
+    log = stop_child(agent)
     assert f"{state} is mode 0755, open to other users: narrowed to 0700" in log
     assert f"{spool} is mode 0644, open to other users: narrowed to 0600" in log
     assert f"{state / 'host_id'} is mode 0644, open to other users: narrowed to 0600" in log
@@ -222,7 +201,7 @@ def test_daemons_narrow_wider_files_they_find_and_name_them(tmp_path: Path) -> N
         if re.search(r"listening grpc=", line):
             break
     log = "".join(lines)
-    _stop(serve)
+    stop_child(serve)
     assert f"{db} is mode 0644, open to other users: narrowed to 0600" in log
     assert f"{ca_key} is mode 0640, open to other users: narrowed to 0600" in log
     assert f"{pki} is mode 0755, open to other users: narrowed to 0700" in log
