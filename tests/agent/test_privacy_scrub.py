@@ -472,3 +472,100 @@ def test_log_lines_and_tracebacks_are_scrubbed_by_the_formatter() -> None:
     assert f"WARNING connecting to postgresql://{MARKER}@db:5432/u" in out
     assert "Traceback" in out and f"ValueError: bad key {MARKER}" in out
     assert isinstance(handler.formatter, ScrubbingFormatter)
+
+
+# --- every rule of the catalog -----------------------------------------------------------------------
+
+
+def _rule_cases() -> list[tuple[str, list[str], str | None]]:
+    """(rule id, argv with the option and a value, runtime id) for every option of every rule."""
+    cases = []
+    for rule in default_secret_rules().options:
+        program = rule.programs[0] if rule.programs else "some-tool"
+        runtime = rule.runtimes[0] if rule.runtimes else None
+        for option in sorted(rule.options):
+            cases.append((rule.id, [program, option, "v4lue-SECRET"], runtime))
+            if option.startswith("--"):
+                cases.append((rule.id, [program, f"{option}=v4lue-SECRET"], runtime))
+            elif rule.glued:
+                cases.append((rule.id, [program, f"{option}v4lue-SECRET"], runtime))
+    return cases
+
+
+@pytest.mark.parametrize(("rule", "argv", "runtime"), _rule_cases(), ids=lambda v: str(v)[:40])
+def test_every_option_of_every_rule_loses_its_value(rule: str, argv: list[str], runtime: str | None) -> None:
+    out = scrub_argv(argv, runtime_id=runtime)
+    assert "v4lue-SECRET" not in " ".join(out) and MARKER in " ".join(out), rule
+    assert out[0] == argv[0]
+
+
+def test_every_positional_rule_keeps_the_model_and_drops_the_rest() -> None:
+    for rule in default_secret_rules().positional:
+        program = rule.programs[0] if rule.programs else rule.runtime
+        head = [program, rule.subcommand] if rule.subcommand else [program]
+        kept = [f"model-{i}" for i in range(rule.keep)]
+        out = scrub_argv([*head, *kept, PROMPT, "more"], runtime_id=rule.runtime)
+        assert out == [*head, *kept, MARKER, MARKER], rule.id
+
+
+#: A sample of each value rule's shape and the part of it that must go (every rule has one: a new
+#: rule comes with its case).
+VALUE_SAMPLES = {
+    "url-userinfo": ("postgresql://umbra:s3cretpw@db:5432/x", "s3cretpw"),
+    "bearer-token": ("Bearer abcdefgh12345678", "abcdefgh12345678"),
+    "basic-credentials": ("Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    "private-key-block": ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow"),
+    "openai-anthropic-key": ("sk-proj-abcdefghijklmnop", "sk-proj-abcdefghijklmnop"),
+    "stripe-secret-key": ("sk_live_abcdefghijklmnop", "sk_live_abcdefghijklmnop"),
+    "stripe-restricted-key": ("rk_test_abcdefghijklmnop", "rk_test_abcdefghijklmnop"),
+    "huggingface-token": ("hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH"),
+    "github-token": ("gho_abcdefghijklmnopqrstuvwxyz0123456789", "gho_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "github-fine-grained-token": (
+        "github_pat_11ABCDEFG0123456789_abcdef",
+        "github_pat_11ABCDEFG0123456789_abcdef",
+    ),
+    "gitlab-token": ("glpat-abcdefghijklmnopqrst", "glpat-abcdefghijklmnopqrst"),
+    "aws-access-key-id": ("ASIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE"),
+    "google-api-key": ("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"),
+    "slack-token": ("xoxp-1234567890-abcdefghij", "xoxp-1234567890-abcdefghij"),
+    "groq-key": ("gsk_abcdefghijklmnopqrstuvwxyz", "gsk_abcdefghijklmnopqrstuvwxyz"),
+    "replicate-token": ("r8_abcdefghijklmnopqrstuvwxyz0123456789", "r8_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "perplexity-key": (
+        "pplx-abcdefghijklmnopqrstuvwxyz0123456789",
+        "pplx-abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
+    "xai-key": ("xai-abcdefghijklmnopqrstuvwxyz0123456789", "xai-abcdefghijklmnopqrstuvwxyz0123456789"),
+    "npm-token": ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "pypi-token": (
+        "pypi-AgEIcHlwaS5vcmcCJGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6",
+        "pypi-AgEIcHlwaS5vcmcCJGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6",
+    ),
+    "nvidia-key": (
+        "nvapi-abcdefghijklmnopqrstuvwxyz0123456789",
+        "nvapi-abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
+    "jwt": (
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+    ),
+    "slack-webhook": (
+        "https://hooks.slack.com/services/T0000000/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        "XXXXXXXXXXXXXXXXXXXXXXXX",
+    ),
+    "discord-webhook": (
+        "https://discord.com/api/webhooks/123456789012345678/abcdefghijklmnopqrstuvwxyz",
+        "abcdefghijklmnopqrstuvwxyz",
+    ),
+    "telegram-bot-token": (
+        "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getMe",
+        "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+    ),
+}
+
+
+def test_every_value_rule_has_a_sample_and_scrubs_it() -> None:
+    assert set(VALUE_SAMPLES) == {rule.id for rule in default_secret_rules().values}
+    for rule_id, (sample, secret) in VALUE_SAMPLES.items():
+        out = scrub_text(f"seen: {sample} end")
+        assert secret not in out and MARKER in out, rule_id
+        assert out.startswith("seen: ") and out.endswith(" end"), rule_id
