@@ -69,13 +69,15 @@ class OptionRule:
 
 @dataclass(frozen=True)
 class PositionalRule:
-    """A runtime whose positional arguments, after its subcommand and the first `keep`, are a prompt."""
+    """A runtime or program whose positional arguments, after its subcommand and the first `keep`,
+    are a prompt (unless the first of them is one of `unless`: a subcommand that takes none)."""
 
     id: str
-    runtime: str
+    runtime: str  # "": the rule is for `programs`, whatever the runtime catalog says
     subcommand: str
     keep: int
     programs: tuple[str, ...] = ()
+    unless: frozenset[str] = frozenset()
     source: str = ""
 
 
@@ -98,7 +100,8 @@ class SecretRules:
     def runtime_ids(self) -> frozenset[str]:
         """Every runtime id a rule names (the runtime catalog must know them all)."""
         return frozenset(
-            {r for rule in self.options for r in rule.runtimes} | {rule.runtime for rule in self.positional}
+            {r for rule in self.options for r in rule.runtimes}
+            | {rule.runtime for rule in self.positional if rule.runtime}
         )
 
     def merged(self, extra: SecretRules) -> SecretRules:
@@ -214,20 +217,23 @@ def _positional_rule(raw: Mapping[str, Any], number: int, label: str) -> Positio
         raw,
         number,
         label,
-        known={"id", "runtime", "programs", "subcommand", "keep", "source", "notes"},
-        required=("id", "runtime", "keep", "source"),
+        known={"id", "runtime", "programs", "subcommand", "keep", "unless", "source", "notes"},
+        required=("id", "keep", "source"),
         strings=("id", "runtime", "subcommand", "source", "notes"),
     )
     keep = raw["keep"]
     if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 16:
         raise fail("keep must be an integer from 0 to 16")
-    programs = entry_lists(raw, ("programs",), fail)["programs"]
+    lists = entry_lists(raw, ("programs", "unless"), fail)
+    if not strings.get("runtime") and not lists["programs"]:
+        raise fail("needs a runtime, programs, or both")
     return PositionalRule(
         id=strings["id"],
-        runtime=strings["runtime"],
+        runtime=strings.get("runtime", ""),
         subcommand=strings.get("subcommand", ""),
         keep=keep,
-        programs=tuple(p.lower() for p in programs),
+        programs=tuple(p.lower() for p in lists["programs"]),
+        unless=frozenset(lists["unless"]),
         source=strings["source"],
     )
 

@@ -30,7 +30,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.catalog.cmdline import basename, is_shell, norm, program, runs_programs
+from agent.catalog.cmdline import basename, is_python, is_shell, norm, program, runs_programs
 from agent.catalog.secrets import (
     PositionalRule,
     SecretRules,
@@ -110,11 +110,10 @@ class Scrubber:
         # rest of a short argv, and most processes give it no reason to be asked.
         self._runtime_options = frozenset(o for r in rules.options if r.runtimes for o in r.options)
         self._runtime_glued = frozenset(o for r in rules.options if r.runtimes and r.glued for o in r.options)
-        self._subcommands = frozenset(r.subcommand for r in rules.positional if r.subcommand)
-        self._positional_programs = frozenset(
-            p for r in rules.positional if not r.subcommand for p in r.programs
-        )
-        self._always_ask = any(not r.subcommand and not r.programs for r in rules.positional)
+        by_runtime = [r for r in rules.positional if r.runtime]
+        self._subcommands = frozenset(r.subcommand for r in by_runtime if r.subcommand)
+        self._positional_programs = frozenset(p for r in by_runtime if not r.subcommand for p in r.programs)
+        self._always_ask = any(not r.subcommand and not r.programs for r in by_runtime)
         self._key_names = rules.key_names
         self._values = tuple(rule.pattern for rule in rules.values)
         # Answers for short strings: option names and arguments repeat from process to process.
@@ -269,11 +268,26 @@ class Scrubber:
                     out.append(f"{key}={MARKER}")  # env OPENAI_API_KEY=... cmd
                 else:
                     out.append(self.text(arg))
-        for rule in self.rules.positional:
-            if rule.runtime in runtimes and (not rule.programs or programs & set(rule.programs)):
-                for i in _prompt_positions(args, rule):
-                    out[i] = MARKER
+        if self.rules.positional:
+            self._positional_prompts(args, out, runtimes)
         return out
+
+    def _positional_prompts(self, args: Sequence[str], out: list[str], runtimes: set[str]) -> None:
+        """Replace in `out` the positional arguments a positional rule says are a prompt. The
+        program is argv[0], or what a launcher (nohup, env, uv run ...) runs."""
+        base = 0
+        first = norm(basename(args[0]))
+        if runs_programs(first) and not is_python(first):
+            inner = program(args).script_index
+            base = inner if inner is not None else 0
+        name = norm(basename(args[base]))
+        for rule in self.rules.positional:
+            if rule.runtime and rule.runtime not in runtimes:
+                continue
+            if rule.programs and name not in rule.programs:
+                continue
+            for i in _prompt_positions(args, rule, base):
+                out[i] = MARKER
 
     def _may_be_runtime(self, args: Sequence[str], programs: set[str]) -> bool:
         """Whether any runtime-specific rule could change `args`: one of their options is there,
@@ -339,9 +353,10 @@ def _replace(m: re.Match[str]) -> str:
     return MARKER
 
 
-def _prompt_positions(argv: Sequence[str], rule: PositionalRule) -> list[int]:
-    """Indexes of the positional arguments that are a prompt under `rule`."""
-    i = 1
+def _prompt_positions(argv: Sequence[str], rule: PositionalRule, base: int = 0) -> list[int]:
+    """Indexes of the positional arguments that are a prompt under `rule`, for the program at
+    argv[base]."""
+    i = base + 1
     if rule.subcommand:
         while i < len(argv) and argv[i].startswith("-"):
             i += 1
@@ -349,6 +364,8 @@ def _prompt_positions(argv: Sequence[str], rule: PositionalRule) -> list[int]:
             return []
         i += 1
     positional = [j for j in range(i, len(argv)) if not (argv[j].startswith("-") and len(argv[j]) > 1)]
+    if positional and argv[positional[0]] in rule.unless:
+        return []
     return positional[rule.keep :]
 
 

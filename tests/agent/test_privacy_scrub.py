@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from agent.catalog import default_runtime_catalog
-from agent.catalog.secrets import CatalogError, default_secret_rules, extra_rules, load_secret_rules
+from agent.catalog.secrets import (
+    CatalogError,
+    SecretRules,
+    default_secret_rules,
+    extra_rules,
+    load_secret_rules,
+)
 from agent.privacy.logs import ScrubbingFormatter, scrub_logs
 from agent.privacy.scrub import MARKER, Scrubber, scrub_argv, scrub_text, scrub_url
 
@@ -406,6 +412,7 @@ def _catalog(tmp_path: Path, body: str) -> Path:
         ('[[values]]\nid = "v"\npattern = "(?P<other>x)"\nsource = "https://x"\n', "only named group"),
         ('[[key_names]]\nid = "k"\npatterns = []\nsource = "https://x"\n', "must not be empty"),
         ('[[positional]]\nid = "p"\nruntime = "ollama"\nkeep = -1\nsource = "https://x"\n', "keep must be"),
+        ('[[positional]]\nid = "p"\nkeep = 0\nsource = "https://x"\n', "needs a runtime, programs, or both"),
         (
             '[[positional]]\nid = "p"\nruntime = "no-such"\nkeep = 1\nsource = "https://x"\n',
             "unknown runtime id",
@@ -504,8 +511,28 @@ def test_every_positional_rule_keeps_the_model_and_drops_the_rest() -> None:
         program = rule.programs[0] if rule.programs else rule.runtime
         head = [program, rule.subcommand] if rule.subcommand else [program]
         kept = [f"model-{i}" for i in range(rule.keep)]
-        out = scrub_argv([*head, *kept, PROMPT, "more"], runtime_id=rule.runtime)
+        out = scrub_argv([*head, *kept, PROMPT, "more"], runtime_id=rule.runtime or None)
         assert out == [*head, *kept, MARKER, MARKER], rule.id
+        alone = Scrubber(SecretRules((), (rule,), (), ()))  # another rule may take `codex exec`'s
+        for word in rule.unless:  # a subcommand that takes no prompt keeps its arguments
+            assert alone.argv([*head, word, "arg"], rule.runtime or None) == [*head, word, "arg"], rule.id
+
+
+def test_ai_clis_lose_their_prompts_wherever_the_program_sits() -> None:
+    assert scrub_argv(["claude", "-p", PROMPT]) == ["claude", "-p", MARKER]
+    assert scrub_argv(["node", "/usr/local/bin/claude", PROMPT]) == ["node", "/usr/local/bin/claude", MARKER]
+    assert scrub_argv(["claude", "mcp", "serve"]) == ["claude", "mcp", "serve"]
+    assert scrub_argv(["codex", "exec", PROMPT]) == ["codex", "exec", MARKER]
+    assert scrub_argv(["gemini", "-p", PROMPT]) == ["gemini", "-p", MARKER]
+    assert scrub_argv(["aider", "--message", PROMPT, "main.py"]) == ["aider", "--message", MARKER, "main.py"]
+    assert scrub_argv(["nohup", "ollama", "run", "llama3", PROMPT]) == [
+        "nohup",
+        "ollama",
+        "run",
+        "llama3",
+        MARKER,
+    ]
+    assert scrub_argv(["env", "A=1", "llm", PROMPT]) == ["env", "A=1", "llm", MARKER]
 
 
 #: A sample of each value rule's shape and the part of it that must go (every rule has one: a new
