@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.catalog.secrets import extra_rules
+from agent.catalog.source import CatalogError
 from agent.sensors.files.significance import ModelRule
 
 
@@ -131,6 +133,15 @@ class PolicySection:
 
 
 @dataclass(frozen=True)
+class PrivacySection:
+    """Additions to the secrets catalog (agent/catalog/secrets.toml); its own rules always apply."""
+
+    secret_options: tuple[str, ...] = ()  # options whose value is replaced, for every program
+    key_patterns: tuple[str, ...] = ()  # regexes on names of KEY=value, --name=value, ?name=value
+    value_patterns: tuple[str, ...] = ()  # regexes replaced wherever they match (group `secret`: that part)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent: AgentSection = field(default_factory=AgentSection)
     collector: CollectorSection = field(default_factory=CollectorSection)
@@ -138,6 +149,7 @@ class AgentConfig:
     sensors: SensorsSection = field(default_factory=SensorsSection)
     findings: FindingsSection = field(default_factory=FindingsSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
 
     @property
     def state_dir(self) -> Path:
@@ -146,6 +158,12 @@ class AgentConfig:
     @property
     def spool_path(self) -> Path:
         return Path(self.spool.path) if self.spool.path else self.state_dir / "spool.db"
+
+    @property
+    def files_state_path(self) -> Path:
+        """The file sensor's hash cache."""
+        files = self.sensors.files
+        return Path(files.state_path) if files.state_path else self.state_dir / "files.db"
 
 
 def load_config(path: Path | None) -> AgentConfig:
@@ -263,5 +281,10 @@ def _check(config: AgentConfig, path: str) -> None:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:
         problems.append("[collector] backoff_jitter must be between 0 and 1")
+    privacy = config.privacy
+    try:
+        extra_rules(privacy.secret_options, privacy.key_patterns, privacy.value_patterns, "[privacy]")
+    except CatalogError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError(f"config {path}: {problems[0]}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 from umbra import codec, contract
+from umbra.private import make_private_dir, sqlite_files, tighten
 from umbra.v1 import agent_pb2 as apb
 
 from agent import __version__
@@ -28,13 +29,14 @@ from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
 from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
-from agent.identity.credentials import collector_address, credentials_loader, load_identity
+from agent.identity.credentials import collector_address, credentials_loader, identity_path, load_identity
 from agent.identity.enroll import keep_renewed
-from agent.identity.host import host_facts, host_id
+from agent.identity.host import HOST_ID_FILE, host_facts, host_id
 from agent.logs import configure_logging
 from agent.pipeline import Detector, Pipeline
-from agent.policy.fleet import PolicyKeeper
+from agent.policy.fleet import POLICY_FILE, PolicyKeeper
 from agent.policy.rules import policy_from_config
+from agent.privacy import scrub
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.files.sensor import FileSensor
 from agent.sensors.gpu import GpuSensor
@@ -53,6 +55,8 @@ _WIRE_STATES = {
 
 def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
     """The sensors and detectors the config enables; shared by `scan`, `run` and `status`."""
+    privacy = config.privacy  # what the sensors scrub from process facts: the catalog and these
+    scrub.configure(privacy.secret_options, privacy.key_patterns, privacy.value_patterns)
     catalog = load_runtime_catalog()
     sensors: list[Sensor] = []
     if config.sensors.process.enabled:
@@ -97,7 +101,7 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
     if files.enabled:
         sensors.append(
             FileSensor(
-                state_path=Path(files.state_path) if files.state_path else config.state_dir / "files.db",
+                state_path=config.files_state_path,
                 homes=files.homes or None,
                 paths=files.paths,
                 default_roots=files.default_roots,
@@ -118,6 +122,20 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
         )
         detectors.append(ArtifactDetector())
     return Pipeline(sensors, detectors, policy, tracker)
+
+
+def private_paths(config: AgentConfig) -> list[Path]:
+    """What the agent keeps that only it may read: its state directory, spool, file-state cache,
+    identity (key and certificate), pushed policy and kept host id."""
+    state = config.state_dir
+    return [
+        state,
+        *sqlite_files(config.spool_path),
+        *sqlite_files(config.files_state_path),
+        identity_path(state),
+        state / POLICY_FILE,
+        state / HOST_ID_FILE,
+    ]
 
 
 def inventory(pipeline: Pipeline) -> apb.Inventory | None:
@@ -176,7 +194,9 @@ async def run_daemon(
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     state_dir = config.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # whatever the daemon creates (spool, state, keys) is its user's alone
+    make_private_dir(state_dir)
+    tighten(private_paths(config), log)
     identity = load_identity(state_dir)  # enrolled: mutual TLS, and the certificate's host id
     host = identity.host_id if identity is not None else host_id(config.agent.host_id, state_dir)
     spool = Spool(config.spool_path, max_findings=config.spool.max_findings)

@@ -1,5 +1,6 @@
 """The agent's log lines on stderr: text for people, or one JSON object a line for journald and
-log shippers (`[agent] log_format = "json"`). Applied again when SIGHUP reloads the config."""
+log shippers (`[agent] log_format = "json"`). Applied again when SIGHUP reloads the config.
+Either way every line passes the privacy scrubber (agent/privacy): a log line can quote anything."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import logging
 import sys
 import time
+
+from agent.privacy.logs import ScrubbingFormatter
+from agent.privacy.scrub import scrub_text
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -20,19 +24,20 @@ class JsonLines(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": scrub_text(record.getMessage()),
             "pid": record.process,
         }
         if record.exc_info and record.exc_info[0] is not None:
             doc["error"] = record.exc_info[0].__name__
-            doc["traceback"] = self.formatException(record.exc_info)
+            doc["traceback"] = scrub_text(self.formatException(record.exc_info))
         return json.dumps(doc, ensure_ascii=False)
 
 
 def configure_logging(level: str, fmt: str) -> None:
     """One stderr handler on the root logger, replacing any earlier one (a reload)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    # JSON scrubs field by field, so a marker never breaks the document's quoting
+    handler.setFormatter(JsonLines() if fmt == "json" else ScrubbingFormatter(logging.Formatter(TEXT_FORMAT)))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

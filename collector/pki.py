@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import secrets
 import socket
 from dataclasses import dataclass
@@ -36,6 +35,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from umbra.private import make_private_dir, write_private
+
+# The files of a PKI directory (umbra-pki/ beside the SQLite file by default).
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
+SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
 
 #: The DNS name every collector server certificate carries and every agent verifies.
 SERVER_NAME = "umbra-collector"
@@ -77,22 +81,6 @@ def host_id_for_key(public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) ->
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return "h-" + hashlib.sha256(spki).hexdigest()[:20]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -328,25 +316,31 @@ class ServerIdentity:
         return self.ca.cert_pem
 
 
+def private_paths(pki_dir: Path) -> list[Path]:
+    """The PKI directory and the files the collector keeps in it (all its owner's alone)."""
+    return [pki_dir, *(pki_dir / name for name in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY))]
+
+
 def load_or_create_ca(
     pki_dir: Path, *, ca_cert: Path | None = None, ca_key: Path | None = None
 ) -> CertificateAuthority:
     """The operator's CA when given, else the one in `pki_dir`, created there on first use."""
     try:
-        pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(pki_dir)
     except OSError as exc:
         raise PKIError(f"cannot create PKI directory {pki_dir}: {exc.strerror or exc}") from None
     if (ca_cert is None) != (ca_key is None):
         raise PKIError("give both --ca-cert and --ca-key, or neither")
     if ca_cert is not None and ca_key is not None:
         return CertificateAuthority.load(ca_cert, ca_key)
-    cert_path, key_path = pki_dir / "ca.crt", pki_dir / "ca.key"
+    cert_path, key_path = pki_dir / CA_CERT, pki_dir / CA_KEY
     if cert_path.exists() or key_path.exists():
         return CertificateAuthority.load(cert_path, key_path)
     ca = CertificateAuthority.create()
     try:
-        _write_private(key_path, _key_pem(ca.key))  # type: ignore[arg-type]
-        _write_public(cert_path, ca.cert_pem)
+        # Certificates too: they are public by nature, but the directory is the CA's, 0600 throughout.
+        write_private(key_path, _key_pem(ca.key))  # type: ignore[arg-type]
+        write_private(cert_path, ca.cert_pem)
     except OSError as exc:
         raise PKIError(f"cannot write CA to {pki_dir}: {exc.strerror or exc}") from None
     return ca
@@ -365,7 +359,7 @@ def load_or_create(
     names = [n for n in (server_names or []) if n]
     ca = load_or_create_ca(pki_dir, ca_cert=ca_cert, ca_key=ca_key)
 
-    server_crt, server_key = pki_dir / "server.crt", pki_dir / "server.key"
+    server_crt, server_key = pki_dir / SERVER_CERT, pki_dir / SERVER_KEY
     reuse = False
     with contextlib.suppress(OSError, ValueError):
         chain = x509.load_pem_x509_certificates(server_crt.read_bytes())
@@ -393,8 +387,8 @@ def load_or_create(
         key = ec.generate_private_key(ec.SECP256R1())
         leaf = ca.issue_server(key, names)
         try:
-            _write_private(server_key, _key_pem(key))
-            _write_public(server_crt, leaf.public_bytes(serialization.Encoding.PEM) + ca.cert_pem)
+            write_private(server_key, _key_pem(key))
+            write_private(server_crt, leaf.public_bytes(serialization.Encoding.PEM) + ca.cert_pem)
         except OSError as exc:
             raise PKIError(f"cannot write server certificate to {pki_dir}: {exc.strerror or exc}") from None
     return ServerIdentity(ca=ca, key_pem=server_key.read_bytes(), chain_pem=server_crt.read_bytes())

@@ -166,3 +166,64 @@ class CollectorProc:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+
+def agent_config(path: Path, state_dir: Path, more: str = "") -> Path:
+    """An agent config for tests against a local collector: quick polls, heartbeats and
+    reconnects; the process sensor alone unless `more` (TOML appended) turns others on."""
+    path.write_text(f"""
+[agent]
+state_dir = "{state_dir}"
+[collector]
+heartbeat_interval = 1.0
+backoff_initial = 0.2
+backoff_max = 1.0
+[sensors.process]
+interval = 0.3
+[sensors.gpu]
+enabled = false
+[sensors.network]
+enabled = false
+{more}""")
+    return path
+
+
+def enroll_agent(collector: CollectorProc, config: Path, token: str | None = None) -> str:
+    """`umbra-agent enroll --config CONFIG` as a process, with a fresh token; returns the host id."""
+    result = subprocess.run(
+        [
+            *(cli("umbra-agent"), "enroll", "--collector", collector.enroll),
+            *("--token", token or collector.token(), "--config", str(config)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"enrolled as (\S+);", result.stdout)
+    assert found, result.stdout
+    return found.group(1)
+
+
+def start_agent(config: Path) -> subprocess.Popen[str]:
+    """`umbra-agent run --config CONFIG` as a child process, its log kept for `stop_child`."""
+    return subprocess.Popen(
+        [cli("umbra-agent"), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_child(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM to an agent or collector started with its log on a pipe: a clean exit within 30 s
+    (else the test fails), and the log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, log = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"{proc.args} did not stop on SIGTERM") from None
+    assert proc.returncode == 0, log
+    return str(log)

@@ -20,6 +20,7 @@ from agent.catalog.source import (
     catalog_entries,
     entry_flag,
     entry_lists,
+    entry_regexes,
     entry_strings,
     parse_catalog_toml,
     read_catalog,
@@ -68,13 +69,15 @@ class OptionRule:
 
 @dataclass(frozen=True)
 class PositionalRule:
-    """A runtime whose positional arguments, after its subcommand and the first `keep`, are a prompt."""
+    """A runtime or program whose positional arguments, after its subcommand and the first `keep`,
+    are a prompt (unless the first of them is one of `unless`: a subcommand that takes none)."""
 
     id: str
-    runtime: str
+    runtime: str  # "": the rule is for `programs`, whatever the runtime catalog says
     subcommand: str
     keep: int
     programs: tuple[str, ...] = ()
+    unless: frozenset[str] = frozenset()
     source: str = ""
 
 
@@ -97,7 +100,8 @@ class SecretRules:
     def runtime_ids(self) -> frozenset[str]:
         """Every runtime id a rule names (the runtime catalog must know them all)."""
         return frozenset(
-            {r for rule in self.options for r in rule.runtimes} | {rule.runtime for rule in self.positional}
+            {r for rule in self.options for r in rule.runtimes}
+            | {rule.runtime for rule in self.positional if rule.runtime}
         )
 
     def merged(self, extra: SecretRules) -> SecretRules:
@@ -147,9 +151,9 @@ def extra_rules(
             raise CatalogError(
                 f"{where} secret_options: {option!r} is not an option name like --api-key or -p"
             )
-    keys = tuple(_compile(p, f"{where} key_patterns", re.IGNORECASE) for p in key_patterns)
+    keys = tuple(_compile(p, where, "key_patterns", re.IGNORECASE) for p in key_patterns)
     values = tuple(
-        ValueRule(f"config-{i}", _compile(p, f"{where} value_patterns"), "agent config")
+        ValueRule(f"config-{i}", _compile(p, where, "value_patterns"), "agent config")
         for i, p in enumerate(value_patterns, 1)
     )
     option_rules = (
@@ -163,17 +167,17 @@ def extra_rules(
 # --- entries ---------------------------------------------------------------------------------
 
 
-def _compile(source: str, where: str, flags: int = 0) -> re.Pattern[str]:
+def _compile(source: str, where: str, key: str, flags: int = 0) -> re.Pattern[str]:
+    """A rule's regex, checked as every catalog's are, and bounded: it runs on every argument."""
+
+    def fail(problem: str) -> CatalogError:
+        return CatalogError(f"{where} {problem}")
+
     if len(source) > MAX_PATTERN_CHARS:
-        raise CatalogError(f"{where}: a pattern of {len(source)} characters (at most {MAX_PATTERN_CHARS})")
-    try:
-        pattern = re.compile(source, flags)
-    except re.error as exc:
-        raise CatalogError(f"{where}: {source!r} does not compile: {exc}") from None
-    if pattern.search("") is not None:
-        raise CatalogError(f"{where}: {source!r} matches the empty string (it would match everything)")
+        raise fail(f"{key}: a pattern of {len(source)} characters (at most {MAX_PATTERN_CHARS})")
+    (pattern,) = entry_regexes([source], key, fail, flags)
     if pattern.groupindex and set(pattern.groupindex) != {"secret"}:
-        raise CatalogError(f"{where}: {source!r}: the only named group allowed is (?P<secret>...)")
+        raise fail(f"{key}: {source!r}: the only named group allowed is (?P<secret>...)")
     return pattern
 
 
@@ -213,20 +217,23 @@ def _positional_rule(raw: Mapping[str, Any], number: int, label: str) -> Positio
         raw,
         number,
         label,
-        known={"id", "runtime", "programs", "subcommand", "keep", "source", "notes"},
-        required=("id", "runtime", "keep", "source"),
+        known={"id", "runtime", "programs", "subcommand", "keep", "unless", "source", "notes"},
+        required=("id", "keep", "source"),
         strings=("id", "runtime", "subcommand", "source", "notes"),
     )
     keep = raw["keep"]
     if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 16:
         raise fail("keep must be an integer from 0 to 16")
-    programs = entry_lists(raw, ("programs",), fail)["programs"]
+    lists = entry_lists(raw, ("programs", "unless"), fail)
+    if not strings.get("runtime") and not lists["programs"]:
+        raise fail("needs a runtime, programs, or both")
     return PositionalRule(
         id=strings["id"],
-        runtime=strings["runtime"],
+        runtime=strings.get("runtime", ""),
         subcommand=strings.get("subcommand", ""),
         keep=keep,
-        programs=tuple(p.lower() for p in programs),
+        programs=tuple(p.lower() for p in lists["programs"]),
+        unless=frozenset(lists["unless"]),
         source=strings["source"],
     )
 
@@ -249,8 +256,8 @@ def _key_names(raw: Mapping[str, Any], number: int, label: str) -> _KeyNames:
     sources = entry_lists(raw, ("patterns",), fail)["patterns"]
     if not sources:
         raise fail("patterns must not be empty")
-    where = f"{label}: entry {strings['id']!r}: patterns"
-    return _KeyNames(strings["id"], tuple(_compile(s, where, re.IGNORECASE) for s in sources))
+    where = f"{label}: entry {strings['id']!r}:"
+    return _KeyNames(strings["id"], tuple(_compile(s, where, "patterns", re.IGNORECASE) for s in sources))
 
 
 def _value_rule(raw: Mapping[str, Any], number: int, label: str) -> ValueRule:
@@ -262,5 +269,5 @@ def _value_rule(raw: Mapping[str, Any], number: int, label: str) -> ValueRule:
         required=("id", "pattern", "source"),
         strings=("id", "pattern", "source", "notes"),
     )
-    where = f"{label}: entry {strings['id']!r}: pattern"
-    return ValueRule(strings["id"], _compile(strings["pattern"], where), strings["source"])
+    where = f"{label}: entry {strings['id']!r}:"
+    return ValueRule(strings["id"], _compile(strings["pattern"], where, "pattern"), strings["source"])

@@ -21,9 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from umbra.private import create_private_file
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.delivery.tracker import TrackedState
+from agent.privacy.scrub import scrub_finding
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -44,6 +46,11 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 """
+
+
+#: PRAGMA user_version of a spool whose rows were all scrubbed (agent/privacy): 0 is a spool from
+#: before command lines were scrubbed where they are read, scrubbed once when opened.
+_SCRUBBED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,8 @@ class Spool:
         self.path = path
         self.max_findings = max_findings
         self.state_retention = state_retention
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            create_private_file(path)  # 0600 before SQLite opens it; its -wal and -shm take that mode
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -84,13 +91,35 @@ class Spool:
                 self._db.execute("ALTER TABLE finding_state ADD COLUMN saved_at REAL NOT NULL DEFAULT 0")
                 self._db.execute("UPDATE finding_state SET saved_at = ?", (time.time(),))
             self._prune_states()
+            self._scrub_old_rows()
         except sqlite3.DatabaseError as exc:
             raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool {path}: {exc.strerror or exc}") from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _scrub_old_rows(self) -> None:
+        """Once per spool: findings an agent queued before it scrubbed command lines at the source
+        lose their secrets and prompts before they are sent, and VACUUM and a WAL checkpoint take
+        the old bytes off the disk."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= _SCRUBBED_VERSION:
+            return
+        changed = []
+        for seq, payload in self._db.execute("SELECT seq, payload FROM outbox").fetchall():
+            finding = fpb.Finding.FromString(payload)
+            if scrub_finding(finding):
+                changed.append((finding.SerializeToString(), seq))
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE outbox SET payload = ? WHERE seq = ?", changed)
+            self._db.execute(f"PRAGMA user_version = {_SCRUBBED_VERSION}")
+        if changed:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ---- outbox
     def append(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from umbra.private import write_private
 
 IDENTITY_FILE = "identity.json"
 #: The name every collector certificate carries (collector/pki.py); agents check it whatever address
@@ -113,20 +113,7 @@ def save_identity(
         "ca_pem": ca.decode(),
         "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = identity_path(state_dir)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(doc, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(identity_path(state_dir), json.dumps(doc, indent=1).encode())
     return Identity(
         host_id,
         collector,

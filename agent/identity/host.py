@@ -10,9 +10,11 @@ import uuid
 from pathlib import Path
 
 from umbra import codec
+from umbra.private import write_private
 from umbra.v1 import agent_pb2 as apb
 
 _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+HOST_ID_FILE = "host_id"  # in the state directory: a random id kept where no machine id exists
 
 
 def host_id(configured: str, state_dir: Path) -> str:
@@ -29,13 +31,12 @@ def host_id(configured: str, state_dir: Path) -> str:
             continue
         if machine_id:
             return "h-" + hashlib.sha256(f"umbra:{machine_id}".encode()).hexdigest()[:20]
-    kept = state_dir / "host_id"
+    kept = state_dir / HOST_ID_FILE
     try:
         return kept.read_text().strip()
     except OSError:
         value = "h-" + uuid.uuid4().hex[:20]
-        state_dir.mkdir(parents=True, exist_ok=True)
-        kept.write_text(value + "\n")
+        write_private(kept, (value + "\n").encode())
         return value
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from umbra import contract
+from umbra.private import write_private
 from umbra.v1 import agent_pb2 as apb
 
 from agent.policy.rules import Policy
@@ -105,14 +105,7 @@ def load(state_dir: Path) -> FleetPolicy | None:
 
 
 def save(state_dir: Path, policy: FleetPolicy) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / POLICY_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(policy.to_json())
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    write_private(state_dir / POLICY_FILE, policy.to_json().encode())
 
 
 class PolicyKeeper:

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 from urllib.parse import unquote_plus, urlsplit
 
-from agent.catalog.cmdline import basename, is_shell, norm, program, runs_programs
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.catalog.cmdline import basename, is_python, is_shell, norm, program, runs_programs
 from agent.catalog.secrets import (
     PositionalRule,
     SecretRules,
@@ -45,6 +47,7 @@ __all__ = [
     "active",
     "configure",
     "scrub_argv",
+    "scrub_finding",
     "scrub_text",
     "scrub_url",
 ]
@@ -55,13 +58,17 @@ MARKER: Final = "<redacted>"
 #: argv -> the runtime catalog ids it runs (the runtime catalog's verdict).
 RuntimesOf = Callable[[Sequence[str]], Iterable[str]]
 
-# name=value / name: value / "name": "value" in free text. The name starts a word (or follows
-# "-", so --api-key=... in a log line counts); the value is quoted, or runs to a separator. Two
-# patterns, so that a name that is not secret (https: in a URL) does not swallow what follows.
-_NAME_SEP: Final = re.compile(
-    r"""(?<![A-Za-z0-9_.])(?P<q>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]{0,63})(?P=q)[ \t]{0,4}[=:][ \t]{0,4}"""
-)
+# name=value / name: value / "name": "value" in free text. Each "=" or ":" is found with
+# str.find; the name before it is read backwards (the text reversed, so the regex is anchored
+# and never scans), the value after it forwards: quoted, or up to a separator.
+_NAME_BEFORE: Final = re.compile(r"""[ \t]{0,4}(["']?)([A-Za-z0-9_.-]{1,65})\1""")
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _VALUE: Final = re.compile(r""""[^"\n]{0,4096}"|'[^'\n]{0,4096}'|[^\s&;,'"<>]{1,4096}""")
+# An Authorization header's value is a scheme and its credentials (Authorization: Bearer xyz,
+# RFC 9110 section 11.6.2): a short word, blanks, a token; both go.
+_SCHEME_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
+_SCHEME_THEN_TOKEN: Final = re.compile(r"[A-Za-z]{1,16}[ \t]{1,8}[^\s&;,'\"<>]{1,4096}")
+_NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _SHELL_C: Final = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 _CACHE_SIZE: Final = 4096  # entries in each of a scrubber's answer caches (dropped whole when full)
@@ -99,6 +106,14 @@ class Scrubber:
                     if rule.glued:
                         self._glued.setdefault(name, set()).update(rule.options)
         self._general = frozenset(general)
+        # When may a runtime's own rules apply? Asking the runtime catalog costs more than the
+        # rest of a short argv, and most processes give it no reason to be asked.
+        self._runtime_options = frozenset(o for r in rules.options if r.runtimes for o in r.options)
+        self._runtime_glued = frozenset(o for r in rules.options if r.runtimes and r.glued for o in r.options)
+        by_runtime = [r for r in rules.positional if r.runtime]
+        self._subcommands = frozenset(r.subcommand for r in by_runtime if r.subcommand)
+        self._positional_programs = frozenset(p for r in by_runtime if not r.subcommand for p in r.programs)
+        self._always_ask = any(not r.subcommand and not r.programs for r in by_runtime)
         self._key_names = rules.key_names
         self._values = tuple(rule.pattern for rule in rules.values)
         # Answers for short strings: option names and arguments repeat from process to process.
@@ -113,9 +128,10 @@ class Scrubber:
         if known is None:
             lowered = name.lower().lstrip("-")
             known = any(p.search(lowered) for p in self._key_names)
-            if len(self._names) >= _CACHE_SIZE:
-                self._names.clear()
-            self._names[name] = known
+            if len(name) <= _CACHED_CHARS:
+                if len(self._names) >= _CACHE_SIZE:
+                    self._names.clear()
+                self._names[name] = known
         return known
 
     def text(self, s: str) -> str:
@@ -126,10 +142,10 @@ class Scrubber:
         if short and (known := self._texts.get(s)) is not None:
             return known
         out = s
+        if "=" in out or ":" in out:  # first: Authorization: Bearer x goes whole
+            out = self._named_values(out)
         for pattern in self._values:
             out = pattern.sub(_replace, out)
-        if "=" in out or ":" in out:
-            out = self._named_values(out)
         if short:
             if len(self._texts) >= _CACHE_SIZE:
                 self._texts.clear()
@@ -137,19 +153,26 @@ class Scrubber:
         return out
 
     def _named_values(self, s: str) -> str:
-        """Values whose name looks secret (password=..., "api_key": "...") replaced."""
+        """Values whose name looks secret (password=..., "api_key": "...", Authorization: Bearer x)
+        replaced."""
         pieces: list[str] = []
-        pos = done = 0
-        while (m := _NAME_SEP.search(s, pos)) is not None:
-            pos = m.end()
-            if not self.secret_name(m.group("key")):
+        done = 0
+        for sep in _separators(s):
+            if sep < done:
+                continue  # inside a value already replaced
+            name = _name_before(s, sep)
+            if name is None or not self.secret_name(name):
                 continue
-            value = _VALUE.match(s, pos)
+            start = sep + 1
+            while start < len(s) and start - sep <= 4 and s[start] in " \t":
+                start += 1
+            scheme = name.lower() in _SCHEME_HEADERS and _SCHEME_THEN_TOKEN.match(s, start)
+            value = scheme or _VALUE.match(s, start)
             if value is None:
                 continue
             quote = value.group(0)[0] if value.group(0)[:1] in ("'", '"') else ""
-            pieces += [s[done:pos], quote, MARKER, quote]
-            pos = done = value.end()
+            pieces += [s[done:start], quote, MARKER, quote]
+            done = value.end()
         return "".join(pieces) + s[done:] if pieces else s
 
     def url(self, url: str) -> str:
@@ -202,7 +225,12 @@ class Scrubber:
         programs = {first}
         if runs_programs(first):
             programs.update(name for name, _ in program(args).names)
-        runtimes = {runtime_id} if runtime_id is not None else set(self._runtimes_of(args))
+        if runtime_id is not None:
+            runtimes = {runtime_id}
+        elif self._may_be_runtime(args, programs):
+            runtimes = set(self._runtimes_of(args))
+        else:
+            runtimes = set()
         options = set(self._general)
         glued = set(self._glued_general)
         for name in (*runtimes, *programs):
@@ -240,11 +268,40 @@ class Scrubber:
                     out.append(f"{key}={MARKER}")  # env OPENAI_API_KEY=... cmd
                 else:
                     out.append(self.text(arg))
-        for rule in self.rules.positional:
-            if rule.runtime in runtimes and (not rule.programs or programs & set(rule.programs)):
-                for i in _prompt_positions(args, rule):
-                    out[i] = MARKER
+        if self.rules.positional:
+            self._positional_prompts(args, out, runtimes)
         return out
+
+    def _positional_prompts(self, args: Sequence[str], out: list[str], runtimes: set[str]) -> None:
+        """Replace in `out` the positional arguments a positional rule says are a prompt. The
+        program is argv[0], or what a launcher (nohup, env, uv run ...) runs."""
+        base = 0
+        first = norm(basename(args[0]))
+        if runs_programs(first) and not is_python(first):
+            inner = program(args).script_index
+            base = inner if inner is not None else 0
+        name = norm(basename(args[base]))
+        for rule in self.rules.positional:
+            if rule.runtime and rule.runtime not in runtimes:
+                continue
+            if rule.programs and name not in rule.programs:
+                continue
+            for i in _prompt_positions(args, rule, base):
+                out[i] = MARKER
+
+    def _may_be_runtime(self, args: Sequence[str], programs: set[str]) -> bool:
+        """Whether any runtime-specific rule could change `args`: one of their options is there,
+        a positional rule's subcommand or program is. Else the runtime catalog need not be asked."""
+        return (
+            self._always_ask
+            or not programs.isdisjoint(self._positional_programs)
+            or any(
+                (a[:1] == "-" and option_key(a.partition("=")[0]) in self._runtime_options)
+                or a[:2] in self._runtime_glued
+                or a in self._subcommands
+                for a in args[1:]
+            )
+        )
 
     def _command(self, command: str, depth: int) -> str:
         """A shell's -c command line: its words scrubbed as a command's argv when anything in it is
@@ -259,6 +316,34 @@ class Scrubber:
         return self.text(command) if scrubbed == words else shlex.join(scrubbed)
 
 
+def _separators(s: str) -> list[int]:
+    """Positions of every "=" and ":" in `s`, in order (str.find: C speed, no regex scan)."""
+    found = []
+    for sep in "=:":
+        i = s.find(sep)
+        while i >= 0:
+            found.append(i)
+            i = s.find(sep, i + 1)
+    found.sort()
+    return found
+
+
+def _name_before(s: str, sep: int) -> str | None:
+    """The name just before the separator at `sep` (quotes and a few blanks allowed between), or
+    None: a name is a whole word of letters, digits, "_", "." and "-", leading dashes dropped."""
+    window = s[max(0, sep - 72) : sep][::-1]
+    m = _NAME_BEFORE.match(window)
+    if m is None:
+        return None
+    end = m.end(2)
+    if end < len(window) and window[end] in _NAME_CHARS:
+        return None  # the word goes on: longer than a name
+    if end == len(window) and sep - 72 > 0:
+        return None
+    name = m.group(2)[::-1].lstrip("-")
+    return name if _NAME.fullmatch(name) else None
+
+
 def _replace(m: re.Match[str]) -> str:
     """A value rule's match: only its `secret` group goes when it has one, else all of it."""
     if "secret" in m.re.groupindex and m.group("secret") is not None:
@@ -268,9 +353,10 @@ def _replace(m: re.Match[str]) -> str:
     return MARKER
 
 
-def _prompt_positions(argv: Sequence[str], rule: PositionalRule) -> list[int]:
-    """Indexes of the positional arguments that are a prompt under `rule`."""
-    i = 1
+def _prompt_positions(argv: Sequence[str], rule: PositionalRule, base: int = 0) -> list[int]:
+    """Indexes of the positional arguments that are a prompt under `rule`, for the program at
+    argv[base]."""
+    i = base + 1
     if rule.subcommand:
         while i < len(argv) and argv[i].startswith("-"):
             i += 1
@@ -278,6 +364,8 @@ def _prompt_positions(argv: Sequence[str], rule: PositionalRule) -> list[int]:
             return []
         i += 1
     positional = [j for j in range(i, len(argv)) if not (argv[j].startswith("-") and len(argv[j]) > 1)]
+    if positional and argv[positional[0]] in rule.unless:
+        return []
     return positional[rule.keep :]
 
 
@@ -307,6 +395,35 @@ def configure(
     extra = extra_rules(secret_options, key_patterns, value_patterns, where)
     _active = Scrubber(default_secret_rules().merged(extra))
     return _active
+
+
+def scrub_finding(finding: fpb.Finding) -> bool:
+    """Scrub, in place, the process facts of a finding built before command lines were scrubbed
+    where they are read (a spool an older agent left): its process and every instance's, and its
+    summary and runtime reasons. True when anything changed. New findings never need it."""
+    changed = False
+
+    def process(proc: fpb.Process) -> None:
+        nonlocal changed
+        argv, exe = scrub_argv(proc.cmdline), scrub_text(proc.exe)
+        if argv != list(proc.cmdline) or exe != proc.exe:
+            proc.cmdline[:] = argv
+            proc.exe = exe
+            changed = True
+
+    process(finding.process)
+    summary = scrub_text(finding.summary)
+    if summary != finding.summary:
+        finding.summary, changed = summary, True
+    for evidence in finding.evidence:
+        if evidence.HasField("instance"):
+            process(evidence.instance.process)
+        elif evidence.HasField("runtime"):
+            reasons = [scrub_text(r) for r in evidence.runtime.reasons]
+            if reasons != list(evidence.runtime.reasons):
+                evidence.runtime.reasons[:] = reasons
+                changed = True
+    return changed
 
 
 def scrub_argv(argv: Sequence[str], runtime_id: str | None = None) -> list[str]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from umbra.private import create_private_file
+
 __all__ = [
     "CHUNK_BYTES",
     "FileKey",
@@ -206,7 +208,7 @@ class FileStateStore:
     max_hashes: int = 100_000
 
     def __post_init__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)  # 0600 before SQLite opens it; its -wal and -shm take that mode
         self._db = sqlite3.connect(str(self.path), timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes costs a re-hash

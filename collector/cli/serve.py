@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+
+from umbra.private import sqlite_files, tighten
 
 from .. import pki
 from ..addr import format_addr, is_loopback_host, parse_addr
@@ -17,6 +20,8 @@ from ..storage import Store, StoreURLError, open_store, redact_url, sqlite_path
 from ..storage.retention import retention_loop
 from ..workers import supervise
 from .common import EXIT_OK, PROG, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def default_pki_dir(db_url: str) -> Path:
@@ -65,7 +70,7 @@ def _http_cert(args: argparse.Namespace) -> tuple[Path, Path] | None:
         return None
     pki_dir = args.pki_dir or default_pki_dir(args.db)
     pki.load_or_create(pki_dir, ca_cert=args.ca_cert, ca_key=args.ca_key, server_names=args.tls_name)
-    return pki_dir / "server.crt", pki_dir / "server.key"
+    return pki_dir / pki.SERVER_CERT, pki_dir / pki.SERVER_KEY
 
 
 async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: ServerTLS | None) -> None:
@@ -112,12 +117,29 @@ async def _run_server(store: Store, args: argparse.Namespace, url: str, tls: Ser
     del retention
 
 
+def private_paths(args: argparse.Namespace) -> list[Path]:
+    """What the collector keeps that only its user may read: the SQLite file (with its -wal, -shm
+    and writer lock), the PKI directory and its keys and certificates, an operator's CA key."""
+    paths = [*pki.private_paths(args.pki_dir or default_pki_dir(args.db))]
+    if args.ca_key is not None:
+        paths.append(Path(args.ca_key))
+    try:
+        db = sqlite_path(args.db)
+    except StoreURLError:  # PostgreSQL keeps its own files
+        return paths
+    if db != ":memory:":
+        paths += [*sqlite_files(Path(db)), Path(f"{db}.writer-lock")]
+    return paths
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    os.umask(0o077)  # whatever serve creates (database, keys, worker stats) is its user's alone
+    tighten(private_paths(args), log)
     if args.workers > 1 and args.worker_index is None:
         _server_tls(args)  # create the PKI once, before the workers load it
         open_store(args.db, create=True).close()  # create or migrate the database once

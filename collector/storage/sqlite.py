@@ -30,11 +30,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 from umbra import codec
+from umbra.private import create_private_file
 from umbra.v1 import agent_pb2, finding_pb2
 
 from . import summaries
@@ -576,11 +578,10 @@ class SQLiteStore(Store):
             if not create and not os.path.exists(path):
                 raise StoreError(f"no database at {path}")
             if create:
-                parent = os.path.dirname(os.path.abspath(path))
-                try:
-                    os.makedirs(parent, exist_ok=True)
+                try:  # 0600 (missing directories 0700) before SQLite opens it; -wal and -shm follow
+                    create_private_file(Path(path))
                 except OSError as exc:
-                    raise StoreError(f"cannot create directory {parent}: {exc.strerror}") from None
+                    raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
         self._writer = self._connect(create=create)
         try:
             self._init_schema(create)

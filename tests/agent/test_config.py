@@ -62,6 +62,14 @@ approved_runtimes = ["ollama"]
         ("[policy]\nmin_confidence = 2", "between 0 and 1"),
         ("agent = 3", "expected a table"),
         ("[agent]\nlog_format = 'syslog'", "log_format 'syslog' is not text/json"),
+        (
+            "[privacy]\nsecret_options = ['api-key']",
+            "[privacy] secret_options: 'api-key' is not an option name",
+        ),
+        ("[privacy]\nkey_patterns = ['(oops']", "[privacy] key_patterns: '(oops' does not compile"),
+        ("[privacy]\nvalue_patterns = ['x*']", "[privacy] value_patterns: 'x*' matches the empty string"),
+        ("[privacy]\nsecret_option = ['--x']", "unknown key 'secret_option'"),
+        ("[privacy]\nkey_patterns = 'token'", "expected a list of strings"),
     ],
 )
 def test_broken_config_names_the_problem(tmp_path: Path, text: str, names: str) -> None:
@@ -70,6 +78,23 @@ def test_broken_config_names_the_problem(tmp_path: Path, text: str, names: str) 
     message = str(info.value)
     assert names in message
     assert "\n" not in message
+
+
+def test_privacy_additions_are_read(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            """
+[privacy]
+secret_options = ["--corp-secret", "-K"]
+key_patterns = ["^internal[-_]"]
+value_patterns = ["CORP-[0-9]{6}"]
+""",
+        )
+    )
+    assert config.privacy.secret_options == ("--corp-secret", "-K")
+    assert config.privacy.key_patterns == ("^internal[-_]",)
+    assert config.privacy.value_patterns == ("CORP-[0-9]{6}",)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

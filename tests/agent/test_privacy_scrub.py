@@ -8,6 +8,8 @@ forms, repeated options, nested shells, unbalanced quotes.
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -15,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from agent.catalog import default_runtime_catalog
-from agent.catalog.secrets import CatalogError, default_secret_rules, extra_rules, load_secret_rules
+from agent.catalog.secrets import (
+    CatalogError,
+    SecretRules,
+    default_secret_rules,
+    extra_rules,
+    load_secret_rules,
+)
+from agent.privacy.logs import ScrubbingFormatter, scrub_logs
 from agent.privacy.scrub import MARKER, Scrubber, scrub_argv, scrub_text, scrub_url
 
 SECRET = "sk-SECRET123456"
@@ -274,6 +283,25 @@ def test_bearer_authorization_and_api_key_headers() -> None:
     assert scrub_text('{"api_key": "v", "model": "m"}') == f'{{"api_key": "{MARKER}", "model": "m"}}'
 
 
+def test_authorization_takes_scheme_and_credentials_and_other_names_only_their_value() -> None:
+    assert scrub_text("Authorization: Bearer abcdefgh12345678") == f"Authorization: {MARKER}"
+    assert scrub_text('"Proxy-Authorization": "Basic dXNlcjpwYXNz"') == f'"Proxy-Authorization": "{MARKER}"'
+    line = "Token=x password = hunter2 --api-key=abc https://u:p@h/ done"
+    assert (
+        scrub_text(line) == f"Token={MARKER} password = {MARKER} --api-key={MARKER} https://{MARKER}@h/ done"
+    )
+
+
+def test_names_are_whole_words_read_back_from_the_separator() -> None:
+    assert (
+        scrub_text("cluster.db_primary_replica_password=1") == f"cluster.db_primary_replica_password={MARKER}"
+    )
+    long_name = "x" * 80 + "_token=v"  # longer than a name: a word, not a key
+    assert scrub_text(long_name) == long_name
+    assert scrub_text("a.b.secret: v, c = d") == f"a.b.secret: {MARKER}, c = d"
+    assert scrub_text("=token=v; x") == f"=token={MARKER}; x"
+
+
 def test_private_key_block() -> None:
     pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----"
     assert scrub_text(f"key: {pem} end") == f"key: {MARKER} end"
@@ -384,6 +412,7 @@ def _catalog(tmp_path: Path, body: str) -> Path:
         ('[[values]]\nid = "v"\npattern = "(?P<other>x)"\nsource = "https://x"\n', "only named group"),
         ('[[key_names]]\nid = "k"\npatterns = []\nsource = "https://x"\n', "must not be empty"),
         ('[[positional]]\nid = "p"\nruntime = "ollama"\nkeep = -1\nsource = "https://x"\n', "keep must be"),
+        ('[[positional]]\nid = "p"\nkeep = 0\nsource = "https://x"\n', "needs a runtime, programs, or both"),
         (
             '[[positional]]\nid = "p"\nruntime = "no-such"\nkeep = 1\nsource = "https://x"\n',
             "unknown runtime id",
@@ -423,3 +452,147 @@ def test_bad_config_additions_are_refused(
 ) -> None:
     with pytest.raises(CatalogError, match=re.escape(names)):
         extra_rules(options, keys, values, "[privacy]")
+
+
+# --- log lines -----------------------------------------------------------------------------------------
+
+
+def test_log_lines_and_tracebacks_are_scrubbed_by_the_formatter() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test_privacy_scrub.logs")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        scrub_logs(logger)
+        scrub_logs(logger)  # twice is once
+        logger.warning("connecting to %s", "postgresql://umbra:s3cret@db:5432/u")
+        try:
+            raise ValueError(f"bad key {SECRET}")
+        except ValueError:
+            logger.exception("failed with --api-key %s", SECRET)
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "s3cret" not in out and SECRET not in out
+    assert f"WARNING connecting to postgresql://{MARKER}@db:5432/u" in out
+    assert "Traceback" in out and f"ValueError: bad key {MARKER}" in out
+    assert isinstance(handler.formatter, ScrubbingFormatter)
+
+
+# --- every rule of the catalog -----------------------------------------------------------------------
+
+
+def _rule_cases() -> list[tuple[str, list[str], str | None]]:
+    """(rule id, argv with the option and a value, runtime id) for every option of every rule."""
+    cases = []
+    for rule in default_secret_rules().options:
+        program = rule.programs[0] if rule.programs else "some-tool"
+        runtime = rule.runtimes[0] if rule.runtimes else None
+        for option in sorted(rule.options):
+            cases.append((rule.id, [program, option, "v4lue-SECRET"], runtime))
+            if option.startswith("--"):
+                cases.append((rule.id, [program, f"{option}=v4lue-SECRET"], runtime))
+            elif rule.glued:
+                cases.append((rule.id, [program, f"{option}v4lue-SECRET"], runtime))
+    return cases
+
+
+@pytest.mark.parametrize(("rule", "argv", "runtime"), _rule_cases(), ids=lambda v: str(v)[:40])
+def test_every_option_of_every_rule_loses_its_value(rule: str, argv: list[str], runtime: str | None) -> None:
+    out = scrub_argv(argv, runtime_id=runtime)
+    assert "v4lue-SECRET" not in " ".join(out) and MARKER in " ".join(out), rule
+    assert out[0] == argv[0]
+
+
+def test_every_positional_rule_keeps_the_model_and_drops_the_rest() -> None:
+    for rule in default_secret_rules().positional:
+        program = rule.programs[0] if rule.programs else rule.runtime
+        head = [program, rule.subcommand] if rule.subcommand else [program]
+        kept = [f"model-{i}" for i in range(rule.keep)]
+        out = scrub_argv([*head, *kept, PROMPT, "more"], runtime_id=rule.runtime or None)
+        assert out == [*head, *kept, MARKER, MARKER], rule.id
+        alone = Scrubber(SecretRules((), (rule,), (), ()))  # another rule may take `codex exec`'s
+        for word in rule.unless:  # a subcommand that takes no prompt keeps its arguments
+            assert alone.argv([*head, word, "arg"], rule.runtime or None) == [*head, word, "arg"], rule.id
+
+
+def test_ai_clis_lose_their_prompts_wherever_the_program_sits() -> None:
+    assert scrub_argv(["claude", "-p", PROMPT]) == ["claude", "-p", MARKER]
+    assert scrub_argv(["node", "/usr/local/bin/claude", PROMPT]) == ["node", "/usr/local/bin/claude", MARKER]
+    assert scrub_argv(["claude", "mcp", "serve"]) == ["claude", "mcp", "serve"]
+    assert scrub_argv(["codex", "exec", PROMPT]) == ["codex", "exec", MARKER]
+    assert scrub_argv(["gemini", "-p", PROMPT]) == ["gemini", "-p", MARKER]
+    assert scrub_argv(["aider", "--message", PROMPT, "main.py"]) == ["aider", "--message", MARKER, "main.py"]
+    assert scrub_argv(["nohup", "ollama", "run", "llama3", PROMPT]) == [
+        "nohup",
+        "ollama",
+        "run",
+        "llama3",
+        MARKER,
+    ]
+    assert scrub_argv(["env", "A=1", "llm", PROMPT]) == ["env", "A=1", "llm", MARKER]
+
+
+#: A sample of each value rule's shape and the part of it that must go (every rule has one: a new
+#: rule comes with its case).
+VALUE_SAMPLES = {
+    "url-userinfo": ("postgresql://umbra:s3cretpw@db:5432/x", "s3cretpw"),
+    "bearer-token": ("Bearer abcdefgh12345678", "abcdefgh12345678"),
+    "basic-credentials": ("Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    "private-key-block": ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow"),
+    "openai-anthropic-key": ("sk-proj-abcdefghijklmnop", "sk-proj-abcdefghijklmnop"),
+    "stripe-secret-key": ("sk_live_abcdefghijklmnop", "sk_live_abcdefghijklmnop"),
+    "stripe-restricted-key": ("rk_test_abcdefghijklmnop", "rk_test_abcdefghijklmnop"),
+    "huggingface-token": ("hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH"),
+    "github-token": ("gho_abcdefghijklmnopqrstuvwxyz0123456789", "gho_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "github-fine-grained-token": (
+        "github_pat_11ABCDEFG0123456789_abcdef",
+        "github_pat_11ABCDEFG0123456789_abcdef",
+    ),
+    "gitlab-token": ("glpat-abcdefghijklmnopqrst", "glpat-abcdefghijklmnopqrst"),
+    "aws-access-key-id": ("ASIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE"),
+    "google-api-key": ("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"),
+    "slack-token": ("xoxp-1234567890-abcdefghij", "xoxp-1234567890-abcdefghij"),
+    "groq-key": ("gsk_abcdefghijklmnopqrstuvwxyz", "gsk_abcdefghijklmnopqrstuvwxyz"),
+    "replicate-token": ("r8_abcdefghijklmnopqrstuvwxyz0123456789", "r8_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "perplexity-key": (
+        "pplx-abcdefghijklmnopqrstuvwxyz0123456789",
+        "pplx-abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
+    "xai-key": ("xai-abcdefghijklmnopqrstuvwxyz0123456789", "xai-abcdefghijklmnopqrstuvwxyz0123456789"),
+    "npm-token": ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "pypi-token": (
+        "pypi-AgEIcHlwaS5vcmcCJGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6",
+        "pypi-AgEIcHlwaS5vcmcCJGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6",
+    ),
+    "nvidia-key": (
+        "nvapi-abcdefghijklmnopqrstuvwxyz0123456789",
+        "nvapi-abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
+    "jwt": (
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+    ),
+    "slack-webhook": (
+        "https://hooks.slack.com/services/T0000000/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        "XXXXXXXXXXXXXXXXXXXXXXXX",
+    ),
+    "discord-webhook": (
+        "https://discord.com/api/webhooks/123456789012345678/abcdefghijklmnopqrstuvwxyz",
+        "abcdefghijklmnopqrstuvwxyz",
+    ),
+    "telegram-bot-token": (
+        "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getMe",
+        "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+    ),
+}
+
+
+def test_every_value_rule_has_a_sample_and_scrubs_it() -> None:
+    assert set(VALUE_SAMPLES) == {rule.id for rule in default_secret_rules().values}
+    for rule_id, (sample, secret) in VALUE_SAMPLES.items():
+        out = scrub_text(f"seen: {sample} end")
+        assert secret not in out and MARKER in out, rule_id
+        assert out.startswith("seen: ") and out.endswith(" end"), rule_id

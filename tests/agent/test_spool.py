@@ -12,6 +12,7 @@ from umbra.v1 import finding_pb2 as fpb
 
 from agent.delivery.spool import Spool
 from agent.delivery.tracker import TrackedState
+from agent.privacy.scrub import MARKER
 
 
 def _finding(fid: str, severity: int = fpb.SEVERITY_MEDIUM, count: int = 1) -> fpb.Finding:
@@ -97,3 +98,36 @@ def test_a_spool_from_before_state_pruning_keeps_its_states(tmp_path: Path) -> N
     spool = Spool(path, state_retention=3600.0)
     assert spool.load_state("a") == state, "an old spool's states must start a new retention, not vanish"
     spool.close()
+
+
+def test_a_spool_an_older_agent_left_is_scrubbed_once_opened_and_its_old_bytes_are_gone(
+    tmp_path: Path,
+) -> None:
+    """An agent from before command lines were scrubbed at the source queued a finding with the
+    raw command line: opening the spool scrubs it before it can be sent, and the file keeps no copy."""
+    secret, prompt = "sk-SECRET123456", "summarise the Q3 acquisition memo"
+    raw = fpb.Finding(id="f1", kind=fpb.KIND_LOCAL_MODEL_RUNTIME, severity=fpb.SEVERITY_MEDIUM)
+    raw.process.cmdline[:] = ["llama-server", "-m", "x.gguf", "--api-key", secret, "-p", prompt]
+    raw.evidence.add().instance.process.cmdline[:] = list(raw.process.cmdline)
+    path = tmp_path / "spool.db"
+    old = Spool(path)
+    old.append([raw])
+    old.close()
+    with sqlite3.connect(path) as db:  # as the older agent left it: never scrubbed
+        db.execute("PRAGMA user_version = 0")
+    db.close()
+    assert secret.encode() in path.read_bytes() + _wal(path)
+
+    spool = Spool(path)
+    (leased,) = spool.lease(0, 10)
+    spool.close()
+    expected = ["llama-server", "-m", "x.gguf", "--api-key", MARKER, "-p", MARKER]
+    assert list(leased.finding.process.cmdline) == expected
+    assert list(leased.finding.evidence[0].instance.process.cmdline) == expected
+    on_disk = path.read_bytes() + _wal(path)
+    assert secret.encode() not in on_disk and b"acquisition" not in on_disk
+
+
+def _wal(path: Path) -> bytes:
+    wal = path.with_name(path.name + "-wal")
+    return wal.read_bytes() if wal.exists() else b""

@@ -4,7 +4,6 @@ same ports, enrolled load-generating agents, and queries on the collector's SQLi
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -12,8 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector_proc import CollectorProc, Drain
-from conftest import cli
+from collector_proc import CollectorProc, Drain, enroll_agent
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,25 +21,7 @@ def enroll(collector: CollectorProc, state_dir: Path, token: str | None = None) 
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / "agent.toml"
     config.write_text(f'[agent]\nstate_dir = "{state_dir}"\n')
-    result = subprocess.run(
-        [
-            cli("umbra-agent"),
-            "enroll",
-            "--collector",
-            collector.enroll,
-            "--token",
-            token or collector.token(),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    found = re.search(r"enrolled as (\S+);", result.stdout)
-    assert found, result.stdout
-    return found.group(1)
+    return enroll_agent(collector, config, token)
 
 
 class LoadAgent:

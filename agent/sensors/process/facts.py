@@ -20,6 +20,7 @@ import psutil
 from agent.catalog.process_signals import ProcessSignals, default_process_signals
 from agent.modelfiles import DEFAULT_MIN_MODEL_BYTES, ModelFileInfo, identify_file, looks_like_model_quick
 from agent.observations import ProcessObservation
+from agent.privacy.scrub import scrub_argv, scrub_text
 from agent.system import procfs
 
 MAX_FILES_PER_PROCESS = 64
@@ -73,12 +74,16 @@ class ModelFileCache:
 def process_identity(pid: int) -> tuple[ProcessObservation, int] | None:
     """Identity facts of one process (name, parent, start, exe, cmdline) and its RSS, cheaply:
     no user, no working directory. None when it is gone or hidden. The process sensor's per-PID
-    read; `describe_process` adds the rest."""
+    read; `describe_process` adds the rest.
+
+    Every process fact the agent holds is built here (`_observation`), so this is where the
+    command line and the executable's path lose their secrets and prompts (agent/privacy/scrub.py):
+    no detector, finding, spool row, wire message or log line downstream sees the raw ones."""
     if _LINUX:
         facts = procfs.basic_facts(pid, _BOOT_TIME)
         if facts is None:
             return None
-        obs = ProcessObservation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, "", facts.create_time)
+        obs = _observation(pid, facts.ppid, facts.name, facts.exe, facts.cmdline, facts.create_time)
         return obs, facts.rss_bytes
     try:
         proc = psutil.Process(pid)
@@ -95,7 +100,14 @@ def process_identity(pid: int) -> tuple[ProcessObservation, int] | None:
                 cmdline = ()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
-    return ProcessObservation(pid, ppid, name, exe, cmdline, "", created), rss
+    return _observation(pid, ppid, name, exe, cmdline, created), rss
+
+
+def _observation(
+    pid: int, ppid: int, name: str, exe: str, cmdline: Sequence[str], created: float
+) -> ProcessObservation:
+    """A process's identity as the agent keeps it: command line and executable path scrubbed."""
+    return ProcessObservation(pid, ppid, name, scrub_text(exe), tuple(scrub_argv(cmdline)), "", created)
 
 
 def describe_process(pid: int) -> ProcessObservation | None:
