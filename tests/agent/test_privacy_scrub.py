@@ -9,6 +9,7 @@ forms, repeated options, nested shells, unbalanced quotes.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import shlex
@@ -24,6 +25,7 @@ from agent.catalog.secrets import (
     extra_rules,
     load_secret_rules,
 )
+from agent.logs import configure_logging
 from agent.privacy.logs import ScrubbingFormatter, scrub_logs
 from agent.privacy.scrub import MARKER, Scrubber, scrub_argv, scrub_text, scrub_url
 
@@ -596,3 +598,30 @@ def test_every_value_rule_has_a_sample_and_scrubs_it() -> None:
         out = scrub_text(f"seen: {sample} end")
         assert secret not in out and MARKER in out, rule_id
         assert out.startswith("seen: ") and out.endswith(" end"), rule_id
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_agents_log_setup_scrubs_text_and_json_lines(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`configure_logging` (what `run` and SIGHUP apply) scrubs every line in both formats; a JSON
+    line stays one valid document with the marker inside its strings."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("info", fmt)
+        try:
+            raise ValueError(f"bad key {SECRET}")
+        except ValueError:
+            logging.getLogger("umbra.test").exception("collector postgresql://umbra:s3cret@db/u refused")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert err and "s3cret" not in err and SECRET not in err
+    if fmt == "json":
+        doc = json.loads(err.strip().splitlines()[-1])
+        assert doc["message"] == f"collector postgresql://{MARKER}@db/u refused"
+        assert f"ValueError: bad key {MARKER}" in doc["traceback"]
+    else:
+        assert f"postgresql://{MARKER}@db/u refused" in err
