@@ -10,7 +10,7 @@ from umbra.table import Column, render_table, terminal_width
 
 from .. import pki
 from ..fleet_admin import mint_token, revoke_agent
-from ..policy import PolicyError, load_file
+from ..policy import FILE_THRESHOLDS, PolicyError, load_file
 from ..query.admin import agents_view, policy_view, tokens_view
 from ..query.times import iso_seconds
 from ..storage import open_store
@@ -82,7 +82,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_policy(args: argparse.Namespace) -> int:
     if args.action == "set":
         try:
-            body = load_file(args.file)
+            body = load_file(args.file, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
         except PolicyError as exc:
             raise UsageError(str(exc)) from None
         with open_store(args.db, create=True) as store:
@@ -98,10 +98,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print("no policy set (agents use their local [policy] config)")
         return EXIT_OK
     print(f"policy version {policy.pop('version')}, set {policy.pop('created')}")
+    thresholds = policy.pop("thresholds", {})
     for key, value in policy.items():
-        if isinstance(value, dict):
-            text = ", ".join(f"{k} = {v:g}" for k, v in value.items()) or "-"
-        else:
-            text = ", ".join(value) or "-"
-        print(f"  {key}: {text}")
+        print(f"  {key}: {', '.join(value) or '-'}")
+    for key, wire in FILE_THRESHOLDS.items():  # under the names a policy file gives them
+        print(f"  {key}: {thresholds[wire]:g}" if wire in thresholds else f"  {key}: - (the agent's own)")
     return EXIT_OK

@@ -15,8 +15,9 @@ from ..ingest import (
     DEFAULT_SILENT_AFTER,
 )
 from ..query.times import parse_duration
-from ..storage import DEFAULT_DB_URL, ROLES
-from .common import DEFAULT_GRPC_ADDR, PROG, Parser
+from ..storage import DEFAULT_DB_URL, ROLES, store_url
+from .common import DEFAULT_GRPC_ADDR, PROG, Parser, package_version
+from .settings import CONFIG_ENV, DEFAULT_CONFIG, ENV_PREFIX
 
 
 def _addr(text: str) -> str:
@@ -54,23 +55,26 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_seconds(text: str) -> float:
+    """A duration in (0, 1h]: the monitor's period."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
-    return value
+        return parse_duration(text, maximum=3600.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
+    """A duration in [0, 1h]: the shutdown grace."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
-    return value
+        return parse_duration(text, maximum=3600.0, zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _db(text: str) -> str:
+    try:
+        return store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,20 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Umbra collector: receives findings from umbra-agent over gRPC, stores them, "
         "scores risk per host and per fleet.",
         epilog=f"Database URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db (default "
-        f"{DEFAULT_DB_URL}, i.e. ./umbra-collector.db); postgresql://... is reserved for a later version. "
+        f"{DEFAULT_DB_URL}, i.e. ./umbra-collector.db), a bare file path (SQLite), or postgresql://... "
         "Exit status: 0 ok, 1 runtime error, 2 usage error.",
     )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="what to do ('COMMAND --help' for its options)"
     )
 
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     db = Parser(add_help=False)
+    db.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"read option defaults from this TOML file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} when "
+        f"it exists); a flag beats ${ENV_PREFIX}<OPTION>, which beats the file",
+    )
     db.add_argument(
         "--db",
         metavar="URL",
+        type=_db,
         default=DEFAULT_DB_URL,
-        help=f"collector database (default {DEFAULT_DB_URL}: ./umbra-collector.db in the working "
-        "directory; sqlite:////abs/path.db for an absolute path)",
+        help=f"collector database: a file path (SQLite), sqlite:///PATH or postgresql://... (default "
+        f"{DEFAULT_DB_URL}: ./umbra-collector.db in the working directory)",
     )
     fmt = Parser(add_help=False)
     fmt.add_argument(
