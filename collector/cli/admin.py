@@ -12,6 +12,7 @@ from .. import pki
 from ..fleet_admin import mint_token, revoke_agent
 from ..policy import FILE_THRESHOLDS, PolicyError, load_file
 from ..query.admin import agents_view, policy_view, tokens_view
+from ..query.hosts import host_names, resolve_host
 from ..query.times import iso_seconds
 from ..storage import open_store
 from .common import EXIT_OK, PROG, UsageError
@@ -51,16 +52,28 @@ def cmd_token(args: argparse.Namespace) -> int:
             (d["hash"], d["created"], d["expires"], f"{d['uses_left']}/{d['uses']}", d["state"], d["note"])
             for d in docs
         ]
-        print(render_table(columns, rows, terminal_width()))
+        print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    if args.action == "revoke":
+    if args.action in ("revoke", "remove"):
         with open_store(args.db, create=False) as store:
-            if not revoke_agent(store, args.host_id):
-                raise UsageError(f"no enrolled agent {args.host_id!r} (see 'umbra-collector agent list')")
-        print(f"{PROG}: agent {args.host_id} revoked", file=sys.stderr)
+            names = host_names(store)
+            host_id = resolve_host(store, args.host, names)
+            label = f"{names[host_id]} ({host_id})" if names.get(host_id) else host_id
+            enrolled = revoke_agent(store, host_id)
+            if args.action == "revoke":
+                if not enrolled:
+                    raise UsageError(f"host {label} has no enrolled agent (see 'umbra-collector agent list')")
+                print(f"{PROG}: agent {label} revoked", file=sys.stderr)
+                return EXIT_OK
+            deleted = store.forget_host(host_id)
+        print(
+            f"{PROG}: host {label} removed: {'agent revoked, ' if enrolled else ''}{deleted} findings, its "
+            "inventory and host entry deleted; kept: the revoked enrollment record and the risk history",
+            file=sys.stderr,
+        )
         return EXIT_OK
     with open_store(args.db, create=False) as store:
         docs = agents_view(store)
@@ -69,13 +82,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
     elif not docs:
         print("no enrolled agents")
     else:
-        columns = [Column("HOST", flex=True), Column("HOSTNAME", flex=True)]
+        columns = [Column("HOST", flex=True), Column("HOST ID", flex=True)]
         columns += [Column(h) for h in ("ENROLLED", "CERT EXPIRES", "REVOKED")]
         rows = [
-            (d["host_id"], d["hostname"], d["enrolled_at"], d["not_after"], d["revoked_at"] or "-")
+            (
+                d["hostname"] or d["host_id"],
+                d["host_id"],
+                d["enrolled_at"],
+                d["not_after"],
+                d["revoked_at"] or "-",
+            )
             for d in docs
         ]
-        print(render_table(columns, rows, terminal_width()))
+        print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 

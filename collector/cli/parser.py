@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format (default table)"
     )
+    fmt.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every column, every cell whole (default: fit the terminal's width)",
+    )
 
     pki_opts = Parser(add_help=False)
     pki_opts.add_argument(
@@ -318,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser(
         "agent",
-        help="enrolled agents: list, revoke",
+        help="enrolled agents: list, revoke, remove",
         description="Enrolled agents and their certificates.",
     )
     ag_sub = ag.add_subparsers(
@@ -337,7 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Revoke an agent for good. A running collector ends its streams within "
         "--monitor-interval and refuses it from then on (PERMISSION_DENIED).",
     )
-    ar.add_argument("host_id", metavar="HOST_ID", help="the agent's host id (see 'agent list')")
+    ar.add_argument("host", metavar="HOST", help="the agent's host id or host name (see 'agent list')")
+    rm = ag_sub.add_parser(
+        "remove",
+        parents=[db],
+        help="remove a host: revoke its agent and delete its findings, inventory and host entry",
+        description="Remove a host for good: its agent is revoked (a running collector ends its streams "
+        "within --monitor-interval), and its host entry, findings and inventory are deleted. Kept: the "
+        "revoked enrollment record (so its certificate never works again) and the daily risk snapshots "
+        "(fleet history). The machine may come back with a new token and `umbra-agent enroll "
+        "--new-identity`, as a new host.",
+    )
+    rm.add_argument("host", metavar="HOST", help="the host id or host name (see 'hosts' or 'agent list')")
 
     po = sub.add_parser(
         "policy",
@@ -379,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="List stored findings, newest last_seen first. JSON: one finding object per line "
         "(the same shape as umbra-agent scan --format json).",
     )
-    f.add_argument("--host", metavar="ID", default=None, help="only findings of this host id")
+    f.add_argument(
+        "--host", metavar="HOST", default=None, help="only findings of this host (its id or its name)"
+    )
     f.add_argument(
         "--kind",
         metavar="KIND",
@@ -391,10 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--severity",
         metavar="LEVEL",
-        action="append",
         choices=codec.SEVERITY_NAMES,
-        default=[],
-        help=f"only this severity (repeatable): {', '.join(codec.SEVERITY_NAMES)}",
+        default=None,
+        help=f"only this severity or higher: {', '.join(codec.SEVERITY_NAMES)}",
     )
     f.add_argument("--user", metavar="NAME", default=None, help="only findings of this user")
     f.add_argument(
@@ -439,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The newest inventory of every host: its model files (path, format, size, "
         "parameters, SHA-256). JSON: one document {'inventories': [...]}.",
     )
-    inv.add_argument("--host", metavar="ID", default=None, help="only this host id")
+    inv.add_argument("--host", metavar="HOST", default=None, help="only this host (its id or its name)")
 
     fl = sub.add_parser(
         "fleet",
@@ -482,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--scope", choices=("fleet", "host", "user"), default="fleet", help="trend: whose (default fleet)"
     )
-    v.add_argument("--key", metavar="ID", default="", help="trend: the host id or user name")
+    v.add_argument("--key", metavar="KEY", default="", help="trend: the host (id or name) or the user name")
     v.add_argument(
         "--days", metavar="N", type=_positive_int, default=30, help="trend: days back (default 30)"
     )

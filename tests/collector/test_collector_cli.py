@@ -175,7 +175,11 @@ def test_findings_and_hosts_tables(filled_db: str) -> None:
     assert "4242/ollama" in result.stdout
     result = cli("hosts", "--db", filled_db)
     assert result.returncode == 0, result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["host-a", "host-b"]
+    # HOST is the name, HOST ID the id: the same two columns in every host table.
+    assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [
+        ["ws-a", "host-a"],
+        ["ws-b", "host-b"],
+    ]
     assert all(len(line) <= 100 for line in result.stdout.splitlines())
     result = cli("hosts", "--db", filled_db, "--format", "json")
     assert [h["hostname"] for h in json.loads(result.stdout)["hosts"]] == ["ws-a", "ws-b"]
@@ -187,7 +191,7 @@ def test_inventory_table_and_json(filled_db: str) -> None:
     header, row = result.stdout.splitlines()
     assert header.split() == ["HOST", "PATH", "FORMAT", "SIZE", "PARAMS", "SHA-256", "TAKEN"]
     assert row.split() == [
-        "host-a", "/home/a/models/llama.gguf", "gguf", "4.1", "GB", "7,241,732,096", "00" * 6, "2m", "ago"
+        "ws-a", "/home/a/models/llama.gguf", "gguf", "4.1", "GB", "7,241,732,096", "00" * 6, "2m", "ago"
     ]  # fmt: skip
     result = cli("inventory", "--db", filled_db, "--format", "json", "--host", "host-b")
     assert json.loads(result.stdout) == {"inventories": []}
@@ -434,7 +438,8 @@ def test_views_and_snapshot(filled_db: str) -> None:
     result = cli("view", "risk", "--db", filled_db, "--format", "json")
     assert result.returncode == 0, result.stderr
     risk = json.loads(result.stdout)["risk"]
-    assert [(r["who"], r["name"]) for r in risk] == [("host", "host-a")]  # host-b is only approved
+    # host-b is only approved; a host shows by its name, with its id beside it
+    assert [(r["who"], r["name"], r["id"]) for r in risk] == [("host", "ws-a", "host-a")]
     assert risk[0]["reasons"] == "1 unapproved local model runtime; 1 unapproved model file"
     result = cli("view", "runtimes", "--db", filled_db)
     assert result.returncode == 0 and result.stdout.splitlines()[0].split()[:2] == ["RUNTIME", "HOSTS"]
