@@ -138,7 +138,7 @@ def enroll_hint(address: str, config_file: Path | None) -> str:
     return (
         "not enrolled: this agent speaks plain gRPC, which only a development collector "
         "(serve --insecure) accepts. To enroll, mint a token on the collector "
-        f"(umbra-collector token create > token.txt) and run: umbra-agent enroll --collector "
+        f"(umbra-collector token create --token-file token.txt) and run: umbra-agent enroll --collector "
         f"{host}:{enroll_port} --token-file token.txt{config}"
     )
 

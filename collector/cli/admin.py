@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import TextIO
 
 from umbra.table import Column, render_table, terminal_width
 
@@ -31,9 +34,16 @@ def cmd_token(args: argparse.Namespace) -> int:
                 raise pki.PKIError(f"{args.ca_cert} is not a PEM certificate: {exc}") from None
         else:
             pin = pki.load_or_create_ca(pki_dir).pin
-        with open_store(args.db, create=True) as store:
-            token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
-        print(token)
+        file = _secret_file(args.token_file) if args.token_file is not None else None
+        try:
+            with open_store(args.db, create=True) as store:
+                token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
+            (file or sys.stdout).write(token + "\n")
+        finally:
+            if file is not None:
+                file.close()
+        if args.token_file is not None:
+            print(f"{PROG}: token written to {args.token_file} (mode 0600)", file=sys.stderr)
         print(
             f"{PROG}: token valid until {iso_seconds(expires)} for {args.uses} enrollment(s)",
             file=sys.stderr,
@@ -54,6 +64,18 @@ def cmd_token(args: argparse.Namespace) -> int:
         ]
         print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
+
+
+def _secret_file(path: Path) -> TextIO:
+    """A new file only its owner can read, created before the token is minted (so a bad path costs
+    no token); an existing file is never overwritten (it may be someone else's)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; give a new file for the token") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {path}: {exc.strerror or exc}") from None
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

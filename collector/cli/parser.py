@@ -313,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many enrollments it allows (default 1)",
     )
     tc.add_argument("--note", metavar="TEXT", default="", help="a note kept with the token (who it is for)")
+    tc.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the token to this new file (mode 0600) instead of standard output, for "
+        "`umbra-agent enroll --token-file FILE`",
+    )
     tok_sub.add_parser(
         "list",
         parents=[db, fmt],

@@ -126,7 +126,7 @@ def test_run_without_enrollment_prints_the_enroll_command(tmp_path: Path) -> Non
             f"umbra-agent enroll --collector 127.0.0.1:{port + 1} --token-file token.txt --config {config}"
         )
         assert expected in log.text()
-        assert "umbra-collector token create" in log.text()
+        assert "umbra-collector token create --token-file token.txt" in log.text()
         wait_for("the first failure", lambda: "cannot reach the collector" in log.text())
         time.sleep(2)
         assert log.text().count("cannot reach the collector") == 1  # not once per retry
@@ -186,8 +186,18 @@ def test_enroll_again_keeps_the_host_id_and_reads_the_token_from_a_file(
 ) -> None:
     state = tmp_path / "agent"
     first = enroll(collector, state)
-    token_file = tmp_path / "token.txt"
-    token_file.write_text(collector.token() + "\n")
+    token_file = tmp_path / "token.txt"  # the token never on a command line, nor on a screen
+    collector.run_cli(
+        "token",
+        "create",
+        "--db",
+        collector.url,
+        "--pki-dir",
+        str(collector.pki),
+        "--token-file",
+        str(token_file),
+    )
+    assert token_file.stat().st_mode & 0o777 == 0o600
     again = _enroll(state, "--collector", collector.enroll, "--token-file", str(token_file))
     assert again.returncode == 0, again.stderr
     assert f"enrolled as {first};" in again.stdout
