@@ -117,6 +117,8 @@ class StreamClient:
         self._lost = False  # the collector is away: say so once, not at every retry
         self._acked_once = False
         self._tls = False  # whether the current session's channel is mutual TLS
+        self._inventory_logged = False
+        self._inventory_models = 0
         self.session_deadline = SESSION_DEADLINE
 
     def notify(self) -> None:
@@ -232,6 +234,12 @@ class StreamClient:
                     await reader
                 call.cancel()
 
+    def _log_inventory(self) -> None:
+        """Say once that the inventory went, when it went over an accepted stream."""
+        if self._sent_inventory is not None and self.stats.connected and not self._inventory_logged:
+            self._inventory_logged = True
+            log.info("inventory sent: %d model files on this host", self._inventory_models)
+
     def _accepted(self) -> None:
         """The collector took our Hello: this session is connected."""
         self.stats.connected = True
@@ -242,6 +250,7 @@ class StreamClient:
             " again; sending what waited in the spool" if self._lost else "",
         )
         self._lost = False
+        self._log_inventory()
 
     def _send_inventory(self, outbox: asyncio.Queue[apb.AgentMessage | None]) -> None:
         """What is on the host now, when it differs from what this session last sent."""
@@ -253,10 +262,10 @@ class StreamClient:
         )
         if content != self._sent_inventory:
             outbox.put_nowait(apb.AgentMessage(inventory=current))
-            if not self.stats.inventories_sent:
-                log.info("inventory sent: %d model files on this host", len(current.models))
             self._sent_inventory = content
+            self._inventory_models = len(current.models)
             self.stats.inventories_sent += 1
+            self._log_inventory()
 
     async def _read_acks(
         self,
@@ -270,6 +279,8 @@ class StreamClient:
             self._accepted()
         async for message in call:
             if message.HasField("ack"):
+                if not self.stats.connected:  # a collector that sends no initial metadata
+                    self._accepted()
                 sequence = message.ack.sequence
                 self._progress = time.monotonic()
                 removed = await asyncio.to_thread(self.spool.commit, sequence)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from umbra import codec
+from umbra.durations import describe
 
 from ..addr import parse_addr
 from ..ingest import (
@@ -182,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--grace",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_seconds,
         default=DEFAULT_GRACE_SECONDS,
-        help=f"at shutdown, how long open agent streams may still finish (default {DEFAULT_GRACE_SECONDS:g})",
+        help="at shutdown, how long open agent streams may still finish "
+        f"(default {describe(DEFAULT_GRACE_SECONDS)})",
     )
     s.add_argument(
         "--insecure",
@@ -244,15 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=DEFAULT_SILENT_AFTER,
         help=f"mark a host silent (an AGENT_HEALTH finding) after this long without contact "
-        f"(default {DEFAULT_SILENT_AFTER:g}s)",
+        f"(default {describe(DEFAULT_SILENT_AFTER)})",
     )
     s.add_argument(
         "--monitor-interval",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_positive_seconds,
         default=DEFAULT_MONITOR_INTERVAL,
         help=f"how often to look for silent hosts, revocations and a new policy "
-        f"(default {DEFAULT_MONITOR_INTERVAL:g})",
+        f"(default {describe(DEFAULT_MONITOR_INTERVAL)})",
     )
     s.add_argument(
         "--workers",
@@ -502,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         type=_duration,
         default=DEFAULT_SILENT_AFTER,
-        help=f"silent: no contact for this long (default {DEFAULT_SILENT_AFTER:g}s)",
+        help=f"silent: no contact for this long (default {describe(DEFAULT_SILENT_AFTER)})",
     )
     v.add_argument(
         "--scope", choices=("fleet", "host", "user"), default="fleet", help="trend: whose (default fleet)"

@@ -5,13 +5,18 @@ runtime id refused like an unknown service, durations with units, /etc/umbra/age
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import cli
+from umbra import contract
+from umbra.v1 import agent_pb2
 
-from agent.config import ConfigError, config_path, load_config
+from agent.config import AgentConfig, ConfigError, config_path, load_config
+from agent.policy.fleet import PolicyKeeper
+from agent.policy.rules import Policy, policy_from_config
 
 QUIET = (
     "[sensors.gpu]\nenabled = false\n[sensors.network]\nenabled = false\n[sensors.process]\nenabled = false\n"
@@ -86,3 +91,28 @@ def test_status_json_still_parses_with_a_warning_on_stderr(tmp_path: Path) -> No
     """Warnings go to stderr only, so `status --format json` stays machine-readable."""
     result = _status(_config(tmp_path, f'[sensors.files]\npaths = ["{tmp_path}"]\n'))
     assert json.loads(result.stdout)["enrolled"] is False
+
+
+def test_a_pushed_policy_with_unknown_ids_is_applied_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The collector cannot check ids against the agent's catalogs; the agent says which name nothing."""
+    applied: list[Policy] = []
+    keeper = PolicyKeeper(tmp_path, policy_from_config(AgentConfig()), lambda p, _: applied.append(p))
+    rules = [
+        agent_pb2.PolicyRule(
+            name="approved_runtimes", kind=contract.RULE_APPROVED_RUNTIME, values=["ollama", "olama"]
+        ),
+        agent_pb2.PolicyRule(
+            name="approved_services", kind=contract.RULE_APPROVED_SERVICE, values=["openai", "opnai"]
+        ),
+    ]
+    with caplog.at_level(logging.WARNING, logger="agent.policy.fleet"):
+        assert keeper.receive(agent_pb2.Policy(version=2, rules=rules))
+    assert applied[-1].approved_runtimes == {"ollama", "olama"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    tail = "name nothing in this agent's catalog, so approve nothing"
+    assert warnings == [
+        f"fleet policy version 2: approved_runtimes 'olama' {tail}",
+        f"fleet policy version 2: approved_services 'opnai' {tail}",
+    ]
