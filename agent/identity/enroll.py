@@ -174,8 +174,8 @@ def _enroll_refused(address: str, exc: grpc.RpcError) -> EnrollError:
         )
     if code == grpc.StatusCode.UNAUTHENTICATED and "token" in details:
         return EnrollError(
-            f"the collector at {address} refused this token (unknown, expired or already used): check "
-            "that it was copied whole, or mint a new one with `umbra-collector token create`"
+            f"the collector at {address} refused this token (UNAUTHENTICATED: unknown, expired or already "
+            "used): check that it was copied whole, or mint a new one with `umbra-collector token create`"
         )
     if code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details:
         return EnrollError(
