@@ -37,6 +37,8 @@ def resolve_host(store: Store, text: str, names: dict[str, str] | None = None) -
     wanted = text.strip()
     if not wanted:
         raise UnknownHost("empty host: give a host id or a host name (see 'umbra-collector hosts')")
+    if names is None and store.agent(wanted) is not None:
+        return wanted  # an enrolled agent's id: one key lookup, the common case
     known = host_names(store) if names is None else names
     if wanted in known:
         return wanted

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from collector_proc import CollectorProc
 from collector_testkit import build_finding, build_hello, build_inventory
 from conftest import cli
 
@@ -22,13 +24,16 @@ from collector.query.findings import finding_filter, list_findings
 from collector.query.hosts import UnknownHost, resolve_host
 from collector.storage import open_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
+from consolekit import PASSWORDS, Client, add_user
+
 NOW = time.time()
 LONG = "a summary long enough that a narrow terminal must cut it short " * 3
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    url = str(tmp_path / "hosts.db")  # a bare path: an SQLite file
+    url = str(tmp_path / "collector.db")  # a bare path: an SQLite file (CollectorProc's, too)
     with open_store(url) as store:
         hosts = {"h-aaa111": "ws-alpha", "h-bbb222": "ws-twin", "h-ccc333": "ws-twin"}
         for host_id, name in hosts.items():
@@ -147,3 +152,22 @@ def test_the_read_side_resolves_once_for_cli_api_and_console(db: str) -> None:
         page = list_findings(store, finding_filter(host="ws-alpha", severities=("critical",)))
         assert [f["id"] for f in page.findings] == ["crit"]
         assert [i["host_id"] for i in inventories_view(store, "ws-alpha")] == ["h-aaa111"]
+
+
+def test_the_console_and_the_api_take_names_too(db: str, tmp_path: Path) -> None:
+    collector = CollectorProc(tmp_path, "--http", "127.0.0.1:0")
+    collector.start()
+    try:
+        add_user(collector.url, "vic", "viewer")
+        client = Client(f"http://{collector.http}")
+        assert client.login("vic", PASSWORDS["viewer"]) == 303
+        status, _, body = client.request("/hosts/ws-alpha")
+        assert status == 200 and "h-aaa111" in body
+        status, _, body = client.request("/hosts/ws-twin")
+        assert status == 404 and "ambiguous" in body and "h-bbb222, h-ccc333" in body
+        status, _, body = client.request("/api/findings?host=ws-alpha&min_severity=high")
+        assert status == 200 and sorted(f["id"] for f in json.loads(body)) == ["crit", "old-high"]
+        status, _, body = client.request("/api/inventory?host=ws-nobody")
+        assert status == 400 and "no host 'ws-nobody'" in json.loads(body)["error"]
+    finally:
+        collector.stop()
