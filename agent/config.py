@@ -1,17 +1,24 @@
 """Agent configuration: a TOML file, validated strictly, with defaults for everything.
 
 An unknown key or a wrong type is an error that names the key, so a typo cannot silently
-turn a sensor off. See the README's configuration reference.
+turn a sensor off. See the README's configuration reference. Without --config the agent reads
+/etc/umbra/agent.toml when it exists. A duration is a number of seconds or a string with its unit
+("90s", "15m"); an old key name (see RENAMED) is still read, with a warning naming the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+from umbra.durations import FORMS, parse_duration
 
 from agent.catalog.secrets import extra_rules
 from agent.catalog.source import CatalogError
@@ -20,6 +27,20 @@ from agent.sensors.files.significance import ModelRule
 
 class ConfigError(ValueError):
     """A broken config file: the message is one line for the operator."""
+
+
+#: Read when no --config is given and the file exists (the packaged systemd unit's config).
+DEFAULT_CONFIG = Path("/etc/umbra/agent.toml")
+
+#: Old key -> its name now, per section; the fleet policy (umbra-collector policy set) uses the new
+#: names for the same things, so one word means one thing on both sides.
+RENAMED: dict[str, dict[str, str]] = {
+    "sensors.files": {"paths": "watched_paths"},
+}
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"umbra-agent: warning: {message}", file=sys.stderr)
 
 
 def default_state_dir() -> Path:
@@ -88,7 +109,7 @@ class NetworkSensorSection:
 @dataclass(frozen=True)
 class FilesSensorSection:
     enabled: bool = True
-    paths: tuple[str, ...] = ()  # more directories to inventory and watch
+    watched_paths: tuple[str, ...] = ()  # more directories to inventory and watch (the fleet policy's name)
     homes: tuple[str, ...] = ()  # empty: every user's home directory (uid >= 1000) and the agent's
     default_roots: bool = True  # the catalog's model locations (HF cache, Ollama, LM Studio, Downloads ...)
     scan_homes: bool = True  # inventory whole home directories (watched: model locations only)
@@ -166,8 +187,18 @@ class AgentConfig:
         return Path(files.state_path) if files.state_path else self.state_dir / "files.db"
 
 
-def load_config(path: Path | None) -> AgentConfig:
-    """The config at `path`, or the defaults when None. Raises ConfigError, one line."""
+def config_path(path: Path | None, default: Path = DEFAULT_CONFIG) -> Path | None:
+    """The file to read: `path` when given, else `default` when it exists, else None (defaults)."""
+    if path is not None:
+        return path
+    return default if default.is_file() else None
+
+
+def load_config(
+    path: Path | None, *, default: Path = DEFAULT_CONFIG, warn: Callable[[str], None] = _stderr_warning
+) -> AgentConfig:
+    """The config at `path` (else `default` when it exists), or the defaults. Raises ConfigError, one line."""
+    path = config_path(path, default)
     if path is None:
         return AgentConfig()
     try:
@@ -176,18 +207,38 @@ def load_config(path: Path | None) -> AgentConfig:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), warn)
 
 
-def parse_config(text: str, label: str) -> AgentConfig:
+def parse_config(text: str, label: str, warn: Callable[[str], None] = _stderr_warning) -> AgentConfig:
     """The config in `text` (`label` names it in errors). Raises ConfigError, one line."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {label} is not valid TOML: {exc}") from None
+    _rename(raw, "", label, warn)
     config = _build(AgentConfig, raw, label)
     _check(config, label)
     return config
+
+
+def _rename(raw: Any, section: str, where: str, warn: Callable[[str], None]) -> None:
+    """Old key names to new ones, in place, with a warning for each (both given: an error)."""
+    if not isinstance(raw, dict):
+        return
+    for old, new in RENAMED.get(section, {}).items():
+        if old in raw:
+            if new in raw:
+                raise ConfigError(f"{where} [{section}]: {old!r} and {new!r} are the same key; keep {new!r}")
+            warn(f"{where} [{section}]: {old!r} is deprecated, call it {new!r}")
+            raw[new] = raw.pop(old)
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            _rename(value, f"{section}.{key}" if section else key, where, warn)
+
+
+#: Float keys that are durations (seconds): they also take a string with a unit ("90s", "15m").
+_DURATION_KEYS = ("interval", "seconds", "backoff_initial", "backoff_max")
 
 
 _T = TypeVar("_T")
@@ -211,8 +262,14 @@ def _build(cls: type[_T], raw: Any, where: str) -> _T:
                 raise ConfigError(f"{here}: expected true or false, got {value!r}")
             values[name] = value
         elif isinstance(default, float):
+            duration = any(k in name for k in _DURATION_KEYS)
+            if duration and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    values[name] = parse_duration(value, zero=True)
+                    continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{here}: expected a number, got {value!r}")
+                wanted = f"a number of seconds or a duration ({FORMS})" if duration else "a number"
+                raise ConfigError(f"{here}: expected {wanted}, got {value!r}")
             values[name] = float(value)
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int):
@@ -274,9 +331,11 @@ def _check(config: AgentConfig, path: str) -> None:
         problems.append("[sensors.files.models] package_dirs are directory names (no '/')")
     if any(not re.fullmatch(r"[0-9a-fA-F]{64}", h) for h in config.policy.approved_model_hashes):
         problems.append("[policy] approved_model_hashes must be SHA-256 hex digests")
-    absolute = (*config.policy.approved_paths, *files.paths, *files.media_prefixes)
+    absolute = (*config.policy.approved_paths, *files.watched_paths, *files.media_prefixes)
     if any(not os.path.isabs(p) for p in absolute):
-        problems.append("[policy] approved_paths, [sensors.files] paths and media_prefixes must be absolute")
+        problems.append(
+            "[policy] approved_paths, [sensors.files] watched_paths and media_prefixes must be absolute"
+        )
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:

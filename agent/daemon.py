@@ -103,7 +103,7 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
             FileSensor(
                 state_path=config.files_state_path,
                 homes=files.homes or None,
-                paths=files.paths,
+                paths=files.watched_paths,
                 default_roots=files.default_roots,
                 scan_homes=files.scan_homes,
                 media_prefixes=files.media_prefixes or None,
@@ -151,6 +151,19 @@ def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
     return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
 
 
+def enroll_hint(address: str, config_file: Path | None) -> str:
+    """The command that enrolls this agent with the collector it is configured for."""
+    host, _, port = address.rpartition(":")
+    enroll_port = int(port) + 1 if port.isdigit() and 0 < int(port) < 65535 else 50052
+    config = f" --config {config_file}" if config_file is not None else ""
+    return (
+        "not enrolled: this agent speaks plain gRPC, which only a development collector "
+        "(serve --insecure) accepts. To enroll, mint a token on the collector "
+        f"(umbra-collector token create --token-file token.txt) and run: umbra-agent enroll --collector "
+        f"{host}:{enroll_port} --token-file token.txt{config}"
+    )
+
+
 def _logging_only(new: AgentConfig, old: AgentConfig) -> bool:
     """The configs differ at most in how the agent logs: applied without a restart."""
     agent = replace(new.agent, log_level=old.agent.log_level, log_format=old.agent.log_format)
@@ -158,7 +171,9 @@ def _logging_only(new: AgentConfig, old: AgentConfig) -> bool:
 
 
 async def run_daemon(
-    config: AgentConfig, reload: Callable[[], AgentConfig] | None = None
+    config: AgentConfig,
+    reload: Callable[[], AgentConfig] | None = None,
+    config_file: Path | None = None,
 ) -> AgentConfig | None:
     """Run until SIGTERM/SIGINT (returns None) or until SIGHUP brings a changed configuration
     (returns it: the caller starts the daemon again with it, in this process). `reload` reads
@@ -245,6 +260,8 @@ async def run_daemon(
         on_policy=keeper.receive,
         inventory=lambda: inventory(pipeline),
     )
+    if identity is None:
+        log.warning("%s", enroll_hint(address, config_file))
     log.info(
         "umbra-agent %s (pid %d): host %s, collector %s (%s), spool %s",
         __version__,
@@ -255,11 +272,17 @@ async def run_daemon(
         config.spool_path,
     )
 
+    files = next((s for s in pipeline.sensors if isinstance(s, FileSensor)), None)
+
     async def sense() -> None:
         interval = config.sensors.process.interval
+        inventory_due = files is not None
         while not stop.is_set():
             started = time.monotonic()
             findings = await asyncio.to_thread(pipeline.poll)
+            if inventory_due and files is not None and files.first_scan_done.is_set():
+                inventory_due = False
+                client.notify()  # the inventory goes now, not with the next heartbeat
             if findings:
                 dropped = spool.append(findings, client.send_cursor, tracker.take_unsaved())
                 if dropped:

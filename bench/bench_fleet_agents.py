@@ -179,7 +179,7 @@ def start_collector(work: Path, workers: int, url: str) -> tuple[subprocess.Pope
             "--workers",
             str(workers),
             "--monitor-interval",
-            "1",
+            "1s",
         ],
         stderr=subprocess.PIPE,
         text=True,

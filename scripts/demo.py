@@ -173,7 +173,7 @@ backoff_initial = 0.5
 [sensors.process]
 interval = 1.0
 [sensors.files]
-paths = ["{models}"]
+watched_paths = ["{models}"]
 """)
     try:
         enroll_agent(db, enroll_address, config)

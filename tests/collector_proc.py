@@ -85,7 +85,7 @@ class CollectorProc:
                 "--log-level",
                 "warning",
                 "--grace",
-                "1",
+                "1s",
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from umbra.durations import parse_duration
 from umbra.table import Column, render_table
 from umbra.v1 import finding_pb2 as fpb
 
@@ -18,7 +19,7 @@ from agent import __version__
 from agent.catalog.runtimes import CatalogError
 from agent.cli.output import write_json_lines, write_table
 from agent.cli.pcap import scan_pcap
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError, config_path, load_config
 from agent.delivery.tracker import FindingTracker
 from agent.identity.host import host_id
 from agent.logs import configure_logging
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    config_help = "agent config file (TOML); defaults apply to everything it leaves out"
+    config_help = (
+        f"agent config file (TOML; default {DEFAULT_CONFIG} when it exists); defaults apply to "
+        "everything it leaves out"
+    )
     scan = sub.add_parser(
         "scan",
         help="one pass over this host, findings to stdout",
@@ -60,10 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan.add_argument(
         "--duration",
-        type=_non_negative,
+        type=_duration,
         default=0.0,
-        metavar="SECONDS",
-        help="keep watching this long, polling at the process sensor's interval (default: 0, one pass)",
+        metavar="DURATION",
+        help="keep watching this long, e.g. 30s or 5m (a bare number is seconds), polling at the "
+        "process sensor's interval (default: one pass)",
     )
     scan.add_argument(
         "--format",
@@ -107,8 +112,21 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument(
         "--collector", required=True, metavar="HOST:PORT", help="the collector's enrollment address"
     )
+    token = enroll.add_mutually_exclusive_group(required=True)
+    token.add_argument(
+        "--token", metavar="TOKEN", help="a token from `umbra-collector token create` (it shows in `ps`)"
+    )
+    token.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="read the token from this file ('-': standard input), so it never sits on a command line",
+    )
     enroll.add_argument(
-        "--token", required=True, metavar="TOKEN", help="a token from `umbra-collector token create`"
+        "--new-identity",
+        action="store_true",
+        help="enroll under a new key, hence a new host id; by default an agent that was enrolled before "
+        "keeps its key and so its host id",
     )
     enroll.add_argument(
         "--ca-file",
@@ -159,14 +177,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _non_negative(text: str) -> float:
+def _duration(text: str) -> float:
+    """`scan --duration`: a duration with its unit, or bare seconds, which the CLI contract
+    (DESIGN.md: `--duration SECONDS`) promised first and scripts already pass."""
     try:
-        value = float(text)
+        seconds = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
+        pass
+    else:
+        if seconds >= 0 and seconds == seconds and seconds != float("inf"):
+            return seconds
+    try:
+        return parse_duration(text, zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    """The token from --token, or the first line of --token-file (one line, no newline kept)."""
+    if args.token is not None:
+        return str(args.token)
+    path: Path = args.token_file
+    from agent.identity.enroll import EnrollError
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnrollError(
+            f"cannot read the token file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise EnrollError(f"the token file {path} must hold one token on one line, it has {len(lines)} lines")
+    return lines[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scan":
             return _scan(config, args.duration, args.format, args.pcap)
         if args.command == "enroll":
-            return _enroll(config, args.collector, args.token, args.ca_file)
+            return _enroll(config, args.collector, _read_token(args), args.ca_file, args.new_identity)
         if args.command == "run":
             return _run(config, args.config)
         return _status(config, args.format)
@@ -200,9 +243,10 @@ def _run(config: AgentConfig, path: Path | None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
 
+    path = config_path(path)  # /etc/umbra/agent.toml when none is given and it exists
     reload = (lambda: load_config(path)) if path is not None else None
     while True:
-        changed = asyncio.run(run_daemon(config, reload))
+        changed = asyncio.run(run_daemon(config, reload, path))
         if changed is None:
             return 0
         config = changed
@@ -281,16 +325,27 @@ def _write(findings: Sequence[fpb.Finding], fmt: str) -> None:
         write_table(findings, sys.stdout)
 
 
-def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None) -> int:
+def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None, new_identity: bool) -> int:
+    from agent.identity.credentials import IdentityError, load_identity
     from agent.identity.enroll import EnrollError, enroll
 
     try:
         ca = ca_file.read_bytes() if ca_file is not None else None
     except OSError as exc:
         raise EnrollError(f"cannot read {ca_file}: {exc.strerror or exc}") from None
-    identity = enroll(address, token, config.state_dir, ca_pem=ca)
+    try:
+        before = load_identity(config.state_dir)
+    except IdentityError:
+        before = None
+    identity = enroll(address, token, config.state_dir, ca_pem=ca, new_identity=new_identity)
     until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(identity.not_after))
     print(f"enrolled as {identity.host_id}; stream to {identity.collector}; certificate valid until {until}")
+    if before is not None and before.host_id == identity.host_id:
+        print(
+            f"{PROG}: kept this agent's identity {identity.host_id} (its key from before); "
+            "--new-identity enrolls as a new host",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from umbra import contract
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
@@ -32,6 +33,9 @@ from agent.delivery.spool import Spool
 from agent.identity.credentials import TLS_CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
+
+# The collector's initial metadata once it has accepted a stream's Hello (collector/ingest/stream.py).
+ACCEPTED_KEY, ACCEPTED_VALUE = contract.STREAM_ACCEPTED
 
 # Both ends must agree on these (the collector's server options say the same).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -109,7 +113,12 @@ class StreamClient:
         self._rng = random.Random()
         self._cursor = 0
         self._progress = 0.0  # monotonic time of the session's start or its last Ack
-        self._sent_inventory = b""
+        self._sent_inventory: bytes | None = None  # what this session last sent (None: nothing yet)
+        self._lost = False  # the collector is away: say so once, not at every retry
+        self._acked_once = False
+        self._tls = False  # whether the current session's channel is mutual TLS
+        self._inventory_logged = False
+        self._inventory_models = 0
         self.session_deadline = SESSION_DEADLINE
 
     def notify(self) -> None:
@@ -130,7 +139,19 @@ class StreamClient:
                 await self._session(stop)
             except (grpc.aio.AioRpcError, ConnectionError, OSError) as exc:
                 self.stats.last_error = _describe(exc)
-                log.warning("collector %s: %s", self.address, self.stats.last_error)
+                if stop.is_set():
+                    pass
+                elif not self._lost:
+                    self._lost = True
+                    verb = "lost the collector" if self.stats.connected else "cannot reach the collector"
+                    log.warning(
+                        "%s %s: %s; retrying with backoff, findings wait in the spool",
+                        verb,
+                        self.address,
+                        self.stats.last_error,
+                    )
+                else:
+                    log.debug("collector %s still away: %s", self.address, self.stats.last_error)
             finally:
                 self.stats.connected = False
                 self._cursor = 0  # resend everything not yet acknowledged
@@ -148,6 +169,7 @@ class StreamClient:
             creds = self._credentials() if self._credentials is not None else None
         except Exception as exc:  # a damaged identity file: say so, and retry with backoff
             raise ConnectionError(f"cannot load this agent's certificate: {exc}") from exc
+        self._tls = creds is not None
         if creds is None:
             return grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         return grpc.aio.secure_channel(self.address, creds, options=[*CHANNEL_OPTIONS, *TLS_CHANNEL_OPTIONS])
@@ -164,9 +186,8 @@ class StreamClient:
             reader = asyncio.create_task(self._read_acks(call, in_flight, sent, outbox))
             stopper = asyncio.create_task(stop.wait())
             self._cursor = 0
-            self.stats.connected = True
             last_heartbeat = self._progress = time.monotonic()
-            self._sent_inventory = b""  # a new session gets the inventory again
+            self._sent_inventory = None  # a new session gets the inventory again
             self._send_inventory(outbox)
             try:
                 while not stop.is_set():
@@ -178,6 +199,8 @@ class StreamClient:
                     if not await _first(in_flight.acquire(), reader, stopper, timeout=self.session_deadline):
                         continue
                     self._wakeup.clear()  # before leasing, so a notify after it is not lost
+                    if self._sent_inventory is None:  # as soon as the first full scan is done
+                        self._send_inventory(outbox)
                     batch = self.spool.lease(self._cursor, self.batch_size)
                     if batch:
                         sequence = batch[-1].seq
@@ -211,6 +234,24 @@ class StreamClient:
                     await reader
                 call.cancel()
 
+    def _log_inventory(self) -> None:
+        """Say once that the inventory went, when it went over an accepted stream."""
+        if self._sent_inventory is not None and self.stats.connected and not self._inventory_logged:
+            self._inventory_logged = True
+            log.info("inventory sent: %d model files on this host", self._inventory_models)
+
+    def _accepted(self) -> None:
+        """The collector took our Hello: this session is connected."""
+        self.stats.connected = True
+        log.info(
+            "connected to the collector %s (%s)%s",
+            self.address,
+            "mutual TLS" if self._tls else "plain gRPC",
+            " again; sending what waited in the spool" if self._lost else "",
+        )
+        self._lost = False
+        self._log_inventory()
+
     def _send_inventory(self, outbox: asyncio.Queue[apb.AgentMessage | None]) -> None:
         """What is on the host now, when it differs from what this session last sent."""
         current = self._inventory() if self._inventory is not None else None
@@ -222,7 +263,9 @@ class StreamClient:
         if content != self._sent_inventory:
             outbox.put_nowait(apb.AgentMessage(inventory=current))
             self._sent_inventory = content
+            self._inventory_models = len(current.models)
             self.stats.inventories_sent += 1
+            self._log_inventory()
 
     async def _read_acks(
         self,
@@ -231,8 +274,13 @@ class StreamClient:
         sent: list[int],
         outbox: asyncio.Queue[apb.AgentMessage | None],
     ) -> None:
+        metadata = await call.initial_metadata()
+        if metadata is not None and (ACCEPTED_KEY, ACCEPTED_VALUE) in tuple(metadata):
+            self._accepted()
         async for message in call:
             if message.HasField("ack"):
+                if not self.stats.connected:  # a collector that sends no initial metadata
+                    self._accepted()
                 sequence = message.ack.sequence
                 self._progress = time.monotonic()
                 removed = await asyncio.to_thread(self.spool.commit, sequence)
@@ -242,6 +290,13 @@ class StreamClient:
                     in_flight.release()
                     self.stats.batches_acked += 1
                 log.debug("ack %d: %d findings committed", sequence, removed)
+                if not self._acked_once:
+                    self._acked_once = True
+                    log.info(
+                        "collector %s acknowledged the first batch (sequence %d): findings are stored",
+                        self.address,
+                        sequence,
+                    )
                 self._wakeup.set()
             elif message.HasField("policy"):
                 applied = False

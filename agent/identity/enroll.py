@@ -10,6 +10,11 @@ Enrollment, step by step:
    it generated itself, and gets its certificate back, whose common name is its host id.
 4. It checks the certificate (its key, that CA, that host id) and saves everything in one file.
 
+The host id is derived from the key (collector/pki.py), so an agent enrolling again keeps the key
+of its saved identity and with it its host id: re-enrolling a machine (a new token, a moved
+collector) does not make it a new host. `new_identity=True` (enroll --new-identity) starts over
+with a new key, hence a new host id, for a machine whose old identity was revoked or removed.
+
 Renewal: when a third of the certificate's lifetime is left, the daemon sends a new CSR over
 mutual TLS with the current certificate (no token), and swaps the identity file atomically.
 """
@@ -31,6 +36,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
@@ -104,15 +110,48 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = DEFAULT_TIMEOUT) ->
             context.wrap_socket(raw, server_hostname="umbra-collector") as tls,
         ):
             ders = _unverified_chain(tls)
-    except (OSError, ssl.SSLError) as exc:
-        raise EnrollError(f"cannot reach the collector's enrollment port {address}: {exc}") from None
+            wants_certificate = _asks_for_client_certificate(tls, min(timeout, 5.0))
+    except ssl.SSLError as exc:  # TLS 1.2 ends the handshake itself for want of a certificate
+        if _asks_client_certificate(str(exc)):
+            raise _stream_port(address) from None
+        raise EnrollError(f"TLS with the collector at {address} failed: {exc}") from None
+    except OSError as exc:
+        raise EnrollError(
+            f"cannot reach the collector at {address} ({getattr(exc, 'strerror', None) or exc}): check that "
+            "`umbra-collector serve` runs there and that this host may connect to its enrollment port "
+            "(serve --enroll, by default the stream port + 1)"
+        ) from None
+    if wants_certificate:
+        raise _stream_port(address)
     for der in ders:
         if _pin(der) == pin:
             cert = x509.load_der_x509_certificate(der)
             return cert.public_bytes(serialization.Encoding.PEM)
     raise EnrollError(
-        f"the collector at {address} does not present the CA this token was made for "
-        "(wrong address, or a machine in the middle)"
+        f"the collector at {address} does not present the CA this token was made for: check that the "
+        "token was copied whole (its part after the '.' names the CA) and that the address is the "
+        "collector that minted it; else a machine in the middle answered"
+    )
+
+
+def _asks_for_client_certificate(tls: ssl.SSLSocket, timeout: float) -> bool:
+    """Whether the server ends the connection for want of a client certificate: the stream port
+    does, right after a TLS 1.3 handshake (with an alert, or by closing), where the enrollment port
+    sends its HTTP/2 settings."""
+    tls.settimeout(timeout)
+    try:
+        return tls.recv(1) == b""
+    except ssl.SSLError as exc:
+        return _asks_client_certificate(str(exc))
+    except OSError:
+        return False
+
+
+def _stream_port(address: str) -> EnrollError:
+    host, port = split_address(address)
+    return EnrollError(
+        f"{address} is the collector's stream port (it asks for a client certificate); enroll at its "
+        f"enrollment port, by default the stream port + 1: --collector {_join(host, port + 1)}"
     )
 
 
@@ -120,6 +159,55 @@ def _rpc_error(exc: grpc.RpcError) -> str:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return f"{code.name if code else 'ERROR'}: {details}"
+
+
+def _enroll_refused(address: str, exc: grpc.RpcError) -> EnrollError:
+    """The refusal as one line that names the fix: the commonest mistakes have their own."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    if code == grpc.StatusCode.UNAVAILABLE and _asks_client_certificate(details):
+        return _stream_port(address)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return EnrollError(
+            f"enrollment at {address} failed ({_rpc_error(exc)}): check that this is the collector's "
+            "enrollment port (serve --enroll, by default the stream port + 1) and that it runs"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED and "token" in details:
+        return EnrollError(
+            f"the collector at {address} refused this token (UNAUTHENTICATED: unknown, expired or already "
+            "used): check that it was copied whole, or mint a new one with `umbra-collector token create`"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details:
+        return EnrollError(
+            f"{details} at {address}: enroll again as a new host with --new-identity "
+            "(after `umbra-collector agent remove` if the old one should go)"
+        )
+    return EnrollError(f"enrollment refused by {address}: {_rpc_error(exc)}")
+
+
+def _asks_client_certificate(details: str) -> bool:
+    """gRPC's words for a TLS handshake the server ended for want of a client certificate."""
+    text = details.lower()
+    return any(w in text for w in ("certificate required", "certificate_required", "handshake failure"))
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _kept_key(state_dir: Path) -> ec.EllipticCurvePrivateKey | None:
+    """The key of the identity saved in `state_dir`, if there is a usable one."""
+    try:
+        identity = load_identity(state_dir)
+    except IdentityError:
+        return None
+    if identity is None:
+        return None
+    try:
+        key = serialization.load_pem_private_key(identity.key_pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
 def enroll(
@@ -130,8 +218,10 @@ def enroll(
     hostname: str | None = None,
     ca_pem: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    new_identity: bool = False,
 ) -> Identity:
-    """Enroll with the collector's enrollment port; save and return the new identity."""
+    """Enroll with the collector's enrollment port; save and return the identity (the key of a
+    saved one is kept, and so its host id, unless `new_identity`)."""
     secret, _, pin = token.strip().partition(".")
     if not secret:
         raise EnrollError("empty token")
@@ -140,14 +230,14 @@ def enroll(
             raise EnrollError("this token carries no CA fingerprint; give the collector's CA with --ca-file")
         ca_pem = fetch_pinned_ca(address, pin, timeout)
     host = socket.gethostname() if hostname is None else hostname
-    key = new_key()
+    key = (None if new_identity else _kept_key(state_dir)) or new_key()
     request = apb.EnrollRequest(token=token.strip(), csr_pem=csr_pem(key, host), hostname=host)
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     try:
         with grpc.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS) as channel:
             response = apb_grpc.EnrollServiceStub(channel).Enroll(request, timeout=timeout)
     except grpc.RpcError as exc:
-        raise EnrollError(f"enrollment refused by {address}: {_rpc_error(exc)}") from None
+        raise _enroll_refused(address, exc) from None
     if response.ca_certificate_pem and _pin(
         x509.load_pem_x509_certificate(response.ca_certificate_pem).public_bytes(serialization.Encoding.DER)
     ) != _pin(x509.load_pem_x509_certificate(ca_pem).public_bytes(serialization.Encoding.DER)):

@@ -21,6 +21,7 @@ from umbra import contract
 from umbra.private import write_private
 from umbra.v1 import agent_pb2 as apb
 
+from agent.catalog.runtimes import default_runtime_catalog
 from agent.policy.rules import Policy
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,23 @@ class PolicyKeeper:
             log.info("fleet policy version %d loaded from %s", self.fleet.version, state_dir / POLICY_FILE)
         apply(self.current(), self.fleet)
 
+    def _warn_unknown(self, fleet: FleetPolicy) -> None:
+        """The collector cannot check ids against this agent's catalogs: say which approve nothing."""
+        runtimes = default_runtime_catalog()
+        endpoints = self._local.endpoints
+        unknown = {
+            "approved_runtimes": [r for r in fleet.approved_runtimes if runtimes.get(r) is None],
+            "approved_services": endpoints.unknown_approvals(fleet.approved_services) if endpoints else [],
+        }
+        for key, names in unknown.items():
+            if names:
+                log.warning(
+                    "fleet policy version %d: %s %s name nothing in this agent's catalog, so approve nothing",
+                    fleet.version,
+                    key,
+                    ", ".join(repr(n) for n in names),
+                )
+
     def current(self) -> Policy:
         return self.fleet.detection_policy(self._local) if self.fleet is not None else self._local
 
@@ -139,6 +157,7 @@ class PolicyKeeper:
             save(self._state_dir, fleet)  # persisted before it takes effect
             self.fleet = fleet
             self._apply(self.current(), fleet)
+        self._warn_unknown(fleet)
         log.info(
             "fleet policy version %d applied: %d approved runtimes, %d services, %d model hashes, %d paths",
             fleet.version,

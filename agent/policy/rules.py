@@ -13,6 +13,7 @@ from pathlib import Path
 from umbra.v1 import finding_pb2 as fpb
 
 from agent.catalog.endpoints import EndpointCatalog, load_endpoint_catalog
+from agent.catalog.runtimes import default_runtime_catalog
 from agent.config import AgentConfig, ConfigError
 from agent.delivery.tracker import FindingDraft
 
@@ -79,6 +80,13 @@ def policy_from_config(config: AgentConfig) -> Policy:
     if unknown:
         raise ConfigError(
             f"[policy] approved_services: {unknown[0]!r} is no service id or vendor in the catalog"
+        )
+    runtimes = default_runtime_catalog()
+    unknown = sorted(r for r in config.policy.approved_runtimes if runtimes.get(r) is None)
+    if unknown:
+        raise ConfigError(
+            f"[policy] approved_runtimes: {unknown[0]!r} is no runtime id in the catalog "
+            "(agent/catalog/runtimes.toml, e.g. 'ollama', 'llama-cpp', 'vllm')"
         )
     return Policy(
         approved_runtimes=frozenset(config.policy.approved_runtimes),

@@ -27,6 +27,7 @@ from .parser import build_parser
 from .reads import cmd_findings, cmd_fleet, cmd_hosts, cmd_inventory
 from .report import cmd_report
 from .serve import cmd_serve
+from .settings import apply_settings
 from .views import cmd_snapshot, cmd_view
 
 __all__ = ["build_parser", "main", "parse_duration"]
@@ -50,7 +51,12 @@ FLEET_COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        apply_settings(parser, sys.argv[1:] if argv is None else argv, os.environ)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    args = parser.parse_args(argv)
     args.argv = None if argv is None else list(argv)
     try:
         if args.command == "serve":

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import TextIO
 
 from umbra.table import Column, render_table, terminal_width
 
 from .. import pki
 from ..fleet_admin import mint_token, revoke_agent
-from ..policy import PolicyError, load_file
+from ..policy import FILE_THRESHOLDS, PolicyError, load_file
 from ..query.admin import agents_view, policy_view, tokens_view
+from ..query.hosts import host_names, resolve_host
 from ..query.times import iso_seconds
 from ..storage import open_store
 from .common import EXIT_OK, PROG, UsageError
@@ -30,9 +34,16 @@ def cmd_token(args: argparse.Namespace) -> int:
                 raise pki.PKIError(f"{args.ca_cert} is not a PEM certificate: {exc}") from None
         else:
             pin = pki.load_or_create_ca(pki_dir).pin
-        with open_store(args.db, create=True) as store:
-            token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
-        print(token)
+        file = _secret_file(args.token_file) if args.token_file is not None else None
+        try:
+            with open_store(args.db, create=True) as store:
+                token, expires = mint_token(store, pin, args.ttl, args.uses, args.note)
+            (file or sys.stdout).write(token + "\n")
+        finally:
+            if file is not None:
+                file.close()
+        if args.token_file is not None:
+            print(f"{PROG}: token written to {args.token_file} (mode 0600)", file=sys.stderr)
         print(
             f"{PROG}: token valid until {iso_seconds(expires)} for {args.uses} enrollment(s)",
             file=sys.stderr,
@@ -51,16 +62,40 @@ def cmd_token(args: argparse.Namespace) -> int:
             (d["hash"], d["created"], d["expires"], f"{d['uses_left']}/{d['uses']}", d["state"], d["note"])
             for d in docs
         ]
-        print(render_table(columns, rows, terminal_width()))
+        print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 
+def _secret_file(path: Path) -> TextIO:
+    """A new file only its owner can read, created before the token is minted (so a bad path costs
+    no token); an existing file is never overwritten (it may be someone else's)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; give a new file for the token") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {path}: {exc.strerror or exc}") from None
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
-    if args.action == "revoke":
+    if args.action in ("revoke", "remove"):
         with open_store(args.db, create=False) as store:
-            if not revoke_agent(store, args.host_id):
-                raise UsageError(f"no enrolled agent {args.host_id!r} (see 'umbra-collector agent list')")
-        print(f"{PROG}: agent {args.host_id} revoked", file=sys.stderr)
+            names = host_names(store)
+            host_id = resolve_host(store, args.host, names)
+            label = f"{names[host_id]} ({host_id})" if names.get(host_id) else host_id
+            enrolled = revoke_agent(store, host_id)
+            if args.action == "revoke":
+                if not enrolled:
+                    raise UsageError(f"host {label} has no enrolled agent (see 'umbra-collector agent list')")
+                print(f"{PROG}: agent {label} revoked", file=sys.stderr)
+                return EXIT_OK
+            deleted = store.forget_host(host_id)
+        print(
+            f"{PROG}: host {label} removed: {'agent revoked, ' if enrolled else ''}{deleted} findings, its "
+            "inventory and host entry deleted; kept: the revoked enrollment record and the risk history",
+            file=sys.stderr,
+        )
         return EXIT_OK
     with open_store(args.db, create=False) as store:
         docs = agents_view(store)
@@ -69,20 +104,26 @@ def cmd_agent(args: argparse.Namespace) -> int:
     elif not docs:
         print("no enrolled agents")
     else:
-        columns = [Column("HOST", flex=True), Column("HOSTNAME", flex=True)]
+        columns = [Column("HOST", flex=True), Column("HOST ID", flex=True)]
         columns += [Column(h) for h in ("ENROLLED", "CERT EXPIRES", "REVOKED")]
         rows = [
-            (d["host_id"], d["hostname"], d["enrolled_at"], d["not_after"], d["revoked_at"] or "-")
+            (
+                d["hostname"] or d["host_id"],
+                d["host_id"],
+                d["enrolled_at"],
+                d["not_after"],
+                d["revoked_at"] or "-",
+            )
             for d in docs
         ]
-        print(render_table(columns, rows, terminal_width()))
+        print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
     if args.action == "set":
         try:
-            body = load_file(args.file)
+            body = load_file(args.file, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
         except PolicyError as exc:
             raise UsageError(str(exc)) from None
         with open_store(args.db, create=True) as store:
@@ -98,10 +139,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print("no policy set (agents use their local [policy] config)")
         return EXIT_OK
     print(f"policy version {policy.pop('version')}, set {policy.pop('created')}")
+    thresholds = policy.pop("thresholds", {})
     for key, value in policy.items():
-        if isinstance(value, dict):
-            text = ", ".join(f"{k} = {v:g}" for k, v in value.items()) or "-"
-        else:
-            text = ", ".join(value) or "-"
-        print(f"  {key}: {text}")
+        print(f"  {key}: {', '.join(value) or '-'}")
+    for key, wire in FILE_THRESHOLDS.items():  # under the names a policy file gives them
+        print(f"  {key}: {thresholds[wire]:g}" if wire in thresholds else f"  {key}: - (the agent's own)")
     return EXIT_OK

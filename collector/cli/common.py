@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from typing import NoReturn
 
 PROG = "umbra-collector"
@@ -25,3 +26,11 @@ class Parser(argparse.ArgumentParser):
 def fail(message: str, status: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
+
+
+def package_version() -> str:
+    """The installed distribution's version (`--version`)."""
+    try:
+        return metadata.version("umbra")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"

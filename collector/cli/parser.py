@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from umbra import codec
+from umbra.durations import describe
 
 from ..addr import parse_addr
 from ..ingest import (
@@ -15,8 +16,9 @@ from ..ingest import (
     DEFAULT_SILENT_AFTER,
 )
 from ..query.times import parse_duration
-from ..storage import DEFAULT_DB_URL, ROLES
-from .common import DEFAULT_GRPC_ADDR, PROG, Parser
+from ..storage import DEFAULT_DB_URL, ROLES, store_url
+from .common import DEFAULT_GRPC_ADDR, PROG, Parser, package_version
+from .settings import CONFIG_ENV, DEFAULT_CONFIG, ENV_PREFIX
 
 
 def _addr(text: str) -> str:
@@ -54,23 +56,26 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_seconds(text: str) -> float:
+    """A duration in (0, 1h]: the monitor's period."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
-    return value
+        return parse_duration(text, maximum=3600.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
+    """A duration in [0, 1h]: the shutdown grace."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
-    return value
+        return parse_duration(text, maximum=3600.0, zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _db(text: str) -> str:
+    try:
+        return store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,24 +84,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Umbra collector: receives findings from umbra-agent over gRPC, stores them, "
         "scores risk per host and per fleet.",
         epilog=f"Database URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db (default "
-        f"{DEFAULT_DB_URL}, i.e. ./umbra-collector.db); postgresql://... is reserved for a later version. "
+        f"{DEFAULT_DB_URL}, i.e. ./umbra-collector.db), a bare file path (SQLite), or postgresql://... "
         "Exit status: 0 ok, 1 runtime error, 2 usage error.",
     )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="what to do ('COMMAND --help' for its options)"
     )
 
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     db = Parser(add_help=False)
+    db.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"read option defaults from this TOML file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} when "
+        f"it exists); a flag beats ${ENV_PREFIX}<OPTION>, which beats the file",
+    )
     db.add_argument(
         "--db",
         metavar="URL",
+        type=_db,
         default=DEFAULT_DB_URL,
-        help=f"collector database (default {DEFAULT_DB_URL}: ./umbra-collector.db in the working "
-        "directory; sqlite:////abs/path.db for an absolute path)",
+        help=f"collector database: a file path (SQLite), sqlite:///PATH or postgresql://... (default "
+        f"{DEFAULT_DB_URL}: ./umbra-collector.db in the working directory)",
     )
     fmt = Parser(add_help=False)
     fmt.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format (default table)"
+    )
+    fmt.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every column, every cell whole (default: fit the terminal's width)",
     )
 
     pki_opts = Parser(add_help=False)
@@ -164,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--grace",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_seconds,
         default=DEFAULT_GRACE_SECONDS,
-        help=f"at shutdown, how long open agent streams may still finish (default {DEFAULT_GRACE_SECONDS:g})",
+        help="at shutdown, how long open agent streams may still finish "
+        f"(default {describe(DEFAULT_GRACE_SECONDS)})",
     )
     s.add_argument(
         "--insecure",
@@ -226,15 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=DEFAULT_SILENT_AFTER,
         help=f"mark a host silent (an AGENT_HEALTH finding) after this long without contact "
-        f"(default {DEFAULT_SILENT_AFTER:g}s)",
+        f"(default {describe(DEFAULT_SILENT_AFTER)})",
     )
     s.add_argument(
         "--monitor-interval",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_positive_seconds,
         default=DEFAULT_MONITOR_INTERVAL,
         help=f"how often to look for silent hosts, revocations and a new policy "
-        f"(default {DEFAULT_MONITOR_INTERVAL:g})",
+        f"(default {describe(DEFAULT_MONITOR_INTERVAL)})",
     )
     s.add_argument(
         "--workers",
@@ -295,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many enrollments it allows (default 1)",
     )
     tc.add_argument("--note", metavar="TEXT", default="", help="a note kept with the token (who it is for)")
+    tc.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the token to this new file (mode 0600) instead of standard output, for "
+        "`umbra-agent enroll --token-file FILE`",
+    )
     tok_sub.add_parser(
         "list",
         parents=[db, fmt],
@@ -305,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser(
         "agent",
-        help="enrolled agents: list, revoke",
+        help="enrolled agents: list, revoke, remove",
         description="Enrolled agents and their certificates.",
     )
     ag_sub = ag.add_subparsers(
@@ -324,7 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Revoke an agent for good. A running collector ends its streams within "
         "--monitor-interval and refuses it from then on (PERMISSION_DENIED).",
     )
-    ar.add_argument("host_id", metavar="HOST_ID", help="the agent's host id (see 'agent list')")
+    ar.add_argument("host", metavar="HOST", help="the agent's host id or host name (see 'agent list')")
+    rm = ag_sub.add_parser(
+        "remove",
+        parents=[db],
+        help="remove a host: revoke its agent and delete its findings, inventory and host entry",
+        description="Remove a host for good: its agent is revoked (a running collector ends its streams "
+        "within --monitor-interval), and its host entry, findings and inventory are deleted. Kept: the "
+        "revoked enrollment record (so its certificate never works again) and the daily risk snapshots "
+        "(fleet history). The machine may come back with a new token and `umbra-agent enroll "
+        "--new-identity`, as a new host.",
+    )
+    rm.add_argument("host", metavar="HOST", help="the host id or host name (see 'hosts' or 'agent list')")
 
     po = sub.add_parser(
         "policy",
@@ -366,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="List stored findings, newest last_seen first. JSON: one finding object per line "
         "(the same shape as umbra-agent scan --format json).",
     )
-    f.add_argument("--host", metavar="ID", default=None, help="only findings of this host id")
+    f.add_argument(
+        "--host", metavar="HOST", default=None, help="only findings of this host (its id or its name)"
+    )
     f.add_argument(
         "--kind",
         metavar="KIND",
@@ -378,10 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--severity",
         metavar="LEVEL",
-        action="append",
         choices=codec.SEVERITY_NAMES,
-        default=[],
-        help=f"only this severity (repeatable): {', '.join(codec.SEVERITY_NAMES)}",
+        default=None,
+        help=f"only this severity or higher: {', '.join(codec.SEVERITY_NAMES)}",
     )
     f.add_argument("--user", metavar="NAME", default=None, help="only findings of this user")
     f.add_argument(
@@ -426,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The newest inventory of every host: its model files (path, format, size, "
         "parameters, SHA-256). JSON: one document {'inventories': [...]}.",
     )
-    inv.add_argument("--host", metavar="ID", default=None, help="only this host id")
+    inv.add_argument("--host", metavar="HOST", default=None, help="only this host (its id or its name)")
 
     fl = sub.add_parser(
         "fleet",
@@ -464,12 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         type=_duration,
         default=DEFAULT_SILENT_AFTER,
-        help=f"silent: no contact for this long (default {DEFAULT_SILENT_AFTER:g}s)",
+        help=f"silent: no contact for this long (default {describe(DEFAULT_SILENT_AFTER)})",
     )
     v.add_argument(
         "--scope", choices=("fleet", "host", "user"), default="fleet", help="trend: whose (default fleet)"
     )
-    v.add_argument("--key", metavar="ID", default="", help="trend: the host id or user name")
+    v.add_argument("--key", metavar="KEY", default="", help="trend: the host (id or name) or the user name")
     v.add_argument(
         "--days", metavar="N", type=_positive_int, default=30, help="trend: days back (default 30)"
     )

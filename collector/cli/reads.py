@@ -10,10 +10,11 @@ import textwrap
 import time
 
 from umbra import codec
-from umbra.table import render_table, terminal_width
+from umbra.table import Column, render_table, terminal_width
 
 from ..query.documents import fleet_view, hosts_view
-from ..query.findings import MAX_PAGE, BadQuery, finding_filter, list_findings
+from ..query.findings import MAX_PAGE, BadQuery, at_least, finding_filter, list_findings
+from ..query.hosts import host_label, host_names, resolve_host
 from ..storage import Store
 from .common import EXIT_OK, PROG, UsageError
 from .render import (
@@ -38,8 +39,8 @@ def cmd_hosts(args: argparse.Namespace, store: Store) -> int:
         return EXIT_OK
     rows = [
         (
+            v["hostname"] or v["host_id"],
             v["host_id"],
-            v["hostname"],
             v["os"],
             v["agent_version"],
             sensors_text(v),
@@ -50,7 +51,7 @@ def cmd_hosts(args: argparse.Namespace, store: Store) -> int:
         )
         for v in views
     ]
-    print(render_table(HOST_COLUMNS, rows, terminal_width()))
+    print(render_table(HOST_COLUMNS, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 
@@ -60,7 +61,7 @@ def cmd_findings(args: argparse.Namespace, store: Store) -> int:
     now = time.time()
     where = finding_filter(
         kinds=(args.kind,) if args.kind else (),
-        severities=tuple(args.severity),
+        severities=at_least(args.severity) if args.severity else (),
         host=args.host,
         user=args.user,
         service=args.service,
@@ -84,24 +85,26 @@ def cmd_findings(args: argparse.Namespace, store: Store) -> int:
     if not findings:
         print("no findings")
         return EXIT_OK
-    print(findings_table(findings, terminal_width()))
+    print(findings_table(findings, terminal_width(), host_names(store), args.wide))
     return EXIT_OK
 
 
 def cmd_inventory(args: argparse.Namespace, store: Store) -> int:
-    inventories = store.inventories(args.host)
+    inventories = store.inventories(resolve_host(store, args.host) if args.host else None)
+    names = host_names(store)
     if args.format == "json":
         print(json.dumps({"inventories": [i.to_dict() for i in inventories]}, indent=2))
         return EXIT_OK
     rows = [
         (
-            inv.host_id,
+            host_label(names, inv.host_id),
             m["path"],
             m["format"],
             codec.human_size(m["size_bytes"]),
             f"{m['parameter_count']:,}" if m["parameter_count"] else "-",
             m["sha256"][:12] or "(hashing)",
             age(inv.taken_at),
+            *((inv.host_id,) if args.wide else ()),
         )
         for inv in inventories
         for m in inv.models
@@ -109,7 +112,8 @@ def cmd_inventory(args: argparse.Namespace, store: Store) -> int:
     if not rows:
         print("no model files reported" if inventories else "no inventory yet")
         return EXIT_OK
-    print(render_table(INVENTORY_COLUMNS, rows, terminal_width()))
+    columns = (*INVENTORY_COLUMNS, Column("HOST ID")) if args.wide else INVENTORY_COLUMNS
+    print(render_table(columns, rows, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 
@@ -145,7 +149,7 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
             )
             for v in hosts
         ]
-        print(render_table(FLEET_HOST_COLUMNS, rows, width))
+        print(render_table(FLEET_HOST_COLUMNS, rows, width, wide=args.wide))
     else:
         print("no hosts yet")
     print()
@@ -153,7 +157,7 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     if findings:
         shown = f"{len(findings)} newest of {fleet['findings']}" if len(findings) < fleet["findings"] else ""
         print(f"Findings{' (' + shown + ')' if shown else ''}:")
-        print(findings_table(findings, width, {h["host_id"]: h["hostname"] for h in hosts}))
+        print(findings_table(findings, width, {h["host_id"]: h["hostname"] for h in hosts}, args.wide))
     else:
         print("no findings")
     return EXIT_OK

@@ -40,9 +40,11 @@ def risk_text(view: dict[str, Any]) -> str:
     return f"{risk['score']:g} {risk['level']}"
 
 
+# Every table names a host the same way: HOST is its name (its id when it has none); HOST ID is
+# shown where ids are looked up (hosts, agent list) and, with --wide, everywhere.
 HOST_COLUMNS = (
-    Column("HOST", max_width=36, flex=True, min_width=8, weight=1.5),
-    Column("HOSTNAME", max_width=30, flex=True, min_width=8),
+    Column("HOST", max_width=30, flex=True, min_width=8),
+    Column("HOST ID", max_width=36, flex=True, min_width=8, weight=1.5),
     Column("OS", max_width=10),
     Column("AGENT", max_width=10),
     Column("SENSORS", align="right"),
@@ -76,8 +78,22 @@ def sensors_text(view: dict[str, Any]) -> str:
     return f"{view['sensors_active']}/{len(view['sensors'])}"
 
 
+#: What --wide adds to the findings table.
+FINDING_WIDE_COLUMNS = (
+    Column("HOST ID"),
+    Column("USER"),
+    Column("CONF", align="right"),
+    Column("APPROVED"),
+    Column("FIRST SEEN", align="right"),
+    Column("ID"),
+)
+
+
 def findings_table(
-    findings: Sequence[dict[str, Any]], width: int, host_names: dict[str, str] | None = None
+    findings: Sequence[dict[str, Any]],
+    width: int,
+    host_names: dict[str, str] | None = None,
+    wide: bool = False,
 ) -> str:
     """Findings as rows; HOST shows the host name where `host_names` knows it (ids are opaque)."""
     names = host_names or {}
@@ -90,10 +106,23 @@ def findings_table(
             process_text(f),
             f["count"],
             age(f["last_seen"]),
+            *(
+                (
+                    f["host_id"],
+                    f.get("user") or "-",
+                    f"{f['confidence']:.2f}",
+                    "yes" if (f.get("policy") or {}).get("approved") else "no",
+                    age(f["first_seen"]),
+                    f["id"],
+                )
+                if wide
+                else ()
+            ),
         )
         for f in findings
     ]
-    return render_table(FINDING_COLUMNS, rows, width)
+    columns = (*FINDING_COLUMNS, *FINDING_WIDE_COLUMNS) if wide else FINDING_COLUMNS
+    return render_table(columns, rows, width, wide=wide)
 
 
 def print_lines(items: Sequence[Any]) -> None:
@@ -102,7 +131,7 @@ def print_lines(items: Sequence[Any]) -> None:
 
 
 INVENTORY_COLUMNS = (
-    Column("HOST", max_width=36, flex=True, min_width=8),
+    Column("HOST", max_width=30, flex=True, min_width=8),
     Column("PATH", max_width=90, flex=True, min_width=16, weight=3.0),
     Column("FORMAT", max_width=12),
     Column("SIZE", align="right"),

@@ -16,7 +16,7 @@ from umbra.private import sqlite_files, tighten
 from .. import pki
 from ..addr import format_addr, is_loopback_host, parse_addr
 from ..ingest import CollectorServer, ServerTLS, serve
-from ..storage import Store, StoreURLError, open_store, redact_url, sqlite_path
+from ..storage import Store, StoreURLError, open_store, redact_url, sqlite_path, store_url
 from ..storage.retention import retention_loop
 from ..workers import supervise
 from .common import EXIT_OK, PROG, UsageError
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def default_pki_dir(db_url: str) -> Path:
     """umbra-pki/ beside the SQLite file (the working directory for other stores)."""
     try:
-        path = sqlite_path(db_url)
+        path = sqlite_path(store_url(db_url))
     except StoreURLError:
         return Path("umbra-pki")
     if path == ":memory:":

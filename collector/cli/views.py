@@ -13,6 +13,7 @@ from umbra import codec
 from umbra.table import Column, render_table, terminal_width
 
 from ..query import activity, snapshots
+from ..query.hosts import host_label, host_names
 from ..query.risk import risk_board
 from ..query.times import iso_seconds
 from ..storage import Store
@@ -29,8 +30,11 @@ def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]],
         rows = [{"who": "host", **asdict(h)} for h in board.hosts] + [
             {"who": "user", **asdict(u)} for u in board.users
         ]
+        names = host_names(store)
         for r in rows:
-            r["name"] = r.pop("host_id")
+            key = r.pop("host_id")
+            r["name"] = host_label(names, key) if r["who"] == "host" else key
+            r["id"] = key if r["who"] == "host" else ""
             r["reasons"] = "; ".join(r["reasons"])
         return rows, ["who", "name", "score", "level", "unapproved", "reasons"]
     if name == "services":
@@ -48,15 +52,23 @@ def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]],
         return rows, ["sha256", "format", "architecture", "parameters", "hosts", "unapproved_hosts", "copies"]
     if name in ("compute", "transfers"):
         view = activity.compute if name == "compute" else activity.transfers
-        return [r.to_dict() for r in view(store, since)], [
-            "host_id", "kind", "findings", "unapproved", "bytes", "last_seen",
+        return _named(store, [r.to_dict() for r in view(store, since)]), [
+            "host", "kind", "findings", "unapproved", "bytes", "last_seen",
         ]  # fmt: skip
     if name == "silent":
-        return [s.to_dict() for s in activity.silent_hosts(store, args.silent_after)], [
-            "host_id", "last_seen", "silent_since",
+        return _named(store, [s.to_dict() for s in activity.silent_hosts(store, args.silent_after)]), [
+            "host", "last_seen", "silent_since",
         ]  # fmt: skip
     trend = snapshots.trend(store, args.scope, args.key, args.days)
     return [r.to_dict() for r in trend], ["day", "scope", "key", "score", "level", "findings", "unapproved"]
+
+
+def _named(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows keyed by host id, each with its host's name too ("host"; its id when it has none)."""
+    names = host_names(store)
+    for r in rows:
+        r["host"] = host_label(names, r["host_id"])
+    return rows
 
 
 def _cell(key: str, value: Any) -> str:
@@ -83,8 +95,11 @@ def cmd_view(args: argparse.Namespace, store: Store) -> int:
     if not rows:
         print(f"nothing to show in {args.view}")
         return EXIT_OK
+    if args.wide and rows and ("host_id" in rows[0] or "id" in rows[0]):
+        keys = [*keys, "host_id" if "host_id" in rows[0] else "id"]
     columns = [Column(k.upper().replace("_", " "), flex=k in ("reasons", "service", "name")) for k in keys]
-    print(render_table(columns, [[_cell(k, r[k]) for k in keys] for r in rows], terminal_width()))
+    table = [[_cell(k, r[k]) for k in keys] for r in rows]
+    print(render_table(columns, table, terminal_width(), wide=args.wide))
     return EXIT_OK
 
 

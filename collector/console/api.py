@@ -4,7 +4,8 @@ GET /api/fleet, /api/hosts, /api/risk, /api/findings, /api/services, /api/runtim
 /api/compute, /api/transfers, /api/silent, /api/trend, /api/inventory. Every route calls the
 query layer; nothing here reads the store itself, and nothing writes.
 
-/api/findings takes host, kind (comma-separated), severity, user, service, vendor, runtime, sha256,
+/api/findings takes host (its id or its name; an unknown one is a 400), kind (comma-separated),
+severity (comma-separated) or min_severity (that or higher), user, service, vendor, runtime, sha256,
 approved (true/false), since and until (a duration back from now: 30d, 12h), limit and cursor; the
 body is a list, and the next page's cursor is in the X-Next-Cursor header (absent on the last page).
 """
@@ -22,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..query import activity, snapshots
 from ..query.documents import fleet_view, hosts_view, inventories_view
-from ..query.findings import BadQuery, finding_filter, list_findings
+from ..query.findings import BadQuery, at_least, finding_filter, list_findings
 from ..query.risk import risk_board
 from ..query.times import parse_duration
 from ..storage.base import Store
@@ -66,7 +67,11 @@ def findings_filter(q: Query) -> FindingFilter:
         raise BadRequest("approved must be true or false")
     return finding_filter(
         kinds=tuple(k for k in q.get("kind", "").split(",") if k),
-        severities=tuple(s for s in q.get("severity", "").split(",") if s),
+        severities=(
+            at_least(q["min_severity"])
+            if q.get("min_severity")
+            else tuple(s for s in q.get("severity", "").split(",") if s)
+        ),
         host=q.get("host"),
         user=q.get("user"),
         service=q.get("service"),

@@ -19,6 +19,7 @@ from ..query import activity, snapshots
 from ..query.admin import agents_view, policy_view, tokens_view
 from ..query.documents import hosts_view, inventories_view
 from ..query.findings import BadQuery, list_findings, one_finding
+from ..query.hosts import resolve_host
 from ..query.risk import risk_board
 from ..query.times import parse_duration
 from ..storage.base import Store
@@ -102,7 +103,10 @@ def page_routes(
         return html(request, "hosts.html", title="Hosts", hosts=rows, q=q, sort=sort, sorts=list(HOST_SORTS))
 
     def host(request: Request) -> Response:
-        host_id = request.path_params["host_id"]
+        try:  # /hosts/ID or /hosts/NAME, as everywhere
+            host_id = resolve_host(store, request.path_params["host_id"])
+        except BadQuery as exc:
+            return html(request, "error.html", 404, title="No such host", message=str(exc))
         found = [h for h in hosts_view(store) if h["host_id"] == host_id]
         if not found:
             return html(request, "error.html", 404, title="No such host", message=f"No host {host_id}.")

@@ -20,7 +20,7 @@ from typing import ParamSpec
 import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
-from umbra.contract import PROTOCOL_VERSION
+from umbra.contract import PROTOCOL_VERSION, STREAM_ACCEPTED
 from umbra.v1 import agent_pb2
 
 from .. import health
@@ -178,6 +178,7 @@ class StreamServicer:
                 hello.agent_version or "?",
                 hello.policy_version,
             )
+            await context.send_initial_metadata((STREAM_ACCEPTED,))  # the agent now knows it is in
             await self._contact(state)
             await self._sensor_health(state, hello.sensors)
             self._push_policy(state)

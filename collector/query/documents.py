@@ -10,6 +10,7 @@ from typing import Any
 from ..risk import HostRisk, fleet_summary, score_spec
 from ..storage.base import HostRecord, Store
 from ..storage.reads import TallyRow
+from .hosts import resolve_host
 from .risk import as_of
 from .times import iso_seconds
 
@@ -82,6 +83,6 @@ def fleet_view(store: Store, findings_limit: int | None = 100, now: float | None
     }
 
 
-def inventories_view(store: Store, host_id: str | None = None) -> list[dict[str, Any]]:
-    """The newest inventory of every host (or of `host_id`): its model files and runtimes."""
-    return [i.to_dict() for i in store.inventories(host_id)]
+def inventories_view(store: Store, host: str | None = None) -> list[dict[str, Any]]:
+    """The newest inventory of every host (or of `host`: an id or a name): its model files and runtimes."""
+    return [i.to_dict() for i in store.inventories(resolve_host(store, host) if host else None)]

@@ -5,19 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from umbra import codec
 
 from ..storage.base import Store
 from ..storage.reads import FindingCursor, FindingFilter
+from .errors import BadQuery
+from .hosts import resolve_host
+
+__all__ = [
+    "MAX_PAGE",
+    "BadQuery",
+    "FindingsResult",
+    "at_least",
+    "finding_filter",
+    "list_findings",
+    "one_finding",
+]
 
 MAX_PAGE = 10_000
-
-
-class BadQuery(ValueError):
-    """A filter or cursor the read side cannot use (the HTTP API answers 400, the CLI exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ def decode_cursor(text: str) -> FindingCursor:
     if not (isinstance(last_ns, int) and isinstance(host_id, str) and isinstance(fid, str)):
         raise BadQuery("malformed cursor (pass back next_cursor unchanged)")
     return FindingCursor(last_ns, host_id, fid)
+
+
+def at_least(severity: str) -> tuple[str, ...]:
+    """This severity and every higher one ("medium" -> medium, high, critical); BadQuery if unknown."""
+    if severity not in codec.SEVERITY_NAMES:
+        raise BadQuery(f"unknown severity {severity!r}; known: {', '.join(codec.SEVERITY_NAMES)}")
+    return codec.SEVERITY_NAMES[codec.SEVERITY_NAMES.index(severity) :]
 
 
 def finding_filter(
@@ -83,9 +98,11 @@ def finding_filter(
 def list_findings(
     store: Store, where: FindingFilter, limit: int = 100, cursor: str | None = None
 ) -> FindingsResult:
-    """One page of findings, newest first."""
+    """One page of findings, newest first; the filter's host may be a host id or a host name."""
     if not 1 <= limit <= MAX_PAGE:
         raise BadQuery(f"limit must be 1..{MAX_PAGE}")
+    if where.host_id is not None:
+        where = replace(where, host_id=resolve_host(store, where.host_id))
     page = store.findings_page(where, limit, decode_cursor(cursor) if cursor else None)
     return FindingsResult(page.findings, encode_cursor(page.next) if page.next else None)
 

@@ -9,6 +9,7 @@ import time
 
 from ..storage.base import Store
 from ..storage.reads import SnapshotRow, SnapshotScope
+from .hosts import resolve_host
 from .risk import host_risks, user_risks
 from .times import utc_day
 
@@ -42,4 +43,6 @@ def trend(
 ) -> list[SnapshotRow]:
     """The kept scores of one host, user or the fleet over the last `days` days, oldest first."""
     now = time.time() if now is None else now
+    if scope == "host":
+        key = resolve_host(store, key)
     return store.risk_snapshots(scope, key, since_day=utc_day(now - days * 86400.0))

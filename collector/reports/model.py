@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..query import activity, snapshots
+from ..query.hosts import host_label, host_names
 from ..query.risk import as_of, risk_board
 from ..query.times import iso_seconds
 from ..risk import FleetRisk, HostRisk
@@ -108,6 +109,11 @@ class Report:
     top_hosts: tuple[HostRisk, ...]
     top_users: tuple[HostRisk, ...]
     controls: tuple[ControlItem, ...] = field(default=())
+    host_names: dict[str, str] = field(default_factory=dict)  # host id -> name, for people to read
+
+    def host(self, host_id: str) -> str:
+        """How the report names a host: its name, its id when it has none (query.hosts.host_label)."""
+        return host_label(self.host_names, host_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +148,7 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
         top_hosts=tuple(board.hosts),
         top_users=tuple(board.users),
         controls=load_controls(),
+        host_names=host_names(store),
     )
 
 

@@ -144,6 +144,8 @@ def long_rows(report: Report) -> Iterator[Row]:
         )
     yield from _risks("top_hosts", report.top_hosts)
     yield from _risks("top_users", report.top_users)
+    for host_id, name in sorted(report.host_names.items()):  # CSV rows key hosts by id; here, their names
+        yield ("hosts", host_id, "hostname", name)
     for item in report.controls:
         for clause in item.clauses:
             yield ("controls", item.section, clause.id, clause.framework)

@@ -4,13 +4,14 @@ URLs follow the SQLAlchemy convention, so they read the same everywhere:
 ``sqlite:///relative/path.db`` (three slashes: relative to the working directory),
 ``sqlite:////var/lib/umbra/collector.db`` (four: absolute), ``sqlite:///:memory:`` (tests).
 ``postgresql://user:password@host:5432/umbra`` (or ``postgres://``, libpq's own URL syntax, with
-its query parameters such as ``?sslmode=verify-full``) is the PostgreSQL backend.
+its query parameters such as ``?sslmode=verify-full``) is the PostgreSQL backend. A bare path
+(``collector.db``, ``/var/lib/umbra/collector.db``: no ``://``) is an SQLite file.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .base import (
     ROLES,
@@ -57,6 +58,7 @@ __all__ = [
     "open_store",
     "redact_url",
     "sqlite_path",
+    "store_url",
 ]
 
 #: The default store: a file in the working directory.
@@ -82,6 +84,16 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def store_url(text: str) -> str:
+    """A --db value as a URL: a bare path (no "://") is an SQLite file, relative or absolute."""
+    text = text.strip()
+    if not text:
+        raise StoreURLError("empty database URL; expected a path, sqlite:///PATH or postgresql://...")
+    if "://" in text:
+        return text
+    return "sqlite:///" + quote(text, safe="/:")
+
+
 def redact_url(url: str) -> str:
     """A database URL fit for logs and messages: its password replaced by ***."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
@@ -92,7 +104,8 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
     Raises StoreURLError for a URL no backend takes, StoreError when the database cannot be used.
     """
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    url = store_url(url)
+    scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
         return SQLiteStore(sqlite_path(url), create=create)
     if scheme in ("postgresql", "postgres"):
@@ -101,10 +114,6 @@ def open_store(url: str, *, create: bool = True) -> Store:
         return PostgresStore(url, create=create)
     if scheme.startswith("postgresql+"):
         raise StoreURLError(f"{scheme!r} is an SQLAlchemy driver name; give a plain postgresql://... URL")
-    if not scheme:
-        raise StoreURLError(
-            f"database URL {url!r} has no scheme; expected sqlite:///PATH or postgresql://..."
-        )
     raise StoreURLError(
         f"unsupported database URL scheme {scheme!r} in {url!r}; expected sqlite or postgresql"
     )

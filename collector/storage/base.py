@@ -841,6 +841,12 @@ class Store(ABC):
         """Revoke an agent's certificates for good; False when no such agent is enrolled."""
 
     @abstractmethod
+    def forget_host(self, host_id: str) -> int:
+        """Delete what the store holds about a host: its row, findings and inventory (`agent
+        remove`); its enrollment record and risk snapshots stay. Returns the findings deleted;
+        summaries are recomputed by the next refresh."""
+
+    @abstractmethod
     def revoked_hosts(self) -> frozenset[str]:
         """Host ids whose certificates are revoked."""
 

@@ -1173,6 +1173,15 @@ class PostgresStore(Store):
             known = conn.execute("SELECT 1 FROM agents WHERE host_id = %s", (host_id,)).fetchone()
         return bool(changed or known)
 
+    def forget_host(self, host_id: str) -> int:
+        with self._conn(f"remove host {host_id!r}") as conn:
+            deleted = conn.execute("DELETE FROM findings WHERE host_id = %s", (host_id,)).rowcount
+            conn.execute("DELETE FROM finding_keys WHERE host_id = %s", (host_id,))
+            conn.execute("DELETE FROM inventories WHERE host_id = %s", (host_id,))
+            conn.execute("DELETE FROM hosts WHERE host_id = %s", (host_id,))
+            conn.execute(summaries.ALL_DIRTY)
+        return int(deleted)
+
     def revoked_hosts(self) -> frozenset[str]:
         with self._conn("read revocations") as conn:
             rows = conn.execute("SELECT host_id FROM agents WHERE revoked_at <> 0").fetchall()

@@ -919,6 +919,19 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot revoke agent {host_id!r}: {exc}") from exc
         return bool(changed or known)
 
+    def forget_host(self, host_id: str) -> int:
+        try:
+            with self._write() as conn:
+                deleted = conn.execute("DELETE FROM findings WHERE host_id = ?", (host_id,)).rowcount
+                if self._version >= 4:  # the version that added inventories
+                    conn.execute("DELETE FROM inventories WHERE host_id = ?", (host_id,))
+                conn.execute("DELETE FROM hosts WHERE host_id = ?", (host_id,))
+                if self._summaries():
+                    conn.execute(summaries.ALL_DIRTY)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot remove host {host_id!r}: {exc}") from exc
+        return int(deleted)
+
     def revoked_hosts(self) -> frozenset[str]:
         if self._legacy:
             return frozenset()

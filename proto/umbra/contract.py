@@ -13,6 +13,10 @@ from typing import Final
 #: What an agent says in `Hello.protocol_version`; a collector refuses any other non-empty value.
 PROTOCOL_VERSION: Final = "umbra.v1"
 
+#: The initial metadata a collector sends on a stream once it has accepted the Hello (identity,
+#: enrollment, limits): from then on the agent knows it is connected, before any Ack.
+STREAM_ACCEPTED: Final = ("umbra-stream", "accepted")
+
 # `PolicyRule.kind`: a list rule carries its entries in `values`; a threshold rule names the
 # threshold in `name` and carries its number, as text, in `values[0]`.
 RULE_APPROVED_RUNTIME: Final = "approved_runtime"  # runtime catalog ids

@@ -65,16 +65,22 @@ def _fit(widths: list[int], columns: Sequence[Column], limit: int) -> list[int]:
 
 
 def render_table(
-    columns: Sequence[Column], rows: Sequence[Sequence[object]], width: int | None = None
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[object]],
+    width: int | None = None,
+    *,
+    wide: bool = False,
 ) -> str:
-    """Rows of cells under a header line, fitted into `width` (default: the terminal)."""
+    """Rows of cells under a header line, fitted into `width` (default: the terminal); `wide`
+    shows every cell whole, however wide the table gets (`--wide`)."""
     limit = width if width is not None else terminal_width()
     cells = [[clean(c) for c in row] for row in rows]
     widths = []
     for i, col in enumerate(columns):
         natural = max([len(col.header), *(len(r[i]) for r in cells)])
-        widths.append(min(natural, col.max_width) if col.max_width else natural)
-    widths = _fit(widths, columns, limit)
+        widths.append(min(natural, col.max_width) if col.max_width and not wide else natural)
+    if not wide:
+        widths = _fit(widths, columns, limit)
 
     def line(values: Sequence[str]) -> str:
         parts = []

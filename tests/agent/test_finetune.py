@@ -354,7 +354,7 @@ def test_umbra_agent_scan_reports_fine_tuning_on_a_gpu_from_nvml(
         "[sensors.gpu]\ninterval = 0.2\nsustained_seconds = 0.6\nsustained_samples = 3\n"
     )
     result = subprocess.run(
-        [cli("umbra-agent"), "scan", "--format", "json", "--duration", "1.5", "--config", str(config)],
+        [cli("umbra-agent"), "scan", "--format", "json", "--duration", "1500ms", "--config", str(config)],
         env=child_env(nvml_stub_dir, stub.path),
         capture_output=True,
         text=True,

@@ -109,7 +109,8 @@ def test_help_explains_every_option(command: str) -> None:
         ["serve", "--grpc", "127.0.0.1:99999"],
         ["fleet", "--db", "mysql://db/umbra"],
         ["fleet", "--db", "postgresql+psycopg://db/umbra"],
-        ["serve", "--db", "just-a-path.db"],
+        ["serve", "--db", ""],
+        ["token", "create", "--ttl", "24"],
     ],
 )
 def test_usage_errors_are_one_line_with_status_2(args: list[str], tmp_path: Path) -> None:
@@ -174,7 +175,11 @@ def test_findings_and_hosts_tables(filled_db: str) -> None:
     assert "4242/ollama" in result.stdout
     result = cli("hosts", "--db", filled_db)
     assert result.returncode == 0, result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["host-a", "host-b"]
+    # HOST is the name, HOST ID the id: the same two columns in every host table.
+    assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [
+        ["ws-a", "host-a"],
+        ["ws-b", "host-b"],
+    ]
     assert all(len(line) <= 100 for line in result.stdout.splitlines())
     result = cli("hosts", "--db", filled_db, "--format", "json")
     assert [h["hostname"] for h in json.loads(result.stdout)["hosts"]] == ["ws-a", "ws-b"]
@@ -186,7 +191,7 @@ def test_inventory_table_and_json(filled_db: str) -> None:
     header, row = result.stdout.splitlines()
     assert header.split() == ["HOST", "PATH", "FORMAT", "SIZE", "PARAMS", "SHA-256", "TAKEN"]
     assert row.split() == [
-        "host-a", "/home/a/models/llama.gguf", "gguf", "4.1", "GB", "7,241,732,096", "00" * 6, "2m", "ago"
+        "ws-a", "/home/a/models/llama.gguf", "gguf", "4.1", "GB", "7,241,732,096", "00" * 6, "2m", "ago"
     ]  # fmt: skip
     result = cli("inventory", "--db", filled_db, "--format", "json", "--host", "host-b")
     assert json.loads(result.stdout) == {"inventories": []}
@@ -224,7 +229,7 @@ def start_serve(*args: str, cwd: Path) -> Serve:
 
 @pytest.fixture
 def serve_proc(tmp_path: Path) -> Iterator[Serve]:
-    s = start_serve("--http", "127.0.0.1:0", "--grace", "1", cwd=tmp_path)
+    s = start_serve("--http", "127.0.0.1:0", "--grace", "1s", cwd=tmp_path)
     yield s
     if s.proc.poll() is None:
         s.proc.kill()
@@ -318,14 +323,26 @@ def test_policy_show_before_and_after_set(tmp_path: Path) -> None:
     open_store(db).close()
     assert json.loads(cli("policy", "show", "--db", db, "--format", "json").stdout) == {"policy": None}
     assert "no policy" in cli("policy", "show", "--db", db).stdout
-    (tmp_path / "p.toml").write_text('approved_runtimes = ["ollama"]\n[thresholds]\nupload_bytes = 1000\n')
-    assert cli("policy", "set", str(tmp_path / "p.toml"), "--db", db).returncode == 0
+    (tmp_path / "p.toml").write_text('approved_runtimes = ["ollama"]\nupload_threshold_bytes = 1000\n')
+    done = cli("policy", "set", str(tmp_path / "p.toml"), "--db", db)
+    assert done.returncode == 0 and "deprecated" not in done.stderr
     shown = cli("policy", "show", "--db", db).stdout
     assert (
         "policy version 1" in shown
         and "approved_runtimes: ollama" in shown
-        and "upload_bytes = 1000" in shown
+        and "upload_threshold_bytes: 1000" in shown
+        and "min_confidence: - (the agent's own)" in shown
     )
+    # The old [thresholds] table still works, with a warning naming the new keys.
+    (tmp_path / "old.toml").write_text("[thresholds]\nupload_bytes = 2000\nmin_confidence = 0.7\n")
+    old = cli("policy", "set", str(tmp_path / "old.toml"), "--db", db)
+    assert old.returncode == 0
+    assert (
+        "[thresholds] table is deprecated" in old.stderr
+        and "upload_bytes -> upload_threshold_bytes" in old.stderr
+    )
+    shown = json.loads(cli("policy", "show", "--db", db, "--format", "json").stdout)["policy"]
+    assert shown["thresholds"] == {"upload_bytes": 2000, "min_confidence": 0.7}
 
 
 def test_serve_with_tls_refuses_plain_agents_and_insecure_remote_needs_insecure(tmp_path: Path) -> None:
@@ -362,7 +379,9 @@ def test_serve_with_tls_refuses_plain_agents_and_insecure_remote_needs_insecure(
 def test_serve_with_two_workers_shares_the_ports_and_stops_cleanly(tmp_path: Path) -> None:
     import psutil
 
-    serve = start_serve("--workers", "2", "--http", "127.0.0.1:0", "--monitor-interval", "0.3", cwd=tmp_path)
+    serve = start_serve(
+        "--workers", "2", "--http", "127.0.0.1:0", "--monitor-interval", "300ms", cwd=tmp_path
+    )
     try:
         children = psutil.Process(serve.proc.pid).children()
         assert len(children) == 2
@@ -419,7 +438,8 @@ def test_views_and_snapshot(filled_db: str) -> None:
     result = cli("view", "risk", "--db", filled_db, "--format", "json")
     assert result.returncode == 0, result.stderr
     risk = json.loads(result.stdout)["risk"]
-    assert [(r["who"], r["name"]) for r in risk] == [("host", "host-a")]  # host-b is only approved
+    # host-b is only approved; a host shows by its name, with its id beside it
+    assert [(r["who"], r["name"], r["id"]) for r in risk] == [("host", "ws-a", "host-a")]
     assert risk[0]["reasons"] == "1 unapproved local model runtime; 1 unapproved model file"
     result = cli("view", "runtimes", "--db", filled_db)
     assert result.returncode == 0 and result.stdout.splitlines()[0].split()[:2] == ["RUNTIME", "HOSTS"]

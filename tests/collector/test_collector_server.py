@@ -351,6 +351,10 @@ def test_http_api(tmp_path: Path) -> None:
                 get, base, "/api/findings?host=host-a&kind=AI_SERVICE_ACCESS"
             )
             assert status == 200 and [f["id"] for f in found] == ["b"]
+            status, by_name = await asyncio.to_thread(
+                get, base, "/api/findings?host=ws-a&kind=AI_SERVICE_ACCESS"
+            )
+            assert status == 200 and by_name == found, "a host name works where its id does"
             status, found = await asyncio.to_thread(get, base, "/api/findings?limit=1")
             assert status == 200 and len(found) == 1
             assert (await asyncio.to_thread(get, base, "/api/findings?kind=NOPE"))[0] == 400
@@ -362,7 +366,9 @@ def test_http_api(tmp_path: Path) -> None:
             assert status == 200
             assert [m["path"] for i in inventory["inventories"] for m in i["models"]] == ["/m/a.gguf"]
             status, inventory = await asyncio.to_thread(get, base, "/api/inventory?host=host-z")
-            assert status == 200 and inventory == {"inventories": []}
+            assert status == 400 and "no host 'host-z'" in inventory["error"], "an unknown host is an error"
+            status, _ = await asyncio.to_thread(get, base, "/api/findings?host=host-z")
+            assert status == 400
             assert (await asyncio.to_thread(get, base, "/nope"))[0] == 404
             await call.done_writing()
 

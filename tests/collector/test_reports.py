@@ -28,6 +28,10 @@ from collector.storage import Store, open_store
 WINDOW_DAYS = 30
 NOW = time.time()  # hosts' contact times are the store's clock, so findings are placed around it
 
+#: The report names hosts by their names (the HTML, the PDF); CSV and JSON keep the ids as keys.
+NAMES = {h.host_id: h.hostname for h in FLEET}
+IDS = {name: host_id for host_id, name in NAMES.items()}
+
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -300,7 +304,7 @@ def test_csv_json_and_html_carry_the_fixture_numbers(rendered: dict[str, bytes])
     for (host, kind), (n, unappr, nbytes) in transfers.items():
         assert values[("transfers", host, f"{kind}.findings")] == str(n)
         assert values[("transfers", host, f"{kind}.bytes")] == str(nbytes)
-        assert [host, kind, str(n), str(unappr), str(nbytes)] in tables["t-transfers"]
+        assert [NAMES[host], kind, str(n), str(unappr), str(nbytes)] in tables["t-transfers"]
     kinds = expected_kinds()
     for kind, n in kinds.items():
         assert values[("findings_by_kind", kind, "findings")] == str(n)
@@ -318,7 +322,7 @@ def test_csv_json_and_html_carry_the_fixture_numbers(rendered: dict[str, bytes])
     )
     # Top hosts: the same scores, to the shown decimal, in all three.
     for row in tables["t-top-hosts"][1:]:
-        host, score = row[0], row[1]
+        host, score = IDS[row[0]], row[1]  # the HTML names hosts; CSV and JSON key them by id
         assert values[("top_hosts", host, "score")] == score
         assert f"{next(h['score'] for h in doc['top_hosts'] if h['host_id'] == host):.1f}" == score
 
@@ -336,6 +340,9 @@ def test_every_csv_number_is_in_the_json(rendered: dict[str, bytes]) -> None:
     for item in doc["controls"]:
         for c in item["clauses"]:
             assert values[("controls", item["section"], c["id"])] == c["framework"]
+    for host_id, name in doc["host_names"].items():
+        assert values[("hosts", host_id, "hostname")] == name
+    assert doc["host_names"] == NAMES
     sections = {k[0] for k in values}
     assert {"coverage", "services", "vendors", "runtimes", "models", "risk", "trend", "controls"} <= sections
 
@@ -346,7 +353,7 @@ def test_hostile_names_are_text_in_html(rendered: dict[str, bytes]) -> None:
         assert hostile not in html
     assert "<script" not in html.lower() and "onerror=" not in html and "<img" not in html
     tables = html_tables(rendered["html"])
-    assert HOSTILE_HOST in [row[0] for row in tables["t-top-hosts"]]  # shown, as text
+    assert NAMES[HOSTILE_HOST] in [row[0] for row in tables["t-top-hosts"]]  # its name, shown as text
     assert HOSTILE_USER in [row[0] for row in tables["t-top-users"]]
 
 
@@ -373,7 +380,7 @@ def test_pdf_is_valid_renders_and_shows_hostile_names_as_text(
     text = subprocess.run(["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True)
     flat = " ".join(text.stdout.split())
     assert "Control mapping" in flat and "GOVERN 1.6" in flat and "A.6.2.8" in flat
-    assert f"{HOSTILE_HOST} MODEL_EXFILTRATION" in flat  # the name, literally, as text in a table row
+    assert f"{NAMES[HOSTILE_HOST]} MODEL_EXFILTRATION" in flat  # the name, literally, as text in a table row
     assert "mallory</b>" in flat
 
 

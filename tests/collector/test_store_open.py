@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
-from collector.storage import StoreError, StoreURLError, open_store, sqlite_path
+from collector.storage import StoreError, StoreURLError, open_store, sqlite_path, store_url
 
 
 class TestOpenStore:
@@ -23,11 +24,30 @@ class TestOpenStore:
         assert sqlite_path(url) == path
 
     @pytest.mark.parametrize(
+        ("text", "url"),
+        [
+            ("collector.db", "sqlite:///collector.db"),
+            ("/var/lib/umbra/c.db", "sqlite:////var/lib/umbra/c.db"),
+            ("dir/a b.db", "sqlite:///dir/a%20b.db"),
+            ("postgresql://db/umbra", "postgresql://db/umbra"),
+        ],
+    )
+    def test_a_bare_path_is_an_sqlite_file(self, text: str, url: str) -> None:
+        assert store_url(text) == url
+        if "://" not in text:
+            assert sqlite_path(store_url(text)) == text
+
+    def test_a_bare_path_opens_that_sqlite_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "bare.db"
+        with open_store(str(path)) as store:
+            assert store.hosts() == []
+        assert path.is_file()
+
+    @pytest.mark.parametrize(
         ("url", "message"),
         [
             ("postgresql+psycopg://db/umbra", "SQLAlchemy driver name"),
             ("mysql://db/umbra", "unsupported"),
-            ("collector.db", "no scheme"),
             ("sqlite://", "bad SQLite URL"),
             ("sqlite:///", "no file path"),
         ],

@@ -38,7 +38,7 @@ pytestmark = [
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[CollectorProc]:
-    c = CollectorProc(tmp_path, "--http", "127.0.0.1:0", "--monitor-interval", "0.3")
+    c = CollectorProc(tmp_path, "--http", "127.0.0.1:0", "--monitor-interval", "300ms")
     c.start()
     add_user(c.url, "ann", "admin")
     add_user(c.url, "vic", "viewer")

@@ -26,7 +26,7 @@ OUTAGE_SECONDS = float(os.environ.get("UMBRA_FLEET_OUTAGE_SECONDS", "20"))
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[CollectorProc]:
-    c = CollectorProc(tmp_path, "--monitor-interval", "0.5")
+    c = CollectorProc(tmp_path, "--monitor-interval", "500ms")
     c.start()
     yield c
     c.stop()

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[CollectorProc]:
-    c = CollectorProc(tmp_path, "--monitor-interval", "0.3", "--silent-after", "2s")
+    c = CollectorProc(tmp_path, "--monitor-interval", "300ms", "--silent-after", "2s")
     c.start()
     yield c
     c.stop()
@@ -188,8 +188,9 @@ def test_policy_set_reaches_a_running_agent_which_applies_and_keeps_it(
         ("approved_runtime = ['ollama']", "unknown key 'approved_runtime'"),
         ("approved_runtimes = 'ollama'", "must be a list of strings"),
         ("approved_model_hashes = ['abc']", "not a SHA-256"),
-        ("[thresholds]\nmin_confidence = 2", "between 0 and 1"),
-        ("[thresholds]\nbogus = 1", "unknown threshold 'bogus'"),
+        ("min_confidence = 2", "min_confidence must be between 0 and 1"),
+        ("upload_threshold_bytes = 'lots'", "upload_threshold_bytes must be a number"),
+        ("bogus = 1", "unknown key 'bogus'"),
         ("approved_runtimes = [", "not valid TOML"),
     ],
 )

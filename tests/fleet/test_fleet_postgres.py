@@ -62,8 +62,8 @@ def load_agents(
 @pytest.mark.timeout(600)
 def test_a_collector_killed_mid_stream_its_agents_move_to_the_other(tmp_path: Path, pg_url: str) -> None:
     # Both collectors share one CA and server key (one --pki-dir), as replicas behind a balancer do.
-    first = CollectorProc(tmp_path / "c", "--monitor-interval", "0.5", db_url=pg_url)
-    second = CollectorProc(tmp_path / "c", "--monitor-interval", "0.5", db_url=pg_url)
+    first = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=pg_url)
+    second = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=pg_url)
     first.start()
     second.start()
     balancer = Balancer([first.grpc, second.grpc])
@@ -119,7 +119,7 @@ def test_the_database_away_mid_stream_batches_are_refused_kept_and_delivered_lat
     tmp_path: Path, own_server: PostgresServer
 ) -> None:
     url = own_server.create_database()
-    collector = CollectorProc(tmp_path / "c", "--monitor-interval", "0.5", db_url=url)
+    collector = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=url)
     collector.start()
     agents = load_agents(
         collector,

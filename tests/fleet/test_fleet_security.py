@@ -485,8 +485,9 @@ def test_agent_enroll_command_reports_failures_in_one_line(tmp_path: Path) -> No
             used = await asyncio.to_thread(run, "--collector", server.enroll_address, "--token", token)
             assert used.returncode == 1 and used.stderr.count("\n") == 1
             assert (
-                used.stderr.startswith("umbra-agent: error: enrollment refused")
-                and "UNAUTHENTICATED" in used.stderr
+                used.stderr.startswith(f"umbra-agent: error: the collector at {server.enroll_address} ")
+                and "refused this token (UNAUTHENTICATED" in used.stderr
+                and "umbra-collector token create" in used.stderr  # the fix, named
             )
             status = await asyncio.to_thread(
                 subprocess.run,

@@ -98,7 +98,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                     str(AGENT),
                     "scan",
                     "--duration",
-                    str(SCAN_SECONDS),
+                    f"{SCAN_SECONDS}s",
                     "--format",
                     "json",
                     "--config",

@@ -193,7 +193,7 @@ def test_without_root_the_agent_falls_back_to_socket_tables(user_namespace: tupl
     )
 
     scan = subprocess.run(
-        [*as_nobody, str(AGENT), "scan", "--duration", "4", "--format", "json", "--config", str(config)],
+        [*as_nobody, str(AGENT), "scan", "--duration", "4s", "--format", "json", "--config", str(config)],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert scan.returncode == 0, scan.stderr

@@ -431,6 +431,25 @@ class StorageContract:
         assert [(a.host_id, a.revoked) for a in store.agents()] == [("h-1", True), ("h-2", False)]
         assert store.agent("h-nobody") is None
 
+    def test_forget_host_deletes_its_data_and_keeps_its_enrollment(
+        self, store: Store, make_finding: Factory, make_hello: Callable[..., agent_pb2.Hello]
+    ) -> None:
+        """`agent remove`: the host, its findings and inventory go, and the aggregates with them; the
+        other hosts and the (revoked) enrollment record stay."""
+        store.register_agent("h-gone", 0xA, time.time() + 100, "ws-gone", renewal=False)
+        for host in ("h-gone", "h-kept"):
+            store.upsert_host(host, make_hello(host, f"ws-{host}"), "peer")
+            store.store_batch(host, 1, [make_finding("a"), make_finding("b", kind="MODEL_ARTIFACT")])
+            store.record_inventory(host, build_inventory(T0, "/m/a.gguf"))
+        assert sum(r.findings for r in store.tally("host", score_spec(T0))) == 4
+        assert store.forget_host("h-gone") == 2
+        assert {f["host_id"] for f in store.findings(limit=None)} == {"h-kept"}
+        assert [h.host_id for h in store.hosts()] == ["h-kept"]
+        assert [i.host_id for i in store.inventories()] == ["h-kept"]
+        assert {r.key for r in store.tally("host", score_spec(T0))} == {"h-kept"}, "aggregates forget too"
+        assert store.agent("h-gone") is not None, "the enrollment record stays"
+        assert store.forget_host("h-nobody") == 0
+
     def test_policy_versions_count_up(self, store: Store) -> None:
         assert store.current_policy() is None
         assert store.set_policy({"approved_runtimes": ["ollama"]}) == 1
