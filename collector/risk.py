@@ -51,6 +51,9 @@ REASONS: Mapping[str, tuple[str, str]] = {
     "MODEL_EXFILTRATION": ("model exfiltration", "model exfiltrations"),
     "AI_SERVICE_ACCESS": ("unapproved AI service", "unapproved AI services"),
     "AI_DATA_UPLOAD": ("upload to an unapproved AI service", "uploads to unapproved AI services"),
+    "AI_AGENT": ("unapproved AI agent", "unapproved AI agents"),
+    "MCP_SERVER": ("unapproved MCP server", "unapproved MCP servers"),
+    "AI_EXTENSION": ("unapproved AI extension", "unapproved AI extensions"),
 }
 #: (lowest score, level), highest first; a score of 0 is "none".
 LEVELS: tuple[tuple[float, str], ...] = ((70.0, "critical"), (40.0, "high"), (15.0, "medium"), (0.0, "low"))

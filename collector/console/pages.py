@@ -39,6 +39,7 @@ HOST_SORTS = {
 }
 SERVICE_KINDS = ("AI_SERVICE_ACCESS", "AI_DATA_UPLOAD")
 RUNTIME_KINDS = ("LOCAL_MODEL_RUNTIME", "MODEL_SERVER_EXPOSED")
+AITOOL_KINDS = ("AI_AGENT", "MCP_SERVER", "AI_EXTENSION")
 
 
 def _who(request: Request) -> Identity:
@@ -90,6 +91,7 @@ def page_routes(
             runtimes=activity.runtimes(store),
             transfers=activity.transfers(store),
             compute=activity.compute(store),
+            aitools=activity.aitools(store),
         )
 
     def hosts(request: Request) -> Response:
@@ -127,6 +129,7 @@ def page_routes(
             models=inventory[0]["models"] if inventory else [],
             inventory=inventory[0] if inventory else None,
             services=of(*SERVICE_KINDS),
+            aitools=of(*AITOOL_KINDS),
             timeline=list_findings(store, findings_filter({"host": host_id}), PAGE).findings,
         )
 

@@ -108,6 +108,8 @@ class Report:
     top_hosts: tuple[HostRisk, ...]
     top_users: tuple[HostRisk, ...]
     controls: tuple[ControlItem, ...] = field(default=())
+    aitools: tuple[ActivityRow, ...] = ()
+    aitools_totals: tuple[KindTotal, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +122,7 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
     board = risk_board(store, TOP_HOSTS, now, since)
     compute = activity.compute(store, since)
     transfers = activity.transfers(store, since)
+    aitools = activity.aitools(store, since)
     services = _services(store, since)
     days = (
         min(TREND_DAYS_MAX, int(since_seconds // 86400) + 1) if since_seconds is not None else TREND_DAYS_MAX
@@ -142,6 +145,8 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
         top_hosts=tuple(board.hosts),
         top_users=tuple(board.users),
         controls=load_controls(),
+        aitools=tuple(aitools),
+        aitools_totals=_totals(aitools),
     )
 
 
