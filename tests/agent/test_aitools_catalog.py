@@ -1,0 +1,86 @@
+"""The AI tooling catalog is strict, every entry has its source, and the policy's AI tooling rules
+travel the wire (collector document -> Policy message -> the agent's fleet policy)."""
+
+from __future__ import annotations
+
+import pytest
+from umbra import contract
+from umbra.v1 import finding_pb2 as fpb
+
+from agent.catalog.aitools import default_aitools_catalog, parse_aitools_catalog
+from agent.catalog.source import CatalogError, read_catalog
+from agent.delivery.tracker import FindingDraft
+from agent.policy.fleet import FleetPolicy
+from agent.policy.rules import Policy
+from collector.policy import to_wire, validate
+
+
+def test_packaged_catalog_loads_with_sources_and_links() -> None:
+    catalog = default_aitools_catalog()
+    assert len(catalog.agents) >= 25 and len(catalog.clients) >= 20 and len(catalog.extensions) >= 20
+    every = [*catalog.agents, *catalog.clients, *catalog.packages, *catalog.extensions, *catalog.browsers]
+    assert all(e.source.startswith("https://") for e in every)
+    assert catalog.agent_of_process(
+        "node", ["node", "/usr/lib/node_modules/@openai/codex/bin/codex.js"]
+    ).id == (  # type: ignore[union-attr]
+        "codex-cli"
+    )
+    assert catalog.agent_of_process("node", ["node", "server.js"]) is None
+    assert catalog.extension("cjpalhdlnbpafiamejdnhcphjbkeiagm") is None  # uBlock Origin
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('id = "claude-code"', 'id = "Claude Code"'), "slug"),
+        (('format = "toml"', 'format = "ini"'), "format"),
+        (('access = ["filesystem"]', 'access = ["teleport"]'), "access"),
+        (('"@modelcontextprotocol/server-memory"', '".*"'), "empty string"),
+        (
+            ('source = "https://docs.cursor.com/context/model-context-protocol"', 'source = "http://x"'),
+            "https",
+        ),
+        (('services = ["kiro"]', 'services = ["no-such-service"]'), "ai_endpoints"),
+        (('agent = "goose"', 'agent = "nobody"'), "agent"),
+        (('chromium_ids = ["difoiogjjojoaoomphldepapgpbgkhkb"]', 'chromium_ids = ["SIDER"]'), "32 letters"),
+    ],
+)
+def test_a_bad_entry_is_an_error_naming_it(change: tuple[str, str], message: str) -> None:
+    text, label = read_catalog("aitools.toml")
+    old, new = change
+    source = text.decode()
+    assert old in source, f"the packaged catalog no longer has {old!r}"
+    with pytest.raises(CatalogError, match=message):
+        parse_aitools_catalog(source.replace(old, new, 1), label)
+
+
+def test_ai_tooling_rules_travel_from_the_collector_to_the_agent() -> None:
+    body = validate(
+        {
+            "approved_agents": ["github-copilot"],
+            "approved_mcp_servers": ["*.example.com"],
+            "approved_extensions": ["GitHub.Copilot-Chat"],
+        }
+    )
+    wire = to_wire(3, body)
+    kinds = {r.kind for r in wire.rules if r.values}
+    assert {
+        contract.RULE_APPROVED_AGENT,
+        contract.RULE_APPROVED_MCP_SERVER,
+        contract.RULE_APPROVED_EXTENSION,
+    } <= kinds
+    policy = FleetPolicy.from_wire(wire).detection_policy(Policy())
+    assert policy.approved_extensions == frozenset({"github.copilot-chat"})
+    agent = FindingDraft(fpb.KIND_AI_AGENT, "k", fpb.SEVERITY_MEDIUM, 0.9, "s", "o", "github-copilot")
+    decision = policy.decide(agent)
+    assert decision is not None and decision.approved and decision.rule == "approved_agents:github-copilot"
+    server = fpb.Evidence(mcp_server=fpb.McpServerEvidence(name="docs", remote_host="mcp.example.com:443"))
+    draft = FindingDraft(
+        fpb.KIND_MCP_SERVER, "k", fpb.SEVERITY_HIGH, 0.9, "s", "o", "docs", evidence=[server]
+    )
+    decision = policy.decide(draft)
+    assert decision is not None and decision.approved
+    other = fpb.Evidence(mcp_server=fpb.McpServerEvidence(name="x", remote_host="mcp.evil.example.net"))
+    draft = FindingDraft(fpb.KIND_MCP_SERVER, "k", fpb.SEVERITY_HIGH, 0.9, "s", "o", "x", evidence=[other])
+    decision = policy.decide(draft)
+    assert decision is not None and not decision.approved
