@@ -84,3 +84,26 @@ def test_ai_tooling_rules_travel_from_the_collector_to_the_agent() -> None:
     draft = FindingDraft(fpb.KIND_MCP_SERVER, "k", fpb.SEVERITY_HIGH, 0.9, "s", "o", "x", evidence=[other])
     decision = policy.decide(draft)
     assert decision is not None and not decision.approved
+
+
+def test_a_flow_from_an_ai_agent_names_the_agent() -> None:
+    from agent.catalog.endpoints import load_endpoint_catalog
+    from agent.detection.network import NetworkDetector
+    from agent.observations import NetworkObservation, ProcessObservation
+
+    def flow(cmdline: tuple[str, ...]) -> NetworkObservation:
+        proc = ProcessObservation(4242, 1, "node", "/usr/bin/node", cmdline, "dev", 1700000000.0)
+        return NetworkObservation(
+            "api.anthropic.com", "tls_sni", "10.0.0.2", 50000, "160.79.104.10", 443, "tcp",
+            1700000001.0, 1700000002.0, 2000, 9000, 12, process=proc,
+        )  # fmt: skip
+
+    detector = NetworkDetector(load_endpoint_catalog())
+    (agent,) = detector.detect(flow(("node", "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js")))
+    assert "by Claude Code (pid 4242, node)" in agent.summary
+    assert [e.ai_agent.agent_id for e in agent.evidence if e.WhichOneof("detail") == "ai_agent"] == [
+        "claude-code"
+    ]
+    (plain,) = detector.detect(flow(("node", "server.js")))
+    assert "by node (pid 4242)" in plain.summary
+    assert not [e for e in plain.evidence if e.WhichOneof("detail") == "ai_agent"]

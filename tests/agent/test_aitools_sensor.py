@@ -501,3 +501,41 @@ def psutil_children_of_test() -> list[object]:
     import psutil
 
     return list(psutil.Process().children(recursive=True))
+
+
+# --- the command line: `scan` runs the sensor, `status` names it -----------------------------------
+
+
+def test_scan_reports_ai_tooling_and_status_names_the_sensor(tmp_path: Path) -> None:
+    from conftest import cli
+
+    home = make_home(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nhost_id = "cli-host"\nstate_dir = "{tmp_path / "state"}"\n'
+        "[sensors.files]\nenabled = false\n[sensors.network]\nenabled = false\n"
+        "[sensors.gpu]\nenabled = false\n"
+        f'[sensors.aitools]\nhomes = ["{home}"]\n'
+        '[policy]\napproved_agents = ["claude-code"]\napproved_mcp_servers = ["mcp.example-docs.com"]\n'
+    )
+    result = subprocess.run(
+        [cli("umbra-agent"), "scan", "--format", "json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    findings = [json.loads(line) for line in result.stdout.splitlines()]
+    mcp = [f for f in findings if f["kind"] == "MCP_SERVER"]
+    servers = {(f["evidence"][0]["client"], f["evidence"][0]["name"]): f for f in mcp}
+    assert ("claude-desktop", "github") in servers and ("codex-cli", "linear") in servers
+    remote = servers[("claude-code", "remote-docs")]
+    assert remote["policy"] == {"approved": True, "rule": "approved_mcp_servers:mcp.example-docs.com"}
+    assert remote["evidence"][0]["header_names"] == ["Authorization"]
+    for secret in SECRETS:
+        assert secret not in result.stdout and secret not in result.stderr
+    status = subprocess.run(
+        [cli("umbra-agent"), "status", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert "aitools" in status.stdout
