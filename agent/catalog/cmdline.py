@@ -26,6 +26,7 @@ __all__ = [
     "is_absolute",
     "is_interpreter",
     "is_python",
+    "is_shell",
     "norm",
     "program",
     "python_target",
@@ -100,6 +101,11 @@ def as_argv(cmdline: Sequence[str] | str) -> Sequence[str]:
 def is_python(name: str) -> bool:
     """A Python interpreter's name (normalised): python3.12, pythonw, pypy3, py."""
     return _PYTHON_RE.fullmatch(name) is not None
+
+
+def is_shell(name: str) -> bool:
+    """A shell's name (normalised): its `-c` argument is a whole command line."""
+    return name in _SHELLS
 
 
 def is_interpreter(name: str) -> bool:

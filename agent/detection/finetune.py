@@ -238,6 +238,7 @@ class FineTuningDetector:
                     coarse_percent(p.sm_percent),
                     ai_names,
                     p.uuid,
+                    p.context,
                 )
                 for p in peaks
             ),

@@ -60,6 +60,7 @@ class GpuPeak:
     name: str
     memory_bytes: int | None  # None: NVML never reported this process's memory
     sm_percent: int | None
+    context: str = ""  # "compute" or "graphics", as the latest read said
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class GpuUsage:
             obs.gpu_name,
             _max(old.memory_bytes if old else None, obs.used_memory_bytes),
             _max(old.sm_percent if old else None, obs.sm_utilization_percent),
+            obs.context,
         )
         holds = obs.used_memory_bytes is None or obs.used_memory_bytes > 0
         if stamp == state.last:  # the same poll, another GPU: one sample, its busiest GPU counts

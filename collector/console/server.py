@@ -65,6 +65,9 @@ class ConsoleServer:
             access_log=False,
             lifespan="off",
             server_header=False,
+            # The console faces browsers itself: X-Forwarded-For from a local client is not trusted,
+            # or anyone on the host could pick the address the login rate limit counts.
+            proxy_headers=False,
             ssl_certfile=str(cert[0]) if cert else None,
             ssl_keyfile=str(cert[1]) if cert else None,
             timeout_graceful_shutdown=2,

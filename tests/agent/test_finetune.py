@@ -378,5 +378,7 @@ def test_umbra_agent_scan_reports_fine_tuning_on_a_gpu_from_nvml(
     assert any(r.startswith("sustained GPU use") for r in runtime["reasons"])
     gpus = [e for f in by_pid[trainer.pid].values() for e in f["evidence"] if e["type"] == "gpu"]
     assert gpus and all(e["gpu_uuid"] == "GPU-train" for e in gpus)
+    # both findings say which kind of context the process holds (a real H200 showed FINE_TUNING's blank)
+    assert {e["context"] for e in gpus} == {"compute"}
     (serving,) = [e for e in by_pid[server.pid]["GPU_AI_WORKLOAD"]["evidence"] if e["type"] == "gpu"]
     assert (serving["gpu_name"], serving["gpu_index"]) == ("NVIDIA L4", 1)

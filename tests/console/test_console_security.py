@@ -205,6 +205,23 @@ def test_login_is_rate_limited(console: CollectorProc) -> None:
     assert status == 429, "even the right password waits out the limit"
 
 
+def test_a_forged_forwarded_for_header_does_not_escape_the_login_limit(tmp_path: Path) -> None:
+    """The console speaks to browsers directly: a client on loopback naming another address in
+    X-Forwarded-For (and a new user name each time) is still one address to the rate limit."""
+    c = CollectorProc(tmp_path, "--http", "127.0.0.1:0")
+    c.start()
+    try:
+        client = Client(f"http://{c.http}")
+        statuses = []
+        for i in range(6):
+            token = client.csrf("/login")
+            form = {"csrf": token, "username": f"guess{i}", "password": "wrong-guess"}
+            statuses.append(client.request("/login", form, {"X-Forwarded-For": f"203.0.113.{i}"})[0])
+        assert statuses == [401] * 5 + [429]
+    finally:
+        c.stop()
+
+
 def test_metrics_public_and_https_beyond_loopback(tmp_path: Path) -> None:
     c = CollectorProc(tmp_path, "--http", "0.0.0.0:0", "--metrics-public")
     c.start()
