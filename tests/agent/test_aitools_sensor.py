@@ -26,6 +26,7 @@ from agent.detection.aitools import AiToolsDetector
 from agent.observations import AiAgentObservation, AiExtensionObservation, McpServerObservation
 from agent.pipeline import Pipeline
 from agent.policy.rules import Policy
+from agent.privacy.scrub import MARKER
 from agent.sensors.aitools.sensor import AiToolsSensor
 
 SECRETS = (
@@ -235,7 +236,8 @@ def test_every_client_config_is_read_with_names_never_values(tmp_path: Path) -> 
     assert found[("claude-code", "remote-docs")].header_names == ("Authorization",)
     assert found[("codex-cli", "linear")].env_names == ("LINEAR_TOKEN",)
     assert found[("cline", "memory")].disabled
-    assert "[REDACTED]" in " ".join(found[("claude-code", "db")].args)
+    db_args = found[("claude-code", "db")].args
+    assert db_args[1] == f"postgresql://{MARKER}@db.internal:5432/prod", db_args
     assert sensor.drops == {}
     text = repr(sensor.last_inventory)
     for secret in SECRETS:

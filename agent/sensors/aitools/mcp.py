@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from agent.catalog.aitools import McpClientEntry
 from agent.observations import McpServerObservation
-from agent.sensors.aitools.scrub_shim import scrub_argv, scrub_url
+from agent.privacy.scrub import scrub_argv, scrub_url
 
 MAX_SERVERS_PER_FILE = 256
 MAX_ARGS = 64

@@ -21,7 +21,7 @@ import psutil
 
 from agent.catalog.aitools import AgentEntry, AiToolsCatalog, mcp_package_name
 from agent.observations import AiAgentObservation, McpServerObservation, ProcessObservation
-from agent.sensors.aitools.scrub_shim import scrub_argv
+from agent.privacy.scrub import scrub_argv
 from agent.sensors.process.facts import process_identity, process_user
 
 MAX_DEPTH = 16  # parents walked to find the agent above an MCP server
