@@ -435,8 +435,10 @@ def test_installed_agents_npm_path_and_version(tmp_path: Path) -> None:
 # --- running agents and MCP servers: real processes --------------------------------------------
 
 STAY = "import time, sys\ntime.sleep(120)\n"
+# argv: the program to keep alive, the interpreter (sys.executable is no help: with argv[0] "node",
+# Python looks its own path up on PATH under that name, and may find a real Node.js)
 AGENT = """import subprocess, sys, time
-child = subprocess.Popen(["bash", "-c", "exec -a npx " + sys.executable + " " + sys.argv[1] +
+child = subprocess.Popen(["bash", "-c", "exec -a npx " + sys.argv[2] + " " + sys.argv[1] +
                           " -y @modelcontextprotocol/server-filesystem /home/u"])
 time.sleep(120)
 """
@@ -451,7 +453,7 @@ def running_tools(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONHOME": sys.base_prefix}
     python = os.path.realpath(sys.executable)
     procs = [
-        subprocess.Popen(["bash", "-c", f"exec -a node {python} {cli} {stay}"], env=env),
+        subprocess.Popen(["bash", "-c", f"exec -a node {python} {cli} {stay} {python}"], env=env),
         subprocess.Popen(["bash", "-c", f"exec -a node {python} {plain}"], env=env),  # a plain Node server
         subprocess.Popen(["bash", "-c", f"exec -a npm {python} {stay} run dev"], env=env),  # npm run dev
     ]

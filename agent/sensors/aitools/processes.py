@@ -29,43 +29,51 @@ YOUNG = 5.0  # seconds: a process this young is read again next poll (a launcher
 
 
 class ProcessTable:
-    """The identity of every live process, read once per instance."""
+    """The identity of every live process, read once per instance, and what the catalog says it is
+    (an agent, an MCP server, neither), judged once per instance too: a steady poll costs a PID
+    listing, not a regex pass over every command line."""
 
-    def __init__(self, max_processes: int = 65536) -> None:
-        self._known: dict[int, ProcessObservation] = {}
+    def __init__(self, catalog: AiToolsCatalog, max_processes: int = 65536) -> None:
+        self.catalog = catalog
+        self.known: dict[int, ProcessObservation] = {}
+        self.agents: dict[int, AgentEntry] = {}
+        self.servers: set[int] = set()
         self._max = max_processes
         self._self = os.getpid()
 
-    def refresh(self) -> dict[int, ProcessObservation]:
+    def refresh(self) -> None:
         now = time.time()
         pids = set(psutil.pids())
-        for pid in self._known.keys() - pids:
-            del self._known[pid]
+        for pid in self.known.keys() - pids:
+            self._forget(pid)
         for pid in pids:
-            known = self._known.get(pid)
+            known = self.known.get(pid)
             if pid == self._self or (known is not None and now - known.create_time >= YOUNG):
                 continue
-            if known is None and len(self._known) >= self._max:
+            if known is None and len(self.known) >= self._max:
                 continue
             found = process_identity(pid)
-            if found is None:
-                self._known.pop(pid, None)
-            else:
-                self._known[pid] = found[0]
-        return self._known
+            self._forget(pid)
+            if found is not None:
+                self._learn(pid, found[0])
 
-
-def running(
-    catalog: AiToolsCatalog, table: dict[int, ProcessObservation], now: float
-) -> list[AiAgentObservation | McpServerObservation]:
-    agents: dict[int, AgentEntry] = {}
-    servers: list[int] = []
-    for pid, proc in table.items():
-        agent = catalog.agent_of_process(proc.name, proc.cmdline)
+    def _learn(self, pid: int, proc: ProcessObservation) -> None:
+        self.known[pid] = proc
+        agent = self.catalog.agent_of_process(proc.name, proc.cmdline)
         if agent is not None:
-            agents[pid] = agent
-        elif catalog.is_mcp_process(proc.cmdline):
-            servers.append(pid)
+            self.agents[pid] = agent
+        elif self.catalog.is_mcp_process(proc.cmdline):
+            self.servers.add(pid)
+
+    def _forget(self, pid: int) -> None:
+        self.known.pop(pid, None)
+        self.agents.pop(pid, None)
+        self.servers.discard(pid)
+
+
+def running(table: ProcessTable, now: float) -> list[AiAgentObservation | McpServerObservation]:
+    """The agents and MCP servers in the table, each server linked to the agent above it."""
+    known, agents = table.known, table.agents
     users: dict[int, str] = {}
 
     def user(pid: int) -> str:
@@ -75,17 +83,16 @@ def running(
 
     out: list[AiAgentObservation | McpServerObservation] = []
     children: dict[int, list[str]] = {}
-    server_set = set(servers)
-    for pid in sorted(servers):
-        chain = _ancestors(table, pid)
-        if any(p in server_set for p in _until_agent(chain, agents)):
+    for pid in sorted(table.servers):
+        chain = _ancestors(known, pid)
+        if any(p in table.servers for p in _until_agent(chain, agents)):
             continue  # a child of another MCP process: the same server
         parent_pid = next((p for p in chain if p in agents), 0)
-        proc = replace(table[pid], username=user(pid))
+        proc = replace(known[pid], username=user(pid))
         name = mcp_package_name(proc.cmdline) or os.path.basename(
             proc.cmdline[0] if proc.cmdline else proc.name
         )
-        parent = replace(table[parent_pid], username=user(parent_pid)) if parent_pid else None
+        parent = replace(known[parent_pid], username=user(parent_pid)) if parent_pid else None
         if parent_pid:
             children.setdefault(parent_pid, []).append(name)
         args = tuple(scrub_argv(proc.cmdline[1:64]))
@@ -106,10 +113,10 @@ def running(
                 observed_at=now,
             )
         )
-    for pid, agent in sorted(agents.items()):
-        if any(agents.get(p) is agent for p in _ancestors(table, pid)):
+    for pid, agent in sorted(agents.items(), key=lambda item: item[0]):
+        if any(agents.get(p) is agent for p in _ancestors(known, pid)):
             continue  # a helper process of the same agent
-        proc = replace(table[pid], username=user(pid))
+        proc = replace(known[pid], username=user(pid))
         path = next((w for w in proc.cmdline[:4] if any(p.search(w) for p in agent.cmdline)), proc.exe)
         out.append(
             AiAgentObservation(

@@ -80,7 +80,7 @@ class AiToolsSensor(Sensor):
         self._machine_wide = machine_wide
         self.catalog = catalog or default_aitools_catalog()
         self.reader = Reader(max_files, max_file_bytes, max_depth)
-        self._table = ProcessTable()
+        self._table = ProcessTable(self.catalog)
         self._next_inventory = 0.0
         self.last_inventory: list[AiToolObservation] = []
         self.inventories = 0
@@ -107,7 +107,8 @@ class AiToolsSensor(Sensor):
         now = time.time()
         out: list[AiToolObservation] = []
         if self._processes:
-            out += running(self.catalog, self._table.refresh(), now)
+            self._table.refresh()
+            out += running(self._table, now)
         if time.monotonic() >= self._next_inventory:
             self._next_inventory = time.monotonic() + self._interval
             self.last_inventory = self.inventory(now)
