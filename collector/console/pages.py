@@ -21,6 +21,7 @@ from ..query.documents import hosts_view, inventories_view
 from ..query.findings import BadQuery, list_findings, one_finding
 from ..query.risk import risk_board
 from ..query.times import parse_duration
+from ..risk import mcp_access_reasons
 from ..storage.base import Store
 from . import charts
 from .api import BadRequest, findings_filter
@@ -114,6 +115,7 @@ def page_routes(
             return list_findings(store, where, n).findings
 
         inventory = inventories_view(store, host_id)
+        aitools = of(*AITOOL_KINDS)
         return html(
             request,
             "host.html",
@@ -129,7 +131,8 @@ def page_routes(
             models=inventory[0]["models"] if inventory else [],
             inventory=inventory[0] if inventory else None,
             services=of(*SERVICE_KINDS),
-            aitools=of(*AITOOL_KINDS),
+            aitools=aitools,
+            access_reasons=mcp_access_reasons(aitools),
             timeline=list_findings(store, findings_filter({"host": host_id}), PAGE).findings,
         )
 
