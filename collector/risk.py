@@ -154,10 +154,10 @@ def mcp_access_reasons(findings: Iterable[Mapping[str, Any]]) -> tuple[str, ...]
     for f in findings:
         if f.get("kind") != "MCP_SERVER" or f.get("policy", {}).get("approved", False):
             continue
-        access = {
+        reach: set[str] = {
             a for ev in f.get("evidence", []) if ev.get("type") == "mcp_server" for a in ev.get("access", [])
         }
-        counts.update(access & set(MCP_ACCESS_REASONS))
+        counts.update(reach & set(MCP_ACCESS_REASONS))
     out = []
     for access in MCP_ACCESS_REASONS:
         n = counts[access]
