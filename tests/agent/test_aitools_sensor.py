@@ -543,3 +543,13 @@ def test_scan_reports_ai_tooling_and_status_names_the_sensor(tmp_path: Path) -> 
     )
     assert status.returncode == 0, status.stderr
     assert "aitools" in status.stdout
+
+
+def test_default_homes_are_every_home_dir_and_root() -> None:
+    from agent.sensors.aitools.sensor import default_homes
+
+    homes = default_homes()
+    expected = [str(p) for p in Path("/home").iterdir() if p.is_dir() and not p.is_symlink()]
+    assert set(expected) <= set(homes)
+    assert ("/root" in homes) == os.path.isdir("/root")
+    assert len(homes) == len(set(homes))

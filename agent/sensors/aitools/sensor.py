@@ -38,20 +38,19 @@ from agent.sensors.aitools.mcp import server_observation, servers_in
 from agent.sensors.aitools.places import expand
 from agent.sensors.aitools.processes import ProcessTable, running
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
+from agent.sensors.files.roots import find_homes
 
 MAX_PROJECTS = 64  # project directories per home taken from Claude Code's list of projects
 MAX_ITEMS = 10_000  # observations per inventory
 
 
 def default_homes() -> list[str]:
-    """Every directory in /home, /root, and the home of every user with a uid of 1000 or more."""
+    """Every directory in /home, /root, and the file sensor's homes (users with a uid of 1000 or more,
+    the agent's own)."""
     homes: list[str] = []
     with contextlib.suppress(OSError):
         homes += sorted(e.path for e in os.scandir("/home") if e.is_dir(follow_symlinks=False))
-    if os.path.isdir("/root"):
-        homes.append("/root")
-    with contextlib.suppress(Exception):
-        homes += [e.pw_dir for e in pwd.getpwall() if 1000 <= e.pw_uid < 65534 and e.pw_dir not in ("", "/")]
+    homes += ["/root", *map(str, find_homes(None))]
     return [h for h in dict.fromkeys(homes) if os.path.isdir(h)]
 
 
