@@ -388,6 +388,27 @@ def test_extensions_of_browsers_and_editors_matched_by_id(tmp_path: Path) -> Non
         home / ".cursor/extensions/saoudrizwan.claude-dev-3.20.0/package.json",
         json.dumps({"displayName": "Cline", "version": "3.20.0"}),
     )
+    write(
+        home / ".mozilla/firefox/abcd1234.default-release/extensions.json",
+        json.dumps(
+            {
+                "schemaVersion": 36,
+                "addons": [
+                    {
+                        "id": "87677a2c52b84ad3a151a4a72f5bd3c4@jetpack",
+                        "version": "8.912.0",
+                        "defaultLocale": {"name": "Grammarly"},
+                        "userPermissions": {"permissions": ["storage"], "origins": ["<all_urls>"]},
+                    },
+                    {
+                        "id": "uBlock0@raymondhill.net",
+                        "version": "1.60.0",
+                        "defaultLocale": {"name": "uBlock"},
+                    },
+                ],
+            }
+        ),
+    )
     (home / ".local/share/JetBrains/PyCharm2025.2/ml-llm/lib").mkdir(parents=True)
     (home / ".local/share/JetBrains/PyCharm2025.2/python-ce/lib").mkdir(parents=True)
     sensor = sensor_for(home)
@@ -399,7 +420,15 @@ def test_extensions_of_browsers_and_editors_matched_by_id(tmp_path: Path) -> Non
         ("vscode", "github.copilot-chat"),
         ("cursor", "saoudrizwan.claude-dev"),
         ("jetbrains", "ml-llm"),
+        ("firefox", "87677a2c52b84ad3a151a4a72f5bd3c4@jetpack"),
     }
+    grammarly = exts[("firefox", "87677a2c52b84ad3a151a4a72f5bd3c4@jetpack")]
+    assert (grammarly.profile, grammarly.name, grammarly.version) == (
+        "abcd1234.default-release",
+        "Grammarly",
+        "8.912.0",
+    )
+    assert "<all_urls>" in grammarly.permissions
     assert exts[("chrome", claude)].profile == "Profile 1"
     assert "<all_urls>" in exts[("chrome", claude)].permissions
     assert exts[("vscode", "github.copilot-chat")].version == "0.30.1"
