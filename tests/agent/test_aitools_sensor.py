@@ -582,3 +582,62 @@ def test_default_homes_are_every_home_dir_and_root() -> None:
     assert set(expected) <= set(homes)
     assert ("/root" in homes) == os.path.isdir("/root")
     assert len(homes) == len(set(homes))
+
+
+STDIO = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything"]}
+
+
+@pytest.mark.parametrize(
+    ("relative", "content", "client", "name"),
+    [
+        # macOS and Windows places of the same clients (home-relative: %APPDATA% is ~/AppData/Roaming)
+        (
+            "Library/Application Support/Claude/claude_desktop_config.json",
+            {"mcpServers": {"mac": STDIO}},
+            "claude-desktop",
+            "mac",
+        ),
+        (
+            "AppData/Roaming/Claude/claude_desktop_config.json",
+            {"mcpServers": {"win": STDIO}},
+            "claude-desktop",
+            "win",
+        ),
+        ("Library/Application Support/Code/User/mcp.json", {"servers": {"mac": STDIO}}, "vscode", "mac"),
+        ("AppData/Roaming/Code/User/mcp.json", {"servers": {"win": STDIO}}, "vscode", "win"),
+        ("AppData/Roaming/Block/goose/config/config.yaml", None, "goose", "win"),
+        # the clients the first home leaves out
+        (".config/Code/User/settings.json", {"mcp": {"servers": {"old": STDIO}}}, "vscode-settings", "old"),
+        (
+            ".config/Code/User/globalStorage/rooveterinaryinc.roo-cline/settings/mcp_settings.json",
+            {"mcpServers": {"roo": STDIO}},
+            "roo-code",
+            "roo",
+        ),
+        (".junie/mcp/mcp.json", {"mcpServers": {"junie": STDIO}}, "junie", "junie"),
+        (".lmstudio/mcp.json", {"mcpServers": {"lms": STDIO}}, "lm-studio", "lms"),
+        (".copilot/mcp-config.json", {"mcpServers": {"gh": STDIO}}, "github-copilot-cli", "gh"),
+        (
+            ".continue/config.json",
+            {
+                "experimental": {
+                    "modelContextProtocolServers": [
+                        {"transport": {"type": "stdio", "command": "uvx", "args": ["mcp-server-sqlite"]}}
+                    ]
+                }
+            },
+            "continue-json",
+            "#0",
+        ),
+    ],
+)
+def test_each_documented_location(
+    tmp_path: Path, relative: str, content: object, client: str, name: str
+) -> None:
+    home = tmp_path / "home" / "u"
+    goose = "extensions:\n  win:\n    type: stdio\n    cmd: uvx\n"
+    text = json.dumps(content) if content is not None else goose
+    write(home / relative, text)
+    found = servers(sensor_for(home).poll())
+    assert set(found) == {(client, name)}
+    assert found[(client, name)].transport == "stdio" and found[(client, name)].command in ("npx", "uvx")
