@@ -263,6 +263,23 @@ def test_findings_carry_no_secret_and_score_access(tmp_path: Path) -> None:
     assert list(by_name["filesystem"].evidence[0].mcp_server.access) == ["filesystem"]
 
 
+def test_no_secret_reaches_the_spool_or_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agent.delivery.spool import Spool
+
+    home = make_home(tmp_path)
+    caplog.set_level("DEBUG")
+    tracker = FindingTracker("h-test", 300)
+    findings = Pipeline([sensor_for(home)], [AiToolsDetector()], Policy(), tracker).poll()
+    spool = Spool(tmp_path / "spool.db")
+    spool.append(findings, states=tracker.take_unsaved())
+    spool.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("spool.db*"))
+    assert findings and len(stored) > 1000
+    for secret in SECRETS:
+        assert secret.encode() not in stored
+        assert secret not in caplog.text
+
+
 def test_policy_approves_servers_by_name_package_or_host(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     policy = Policy(
