@@ -658,3 +658,27 @@ def test_each_documented_location(
     found = servers(sensor_for(home).poll())
     assert set(found) == {(client, name)}
     assert found[(client, name)].transport == "stdio" and found[(client, name)].command in ("npx", "uvx")
+
+
+def test_the_daemon_registers_the_sensor_and_sends_its_inventory(tmp_path: Path) -> None:
+    from agent.config import load_config
+    from agent.daemon import build_pipeline, inventory
+
+    home = make_home(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "{tmp_path / "state"}"\n[sensors.files]\nenabled = false\n'
+        "[sensors.network]\nenabled = false\n[sensors.gpu]\nenabled = false\n"
+        f'[sensors.aitools]\nhomes = ["{home}"]\n'
+    )
+    pipeline = build_pipeline(load_config(config), FindingTracker("h-test", 300))
+    assert "aitools" in {s.name for s in pipeline.start()}
+    try:
+        assert inventory(pipeline) is None  # nothing inventoried yet
+        pipeline.poll()
+        message = inventory(pipeline)
+    finally:
+        pipeline.stop()
+    assert message is not None
+    assert {m.name for m in message.mcp_servers} >= {"filesystem", "remote-docs", "jira"}
+    assert all(secret not in str(message) for secret in SECRETS)
