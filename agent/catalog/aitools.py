@@ -204,7 +204,7 @@ class AiToolsCatalog:
 # Docker Hub's mcp/ namespace): the package a command line or a configured entry runs.
 _PACKAGE_WORD: Final = re.compile(
     r"(@modelcontextprotocol/server-[\w.-]+|@[\w.-]+/[\w.-]*mcp[\w.-]*|(?<![\w-])mcp-server-[\w.-]+"
-    r"|[\w.-]+-mcp-server[\w.-]*|[\w.-]+-mcp(?![\w-])|(?<![\w-])mcp/[\w.-]+)"
+    r"|[\w.-]+-mcp-server[\w.-]*|[\w.-]+-mcp(?![\w-])|(?<![\w-])mcp/[\w.-]+|(?<![\w-])mcp_server_\w+)"
 )
 
 

@@ -7,7 +7,7 @@ import pytest
 from umbra import contract
 from umbra.v1 import finding_pb2 as fpb
 
-from agent.catalog.aitools import default_aitools_catalog, parse_aitools_catalog
+from agent.catalog.aitools import default_aitools_catalog, mcp_package_name, parse_aitools_catalog
 from agent.catalog.source import CatalogError, read_catalog
 from agent.delivery.tracker import FindingDraft
 from agent.policy.fleet import FleetPolicy
@@ -26,6 +26,12 @@ def test_packaged_catalog_loads_with_sources_and_links() -> None:
         "codex-cli"
     )
     assert catalog.agent_of_process("node", ["node", "server.js"]) is None
+    assert catalog.is_mcp_process(["python3", "-m", "mcp_server_time", "--local-timezone=UTC"])
+    assert mcp_package_name(["python3", "-m", "mcp_server_time"]) == "mcp_server_time"
+    assert mcp_package_name(["npx", "-y", "@modelcontextprotocol/server-github@2025.4.8"]) == (
+        "@modelcontextprotocol/server-github"
+    )
+    assert not catalog.is_mcp_process(["npm", "run", "dev"])
     assert catalog.extension("cjpalhdlnbpafiamejdnhcphjbkeiagm") is None  # uBlock Origin
 
 

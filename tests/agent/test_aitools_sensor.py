@@ -331,13 +331,15 @@ def test_hostile_files_are_counted_drops(tmp_path: Path) -> None:
     write(home / ".codex/config.toml", "[mcp_servers.x\ncommand = ")
     (home / ".aws/amazonq").mkdir(parents=True)
     (home / ".aws/amazonq/mcp.json").mkdir()  # a directory where a file belongs
-    sensor = sensor_for(home)
+    sensor = sensor_for(home, interval=0.0)
     started = time.monotonic()
     assert sensor.poll() == []
     assert time.monotonic() - started < 10
     assert sensor.drops == {"malformed": 3, "too_deep": 2, "too_large": 1, "unreadable": 1, "not_regular": 2}
     status = sensor.status()
     assert "configuration files skipped" in status.reason and "too large" in status.reason
+    sensor.poll()  # the same files again: counted again since start, once in the status
+    assert sensor.drops["too_large"] == 2 and "9 configuration files skipped" in sensor.status().reason
 
 
 def test_budget_of_files_per_pass_is_counted(tmp_path: Path) -> None:

@@ -28,11 +28,17 @@ class Reader:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.max_depth = max_depth
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # since start
+        self.pass_drops: Counter[str] = Counter()  # in the pass under way, or the last one
         self.read = 0  # files read this pass
 
     def new_pass(self) -> None:
         self.read = 0
+        self.pass_drops = Counter()
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+        self.pass_drops[reason] += 1
 
     def raw(self, path: str) -> bytes | None:
         """The bytes of a regular file, within the budgets; None (counted) otherwise, and None
@@ -42,16 +48,16 @@ class Reader:
         except FileNotFoundError:
             return None
         except OSError:  # a symlink loop, a component we may not search
-            self.drops["unreadable"] += 1
+            self.drop("unreadable")
             return None
         if not stat.S_ISREG(st.st_mode):
-            self.drops["not_regular"] += 1
+            self.drop("not_regular")
             return None
         if st.st_size > self.max_bytes:
-            self.drops["too_large"] += 1
+            self.drop("too_large")
             return None
         if self.read >= self.max_files:
-            self.drops["budget"] += 1
+            self.drop("budget")
             return None
         self.read += 1
         try:
@@ -59,10 +65,10 @@ class Reader:
             with os.fdopen(fd, "rb") as f:
                 data = f.read(self.max_bytes + 1)
         except OSError:
-            self.drops["unreadable"] += 1
+            self.drop("unreadable")
             return None
         if len(data) > self.max_bytes:  # grew since the stat
-            self.drops["too_large"] += 1
+            self.drop("too_large")
             return None
         return data
 
@@ -82,13 +88,13 @@ class Reader:
             else:
                 doc = yaml.load(text, Loader=_SafeLoader)
         except RecursionError:
-            self.drops["too_deep"] += 1
+            self.drop("too_deep")
             return None
         except (ValueError, yaml.YAMLError):  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
-            self.drops["malformed"] += 1
+            self.drop("malformed")
             return None
         if depth_over(doc, self.max_depth):
-            self.drops["too_deep"] += 1
+            self.drop("too_deep")
             return None
         return doc
 

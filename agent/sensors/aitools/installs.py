@@ -33,7 +33,7 @@ def package_version(reader: Reader, package_dir: str) -> str:
     try:
         doc = json.loads(data)
     except ValueError:
-        reader.drops["malformed"] += 1
+        reader.drop("malformed")
         return ""
     version = doc.get("version") if isinstance(doc, dict) else None
     return version[:64] if isinstance(version, str) else ""

@@ -92,11 +92,13 @@ class AiToolsSensor(Sensor):
         system = platform.system()
         if system not in self.capabilities.platforms:
             return SensorStatus(self.name, SensorState.INACTIVE, f"unsupported platform {system}")
-        dropped = sum(self.reader.drops.values())
+        dropped = sum(self.reader.pass_drops.values())  # the last inventory's: a bad file counts once
         note = ""
         if dropped:
-            reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(self.reader.drops.items()))
-            note = f"{dropped} configuration files skipped ({reasons})"
+            reasons = ", ".join(
+                f"{n} {r.replace('_', ' ')}" for r, n in sorted(self.reader.pass_drops.items())
+            )
+            note = f"{dropped} configuration files skipped in the last inventory ({reasons})"
         if system != "Windows" and os.geteuid() != 0:
             why = "not root: other users' homes and processes are hidden"
             return SensorStatus(self.name, SensorState.DEGRADED, f"{why}; {note}" if note else why)
