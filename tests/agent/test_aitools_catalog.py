@@ -3,6 +3,8 @@ travel the wire (collector document -> Policy message -> the agent's fleet polic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from umbra import contract
 from umbra.v1 import finding_pb2 as fpb
@@ -113,3 +115,22 @@ def test_a_flow_from_an_ai_agent_names_the_agent() -> None:
     (plain,) = detector.detect(flow(("node", "server.js")))
     assert "by node (pid 4242)" in plain.summary
     assert not [e for e in plain.evidence if e.WhichOneof("detail") == "ai_agent"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sensors.aitools]\nhomes = ["relative/home"]\n', "absolute"),
+        ("[sensors.aitools]\nmax_files = 0\n", "max_files"),
+        ("[sensors.aitools]\nwatch = true\n", "unknown key 'watch'"),
+        ('[policy]\napproved_agents = ["skynet"]\n', "no agent id"),
+    ],
+)
+def test_config_refuses_bad_ai_tooling_keys(tmp_path: Path, text: str, message: str) -> None:
+    from agent.config import ConfigError, load_config
+    from agent.policy.rules import policy_from_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        policy_from_config(load_config(path))
