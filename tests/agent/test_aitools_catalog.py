@@ -34,6 +34,17 @@ def test_packaged_catalog_loads_with_sources_and_links() -> None:
         "@modelcontextprotocol/server-github"
     )
     assert not catalog.is_mcp_process(["npm", "run", "dev"])
+    for argv in (
+        ["docker", "run", "-i", "--rm", "mcp/filesystem", "/projects"],
+        ["docker", "run", "-i", "--rm", "-e", "GITHUB_TOKEN", "ghcr.io/github/github-mcp-server"],
+        ["uv", "run", "fastmcp", "run", "server.py"],
+        ["uvx", "mcp-server-git", "--repository", "/src"],
+        ["node", "/root/.npm/_npx/9/node_modules/.bin/mcp-server-filesystem", "/home/u"],
+    ):
+        assert catalog.is_mcp_process(argv), argv
+    for argv in (["docker", "run", "-d", "postgres:16"], ["uvx", "ruff", "check"], ["node", "server.js"]):
+        assert not catalog.is_mcp_process(argv), argv
+    assert catalog.mcp_access(["docker", "run", "-i", "mcp/filesystem"])[0] == ("filesystem",)
     assert catalog.extension("cjpalhdlnbpafiamejdnhcphjbkeiagm") is None  # uBlock Origin
 
 
