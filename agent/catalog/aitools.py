@@ -178,7 +178,7 @@ class AiToolsCatalog:
                 if any(p.search(joined) for p in agent.cmdline):
                     return agent
         by_name: dict[str, AgentEntry] = self._by_name  # type: ignore[attr-defined]
-        return by_name.get(name)
+        return by_name.get(name.removesuffix(".exe"))  # Windows names the image "claude.exe"
 
     def is_mcp_process(self, cmdline: Sequence[str]) -> bool:
         joined = " ".join(cmdline)

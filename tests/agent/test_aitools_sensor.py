@@ -529,7 +529,9 @@ def test_running_agent_and_its_mcp_server_are_linked(running_tools: subprocess.P
             for o in found
             if isinstance(o, McpServerObservation) and o.parent and o.parent.pid == running_tools.pid
         ]
-        if (mine_agents and mine_servers) or time.monotonic() > deadline:
+        # the server is reported from its first sight (a shell about to exec it): wait for the exec
+        execed = [o for o in mine_servers if o.process is not None and o.process.cmdline[:1] == ("npx",)]
+        if (mine_agents and execed) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert len(mine_agents) == 1 and mine_agents[0].agent_id == "claude-code"

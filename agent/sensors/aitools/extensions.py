@@ -19,15 +19,20 @@ _VSCODE_DIR = re.compile(r"^(?P<id>[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*)-(?P<v
 _MSG = re.compile(r"^__MSG_\w+__$")
 
 
-def browser_extensions(
+def extensions(
     catalog: AiToolsCatalog, reader: Reader, home: str, owner: str
 ) -> Iterator[AiExtensionObservation]:
-    for browser in catalog.browsers:
-        for root in (r for pattern in browser.roots for r in expand(pattern, home)):
-            if browser.kind == "chromium":
-                yield from _chromium(catalog, reader, browser, root, owner)
-            else:
-                yield from _firefox(catalog, reader, browser, root, owner)
+    """The catalogued extensions of every browser profile and editor of one home."""
+    hosts = (*catalog.browsers, *catalog.editors)
+    for host, root in ((h, r) for h in hosts for pattern in h.roots for r in expand(pattern, home)):
+        if host.kind == "chromium":
+            yield from _chromium(catalog, reader, host, root, owner)
+        elif host.kind == "firefox":
+            yield from _firefox(catalog, reader, host, root, owner)
+        elif host.kind == "vscode":
+            yield from _vscode(catalog, reader, host, root, owner)
+        else:
+            yield from _jetbrains(catalog, host, root, owner)
 
 
 def _chromium(
@@ -85,26 +90,16 @@ def _firefox(
             )
 
 
-def editor_extensions(
-    catalog: AiToolsCatalog, reader: Reader, home: str, owner: str
+def _jetbrains(
+    catalog: AiToolsCatalog, editor: ExtensionHost, root: str, owner: str
 ) -> Iterator[AiExtensionObservation]:
-    for editor in catalog.editors:
-        for root in (r for pattern in editor.roots for r in expand(pattern, home)):
-            if editor.kind == "vscode":
-                yield from _vscode(catalog, reader, editor, root, owner)
-            else:
-                for plugin in subdirs(root, limit=1024):
-                    if catalog.extension(plugin) is not None:
-                        yield AiExtensionObservation(
-                            editor.id,
-                            os.path.basename(root),
-                            plugin,
-                            "",
-                            "",
-                            (),
-                            os.path.join(root, plugin),
-                            owner,
-                        )
+    """A JetBrains IDE's plugins are folders named by the plugin: matched by that name."""
+    for plugin in subdirs(root, limit=1024):
+        if catalog.extension(plugin) is not None:
+            path = os.path.join(root, plugin)
+            yield AiExtensionObservation(
+                editor.id, os.path.basename(root), plugin, "", path=path, owner=owner
+            )
 
 
 def _vscode(

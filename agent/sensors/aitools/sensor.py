@@ -32,7 +32,7 @@ from agent.observations import (
     McpServerObservation,
 )
 from agent.sensors.aitools.documents import Reader
-from agent.sensors.aitools.extensions import browser_extensions, editor_extensions
+from agent.sensors.aitools.extensions import extensions
 from agent.sensors.aitools.installs import installed_agents
 from agent.sensors.aitools.mcp import server_observation, servers_in
 from agent.sensors.aitools.places import expand
@@ -130,10 +130,9 @@ class AiToolsSensor(Sensor):
             found += self._mcp_configs(home, owner)
             found += installed_agents(self.catalog, self.reader, home, owner, path_dirs)
             if home is not None:
-                extensions = [*browser_extensions(self.catalog, self.reader, home, owner)]
-                extensions += editor_extensions(self.catalog, self.reader, home, owner)
-                found += extensions
-                found += self._agents_of_extensions(extensions, home, owner)
+                found_extensions = list(extensions(self.catalog, self.reader, home, owner))
+                found += found_extensions
+                found += self._agents_of_extensions(found_extensions, home, owner)
             if len(found) >= MAX_ITEMS:
                 break
         return [_stamped(o, now) for o in found[:MAX_ITEMS]]
