@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -686,3 +687,42 @@ def test_the_daemon_registers_the_sensor_and_sends_its_inventory(tmp_path: Path)
     assert message is not None
     assert {m.name for m in message.mcp_servers} >= {"filesystem", "remote-docs", "jira"}
     assert all(secret not in str(message) for secret in SECRETS)
+
+
+UNPRIVILEGED = """
+import json, sys
+from agent.sensors.aitools.sensor import AiToolsSensor
+sensor = AiToolsSensor(homes=sys.argv[1:], processes=False, machine_wide=False)
+found = sensor.poll()
+servers = sum(1 for o in found if type(o).__name__ == "McpServerObservation")
+print(json.dumps({"servers": servers, "drops": sensor.drops, "reason": sensor.status().reason}))
+"""
+
+
+def test_a_home_it_cannot_enter_is_named_not_counted_per_file(tmp_path: Path) -> None:
+    """Run as root without the capabilities that override file permissions (setpriv), as an agent
+    that is not root runs: a home it may not enter is named once in the status, not counted as a
+    drop for every catalog path below it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs setpriv, as root")
+    home = make_home(tmp_path)
+    closed = tmp_path / "home" / "closed"
+    write(closed / ".cursor/mcp.json", json.dumps({"mcpServers": {"x": STDIO}}))
+    closed.chmod(0)
+    unprivileged = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    try:
+        result = subprocess.run(
+            [*unprivileged, sys.executable, "-c", UNPRIVILEGED, str(home), str(closed)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "PYTHONPATH": "proto:."},
+        )
+    finally:
+        closed.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["servers"] == 18 and out["drops"] == {}
+    assert "1 homes not readable" in out["reason"]

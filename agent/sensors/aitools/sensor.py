@@ -83,6 +83,7 @@ class AiToolsSensor(Sensor):
         self._next_inventory = 0.0
         self.last_inventory: list[AiToolObservation] = []
         self.inventories = 0
+        self.hidden_homes = 0
 
     @property
     def drops(self) -> dict[str, int]:
@@ -99,6 +100,9 @@ class AiToolsSensor(Sensor):
                 f"{n} {r.replace('_', ' ')}" for r, n in sorted(self.reader.pass_drops.items())
             )
             note = f"{dropped} configuration files skipped in the last inventory ({reasons})"
+        if self.hidden_homes:
+            hidden = f"{self.hidden_homes} homes not readable"
+            note = f"{hidden}; {note}" if note else hidden
         if system != "Windows" and os.geteuid() != 0:
             why = "not root: other users' homes and processes are hidden"
             return SensorStatus(self.name, SensorState.DEGRADED, f"{why}; {note}" if note else why)
@@ -122,6 +126,9 @@ class AiToolsSensor(Sensor):
         self.reader.new_pass()
         found: list[AiToolObservation] = []
         homes = self._homes if self._homes is not None else default_homes()
+        readable = [h for h in homes if os.access(h, os.R_OK | os.X_OK)]
+        self.hidden_homes = len(homes) - len(readable)  # another user's, when not root
+        homes = readable
         path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
         places: list[tuple[str | None, str]] = [(h, _owner(h)) for h in homes]
         if self._machine_wide:
