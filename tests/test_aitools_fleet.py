@@ -4,10 +4,12 @@ fleet views and report (SQLite): stored, counted, scored with their reasons, lis
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from conftest import cli
 from umbra import codec
 
 from agent.delivery.tracker import FindingTracker
@@ -51,5 +53,15 @@ def test_ai_tooling_findings_are_stored_scored_listed_and_reported(tmp_path: Pat
         assert any(r.endswith("unapproved AI agent") for r in host.reasons), host.reasons
         html = to_html(build_report(store, None))
     assert 'id="aitools"' in html and "MCP_SERVER" in html
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    view = subprocess.run(
+        [cli("umbra-collector"), "view", "aitools", "--db", db, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert view.returncode == 0, view.stderr
+    rows = {r["kind"]: r for r in json.loads(view.stdout)["aitools"]}
+    assert set(rows) == kinds and rows["MCP_SERVER"]["host_id"] == "h-dev"
     for secret in SECRETS:
         assert secret not in html
