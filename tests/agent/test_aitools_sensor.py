@@ -637,6 +637,16 @@ STDIO = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-everythi
             "roo",
         ),
         (".junie/mcp/mcp.json", {"mcpServers": {"junie": STDIO}}, "junie", "junie"),
+        (
+            ".config/zed/settings.json",
+            {
+                "context_servers": {
+                    "old": {"command": {"path": "npx", "args": ["-y", "x-mcp"], "env": {"K": "v"}}}
+                }
+            },
+            "zed",
+            "old",
+        ),
         (".lmstudio/mcp.json", {"mcpServers": {"lms": STDIO}}, "lm-studio", "lms"),
         (".copilot/mcp-config.json", {"mcpServers": {"gh": STDIO}}, "github-copilot-cli", "gh"),
         (

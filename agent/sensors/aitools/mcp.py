@@ -148,7 +148,7 @@ def _names(entry: Mapping[str, Any], keys: Sequence[str]) -> tuple[str, ...]:
             value = value.get("headers")
         if isinstance(value, dict):
             names |= {str(k)[:MAX_STRING] for k in value}
-    command = entry.get("command")
+    command = entry.get("command")  # Zed's older form keeps the env inside the command object
     if isinstance(command, dict) and "env" in keys and isinstance(command.get("env"), dict):
         names |= {str(k)[:MAX_STRING] for k in command["env"]}
     return tuple(sorted(names))
