@@ -131,11 +131,24 @@ class FilesSensorSection:
 
 
 @dataclass(frozen=True)
+class AiToolsSensorSection:
+    enabled: bool = True
+    homes: tuple[str, ...] = ()  # empty: every directory in /home, /root, and users with uid >= 1000
+    project_dirs: tuple[str, ...] = ()  # more project directories whose .mcp.json (etc.) are read
+    interval: float = 300.0  # seconds between inventories of configs, installs and extensions
+    processes: bool = True  # running agents and MCP servers, on every poll
+    max_files: int = 2000  # configuration files read per inventory
+    max_file_kib: int = 4096  # a bigger configuration file is skipped (counted)
+    max_depth: int = 32  # nesting of a configuration document
+
+
+@dataclass(frozen=True)
 class SensorsSection:
     process: ProcessSensorSection = field(default_factory=ProcessSensorSection)
     gpu: GpuSensorSection = field(default_factory=GpuSensorSection)
     network: NetworkSensorSection = field(default_factory=NetworkSensorSection)
     files: FilesSensorSection = field(default_factory=FilesSensorSection)
+    aitools: AiToolsSensorSection = field(default_factory=AiToolsSensorSection)
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,9 @@ class PolicySection:
     upload_threshold_bytes: int = 1_000_000
     approved_model_hashes: tuple[str, ...] = ()  # SHA-256 of approved model files
     approved_paths: tuple[str, ...] = ()  # directories whose model files are approved
+    approved_agents: tuple[str, ...] = ()  # AI agent catalog ids (agent/catalog/aitools.toml)
+    approved_mcp_servers: tuple[str, ...] = ()  # MCP server names, packages or remote hosts
+    approved_extensions: tuple[str, ...] = ()  # extension ids or AI extension catalog ids
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,13 @@ def _check(config: AgentConfig, path: str) -> None:
         problems.append(
             "[policy] approved_paths, [sensors.files] watched_paths and media_prefixes must be absolute"
         )
+    ai = config.sensors.aitools
+    if ai.interval <= 0 or min(ai.max_files, ai.max_file_kib, ai.max_depth) < 1:
+        problems.append(
+            "[sensors.aitools] interval must be positive, max_files, max_file_kib, max_depth >= 1"
+        )
+    if any(not os.path.isabs(p) for p in (*ai.homes, *ai.project_dirs)):
+        problems.append("[sensors.aitools] homes and project_dirs must be absolute")
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:

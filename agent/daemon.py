@@ -24,6 +24,7 @@ from agent.delivery.spool import Spool
 from agent.delivery.stream import Backoff, StreamClient
 from agent.delivery.tracker import FindingTracker
 from agent.detection import evidence
+from agent.detection.aitools import AiToolsDetector
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
@@ -37,6 +38,7 @@ from agent.pipeline import Detector, Pipeline
 from agent.policy.fleet import POLICY_FILE, PolicyKeeper
 from agent.policy.rules import policy_from_config
 from agent.privacy import scrub
+from agent.sensors.aitools.sensor import AiToolsSensor
 from agent.sensors.base import Sensor, SensorState, SensorStatus
 from agent.sensors.files.sensor import FileSensor
 from agent.sensors.gpu import GpuSensor
@@ -121,6 +123,20 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
             )
         )
         detectors.append(ArtifactDetector())
+    ai = config.sensors.aitools
+    if ai.enabled:
+        sensors.append(
+            AiToolsSensor(
+                homes=ai.homes or None,
+                project_dirs=ai.project_dirs,
+                interval=ai.interval,
+                processes=ai.processes,
+                max_files=ai.max_files,
+                max_file_bytes=ai.max_file_kib * 1024,
+                max_depth=ai.max_depth,
+            )
+        )
+        detectors.append(AiToolsDetector(policy=policy))
     return Pipeline(sensors, detectors, policy, tracker)
 
 
@@ -139,12 +155,28 @@ def private_paths(config: AgentConfig) -> list[Path]:
 
 
 def inventory(pipeline: Pipeline) -> apb.Inventory | None:
-    """The Inventory message: model weights on disk now (once the first scan has run)."""
+    """The Inventory message: model weights on disk now (once the first scan has run), and the AI
+    tooling sensor's last inventory (agents installed, MCP servers configured, AI extensions)."""
     files = next((s for s in pipeline.sensors if isinstance(s, FileSensor)), None)
-    if files is None or not files.first_scan_done.is_set():
+    tools = next((s for s in pipeline.sensors if isinstance(s, AiToolsSensor)), None)
+    files_ready = files is not None and files.first_scan_done.is_set()
+    if not files_ready and (tools is None or not tools.inventories):
         return None
-    models = [evidence.model_file_evidence(model).model_file for model in files.inventory()]
-    return apb.Inventory(taken_at=codec.timestamp(time.time()), models=models)
+    message = apb.Inventory(taken_at=codec.timestamp(time.time()))
+    if files is not None and files_ready:
+        message.models.extend(evidence.model_file_evidence(model).model_file for model in files.inventory())
+    if tools is not None:
+        detector = next((d for d in pipeline.detectors if isinstance(d, AiToolsDetector)), AiToolsDetector())
+        for draft in (d for obs in tools.last_inventory for d in detector.detect(obs)):
+            for ev in draft.evidence:
+                which = ev.WhichOneof("detail")
+                if which == "ai_agent":
+                    message.ai_agents.append(ev.ai_agent)
+                elif which == "mcp_server":
+                    message.mcp_servers.append(ev.mcp_server)
+                elif which == "ai_extension":
+                    message.ai_extensions.append(ev.ai_extension)
+    return message
 
 
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:

@@ -198,7 +198,69 @@ class TrainingArtifactObservation:
 
 FileObservation = ModelFileObservation | ModelTransferObservation | TrainingArtifactObservation
 
+
+@dataclass(frozen=True)
+class AiAgentObservation:
+    """An AI agent (agent/catalog/aitools.toml) installed or running. `source`: "process",
+    "npm_global", "path", "app" or "editor_extension"; `path` the package, binary or bundle."""
+
+    agent_id: str
+    source: str
+    path: str = ""
+    version: str = ""
+    home: str = ""
+    owner: str = ""
+    process: ProcessObservation | None = None
+    mcp_children: tuple[str, ...] = ()  # the MCP servers it started (running processes), by name
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class McpServerObservation:
+    """An MCP server configured in a client's file (scope "user", "project", "managed") or running
+    (scope "running"). Names of env vars and headers only, never values; `args` and URLs redacted."""
+
+    name: str
+    client: str  # mcp_client catalog id, or for a running server the agent that started it ("" unknown)
+    scope: str
+    transport: str  # "stdio", "http", "sse" ("" when the entry does not say and cannot be told)
+    config_path: str = ""
+    command: str = ""
+    args: tuple[str, ...] = ()
+    remote_host: str = ""  # host[:port] of a remote server's URL
+    env_names: tuple[str, ...] = ()
+    header_names: tuple[str, ...] = ()
+    disabled: bool = False
+    content_hash: str = ""  # SHA-256 of the redacted, normalised entry
+    owner: str = ""
+    process: ProcessObservation | None = None
+    parent: ProcessObservation | None = None  # the agent process that started it, when found
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class AiExtensionObservation:
+    """An extension of a browser or an editor that the AI extension catalog names."""
+
+    application: str  # "chrome", "edge", "firefox", "vscode", "cursor", "jetbrains" ...
+    profile: str
+    extension_id: str
+    name: str
+    version: str = ""
+    permissions: tuple[str, ...] = ()
+    path: str = ""
+    owner: str = ""
+    observed_at: float = 0.0
+
+
+AiToolObservation = AiAgentObservation | McpServerObservation | AiExtensionObservation
+
 #: Everything a sensor yields; each sensor names its members in `Sensor.produces`.
 Observation = (
-    ProcessObservation | GpuDeviceObservation | GpuProcessObservation | NetworkObservation | FileObservation
+    ProcessObservation
+    | GpuDeviceObservation
+    | GpuProcessObservation
+    | NetworkObservation
+    | FileObservation
+    | AiToolObservation
 )

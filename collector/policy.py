@@ -8,6 +8,9 @@ gets it on its stream, and an agent that connects with an older version gets it 
     approved_services = ["openai"]                 # endpoint-catalog service ids or vendor slugs
     approved_model_hashes = ["<sha256 hex>"]       # model files approved by content
     watched_paths = ["/srv/models"]                # where the file sensor looks for model weights
+    approved_agents = ["github-copilot"]           # AI agent catalog ids (agent/catalog/aitools.toml)
+    approved_mcp_servers = ["mcp.example.com"]     # MCP server names, packages or remote hosts
+    approved_extensions = ["github.copilot-chat"]  # browser or editor extension ids, or catalog ids
     min_confidence = 0.5                           # drafts below this are not findings (0..1)
     upload_threshold_bytes = 10485760              # AI_DATA_UPLOAD above this many bytes out
 
@@ -102,6 +105,8 @@ def validate(doc: Any, where: str = "policy") -> dict[str, Any]:
                     raise PolicyError(f"{where}: {key} entry {value[:70]!r} is not a SHA-256 hex digest")
             if key == "approved_services":
                 value = value.lower().rstrip(".")
+            if key == "approved_extensions" and "." in value:  # editor ids are case-insensitive
+                value = value.lower()
             cleaned.append(value)
         body[key] = sorted(set(cleaned))
     thresholds = doc.get("thresholds", {})

@@ -51,7 +51,13 @@ REASONS: Mapping[str, tuple[str, str]] = {
     "MODEL_EXFILTRATION": ("model exfiltration", "model exfiltrations"),
     "AI_SERVICE_ACCESS": ("unapproved AI service", "unapproved AI services"),
     "AI_DATA_UPLOAD": ("upload to an unapproved AI service", "uploads to unapproved AI services"),
+    "AI_AGENT": ("unapproved AI agent", "unapproved AI agents"),
+    "MCP_SERVER": ("unapproved MCP server", "unapproved MCP servers"),
+    "AI_EXTENSION": ("unapproved AI extension", "unapproved AI extensions"),
 }
+#: What an MCP server can reach that gets a reason of its own, riskiest first (the agent's catalog
+#: scores these kinds of access higher: agent/catalog/aitools.toml, [risk] risky_access).
+MCP_ACCESS_REASONS: tuple[str, ...] = ("shell", "database", "filesystem", "remote")
 #: (lowest score, level), highest first; a score of 0 is "none".
 LEVELS: tuple[tuple[float, str], ...] = ((70.0, "critical"), (40.0, "high"), (15.0, "medium"), (0.0, "low"))
 LEVEL_ORDER: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
@@ -138,6 +144,28 @@ def reasons_for(points_by_kind: Mapping[str, float], count_by_kind: Mapping[str,
         n = count_by_kind.get(kind, 0)
         one, many = REASONS[kind]
         out.append(f"{n} {one if n == 1 else many}")
+    return tuple(out)
+
+
+def mcp_access_reasons(findings: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """ "2 MCP servers with shell access", "1 remote MCP server": what the unapproved MCP_SERVER
+    finding dicts (a host's) say their servers can reach, riskiest access first."""
+    counts: Counter[str] = Counter()
+    for f in findings:
+        if f.get("kind") != "MCP_SERVER" or f.get("policy", {}).get("approved", False):
+            continue
+        reach: set[str] = {
+            a for ev in f.get("evidence", []) if ev.get("type") == "mcp_server" for a in ev.get("access", [])
+        }
+        counts.update(reach & set(MCP_ACCESS_REASONS))
+    out = []
+    for access in MCP_ACCESS_REASONS:
+        n = counts[access]
+        if n:
+            servers = "MCP server" if n == 1 else "MCP servers"
+            out.append(
+                f"{n} remote {servers}" if access == "remote" else f"{n} {servers} with {access} access"
+            )
     return tuple(out)
 
 

@@ -43,6 +43,10 @@ backoff_initial = 0.2
 backoff_max = 1.0
 [sensors.process]
 interval = 0.5
+# this test counts runtime findings exactly; the AI tooling on the machine running it (its homes'
+# agents and MCP servers) is not part of it (tests/console/test_console_aitools.py streams those)
+[sensors.aitools]
+enabled = false
 """)
     return config
 

@@ -39,6 +39,9 @@ def test_every_design_kind_is_on_the_wire() -> None:
         "MODEL_EXFILTRATION",
         "AI_SERVICE_ACCESS",
         "AI_DATA_UPLOAD",
+        "AI_AGENT",
+        "MCP_SERVER",
+        "AI_EXTENSION",
         "AGENT_HEALTH",
     }
     if design.exists():  # cross-check against the design's table where it is checked out

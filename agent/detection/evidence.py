@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING
 from umbra import codec
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.catalog.aitools import AgentEntry, ExtensionEntry
 from agent.catalog.endpoints import EndpointEntry
 from agent.observations import (
+    AiAgentObservation,
+    AiExtensionObservation,
     ListeningSocket,
+    McpServerObservation,
     ModelFileObservation,
     ModelTransferObservation,
     NetworkObservation,
@@ -26,9 +30,12 @@ if TYPE_CHECKING:  # the type only: the parsers stay out of `scan --pcap`'s star
     from agent.modelfiles import ModelFileInfo
 
 __all__ = [
+    "ai_agent_evidence",
+    "ai_extension_evidence",
     "gpu_evidence",
     "hub_evidence",
     "instance_evidence",
+    "mcp_server_evidence",
     "model_file",
     "model_file_evidence",
     "network_evidence",
@@ -226,5 +233,60 @@ def hub_evidence(obs: ModelFileObservation) -> fpb.Evidence | None:
             category="model_hub",
             source="file_location",
             bytes_in=obs.size_bytes,
+        )
+    )
+
+
+def ai_agent_evidence(obs: AiAgentObservation, entry: AgentEntry) -> fpb.Evidence:
+    """An AI agent: which one, how it was found (running, or where it is installed), its version."""
+    return fpb.Evidence(
+        ai_agent=fpb.AiAgentEvidence(
+            agent_id=entry.id,
+            agent_name=entry.name,
+            vendor=entry.vendor,
+            source=obs.source,
+            install_path=obs.path,
+            version=obs.version,
+            services=list(entry.services),
+            mcp_servers=list(obs.mcp_children),
+            home=obs.home,
+        )
+    )
+
+
+def mcp_server_evidence(obs: McpServerObservation, access: Sequence[str], package: str) -> fpb.Evidence:
+    """An MCP server as configured or running: names of its variables and headers, never values."""
+    return fpb.Evidence(
+        mcp_server=fpb.McpServerEvidence(
+            name=obs.name,
+            client=obs.client,
+            config_path=obs.config_path,
+            scope=obs.scope,
+            transport=obs.transport,
+            command=obs.command,
+            args=list(obs.args),
+            remote_host=obs.remote_host,
+            env_names=list(obs.env_names),
+            header_names=list(obs.header_names),
+            package=package,
+            access=list(access),
+            content_hash=obs.content_hash,
+            disabled=obs.disabled,
+        )
+    )
+
+
+def ai_extension_evidence(obs: AiExtensionObservation, entry: ExtensionEntry) -> fpb.Evidence:
+    return fpb.Evidence(
+        ai_extension=fpb.AiExtensionEvidence(
+            application=obs.application,
+            profile=obs.profile,
+            extension_id=obs.extension_id,
+            name=obs.name or entry.name,
+            version=obs.version,
+            permissions=list(obs.permissions),
+            vendor=entry.vendor,
+            catalog_id=entry.id,
+            path=obs.path,
         )
     )

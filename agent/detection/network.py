@@ -37,11 +37,12 @@ from umbra import codec
 from umbra.codec import human_size as size
 from umbra.v1 import finding_pb2 as fpb
 
+from agent.catalog.aitools import AgentEntry, AiToolsCatalog, default_aitools_catalog
 from agent.catalog.endpoints import EndpointCatalog, EndpointMatch
 from agent.delivery.tracker import FindingDraft
-from agent.detection.evidence import network_evidence
+from agent.detection.evidence import ai_agent_evidence, network_evidence
 from agent.detection.instances import Instances, with_instances
-from agent.observations import NetworkObservation
+from agent.observations import AiAgentObservation, NetworkObservation, ProcessObservation
 from agent.policy.rules import Policy
 
 __all__ = ["DEFAULT_UPLOAD_THRESHOLD", "NetworkDetector"]
@@ -72,8 +73,10 @@ class NetworkDetector:
         approved: Collection[str] = (),
         upload_threshold: int = DEFAULT_UPLOAD_THRESHOLD,
         client_window: float = CLIENT_WINDOW,
+        agents: AiToolsCatalog | None = None,
     ) -> None:
         self.catalog = catalog
+        self._agents = agents  # the AI tooling catalog, loaded at the first flow with a process
         self.approved = frozenset(approved)
         self.upload_threshold = upload_threshold
         self.clients = Instances(window=client_window)
@@ -103,7 +106,13 @@ class NetworkDetector:
         user = process.username if process is not None else ""
         evidence = network_evidence(obs, entry)
         alias = f" (via {match.host_name})" if via_alias else ""
-        by = f" by {process.name} (pid {process.pid})" if process is not None else ""
+        agent = self._agent(process)
+        by, extra = "", []
+        if process is not None:  # "by Claude Code (pid 4242, node)" when an AI agent is the client
+            by = f" by {process.name} (pid {process.pid})"
+            if agent is not None:
+                by = f" by {agent.name} (pid {process.pid}, {process.name})"
+                extra = [ai_agent_evidence(AiAgentObservation(agent.id, "process", process.exe), agent)]
         drafts = [
             FindingDraft(
                 kind=fpb.KIND_AI_SERVICE_ACCESS,
@@ -116,7 +125,7 @@ class NetworkDetector:
                 subject=entry.id,
                 user=user,
                 process=process,
-                evidence=[evidence],
+                evidence=[evidence, *extra],
             )
         ]
         approved = self.catalog.approval_rule(entry, self.approved) is not None
@@ -132,10 +141,18 @@ class NetworkDetector:
                     subject=entry.id,
                     user=user,
                     process=process,
-                    evidence=[evidence],
+                    evidence=[evidence, *extra],
                 )
             )
         return [self._with_clients(d, obs.last_seen) for d in drafts]
+
+    def _agent(self, process: ProcessObservation | None) -> AgentEntry | None:
+        """The AI agent a flow's client process is (Claude Code, Codex CLI ...), if any."""
+        if process is None:
+            return None
+        if self._agents is None:
+            self._agents = default_aitools_catalog()
+        return self._agents.agent_of_process(process.name, process.cmdline)
 
     def _with_clients(self, draft: FindingDraft, at: float) -> FindingDraft:
         """The flow's draft listing every client process of its finding seen lately (none for a

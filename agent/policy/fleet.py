@@ -36,6 +36,9 @@ class FleetPolicy:
     approved_services: tuple[str, ...] = ()
     approved_model_hashes: tuple[str, ...] = ()
     watched_paths: tuple[str, ...] = ()
+    approved_agents: tuple[str, ...] = ()
+    approved_mcp_servers: tuple[str, ...] = ()
+    approved_extensions: tuple[str, ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -75,6 +78,9 @@ class FleetPolicy:
             approved_services=tuple(doc.get("approved_services", ())),
             approved_model_hashes=tuple(doc.get("approved_model_hashes", ())),
             watched_paths=tuple(doc.get("watched_paths", ())),
+            approved_agents=tuple(doc.get("approved_agents", ())),
+            approved_mcp_servers=tuple(doc.get("approved_mcp_servers", ())),
+            approved_extensions=tuple(doc.get("approved_extensions", ())),
             thresholds={str(k): float(v) for k, v in doc.get("thresholds", {}).items()},
         )
 
@@ -91,6 +97,9 @@ class FleetPolicy:
             min_confidence=min(max(confidence, 0.0), 1.0),
             upload_threshold_bytes=max(int(upload), 0),
             watched_paths=self.watched_paths,
+            approved_agents=frozenset(self.approved_agents),
+            approved_mcp_servers=frozenset(self.approved_mcp_servers),
+            approved_extensions=frozenset(self.approved_extensions),
         )
 
 

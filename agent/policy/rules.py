@@ -33,6 +33,9 @@ class Policy:
     approved_model_hashes: frozenset[str] = frozenset()  # SHA-256 (lower-case hex) of approved weights
     approved_paths: tuple[str, ...] = ()  # directories whose models (and copies into them) are approved
     watched_paths: tuple[str, ...] = ()  # directories the collector asks the file sensor to watch too
+    approved_agents: frozenset[str] = frozenset()  # AI agent catalog ids
+    approved_mcp_servers: frozenset[str] = frozenset()  # MCP server names, packages, remote hosts
+    approved_extensions: frozenset[str] = frozenset()  # extension ids or AI extension catalog ids
 
     def decide(self, draft: FindingDraft) -> fpb.PolicyDecision | None:
         """The decision for a draft; None when the draft is below the confidence floor."""
@@ -46,11 +49,35 @@ class Policy:
             rule = self.endpoints.approval_rule(entry, self.approved_services) if entry else None
             if rule is not None:
                 return fpb.PolicyDecision(approved=True, rule=rule)
+        ai_rule = self._ai_tool_rule(draft)
+        if ai_rule is not None:
+            return fpb.PolicyDecision(approved=True, rule=ai_rule)
         if draft.kind in _MODEL_KINDS:  # see agent/detection/artifacts.py
             model_rule = self._model_rule(draft)
             if model_rule is not None:
                 return fpb.PolicyDecision(approved=True, rule=model_rule)
         return fpb.PolicyDecision(approved=False, rule=DEFAULT_RULE)
+
+    def _ai_tool_rule(self, draft: FindingDraft) -> str | None:
+        """An agent by catalog id; an MCP server by its name, package or remote host; an
+        extension by its id or catalog id (see agent/detection/aitools.py)."""
+        if draft.kind == fpb.KIND_AI_AGENT and draft.subject in self.approved_agents:
+            return f"approved_agents:{draft.subject}"
+        for ev in draft.evidence:
+            which = ev.WhichOneof("detail")
+            if which == "mcp_server" and draft.kind == fpb.KIND_MCP_SERVER:
+                m = ev.mcp_server
+                for value in (m.name, m.package):
+                    if value and value in self.approved_mcp_servers:
+                        return f"approved_mcp_servers:{value}"
+                if m.remote_host and mcp_host_approved(self, m.remote_host):
+                    return f"approved_mcp_servers:{m.remote_host}"
+            if which == "ai_extension" and draft.kind == fpb.KIND_AI_EXTENSION:
+                x = ev.ai_extension
+                for value in (x.extension_id, x.extension_id.lower(), x.catalog_id):
+                    if value and value in self.approved_extensions:
+                        return f"approved_extensions:{value}"
+        return None
 
     def _model_rule(self, draft: FindingDraft) -> str | None:
         """An approved hash approves the weights anywhere; an approved directory approves the files
@@ -72,6 +99,17 @@ class Policy:
         return None
 
 
+def mcp_host_approved(policy: Policy, host: str) -> bool:
+    """A remote MCP host ("mcp.example.com" or "mcp.example.com:8443") the policy approves: by its
+    name with or without the port, or by a "*.example.com" pattern."""
+    name = host.lower().rsplit(":", 1)[0] if host.count(":") == 1 else host.lower()
+    for approved in policy.approved_mcp_servers:
+        a = approved.lower()
+        if a in (host.lower(), name) or (a.startswith("*.") and name.endswith(a[1:])):
+            return True
+    return False
+
+
 def policy_from_config(config: AgentConfig) -> Policy:
     """The local policy from the config file (a policy the collector pushes replaces it)."""
     catalog = config.sensors.network.catalog
@@ -88,6 +126,12 @@ def policy_from_config(config: AgentConfig) -> Policy:
             f"[policy] approved_runtimes: {unknown[0]!r} is no runtime id in the catalog "
             "(agent/catalog/runtimes.toml, e.g. 'ollama', 'llama-cpp', 'vllm')"
         )
+    from agent.catalog.aitools import default_aitools_catalog  # the AI tooling catalog, only when used
+
+    agent_ids = {a.id for a in default_aitools_catalog().agents}
+    unknown_agents = sorted(set(config.policy.approved_agents) - agent_ids)
+    if unknown_agents:
+        raise ConfigError(f"[policy] approved_agents: {unknown_agents[0]!r} is no agent id in the catalog")
     return Policy(
         approved_runtimes=frozenset(config.policy.approved_runtimes),
         approved_services=frozenset(config.policy.approved_services),
@@ -96,4 +140,7 @@ def policy_from_config(config: AgentConfig) -> Policy:
         endpoints=endpoints,
         approved_model_hashes=frozenset(h.lower() for h in config.policy.approved_model_hashes),
         approved_paths=config.policy.approved_paths,
+        approved_agents=frozenset(config.policy.approved_agents),
+        approved_mcp_servers=frozenset(config.policy.approved_mcp_servers),
+        approved_extensions=frozenset(config.policy.approved_extensions),
     )

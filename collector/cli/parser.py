@@ -485,11 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser(
         "view",
         parents=[db, fmt],
-        help="a fleet view: risk, services, runtimes, models, compute, transfers, silent, trend",
+        help="a fleet view: risk, services, runtimes, models, compute, transfers, aitools, silent, trend",
         description="Fleet views, each aggregated by the database: risk (riskiest hosts and users with "
         "their reasons), services (AI services: hosts, processes, bytes up, unapproved), runtimes (local "
         "runtimes and exposed servers), models (the model census by SHA-256), compute (GPU and "
-        "fine-tuning), transfers (model exfiltration and downloads), silent (hosts without contact), "
+        "fine-tuning), transfers (model exfiltration and downloads), aitools (AI agents, MCP servers and "
+        "AI extensions per host), silent (hosts without contact), "
         "trend (daily risk snapshots). JSON: one document {VIEW: [...]}.",
     )
     v.add_argument("view", metavar="VIEW", choices=VIEWS, help=f"one of: {', '.join(VIEWS)}")
@@ -616,4 +617,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-VIEWS = ("risk", "services", "runtimes", "models", "compute", "transfers", "silent", "trend")
+VIEWS = ("risk", "services", "runtimes", "models", "compute", "transfers", "aitools", "silent", "trend")

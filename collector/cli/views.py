@@ -50,8 +50,9 @@ def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]],
         for m in rows:
             m["holders"] = [f"{h['host_id']}:{h['path']}" for h in m["holders"]]
         return rows, ["sha256", "format", "architecture", "parameters", "hosts", "unapproved_hosts", "copies"]
-    if name in ("compute", "transfers"):
-        view = activity.compute if name == "compute" else activity.transfers
+    if name in ("compute", "transfers", "aitools"):
+        views = {"compute": activity.compute, "transfers": activity.transfers, "aitools": activity.aitools}
+        view = views[name]
         return _named(store, [r.to_dict() for r in view(store, since)]), [
             "host", "kind", "findings", "unapproved", "bytes", "last_seen",
         ]  # fmt: skip

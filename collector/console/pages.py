@@ -22,6 +22,7 @@ from ..query.findings import BadQuery, list_findings, one_finding
 from ..query.hosts import resolve_host
 from ..query.risk import risk_board
 from ..query.times import parse_duration
+from ..risk import mcp_access_reasons
 from ..storage.base import Store
 from . import charts
 from .api import BadRequest, findings_filter
@@ -40,6 +41,7 @@ HOST_SORTS = {
 }
 SERVICE_KINDS = ("AI_SERVICE_ACCESS", "AI_DATA_UPLOAD")
 RUNTIME_KINDS = ("LOCAL_MODEL_RUNTIME", "MODEL_SERVER_EXPOSED")
+AITOOL_KINDS = ("AI_AGENT", "MCP_SERVER", "AI_EXTENSION")
 
 
 def _who(request: Request) -> Identity:
@@ -91,6 +93,7 @@ def page_routes(
             runtimes=activity.runtimes(store),
             transfers=activity.transfers(store),
             compute=activity.compute(store),
+            aitools=activity.aitools(store),
         )
 
     def hosts(request: Request) -> Response:
@@ -116,6 +119,7 @@ def page_routes(
             return list_findings(store, where, n).findings
 
         inventory = inventories_view(store, host_id)
+        aitools = of(*AITOOL_KINDS)
         return html(
             request,
             "host.html",
@@ -131,6 +135,8 @@ def page_routes(
             models=inventory[0]["models"] if inventory else [],
             inventory=inventory[0] if inventory else None,
             services=of(*SERVICE_KINDS),
+            aitools=aitools,
+            access_reasons=mcp_access_reasons(aitools),
             timeline=list_findings(store, findings_filter({"host": host_id}), PAGE).findings,
         )
 

@@ -1,5 +1,6 @@
 """Fleet activity views: AI services, local runtimes and exposed servers, GPU and fine-tuning,
-the model census, exfiltration and downloads, silent hosts. Each is one grouped query."""
+AI agents, MCP servers and AI extensions, the model census, exfiltration and downloads, silent
+hosts. Each is one grouped query."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..storage.reads import ActivityRow, FindingFilter, ModelRow, RuntimeRow, Se
 
 COMPUTE_KINDS = (finding_pb2.KIND_GPU_AI_WORKLOAD, finding_pb2.KIND_FINE_TUNING)
 TRANSFER_KINDS = (finding_pb2.KIND_MODEL_EXFILTRATION, finding_pb2.KIND_MODEL_DOWNLOAD)
+AITOOL_KINDS = (finding_pb2.KIND_AI_AGENT, finding_pb2.KIND_MCP_SERVER, finding_pb2.KIND_AI_EXTENSION)
 
 
 def services(store: Store, since: float | None = None) -> list[ServiceRow]:
@@ -54,6 +56,11 @@ def compute(store: Store, since: float | None = None) -> list[ActivityRow]:
 def transfers(store: Store, since: float | None = None) -> list[ActivityRow]:
     """Model exfiltration and downloads, per host, with their bytes."""
     return store.activity([int(k) for k in TRANSFER_KINDS], since)
+
+
+def aitools(store: Store, since: float | None = None) -> list[ActivityRow]:
+    """AI agents, MCP servers and AI extensions, per host: which hosts hold them, how many unapproved."""
+    return store.activity([int(k) for k in AITOOL_KINDS], since)
 
 
 def census(store: Store, limit: int = 100, holders: int = 10) -> list[ModelRow]:

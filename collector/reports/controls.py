@@ -12,7 +12,7 @@ from typing import Any
 
 FRAMEWORKS = ("NIST AI RMF 1.0", "EU AI Act", "ISO/IEC 42001")
 #: The report's sections, in the order the report shows them.
-SECTIONS = ("coverage", "services", "runtimes", "compute", "models", "transfers", "risk")
+SECTIONS = ("coverage", "services", "runtimes", "compute", "models", "transfers", "aitools", "risk")
 
 _CLAUSE_KEYS = {"id", "framework", "title", "source"}
 _ITEM_KEYS = {"section", "title", "supports", "clauses"}

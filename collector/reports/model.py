@@ -114,6 +114,8 @@ class Report:
     def host(self, host_id: str) -> str:
         """How the report names a host: its name, its id when it has none (query.hosts.host_label)."""
         return host_label(self.host_names, host_id)
+    aitools: tuple[ActivityRow, ...] = ()
+    aitools_totals: tuple[KindTotal, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +128,7 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
     board = risk_board(store, TOP_HOSTS, now, since)
     compute = activity.compute(store, since)
     transfers = activity.transfers(store, since)
+    aitools = activity.aitools(store, since)
     services = _services(store, since)
     days = (
         min(TREND_DAYS_MAX, int(since_seconds // 86400) + 1) if since_seconds is not None else TREND_DAYS_MAX
@@ -149,6 +152,8 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
         top_users=tuple(board.users),
         controls=load_controls(),
         host_names=host_names(store),
+        aitools=tuple(aitools),
+        aitools_totals=_totals(aitools),
     )
 
 

@@ -101,6 +101,7 @@ def long_rows(report: Report) -> Iterator[Row]:
             },
         )
     yield from _activity("compute", report.compute, report.compute_totals)
+    yield from _activity("aitools", report.aitools, report.aitools_totals)
     for mr in report.models:
         yield from _fields(
             "models",

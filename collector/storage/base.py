@@ -209,6 +209,10 @@ class InventoryRecord:
     received_at: float
     models: list[dict[str, Any]]
     runtimes: list[dict[str, Any]]
+    # the AI tooling sensor's last pass: agents installed, MCP servers configured, AI extensions
+    ai_agents: list[dict[str, Any]] = field(default_factory=list)
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
+    ai_extensions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -552,6 +556,9 @@ def inventory_record(host_id: str, taken_ns: int, received_ns: int, data: bytes)
         received_ns / 1e9,
         [codec.message_to_dict(m) for m in inventory.models],
         [codec.message_to_dict(r) for r in inventory.runtimes],
+        [codec.message_to_dict(a) for a in inventory.ai_agents],
+        [codec.message_to_dict(m) for m in inventory.mcp_servers],
+        [codec.message_to_dict(e) for e in inventory.ai_extensions],
     )
 
 

@@ -23,6 +23,10 @@ RULE_APPROVED_RUNTIME: Final = "approved_runtime"  # runtime catalog ids
 RULE_APPROVED_SERVICE: Final = "approved_service"  # AI service host names ("*.example.com" allowed)
 RULE_APPROVED_MODEL_HASH: Final = "approved_model_hash"  # SHA-256 hex digests of model files
 RULE_WATCHED_PATH: Final = "watched_path"  # where the file sensor looks for model weights
+RULE_APPROVED_AGENT: Final = "approved_agent"  # AI agent catalog ids ("claude-code")
+# MCP servers: a configured name, a package ("@modelcontextprotocol/server-github") or a remote host
+RULE_APPROVED_MCP_SERVER: Final = "approved_mcp_server"
+RULE_APPROVED_EXTENSION: Final = "approved_extension"  # extension ids (browser or editor) or catalog ids
 RULE_THRESHOLD: Final = "threshold"
 
 #: List rule kind -> the policy list it fills (a key of the collector's policy document, a field
@@ -32,6 +36,9 @@ LIST_RULES: Final[dict[str, str]] = {
     RULE_APPROVED_SERVICE: "approved_services",
     RULE_APPROVED_MODEL_HASH: "approved_model_hashes",
     RULE_WATCHED_PATH: "watched_paths",
+    RULE_APPROVED_AGENT: "approved_agents",
+    RULE_APPROVED_MCP_SERVER: "approved_mcp_servers",
+    RULE_APPROVED_EXTENSION: "approved_extensions",
 }
 
 # Threshold rule names the agent applies.

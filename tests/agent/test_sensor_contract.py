@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import os
 import pkgutil
 import platform
@@ -46,6 +47,7 @@ import agent.sensors
 from agent.catalog.runtimes import load_runtime_catalog
 from agent.modelfiles import ModelFileInfo
 from agent.observations import Observation
+from agent.sensors.aitools.sensor import AiToolsSensor
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.files.sensor import FileSensor
 from agent.sensors.gpu import GpuSensor
@@ -225,6 +227,26 @@ def files_rig(bench: Bench) -> Rig:
     return Rig(sensor, stir)
 
 
+def aitools_rig(bench: Bench) -> Rig:
+    """A home with a Cursor MCP configuration; each stir rewrites it with one more server (and
+    drops the oldest), so every inventory sees a changed file. Inventories on every poll."""
+    home = bench.tmp_path / "home" / "dev"
+    config = home / ".cursor" / "mcp.json"
+    config.parent.mkdir(parents=True)
+    count = iter(range(1_000_000))
+    names: deque[str] = deque()
+
+    def stir() -> None:
+        names.append(f"server-{next(count)}")
+        while len(names) > 8:
+            names.popleft()
+        servers = {n: {"command": "npx", "args": ["-y", f"@modelcontextprotocol/{n}"]} for n in names}
+        config.write_text(json.dumps({"mcpServers": servers}))
+
+    sensor = AiToolsSensor(homes=[str(home)], interval=0.0, machine_wide=False)
+    return Rig(sensor, stir)
+
+
 #: Every sensor: its class and its rig. Adding a sensor to the contract is one line here.
 RIGS: dict[str, tuple[type[Sensor], Callable[[Bench], Rig]]] = {
     "process": (ProcessSensor, process_rig),
@@ -232,6 +254,7 @@ RIGS: dict[str, tuple[type[Sensor], Callable[[Bench], Rig]]] = {
     "network": (NetworkSensor, capture_rig),
     "socket_table": (SocketTableSensor, socket_table_rig),
     "files": (FileSensor, files_rig),
+    "aitools": (AiToolsSensor, aitools_rig),
 }
 NEEDS_ROOT_HERE = {"network"}  # rigs that cannot run without root (packet capture)
 

@@ -306,22 +306,36 @@ class Inventory(_message.Message):
     TAKEN_AT_FIELD_NUMBER: _builtins.int
     RUNTIMES_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    AI_AGENTS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    AI_EXTENSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def taken_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def runtimes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuntimeInventoryItem]: ...
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[_finding_pb2.ModelFileEvidence]: ...
+    @_builtins.property
+    def ai_agents(self) -> _containers.RepeatedCompositeFieldContainer[_finding_pb2.AiAgentEvidence]:
+        """The AI tooling sensor's last full pass (agents installed, MCP servers configured, AI extensions)."""
+
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[_finding_pb2.McpServerEvidence]: ...
+    @_builtins.property
+    def ai_extensions(self) -> _containers.RepeatedCompositeFieldContainer[_finding_pb2.AiExtensionEvidence]: ...
     def __init__(
         self,
         *,
         taken_at: _timestamp_pb2.Timestamp | None = ...,
         runtimes: _abc.Iterable[Global___RuntimeInventoryItem] | None = ...,
         models: _abc.Iterable[_finding_pb2.ModelFileEvidence] | None = ...,
+        ai_agents: _abc.Iterable[_finding_pb2.AiAgentEvidence] | None = ...,
+        mcp_servers: _abc.Iterable[_finding_pb2.McpServerEvidence] | None = ...,
+        ai_extensions: _abc.Iterable[_finding_pb2.AiExtensionEvidence] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["taken_at", b"taken_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "runtimes", b"runtimes", "taken_at", b"taken_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai_agents", b"ai_agents", "ai_extensions", b"ai_extensions", "mcp_servers", b"mcp_servers", "models", b"models", "runtimes", b"runtimes", "taken_at", b"taken_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

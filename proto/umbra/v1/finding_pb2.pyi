@@ -42,6 +42,9 @@ class _FindingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingKi
     KIND_AI_SERVICE_ACCESS: _FindingKind.ValueType  # 8
     KIND_AI_DATA_UPLOAD: _FindingKind.ValueType  # 9
     KIND_AGENT_HEALTH: _FindingKind.ValueType  # 10
+    KIND_AI_AGENT: _FindingKind.ValueType  # 11
+    KIND_MCP_SERVER: _FindingKind.ValueType  # 12
+    KIND_AI_EXTENSION: _FindingKind.ValueType  # 13
 
 class FindingKind(_FindingKind, metaclass=_FindingKindEnumTypeWrapper):
     """Stable finding kinds (DESIGN.md). The enum names are the kind names the console,
@@ -59,6 +62,9 @@ KIND_MODEL_EXFILTRATION: FindingKind.ValueType  # 7
 KIND_AI_SERVICE_ACCESS: FindingKind.ValueType  # 8
 KIND_AI_DATA_UPLOAD: FindingKind.ValueType  # 9
 KIND_AGENT_HEALTH: FindingKind.ValueType  # 10
+KIND_AI_AGENT: FindingKind.ValueType  # 11
+KIND_MCP_SERVER: FindingKind.ValueType  # 12
+KIND_AI_EXTENSION: FindingKind.ValueType  # 13
 Global___FindingKind: _TypeAlias = FindingKind  # noqa: Y015
 
 class _Severity:
@@ -463,6 +469,191 @@ class HealthEvidence(_message.Message):
 Global___HealthEvidence: _TypeAlias = HealthEvidence  # noqa: Y015
 
 @_typing.final
+class AiAgentEvidence(_message.Message):
+    """An AI coding agent or assistant, installed or running (agent/catalog/aitools.toml)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_NAME_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    INSTALL_PATH_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    HOME_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """catalog id, e.g. "claude-code" """
+    agent_name: _builtins.str
+    """"Claude Code" """
+    vendor: _builtins.str
+    source: _builtins.str
+    """"process", "npm_global", "path", "app", "editor_extension" """
+    install_path: _builtins.str
+    """the package, binary or app directory"""
+    version: _builtins.str
+    """from its package.json or manifest, when readable"""
+    home: _builtins.str
+    """the user home it was found in ("" for a process)"""
+    @_builtins.property
+    def services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """endpoint-catalog service ids it talks to ("anthropic-api")"""
+
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of the MCP servers it started (running: its children)"""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        agent_name: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        source: _builtins.str = ...,
+        install_path: _builtins.str = ...,
+        version: _builtins.str = ...,
+        services: _abc.Iterable[_builtins.str] | None = ...,
+        mcp_servers: _abc.Iterable[_builtins.str] | None = ...,
+        home: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_name", b"agent_name", "home", b"home", "install_path", b"install_path", "mcp_servers", b"mcp_servers", "services", b"services", "source", b"source", "vendor", b"vendor", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AiAgentEvidence: _TypeAlias = AiAgentEvidence  # noqa: Y015
+
+@_typing.final
+class McpServerEvidence(_message.Message):
+    """A Model Context Protocol server, configured in a client's file or running. Never a value of
+    its environment or headers: their names only; credentials in its arguments or URL redacted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    CONFIG_PATH_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    REMOTE_HOST_FIELD_NUMBER: _builtins.int
+    ENV_NAMES_FIELD_NUMBER: _builtins.int
+    HEADER_NAMES_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """its name in the client's config, or the package when running"""
+    client: _builtins.str
+    """client catalog id ("claude-desktop", "cursor") or the agent running it"""
+    config_path: _builtins.str
+    """the file it is configured in ("" when only seen running)"""
+    scope: _builtins.str
+    """"user", "project", "managed" or "running" """
+    transport: _builtins.str
+    """"stdio", "http", "sse" """
+    command: _builtins.str
+    remote_host: _builtins.str
+    """the URL's host (and port) for a remote server"""
+    package: _builtins.str
+    """"@modelcontextprotocol/server-filesystem", "mcp-server-git" """
+    content_hash: _builtins.str
+    """SHA-256 of its normalised entry: a change is a new observation"""
+    disabled: _builtins.bool
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """redacted"""
+
+    @_builtins.property
+    def env_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def header_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def access(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """risk attributes: "filesystem", "shell", "database", "remote", "browser" """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        client: _builtins.str = ...,
+        config_path: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        transport: _builtins.str = ...,
+        command: _builtins.str = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        remote_host: _builtins.str = ...,
+        env_names: _abc.Iterable[_builtins.str] | None = ...,
+        header_names: _abc.Iterable[_builtins.str] | None = ...,
+        package: _builtins.str = ...,
+        access: _abc.Iterable[_builtins.str] | None = ...,
+        content_hash: _builtins.str = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "args", b"args", "client", b"client", "command", b"command", "config_path", b"config_path", "content_hash", b"content_hash", "disabled", b"disabled", "env_names", b"env_names", "header_names", b"header_names", "name", b"name", "package", b"package", "remote_host", b"remote_host", "scope", b"scope", "transport", b"transport"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpServerEvidence: _TypeAlias = McpServerEvidence  # noqa: Y015
+
+@_typing.final
+class AiExtensionEvidence(_message.Message):
+    """An extension of a browser or an editor that the AI extension catalog names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    EXTENSION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    application: _builtins.str
+    """"chrome", "edge", "brave", "chromium", "firefox", "vscode", "cursor", "jetbrains" """
+    profile: _builtins.str
+    """the browser profile or editor directory"""
+    extension_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.str
+    vendor: _builtins.str
+    catalog_id: _builtins.str
+    path: _builtins.str
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"<all_urls>", "nativeMessaging", host patterns ..."""
+
+    def __init__(
+        self,
+        *,
+        application: _builtins.str = ...,
+        profile: _builtins.str = ...,
+        extension_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+        vendor: _builtins.str = ...,
+        catalog_id: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "catalog_id", b"catalog_id", "extension_id", b"extension_id", "name", b"name", "path", b"path", "permissions", b"permissions", "profile", b"profile", "vendor", b"vendor", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AiExtensionEvidence: _TypeAlias = AiExtensionEvidence  # noqa: Y015
+
+@_typing.final
 class Evidence(_message.Message):
     """Typed evidence: one of the shapes above, so the console never parses free text."""
 
@@ -476,6 +667,9 @@ class Evidence(_message.Message):
     TRANSFER_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
+    AI_AGENT_FIELD_NUMBER: _builtins.int
+    MCP_SERVER_FIELD_NUMBER: _builtins.int
+    AI_EXTENSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def runtime(self) -> Global___RuntimeEvidence: ...
     @_builtins.property
@@ -492,6 +686,12 @@ class Evidence(_message.Message):
     def health(self) -> Global___HealthEvidence: ...
     @_builtins.property
     def instance(self) -> Global___InstanceEvidence: ...
+    @_builtins.property
+    def ai_agent(self) -> Global___AiAgentEvidence: ...
+    @_builtins.property
+    def mcp_server(self) -> Global___McpServerEvidence: ...
+    @_builtins.property
+    def ai_extension(self) -> Global___AiExtensionEvidence: ...
     def __init__(
         self,
         *,
@@ -503,12 +703,15 @@ class Evidence(_message.Message):
         transfer: Global___TransferEvidence | None = ...,
         health: Global___HealthEvidence | None = ...,
         instance: Global___InstanceEvidence | None = ...,
+        ai_agent: Global___AiAgentEvidence | None = ...,
+        mcp_server: Global___McpServerEvidence | None = ...,
+        ai_extension: Global___AiExtensionEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ai_agent", b"ai_agent", "ai_extension", b"ai_extension", "detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "mcp_server", b"mcp_server", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai_agent", b"ai_agent", "ai_extension", b"ai_extension", "detail", b"detail", "gpu", b"gpu", "health", b"health", "instance", b"instance", "mcp_server", b"mcp_server", "model_file", b"model_file", "network", b"network", "runtime", b"runtime", "socket", b"socket", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["runtime", "socket", "gpu", "model_file", "network", "transfer", "health", "instance"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["runtime", "socket", "gpu", "model_file", "network", "transfer", "health", "instance", "ai_agent", "mcp_server", "ai_extension"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
