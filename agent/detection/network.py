@@ -127,7 +127,8 @@ class NetworkDetector:
                     key=f"{entry.vendor}|{obs.host_name}|{who}",
                     severity=_UPLOAD_SEVERITY[entry.risk],
                     confidence=confidence,
-                    summary=f"{size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}",
+                    summary=f"{size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}, "
+                    f"{_counted_by(obs)}",
                     occurrence=obs.occurrence,
                     subject=entry.id,
                     user=user,
@@ -179,6 +180,20 @@ class NetworkDetector:
             if match is not None:
                 return match, True
         return None, False
+
+
+def _counted_by(obs: NetworkObservation) -> str:
+    """Who counted an upload's bytes, and whether the count may be short."""
+    text = _COUNTED_BY.get(obs.bytes_source, "counted from captured packets")
+    if obs.capture_drops and obs.bytes_source != "kernel":
+        text += f"; the capture lost {obs.capture_drops:,} packets meanwhile, so it may be short"
+    return text
+
+
+_COUNTED_BY: Final = {
+    "kernel": "counted by the kernel (the socket's TCP counters)",
+    "kernel+capture": "counted by the kernel until the socket closed unread, then from captured packets",
+}
 
 
 def _source_text(obs: NetworkObservation) -> str:

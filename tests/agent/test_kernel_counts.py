@@ -1,0 +1,179 @@
+"""Upload volume from the kernel's counters for the socket, not from captured packets.
+
+On real sockets: sock_diag's tcp_info agrees with the socket's own TCP_INFO; the destroy events
+give a closed socket's final counts; the flow analyzer calls back on a named flow's FIN or RST;
+and the live sensor reports a TLS upload that opened and closed between two polls with the
+kernel's exact count, saying the kernel counted it. The loaded namespace test is
+tests/netns/test_upload_volume.py.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from net_testkit import real_client_hello
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from test_network_sensor import self_signed
+
+from agent.netparse.frames import LINKTYPE_ETHERNET
+from agent.observations import NetworkObservation
+from agent.sensors.network.flows import FlowAnalyzer
+from agent.sensors.network.sensor import NetworkSensor
+from agent.system.sockdiag import ClosedSockets, SockDiag
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="capture and destroy events need root")
+
+
+def own_sent(sock: socket.socket) -> tuple[int, int]:
+    """What the socket's own TCP_INFO says: (bytes sent less retransmitted, bytes received)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    sent, retrans = struct.unpack_from("=QQ", info, 200)
+    return sent - retrans, struct.unpack_from("=Q", info, 128)[0]
+
+
+def connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    return listener, client, server
+
+
+def transfer(client: socket.socket, server: socket.socket, up: int, down: int) -> None:
+    client.sendall(b"u" * up)
+    got = 0
+    while got < up:
+        got += len(server.recv(1 << 20))
+    server.sendall(b"d" * down)
+    got = 0
+    while got < down:
+        got += len(client.recv(1 << 20))
+
+
+def test_sock_diag_reads_the_sockets_own_byte_counters() -> None:
+    diag = SockDiag()
+    listener, client, server = connected_pair()
+    try:
+        transfer(client, server, 2_500_000, 70_000)
+        host, port = client.getsockname()
+        found = diag.lookup("tcp", host, port, *listener.getsockname())
+        assert found is not None and found.tcp_bytes is not None
+        assert (found.tcp_bytes.sent, found.tcp_bytes.received) == own_sent(client) == (2_500_000, 70_000)
+        assert found.cookie != 0
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.sendto(b"x" * 500, ("127.0.0.1", 9))
+        udp_found = diag.lookup("udp", "127.0.0.1", udp.getsockname()[1], "127.0.0.1", 9)
+        assert udp_found is not None and udp_found.tcp_bytes is None  # UDP: no counters in inet_diag
+        udp.close()
+    finally:
+        diag.close()
+        for s in (client, server, listener):
+            s.close()
+
+
+@needs_root
+def test_a_destroyed_socket_reports_its_final_counts() -> None:
+    closed = ClosedSockets()
+    assert closed.open(), closed.reason
+    listener, client, server = connected_pair()
+    try:
+        transfer(client, server, 1_234_567, 4_321)
+        local, remote = client.getsockname(), listener.getsockname()
+        cookie = SockDiag().lookup("tcp", *local, *remote)
+        assert cookie is not None
+        client.close()  # after close the socket lingers without counters, then is destroyed
+        server.close()
+        events = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.local_port == local[1] for e in events):
+            select.select([closed], [], [], 0.5)
+            events += closed.read()
+        ends = (*local, *remote)
+        mine = [e for e in events if (e.local_ip, e.local_port, e.remote_ip, e.remote_port) == ends]
+        assert len(mine) == 1, events
+        assert mine[0].cookie == cookie.cookie
+        assert mine[0].tcp_bytes.sent == 1_234_567
+        # the peer's FIN counts one byte in the kernel's received count
+        assert mine[0].tcp_bytes.received - 4_321 in (0, 1)
+    finally:
+        closed.close()
+        listener.close()
+
+
+def test_the_analyzer_calls_back_on_a_named_flows_fin_or_rst() -> None:
+    closing: list[NetworkObservation] = []
+    analyzer = FlowAnalyzer(on_close=closing.append)
+    c, s = IP(src="10.1.1.2", dst="10.1.1.9"), IP(src="10.1.1.9", dst="10.1.1.2")
+    hello = real_client_hello("api.openai.com")
+    packets = [
+        c / TCP(sport=50000, dport=443, flags="S", seq=99),
+        c / TCP(sport=50000, dport=443, flags="PA", seq=100) / hello,
+        c / TCP(sport=50000, dport=443, flags="PA", seq=100 + len(hello)) / bytes(1000),
+        c / TCP(sport=50000, dport=443, flags="FA", seq=1100 + len(hello)),
+        s / TCP(sport=443, dport=50000, flags="R", seq=7000),
+        c / TCP(sport=50001, dport=443, flags="S", seq=5),  # an unnamed flow: no call back
+        c / TCP(sport=50001, dport=443, flags="R", seq=6),
+    ]
+    for i, p in enumerate(packets):
+        analyzer.feed(1700000000.0 + i, LINKTYPE_ETHERNET, bytes(Ether() / p))
+    assert [(o.host_name, o.client_port) for o in closing] == [("api.openai.com", 50000)] * 2
+    assert closing[0].bytes_out > 1000
+
+
+@needs_root
+def test_an_upload_between_two_polls_is_counted_by_the_kernel(tmp_path: Path) -> None:
+    """The flow opens, uploads and closes between two polls: its final count is the kernel's,
+    from the socket's destruction, exactly what the client's socket sent."""
+    name = "upload.openai.com"
+    cert, key = self_signed(tmp_path, name)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    upload = 3_000_000
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            got = 0
+            while got < upload:
+                got += len(tls.recv(65536))
+            tls.sendall(b"ok")
+
+    sensor = NetworkSensor("lo", watch=lambda host: host == name, report_step=10**9)
+    sensor.start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        sensor.poll()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with ctx.wrap_socket(socket.create_connection(listener.getsockname()), server_hostname=name) as tls:
+            tls.sendall(bytes(upload))
+            assert tls.recv(2) == b"ok"
+            truth, _ = own_sent(tls)
+            port = tls.getsockname()[1]
+        thread.join(5)
+        seen: list[NetworkObservation] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen += [o for o in sensor.poll() if o.client_port == port and o.host_name == name]
+            if any(o.bytes_source == "kernel" and o.bytes_out >= upload for o in seen):
+                break
+            time.sleep(0.2)
+        final = seen[-1]
+        assert final.bytes_source == "kernel", seen
+        assert final.bytes_out == truth, (final.bytes_out, truth)  # TLS records, no IP headers
+        assert upload < truth < upload * 1.01
+        assert final.capture_drops == 0
+        assert sensor.kernel.finals >= 1  # the destroy event gave it
+    finally:
+        sensor.stop()
+        listener.close()
