@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Final
 
 import psutil
 from umbra import codec, contract
@@ -40,6 +41,8 @@ from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
 from agent.sensors.process.sensor import ProcessSensor
 
 log = logging.getLogger(__name__)
+
+CAPTURE_DROPS: Final = "capture_drops"  # the spool counter `umbra-agent status` reads
 
 _WIRE_STATES = {
     SensorState.ACTIVE: apb.SENSOR_STATE_ACTIVE,
@@ -126,6 +129,11 @@ def inventory(pipeline: Pipeline) -> apb.Inventory | None:
     return apb.Inventory(taken_at=codec.timestamp(time.time()), models=models)
 
 
+def capture_drops(pipeline: Pipeline) -> int:
+    """Packets the network capture lost since it started (0 without a capture)."""
+    return sum(s.dropped for s in pipeline.sensors if isinstance(s, NetworkSensor))
+
+
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
     return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
 
@@ -169,6 +177,7 @@ async def run_daemon(config: AgentConfig) -> None:
             spool_depth=spool.depth(),
             dropped_total=spool.dropped(),
             sensors=wire_statuses(pipeline.statuses()),
+            capture_drops=capture_drops(pipeline),
         )
 
     c = config.collector
@@ -198,9 +207,14 @@ async def run_daemon(config: AgentConfig) -> None:
 
     async def sense() -> None:
         interval = config.sensors.process.interval
+        lost = 0
+        spool.set_counter(CAPTURE_DROPS, lost)  # this run's, for `umbra-agent status`
         while not stop.is_set():
             started = time.monotonic()
             findings = await asyncio.to_thread(pipeline.poll)
+            if capture_drops(pipeline) != lost:
+                lost = capture_drops(pipeline)
+                spool.set_counter(CAPTURE_DROPS, lost)
             if findings:
                 dropped = spool.append(findings, client.send_cursor, tracker.take_unsaved())
                 if dropped:
