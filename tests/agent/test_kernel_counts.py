@@ -14,6 +14,8 @@ import select
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -177,3 +179,60 @@ def test_an_upload_between_two_polls_is_counted_by_the_kernel(tmp_path: Path) ->
     finally:
         sensor.stop()
         listener.close()
+
+
+FLOOD = """
+import socket, sys, time
+initial, seconds = bytes.fromhex(sys.argv[1]), float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.sendto(initial, ("127.0.0.1", 443))  # a QUIC Initial naming api.openai.com
+print(sock.getsockname()[1], flush=True)
+time.sleep(0.5)  # named and watched by now: the flow's every datagram is captured
+short = bytes([0x40]) + bytes(1199)  # QUIC short-header datagrams: the flow's bulk
+sent, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    for _ in range(1000):
+        sock.sendto(short, ("127.0.0.1", 443))
+    sent += 1000
+print(sent, flush=True)
+"""
+
+
+@needs_root
+def test_a_capture_counted_flow_says_how_many_packets_the_capture_lost() -> None:
+    """UDP has no byte counters in inet_diag: a QUIC flow's bytes are the capture's. A flood of
+    its datagrams outruns the capture; the packets lost are counted (PACKET_STATISTICS) and the
+    flow's observation says how many were lost while it lived."""
+    from net_testkit import handshake_of
+    from test_netparse import crypto_frame, protect_initial
+
+    from agent.netparse import quic
+
+    hello = handshake_of(real_client_hello("api.openai.com"))
+    initial = protect_initial(quic.V1, os.urandom(8), crypto_frame(0, hello), scid=b"\x07" * 8)
+    sensor = NetworkSensor("lo", watch=lambda host: host == "api.openai.com", report_step=10**9)
+    sensor.start()
+    try:
+        time.sleep(0.2)
+        flood = subprocess.Popen(
+            [sys.executable, "-c", FLOOD, initial.hex(), "3"], stdout=subprocess.PIPE, text=True
+        )
+        assert flood.stdout is not None
+        port = int(flood.stdout.readline())
+        seen: list[NetworkObservation] = []
+        while flood.poll() is None:
+            seen += [o for o in sensor.poll() if o.client_port == port]
+            time.sleep(0.5)
+        sent = int(flood.stdout.readline())
+        deadline = time.monotonic() + 10  # its final count comes once the capture thread caught up
+        while time.monotonic() < deadline and not any(o.capture_drops for o in seen):
+            time.sleep(0.5)
+            seen += [o for o in sensor.poll() if o.client_port == port]
+        assert sensor.dropped > 0, f"the capture kept up with {sent} datagrams: nothing to count"
+        last = seen[-1]
+        assert (last.host_name, last.source, last.bytes_source) == ("api.openai.com", "quic_sni", "capture")
+        assert 0 < last.capture_drops <= sensor.dropped
+        assert last.bytes_out < (sent + 1) * 1228  # short: some datagrams were never seen
+        assert sensor.captured > 0
+    finally:
+        sensor.stop()

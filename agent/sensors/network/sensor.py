@@ -119,6 +119,7 @@ class NetworkSensor(Sensor):
         self._dropped = 0
         self._captured = 0
         self._flow_drops: dict[str, int] = {}  # occurrence -> packets lost while it lived
+        self._previous_lost = 0  # packets lost in the poll interval before the last
         self._socket: Any = None
         self._reader = SensorThread("umbra-network-sensor")
         self._error = ""
@@ -201,6 +202,7 @@ class NetworkSensor(Sensor):
             self._take_closed(CLOSED_WAIT)
         finished = [self._counted(obs, lost) for obs in finished]
         active = [self._counted(obs, lost) for obs in active]
+        self._previous_lost = lost
         out: list[NetworkObservation] = []
         for obs in finished:  # finished flows: their final byte counts
             self._reported.pop(obs.occurrence, None)
@@ -236,7 +238,10 @@ class NetworkSensor(Sensor):
         the capture lost while it lived (`lost`: since the last poll)."""
         if self._kernel_counts(obs):
             obs = self.kernel.count(obs)
-        drops = self._flow_drops.get(obs.occurrence, 0) + lost
+        # A flow new at this poll may have lived through the previous poll's losses too: the
+        # capture thread, behind when packets are lost, may only now have seen its first packet.
+        before = self._previous_lost if obs.occurrence not in self._reported else 0
+        drops = self._flow_drops.get(obs.occurrence, before) + lost
         if not drops:
             return obs
         self._flow_drops[obs.occurrence] = drops
