@@ -226,9 +226,9 @@ def main() -> int:
     for i, up in enumerate(uploads, 1):
         truth = up["sent"]
         rows += [
-            [f"upload {i} under load: count error (%)", f"{(up['counted'] - truth) / truth * 100:+.2f}",
-             "within 1", f"{up['counted']:,} B ({up['source']}) for {truth:,} B written"],
-            [f"upload {i}: capture's own count error (%)", f"{(up['captured'] - truth) / truth * 100:+.2f}",
+            [f"upload {i}, loaded: count error (%)", f"{(up['counted'] - truth) / truth * 100:+.2f}",
+             "within 1", f"{up['counted']:,} B, by the {up['source']}; {truth:,} B written"],
+            [f"upload {i}: capture's own error (%)", f"{(up['captured'] - truth) / truth * 100:+.2f}",
              "", f"{up['captured']:,} IP bytes; {up['dropped']:,} of {up['delivered']:,} packets lost"],
         ]  # fmt: skip
     print(
