@@ -18,17 +18,21 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from net_testkit import real_client_hello
+from net_testkit import handshake_of, real_client_hello
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from test_netparse import crypto_frame, protect_initial
 from test_network_sensor import self_signed
 
+from agent.netparse import quic
 from agent.netparse.frames import LINKTYPE_ETHERNET
 from agent.observations import NetworkObservation
 from agent.sensors.network.flows import FlowAnalyzer
+from agent.sensors.network.kernel_counts import KernelCounts
 from agent.sensors.network.sensor import NetworkSensor
 from agent.system.sockdiag import ClosedSockets, SockDiag
 
@@ -203,11 +207,6 @@ def test_a_capture_counted_flow_says_how_many_packets_the_capture_lost() -> None
     """UDP has no byte counters in inet_diag: a QUIC flow's bytes are the capture's. A flood of
     its datagrams outruns the capture; the packets lost are counted (PACKET_STATISTICS) and the
     flow's observation says how many were lost while it lived."""
-    from net_testkit import handshake_of
-    from test_netparse import crypto_frame, protect_initial
-
-    from agent.netparse import quic
-
     hello = handshake_of(real_client_hello("api.openai.com"))
     initial = protect_initial(quic.V1, os.urandom(8), crypto_frame(0, hello), scid=b"\x07" * 8)
     sensor = NetworkSensor("lo", watch=lambda host: host == "api.openai.com", report_step=10**9)
@@ -236,3 +235,34 @@ def test_a_capture_counted_flow_says_how_many_packets_the_capture_lost() -> None
         assert sensor.captured > 0
     finally:
         sensor.stop()
+
+
+def test_a_socket_gone_unread_keeps_its_last_reading_plus_the_captures_growth() -> None:
+    """No destroy event heard (none listened to here): the last kernel reading stays, and what the
+    capture saw after it is added, and the source says so."""
+    diag = SockDiag()
+    counts = KernelCounts(diag)
+    listener, client, server = connected_pair()
+    try:
+        transfer(client, server, 300_000, 1_000)
+        host, port = client.getsockname()
+        remote, remote_port = listener.getsockname()
+        flow = NetworkObservation(
+            "api.openai.com", "tls_sni", host, port, remote, remote_port, "tcp", 1.0, 2.0, 310_000, 2_000, 40
+        )
+        counts.follow(flow, diag.lookup("tcp", host, port, remote, remote_port))
+        assert counts.count(flow).bytes_source == "kernel"
+        assert (counts.count(flow).bytes_out, counts.count(flow).bytes_in) == (300_000, 1_000)
+        transfer(client, server, 50_000, 0)
+        flow = replace(flow, bytes_out=360_000)  # what the capture had counted by this read
+        assert not counts.read(flow)  # still open: a fresh reading
+        assert counts.count(flow).bytes_out == 350_000
+        client.close()
+        server.close()
+        assert counts.read(replace(flow, bytes_out=371_000))  # gone, no final count: its destroy event is due
+        counted = counts.count(replace(flow, bytes_out=372_000))  # the capture saw 12,000 more since the read
+        assert (counted.bytes_source, counted.bytes_out) == ("kernel+capture", 350_000 + 12_000)
+        assert not counts.final(flow)
+    finally:
+        diag.close()
+        listener.close()

@@ -132,6 +132,12 @@ class KernelCounts:
             )
         return replace(obs, bytes_out=reading.sent, bytes_in=reading.received, bytes_source="kernel")
 
+    def final(self, obs: NetworkObservation) -> bool:
+        """Has the flow's socket been destroyed, leaving its last counters?"""
+        with self._lock:
+            reading = self._readings.get(obs.occurrence)
+            return reading is not None and reading.final
+
     def forget(self, obs: NetworkObservation) -> None:
         """The flow is over and reported: let its reading go."""
         with self._lock:

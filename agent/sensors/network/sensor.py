@@ -197,9 +197,8 @@ class NetworkSensor(Sensor):
         analyzer = self.analyzer
         with self._analyzer_lock:
             finished, active = analyzer.drain(), analyzer.active()
-        vanished = [self.kernel.read(obs) for obs in active if self._kernel_counts(obs)]
-        if any(vanished):  # sockets closed since the last read: their destroy events are due
-            self._take_closed(CLOSED_WAIT)
+        vanished = [obs for obs in active if self._kernel_counts(obs) and self.kernel.read(obs)]
+        self._await_finals(vanished)
         finished = [self._counted(obs, lost) for obs in finished]
         active = [self._counted(obs, lost) for obs in active]
         self._previous_lost = lost
@@ -255,7 +254,7 @@ class NetworkSensor(Sensor):
             try:
                 ready, _, _ = select.select([fd, closed] if closed.fileno() >= 0 else [fd], [], [], 0.2)
                 if closed in ready:  # sockets destroyed: final counts for the flows they carried
-                    self._take_closed(0.0)
+                    self._take_closed()
                 if fd not in ready:
                     continue
                 frame = fd.recv(SNAPLEN)
@@ -281,12 +280,21 @@ class NetworkSensor(Sensor):
         if self._follows(obs):
             self._named.append(obs)
 
-    def _take_closed(self, wait: float) -> None:
-        """The destroyed sockets' last counters (reader thread, or a poll that waits for them)."""
-        closed = self._closed_sockets
+    def _take_closed(self) -> None:
+        """The destroyed sockets' last counters waiting now (reader thread, or a poll)."""
         with self._closed_lock:
-            if closed.fileno() >= 0 and (not wait or select.select([closed], [], [], wait)[0]):
-                self.kernel.closed(closed.read())
+            if self._closed_sockets.fileno() >= 0:
+                self.kernel.closed(self._closed_sockets.read())
+
+    def _await_finals(self, vanished: list[NetworkObservation]) -> None:
+        """Sockets that closed since the last read: their destroy events are due, with the final
+        counts; wait for them a little (CLOSED_WAIT), so this poll reports those, not a guess."""
+        closed = self._closed_sockets
+        deadline = time.monotonic() + CLOSED_WAIT
+        while vanished and closed.fileno() >= 0 and time.monotonic() < deadline:
+            select.select([closed], [], [], 0.01)
+            self._take_closed()
+            vanished = [obs for obs in vanished if not self.kernel.final(obs)]
 
     def _on_close(self, obs: NetworkObservation) -> None:
         """A named TCP flow carries a FIN or RST (reader thread, analyzer lock held)."""
