@@ -37,6 +37,8 @@ import threading
 from dataclasses import dataclass
 from typing import Final
 
+from agent.system.netlink import open_netlink
+
 __all__ = ["ClosedSocket", "ClosedSockets", "SockDiag", "SocketIdentity", "TcpBytes"]
 
 NETLINK_SOCK_DIAG: Final = 4  # the netlink family, and in it:
@@ -61,6 +63,7 @@ _U64: Final = struct.Struct("=Q")
 # Offsets in struct tcp_info (linux/tcp.h; the kernel only ever appends to it).
 _TCPI_BYTES_ACKED, _TCPI_BYTES_RECEIVED = 120, 128  # Linux 4.1 (RFC 4898's HCThruOctets)
 _TCPI_BYTES_SENT, _TCPI_BYTES_RETRANS = 200, 208  # Linux 4.19
+_UNAVAILABLE: Final = "sock_diag unavailable"
 _DESTROY_RCVBUF: Final = 1 << 20  # a burst of closes waits here while the reader is busy
 
 
@@ -135,15 +138,9 @@ class SockDiag:
 
     def _open(self) -> socket.socket | None:
         if self._sock is None and not self.reason:
-            if not hasattr(socket, "AF_NETLINK"):
-                self.reason = "no netlink on this platform"
-                return None
-            try:
-                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
-                sock.bind((0, 0))
-                sock.settimeout(1.0)  # the kernel answers at once; never hang the caller
-            except OSError as exc:
-                self.reason = f"sock_diag unavailable: {exc.strerror or exc}"
+            sock = open_netlink(NETLINK_SOCK_DIAG, _UNAVAILABLE, _for_questions, f"{_UNAVAILABLE}: {{}}")
+            if isinstance(sock, str):
+                self.reason = sock
                 return None
             self._sock = sock
         return self._sock
@@ -253,24 +250,12 @@ class ClosedSockets:
         """Join the destroy groups; False (and `reason`) where the kernel or privilege refuses."""
         if self._sock is not None:
             return True
-        if not hasattr(socket, "AF_NETLINK"):
-            self.reason = "no netlink on this platform"
-            return False
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
-        except OSError as exc:
-            self.reason = f"sock_diag unavailable: {exc.strerror or exc}"
-            return False
-        try:
-            sock.bind((0, 0))
-            with contextlib.suppress(OSError):  # a larger queue where allowed; the default works
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _DESTROY_RCVBUF)
-            for group in (SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY):
-                sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
-            sock.setblocking(False)
-        except OSError as exc:  # EPERM without CAP_NET_ADMIN; EINVAL before Linux 4.5
-            sock.close()
-            self.reason = f"no socket-destroy events: {exc.strerror or exc}"
+        # The groups refuse EPERM without CAP_NET_ADMIN, EINVAL before Linux 4.5.
+        sock = open_netlink(
+            NETLINK_SOCK_DIAG, _UNAVAILABLE, _for_destroy_events, "no socket-destroy events: {}"
+        )
+        if isinstance(sock, str):
+            self.reason = sock
             return False
         self._sock = sock
         return True
@@ -303,6 +288,20 @@ class ClosedSockets:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _for_questions(sock: socket.socket) -> None:
+    sock.bind((0, 0))
+    sock.settimeout(1.0)  # the kernel answers at once; never hang the caller
+
+
+def _for_destroy_events(sock: socket.socket) -> None:
+    sock.bind((0, 0))
+    with contextlib.suppress(OSError):  # a larger queue where allowed; the default works
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _DESTROY_RCVBUF)
+    for group in (SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY):
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+    sock.setblocking(False)
 
 
 def _closed(data: bytes) -> list[ClosedSocket]:
