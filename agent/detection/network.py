@@ -3,7 +3,10 @@
 A flow whose host name (DNS question, TLS/QUIC SNI, HTTP Host, or a CNAME a DNS answer gave
 for it) is in the endpoint catalog is an AI_SERVICE_ACCESS, approved or not: the policy decides
 that, the detector only says what it saw. When the client sent more than `upload_threshold`
-bytes on one flow to a service the policy does not approve, that is also an AI_DATA_UPLOAD.
+bytes on one flow to a service the policy does not approve, that is also an AI_DATA_UPLOAD. Its
+summary says who counted the bytes (the kernel, for a TCP socket the live sensor could read, or
+the captured packets) and, for a count from packets while the capture lost some, that it may be
+short.
 
 Confidence says how directly the name ties to the traffic:
 
