@@ -64,6 +64,7 @@ _U64: Final = struct.Struct("=Q")
 _TCPI_BYTES_ACKED, _TCPI_BYTES_RECEIVED = 120, 128  # Linux 4.1 (RFC 4898's HCThruOctets)
 _TCPI_BYTES_SENT, _TCPI_BYTES_RETRANS = 200, 208  # Linux 4.19
 _UNAVAILABLE: Final = "sock_diag unavailable"
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d
 _DESTROY_RCVBUF: Final = 1 << 20  # a burst of closes waits here while the reader is busy
 
 
@@ -290,6 +291,16 @@ class ClosedSockets:
             self._sock = None
 
 
+def _address(family: int, raw: bytes) -> str:
+    """An address as the capture writes it: a dual-stack socket's IPv4-mapped IPv6 address is
+    the IPv4 address its packets carry."""
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if raw[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw[:16])
+
+
 def _for_questions(sock: socket.socket) -> None:
     sock.bind((0, 0))
     sock.settimeout(1.0)  # the kernel answers at once; never hang the caller
@@ -316,16 +327,7 @@ def _closed(data: bytes) -> list[ClosedSocket]:
             msg = _message(data, at + _NLMSGHDR.size, at + size)
             family = msg.family
             if msg.tcp_bytes is not None and family in (socket.AF_INET, socket.AF_INET6):
-                width = 4 if family == socket.AF_INET else 16
-                out.append(
-                    ClosedSocket(
-                        socket.inet_ntop(family, msg.src[:width]),
-                        msg.sport,
-                        socket.inet_ntop(family, msg.dst[:width]),
-                        msg.dport,
-                        msg.cookie,
-                        msg.tcp_bytes,
-                    )
-                )
+                src, dst = _address(family, msg.src), _address(family, msg.dst)
+                out.append(ClosedSocket(src, msg.sport, dst, msg.dport, msg.cookie, msg.tcp_bytes))
         at += (size + 3) & ~3
     return out

@@ -46,9 +46,15 @@ def own_sent(sock: socket.socket) -> tuple[int, int]:
     return sent - retrans, struct.unpack_from("=Q", info, 128)[0]
 
 
-def connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+def connected_pair(dual_stack: bool = False) -> tuple[socket.socket, socket.socket, socket.socket]:
+    """A TCP connection on 127.0.0.1; `dual_stack`: the client is an IPv6 socket speaking IPv4
+    (its addresses are IPv4-mapped, ::ffff:127.0.0.1, its packets plain IPv4)."""
     listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
+    if dual_stack:
+        client = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        client.connect(("::ffff:127.0.0.1", listener.getsockname()[1]))
+    else:
+        client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
     return listener, client, server
 
@@ -86,13 +92,14 @@ def test_sock_diag_reads_the_sockets_own_byte_counters() -> None:
 
 
 @needs_root
-def test_a_destroyed_socket_reports_its_final_counts() -> None:
+@pytest.mark.parametrize("dual_stack", [False, True], ids=["ipv4", "ipv4-mapped"])
+def test_a_destroyed_socket_reports_its_final_counts(dual_stack: bool) -> None:
     closed = ClosedSockets()
     assert closed.open(), closed.reason
-    listener, client, server = connected_pair()
+    listener, client, server = connected_pair(dual_stack)
     try:
         transfer(client, server, 1_234_567, 4_321)
-        local, remote = client.getsockname(), listener.getsockname()
+        local, remote = ("127.0.0.1", client.getsockname()[1]), listener.getsockname()
         cookie = SockDiag().lookup("tcp", *local, *remote)
         assert cookie is not None
         client.close()  # after close the socket lingers without counters, then is destroyed
