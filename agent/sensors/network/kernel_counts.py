@@ -35,8 +35,10 @@ from agent.system.sockdiag import ClosedSocket, SockDiag, SocketIdentity
 
 __all__ = ["KernelCounts", "kernel_countable"]
 
-MAX_UNCLAIMED: Final = 4096  # destroyed sockets kept until a flow claims them
-UNCLAIMED_SECONDS: Final = 30.0
+# Destroyed sockets kept until a flow claims them: every TCP socket of the namespace is heard
+# of, so few, and not for long (the capture thread is seconds behind at worst).
+MAX_UNCLAIMED: Final = 512
+UNCLAIMED_SECONDS: Final = 10.0
 
 _Tuple = tuple[str, int, str, int]  # client address and port, server address and port
 
