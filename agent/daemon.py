@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 import psutil
 from umbra import codec, contract
@@ -47,6 +48,8 @@ from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
 from agent.sensors.process.sensor import ProcessSensor
 
 log = logging.getLogger(__name__)
+
+CAPTURE_DROPS: Final = "capture_drops"  # the spool counter `umbra-agent status` reads
 
 _WIRE_STATES = {
     SensorState.ACTIVE: apb.SENSOR_STATE_ACTIVE,
@@ -179,6 +182,11 @@ def inventory(pipeline: Pipeline) -> apb.Inventory | None:
     return message
 
 
+def capture_drops(pipeline: Pipeline) -> int:
+    """Packets the network capture lost since it started (0 without a capture)."""
+    return sum(s.dropped for s in pipeline.sensors if isinstance(s, NetworkSensor))
+
+
 def wire_statuses(statuses: list[SensorStatus]) -> list[apb.SensorStatus]:
     return [apb.SensorStatus(name=s.name, state=_WIRE_STATES[s.state], reason=s.reason) for s in statuses]
 
@@ -275,6 +283,7 @@ async def run_daemon(
             spool_depth=spool.depth(),
             dropped_total=spool.dropped(),
             sensors=wire_statuses(pipeline.statuses()),
+            capture_drops=capture_drops(pipeline),
         )
 
     c = config.collector
@@ -309,12 +318,17 @@ async def run_daemon(
     async def sense() -> None:
         interval = config.sensors.process.interval
         inventory_due = files is not None
+        lost = 0
+        spool.set_counter(CAPTURE_DROPS, lost)  # this run's, for `umbra-agent status`
         while not stop.is_set():
             started = time.monotonic()
             findings = await asyncio.to_thread(pipeline.poll)
             if inventory_due and files is not None and files.first_scan_done.is_set():
                 inventory_due = False
                 client.notify()  # the inventory goes now, not with the next heartbeat
+            if capture_drops(pipeline) != lost:
+                lost = capture_drops(pipeline)
+                spool.set_counter(CAPTURE_DROPS, lost)
             if findings:
                 dropped = spool.append(findings, client.send_cursor, tracker.take_unsaved())
                 if dropped:

@@ -109,7 +109,7 @@ class NetworkObservation:
     transport: str  # "tcp" or "udp"
     first_seen: float
     last_seen: float
-    bytes_out: int  # IP bytes client -> server
+    bytes_out: int  # client -> server: IP bytes captured, or TCP payload bytes the kernel counted
     bytes_in: int
     packets: int
     aliases: tuple[str, ...] = ()  # CNAME targets a DNS answer gave for the name
@@ -118,6 +118,11 @@ class NetworkObservation:
     # outer, public name it sent (host_name is then the address's DNS name, or this name itself).
     ech_outer_name: str = ""
     process: ProcessObservation | None = None  # the live sensor may know it; a capture does not
+    # Who counted the bytes: "capture" (packets seen), "kernel" (the socket's own TCP counters),
+    # "kernel+capture" (the last kernel reading, then packets seen after the socket closed unread),
+    # "" (nothing counted: the socket tables).
+    bytes_source: str = "capture"
+    capture_drops: int = 0  # packets the capture lost while the flow lived, when it counted them
 
     @property
     def occurrence(self) -> str:

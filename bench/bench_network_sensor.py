@@ -7,6 +7,12 @@ rate (default 1 Gbit/s) for 10 s. Reported: the sensor process's CPU (psutil, us
 the load window) as a percentage of one core, its RSS, and how many packets reached Python
 against how many the interface carried (`/sys/class/net/lo/statistics/rx_packets`).
 
+Then the upload count under load (issue 16): with one CPU burner per core running, a TLS client
+sends `--upload-mib` MiB to "api.openai.com" (a server on lo with a certificate for that name),
+`--runs` times, while a fresh sensor polls every 2 s as the daemon does. Each run prints the
+sensor's count (the kernel's, from the socket's counters) and the capture's own count of the same
+flow against the true bytes (what the client application wrote), and the packets the capture lost.
+
 Needs root (packet capture and `ip netns`); prints why and exits 0 otherwise.
 """
 
@@ -20,6 +26,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 from umbra.table import Column, render_table
@@ -74,6 +81,73 @@ print(sent, time.monotonic() - start, flush=True)
 """
 
 
+UPLOAD_SENSOR = """
+import json, select, sys, time
+from agent.catalog.endpoints import default_endpoint_catalog
+from agent.sensors.network.sensor import NetworkSensor
+catalog = default_endpoint_catalog()
+sensor = NetworkSensor(watch=lambda h: catalog.match(h) is not None)
+sensor.start()
+print("ready", flush=True)
+seen = []
+port, settled = None, 0.0
+while port is None or time.monotonic() < settled:
+    time.sleep(2.0)
+    seen += [o for o in sensor.poll() if o.host_name == "api.openai.com"]
+    if port is None and select.select([sys.stdin], [], [], 0)[0]:
+        port = int(sys.stdin.readline())
+        settled = time.monotonic() + 4.0  # the final count: the quiet report after 1 s, two polls
+sensor.stop()
+mine = [o for o in seen if o.client_port == port]
+captured = [o for o in sensor.analyzer.active() if o.client_port == port and o.host_name == "api.openai.com"]
+print(json.dumps({
+    "counted": mine[-1].bytes_out if mine else 0,
+    "source": mine[-1].bytes_source if mine else "",
+    "captured": captured[0].bytes_out if captured else 0,
+    "dropped": sensor.dropped,
+    "delivered": sensor.captured,
+}), flush=True)
+"""
+
+UPLOAD = """
+import json, socket, ssl, sys, tempfile, threading
+from pathlib import Path
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from collector.pki import CertificateAuthority
+size = int(sys.argv[1])
+key = ec.generate_private_key(ec.SECP256R1())
+cert = CertificateAuthority.create().issue_server(key, ["api.openai.com"])
+folder = Path(tempfile.mkdtemp())
+(folder / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+(folder / "k.pem").write_bytes(key.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server_ctx.load_cert_chain(folder / "c.pem", folder / "k.pem")
+listener = socket.create_server(("127.0.0.1", 0))
+received = [0]
+def serve():
+    conn, _ = listener.accept()
+    with server_ctx.wrap_socket(conn, server_side=True) as tls:
+        while received[0] < size:
+            received[0] += len(tls.recv(1 << 20))
+        tls.sendall(b"ok")
+thread = threading.Thread(target=serve)
+thread.start()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # only the SNI matters here
+raw = socket.create_connection(listener.getsockname())
+with ctx.wrap_socket(raw, server_hostname="api.openai.com") as tls:
+    port = tls.getsockname()[1]
+    block = bytes(65536)
+    for start in range(0, size, len(block)):
+        tls.sendall(block[: size - start])
+    tls.recv(2)
+thread.join()
+print(json.dumps({"port": port, "sent": size, "received": received[0]}), flush=True)
+"""
+
+
 def _ns(name: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
@@ -89,6 +163,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gbit", type=float, default=1.0, help="load in Gbit/s")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--upload-mib", type=int, default=20, help="the upload counted under load")
+    parser.add_argument("--runs", type=int, default=3, help="uploads, each with a fresh sensor")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_network_sensor: needs root (packet capture, network namespaces): skipped")
@@ -124,6 +200,7 @@ def main() -> int:
         rss = me.memory_info().rss
         final = json.loads(sensor.stdout.readline())
         sensor.wait(timeout=30)
+        uploads = [_upload_under_load(name, env, args.upload_mib << 20) for _ in range(args.runs)]
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -146,9 +223,18 @@ def main() -> int:
          "tcpdump: 1 (no filter)"],
         ["packets dropped", str(final["dropped"]), "0", ""],
     ]  # fmt: skip
+    for i, up in enumerate(uploads, 1):
+        truth = up["sent"]
+        rows += [
+            [f"upload {i}, loaded: count error (%)", f"{(up['counted'] - truth) / truth * 100:+.2f}",
+             "within 1", f"{up['counted']:,} B, by the {up['source']}; {truth:,} B written"],
+            [f"upload {i}: capture's own error (%)", f"{(up['captured'] - truth) / truth * 100:+.2f}",
+             "", f"{up['captured']:,} IP bytes; {up['dropped']:,} of {up['delivered']:,} packets lost"],
+        ]  # fmt: skip
     print(
         f"$ sudo python bench/bench_network_sensor.py   "
-        f"# {args.gbit:g} Gbit/s for {args.seconds:g} s, poll 2 s"
+        f"# {args.gbit:g} Gbit/s for {args.seconds:g} s, poll 2 s; "
+        f"{args.runs} uploads of {args.upload_mib} MiB with {os.cpu_count()} CPU burners"
     )
     columns = [
         Column("figure"),
@@ -158,6 +244,44 @@ def main() -> int:
     ]
     print(render_table(columns, rows))
     return 0
+
+
+def _upload_under_load(name: str, env: dict[str, str], size: int) -> dict[str, Any]:
+    """One upload to api.openai.com on lo while every core runs a busy loop; the sensor's view."""
+    sensor = subprocess.Popen(
+        _ns(name, sys.executable, "-c", UPLOAD_SENSOR),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    burn = [sys.executable, "-c", "while True: pass"]
+    burners: list[subprocess.Popen[Any]] = [subprocess.Popen(burn) for _ in range(os.cpu_count() or 2)]
+    try:
+        assert sensor.stdout is not None and sensor.stdin is not None
+        assert sensor.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        out = subprocess.run(
+            _ns(name, sys.executable, "-c", UPLOAD, str(size)),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=300,
+            check=True,
+        )
+        upload: dict[str, Any] = json.loads(out.stdout)
+        sensor.stdin.write(f"{upload['port']}\n")
+        sensor.stdin.flush()
+        seen: dict[str, Any] = json.loads(sensor.stdout.readline())
+        sensor.wait(timeout=60)
+    finally:
+        for proc in [*burners, sensor]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {**upload, **seen}
 
 
 if __name__ == "__main__":

@@ -350,7 +350,7 @@ def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None,
 
 
 def _status(config: AgentConfig, fmt: str) -> int:
-    from agent.daemon import build_pipeline
+    from agent.daemon import CAPTURE_DROPS, build_pipeline
     from agent.delivery.spool import Spool
     from agent.identity.credentials import collector_address, load_identity
 
@@ -360,15 +360,18 @@ def _status(config: AgentConfig, fmt: str) -> int:
     statuses = build_pipeline(config, tracker).statuses()
     depth: int | None = None
     dropped: int | None = None
+    capture_lost: int | None = None  # packets the running (or last) daemon's capture lost
     if config.spool_path.exists():
         spool = Spool(config.spool_path)
         depth, dropped = spool.depth(), spool.dropped()
+        capture_lost = spool.counter(CAPTURE_DROPS) if config.sensors.network.enabled else None
         spool.close()
     if fmt == "json":
         doc = {
             "host_id": tracker.host_id,
             "sensors": [{"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses],
             "spool": {"path": str(config.spool_path), "depth": depth, "dropped": dropped},
+            "capture": {"dropped": capture_lost},
             "collector": collector_address(config.collector.address, identity),
             "enrolled": identity is not None,
         }
@@ -378,7 +381,10 @@ def _status(config: AgentConfig, fmt: str) -> int:
     address = collector_address(config.collector.address, identity)
     print(f"collector  {address} ({'mutual TLS' if identity else 'not enrolled: plain gRPC'})")
     spool_line = "not created yet" if depth is None else f"{depth} findings waiting, {dropped} dropped"
-    print(f"spool      {config.spool_path}: {spool_line}\n")
+    print(f"spool      {config.spool_path}: {spool_line}")
+    if capture_lost is not None:
+        print(f"capture    {capture_lost} packets dropped by the daemon's packet capture since it started")
+    print()
     columns = [Column("SENSOR"), Column("STATE"), Column("WHY", flex=True)]
     print(render_table(columns, [[s.name, s.state.value, s.reason] for s in statuses]))
     return 0

@@ -197,9 +197,22 @@ class Spool:
         return int(depth)
 
     def dropped(self) -> int:
+        return self.counter("dropped")
+
+    def counter(self, name: str) -> int:
+        """A counter kept in the spool (0 when never set): 'dropped' (findings the bound dropped),
+        'capture_drops' (packets the running daemon's capture lost, for `umbra-agent status`)."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
+
+    def set_counter(self, name: str, value: int) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
 
     # ---- tracker state (FindingStateStore; saved by append)
     def load_state(self, finding_id: str) -> TrackedState | None:

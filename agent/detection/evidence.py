@@ -216,6 +216,8 @@ def network_evidence(obs: NetworkObservation, entry: EndpointEntry | None) -> fp
             remote_port=obs.server_port,
             bytes_out=obs.bytes_out,
             bytes_in=obs.bytes_in,
+            bytes_source=obs.bytes_source,
+            capture_drops=obs.capture_drops,
         )
     )
 

@@ -3,7 +3,10 @@
 A flow whose host name (DNS question, TLS/QUIC SNI, HTTP Host, or a CNAME a DNS answer gave
 for it) is in the endpoint catalog is an AI_SERVICE_ACCESS, approved or not: the policy decides
 that, the detector only says what it saw. When the client sent more than `upload_threshold`
-bytes on one flow to a service the policy does not approve, that is also an AI_DATA_UPLOAD.
+bytes on one flow to a service the policy does not approve, that is also an AI_DATA_UPLOAD. Its
+summary says who counted the bytes (the kernel, for a TCP socket the live sensor could read, or
+the captured packets) and, for a count from packets while the capture lost some, that it may be
+short.
 
 Confidence says how directly the name ties to the traffic:
 
@@ -136,7 +139,8 @@ class NetworkDetector:
                     key=f"{entry.vendor}|{obs.host_name}|{who}",
                     severity=_UPLOAD_SEVERITY[entry.risk],
                     confidence=confidence,
-                    summary=f"{size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}",
+                    summary=f"{size(obs.bytes_out)} sent to {entry.product} ({obs.host_name}){by}, "
+                    f"{_counted_by(obs)}",
                     occurrence=obs.occurrence,
                     subject=entry.id,
                     user=user,
@@ -196,6 +200,20 @@ class NetworkDetector:
             if match is not None:
                 return match, True
         return None, False
+
+
+def _counted_by(obs: NetworkObservation) -> str:
+    """Who counted an upload's bytes, and whether the count may be short."""
+    text = _COUNTED_BY.get(obs.bytes_source, "counted from captured packets")
+    if obs.capture_drops and obs.bytes_source != "kernel":
+        text += f"; the capture lost {obs.capture_drops:,} packets meanwhile, so it may be short"
+    return text
+
+
+_COUNTED_BY: Final = {
+    "kernel": "counted by the kernel (the socket's TCP counters)",
+    "kernel+capture": "counted by the kernel until the socket closed unread, then from captured packets",
+}
 
 
 def _source_text(obs: NetworkObservation) -> str:

@@ -18,6 +18,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from agent.system.netlink import open_netlink
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 CN_VAL_PROC = 1
@@ -51,22 +53,14 @@ class ProcConnector:
 
     def open(self) -> bool:
         """Subscribe to process events; False (and `reason`) when this host does not allow it."""
-        if not hasattr(socket, "AF_NETLINK"):
-            self.reason = "no netlink on this platform"
-            return False
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        except OSError as exc:
-            self.reason = f"netlink connector unavailable: {exc.strerror or exc}"
-            return False
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
-            sock.bind((os.getpid(), CN_IDX_PROC))
-            sock.send(_control(PROC_CN_MCAST_LISTEN))
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            self.reason = f"process events refused: {exc.strerror or exc} (needs root/CAP_NET_ADMIN)"
+        sock = open_netlink(
+            NETLINK_CONNECTOR,
+            "netlink connector unavailable",
+            _listen,
+            "process events refused: {} (needs root/CAP_NET_ADMIN)",
+        )
+        if isinstance(sock, str):
+            self.reason = sock
             return False
         self._sock = sock
         return True
@@ -102,6 +96,13 @@ class ProcConnector:
                 pass
             self._sock.close()
             self._sock = None
+
+
+def _listen(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
+    sock.bind((os.getpid(), CN_IDX_PROC))
+    sock.send(_control(PROC_CN_MCAST_LISTEN))
+    sock.setblocking(False)
 
 
 def _control(op: int) -> bytes:

@@ -102,6 +102,7 @@ class HostRecord:
     agent_rss_bytes: int = 0
     spool_depth: int = 0
     dropped_total: int = 0
+    capture_drops: int = 0  # packets the agent's network capture lost (its Heartbeat)
     findings_total: int = 0
     findings_unapproved: int = 0
     findings_by_severity: dict[str, int] = field(default_factory=dict)
@@ -511,6 +512,7 @@ class HeartbeatRow(NamedTuple):
     rss_bytes: int
     spool_depth: int
     dropped_total: int
+    capture_drops: int
     sensors: str | None
 
 
@@ -524,6 +526,7 @@ def heartbeat_row(host_id: str, heartbeat: agent_pb2.Heartbeat, now_ns: int) -> 
         clamp(heartbeat.rss_bytes),
         clamp(heartbeat.spool_depth),
         clamp(heartbeat.dropped_total),
+        clamp(heartbeat.capture_drops),
         sensors_json(heartbeat.sensors) if heartbeat.sensors else None,
     )
 
@@ -598,6 +601,7 @@ def host_record(
         spool_depth=row[15],
         dropped_total=row[16],
         silent_since=row[17] / 1e9,
+        capture_drops=row[18],
         findings_total=total,
         findings_unapproved=unapproved,
         findings_by_severity=by_severity.get(host_id, {}),

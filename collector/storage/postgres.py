@@ -97,7 +97,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 _EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 #: Advisory lock keys (the two-int form, apart from the per-host bigint keys): "Umbr", what.
@@ -345,7 +345,12 @@ INSERT INTO summary_keys (scope, key, dirty)
     SELECT 'model', sha256, 1 FROM findings WHERE sha256 <> '' AND kind = {artifact} GROUP BY sha256;
 """.replace("{artifact}", str(_ARTIFACT))
 
-_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4}
+# Migration 5: the packets each agent's network capture lost (Heartbeat.capture_drops).
+_MIGRATE_TO_5 = """
+ALTER TABLE hosts ADD COLUMN capture_drops bigint NOT NULL DEFAULT 0;
+"""
+
+_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5}
 
 _FINDING_COLUMNS = (
     f"host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data, {_FACT_COLUMNS}"
@@ -407,8 +412,8 @@ ON CONFLICT (host_id) DO UPDATE SET
 
 _HEARTBEAT = """
 INSERT INTO hosts (host_id, first_seen, last_seen, last_heartbeat, agent_cpu_percent, agent_rss_bytes,
-                   spool_depth, dropped_total, sensors)
-VALUES (%(host)s, %(now)s, %(now)s, %(sent)s, %(cpu)s, %(rss)s, %(spool)s, %(dropped)s,
+                   spool_depth, dropped_total, capture_drops, sensors)
+VALUES (%(host)s, %(now)s, %(now)s, %(sent)s, %(cpu)s, %(rss)s, %(spool)s, %(dropped)s, %(capture)s,
         coalesce(%(sensors)s, '[]'))
 ON CONFLICT (host_id) DO UPDATE SET
     last_seen = greatest(hosts.last_seen, excluded.last_seen),
@@ -417,6 +422,7 @@ ON CONFLICT (host_id) DO UPDATE SET
     agent_rss_bytes = excluded.agent_rss_bytes,
     spool_depth = excluded.spool_depth,
     dropped_total = excluded.dropped_total,
+    capture_drops = excluded.capture_drops,
     sensors = coalesce(%(sensors)s, hosts.sensors)
 """
 
@@ -442,7 +448,7 @@ _AGENT_COLUMNS = "host_id, enrolled_at, renewed_at, serial, not_after, hostname,
 _HOSTS = """
 SELECT host_id, hostname, os, os_release, architecture, agent_version, policy_version, peer, sensors,
        first_seen, last_seen, last_sequence, last_heartbeat, agent_cpu_percent, agent_rss_bytes,
-       spool_depth, dropped_total, silent_since
+       spool_depth, dropped_total, silent_since, capture_drops
 FROM hosts ORDER BY host_id
 """
 
@@ -730,6 +736,7 @@ class PostgresStore(Store):
             "rss": hb.rss_bytes,
             "spool": hb.spool_depth,
             "dropped": hb.dropped_total,
+            "capture": hb.capture_drops,
             "sensors": hb.sensors,
         }
         with self._conn(f"record heartbeat of {host_id!r}") as conn:

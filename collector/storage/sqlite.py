@@ -92,7 +92,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 _ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
@@ -386,6 +386,11 @@ INSERT INTO summary_keys (scope, key, dirty)
     ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
 """
 
+# Version 10: the packets each agent's network capture lost (Heartbeat.capture_drops).
+_MIGRATE_TO_10 = """
+ALTER TABLE hosts ADD COLUMN capture_drops INTEGER NOT NULL DEFAULT 0;
+"""
+
 _MIGRATIONS = {
     2: _MIGRATE_TO_2,
     3: _MIGRATE_TO_3,
@@ -395,6 +400,7 @@ _MIGRATIONS = {
     7: _MIGRATE_TO_7,
     8: _MIGRATE_TO_8,
     9: _MIGRATE_TO_9,
+    10: _MIGRATE_TO_10,
 }
 
 _UPSERT_INVENTORY = """
@@ -442,8 +448,8 @@ ON CONFLICT (host_id) DO UPDATE SET
 
 _HEARTBEAT = """
 INSERT INTO hosts (host_id, first_seen, last_seen, last_heartbeat, agent_cpu_percent, agent_rss_bytes,
-                   spool_depth, dropped_total, sensors)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, '[]'))
+                   spool_depth, dropped_total, capture_drops, sensors)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, '[]'))
 ON CONFLICT (host_id) DO UPDATE SET
     last_seen = max(hosts.last_seen, excluded.last_seen),
     last_heartbeat = excluded.last_heartbeat,
@@ -451,13 +457,14 @@ ON CONFLICT (host_id) DO UPDATE SET
     agent_rss_bytes = excluded.agent_rss_bytes,
     spool_depth = excluded.spool_depth,
     dropped_total = excluded.dropped_total,
+    capture_drops = excluded.capture_drops,
     sensors = coalesce(?, hosts.sensors)
 """
 
 _HOSTS = """
 SELECT h.host_id, h.hostname, h.os, h.os_release, h.architecture, h.agent_version, h.policy_version,
        h.peer, h.sensors, h.first_seen, h.last_seen, h.last_sequence, h.last_heartbeat,
-       h.agent_cpu_percent, h.agent_rss_bytes, h.spool_depth, h.dropped_total, {silent}
+       h.agent_cpu_percent, h.agent_rss_bytes, h.spool_depth, h.dropped_total, {silent}, {capture}
 FROM hosts h ORDER BY h.host_id
 """
 
@@ -743,6 +750,7 @@ class SQLiteStore(Store):
             hb.rss_bytes,
             hb.spool_depth,
             hb.dropped_total,
+            hb.capture_drops,
             hb.sensors,
             hb.sensors,
         )
@@ -972,7 +980,10 @@ class SQLiteStore(Store):
         try:
             with self._read() as conn:
                 host_rows = conn.execute(
-                    _HOSTS.format(silent="0" if self._legacy else "h.silent_since")
+                    _HOSTS.format(
+                        silent="0" if self._legacy else "h.silent_since",
+                        capture="h.capture_drops" if self._version >= 10 else "0",
+                    )
                 ).fetchall()
                 count_rows = conn.execute(_HOST_FINDING_COUNTS).fetchall() if with_counts else []
         except sqlite3.Error as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SpawnRuntime, cli, port_or_free
@@ -84,6 +86,36 @@ def test_status_reports_sensors_and_spool(tmp_path: Path) -> None:
     (process,) = [s for s in doc["sensors"] if s["name"] == "process"]
     assert process["state"] in {"active", "degraded"}
     assert doc["spool"]["depth"] is None  # the daemon never ran with this state dir
+
+
+def test_status_shows_the_running_daemons_capture_drops(tmp_path: Path) -> None:
+    """The daemon keeps its capture's drop count in the spool; `status`, another process, reads it."""
+    only_network = (
+        '[collector]\naddress = "127.0.0.1:9"\n[sensors.process]\nenabled = false\n'
+        "[sensors.gpu]\nenabled = false\n[sensors.files]\nenabled = false\n"
+    )
+    config = str(_config(tmp_path, only_network))
+    assert json.loads(_agent("status", "--format", "json", "--config", config).stdout)["capture"] == {
+        "dropped": None  # no daemon has run with this state dir
+    }
+    daemon = subprocess.Popen(
+        [cli("umbra-agent"), "run", "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline and daemon.poll() is None:
+            if (tmp_path / "state" / "spool.db").exists():
+                doc = json.loads(_agent("status", "--format", "json", "--config", config).stdout)
+                if doc["capture"]["dropped"] is not None:
+                    break
+            time.sleep(0.3)
+        assert isinstance(doc.get("capture", {}).get("dropped"), int), (doc, daemon.poll())
+        table = _agent("status", "--config", config).stdout
+        assert f"capture    {doc['capture']['dropped']} packets dropped" in table, table
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
 
 
 @pytest.mark.parametrize(

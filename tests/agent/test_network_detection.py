@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,24 @@ def test_flow_table_is_bounded() -> None:
         analyzer.feed(float(i), 101, bytes(pkt))
     assert len(analyzer._flows) == 100
     assert analyzer.stats.flows_evicted == 900
+
+
+def test_an_uploads_summary_and_evidence_say_who_counted_it(catalog: EndpointCatalog) -> None:
+    """The kernel's count is exact; a count from captured packets while the capture lost some
+    may be short, and the finding says so."""
+    detector = NetworkDetector(catalog, upload_threshold=1_000_000)
+    flow = NetworkObservation(
+        "api.openai.com", "tls_sni", CLIENT, 5, SERVER, 443, "tcp", 1.0, 2.0, 21_000_000, 9_000, 900
+    )
+    cases = {
+        "kernel": (0, "counted by the kernel (the socket's TCP counters)"),
+        "capture": (37, "counted from captured packets; the capture lost 37 packets meanwhile, so it may"),
+        "kernel+capture": (0, "counted by the kernel until the socket closed unread, then from captured"),
+    }
+    for source, (drops, says) in cases.items():
+        drafts = detector.detect(replace(flow, bytes_source=source, capture_drops=drops))
+        upload = next(d for d in drafts if d.kind == fpb.KIND_AI_DATA_UPLOAD)
+        assert upload.summary.startswith("21.0 MB sent to OpenAI API (api.openai.com), "), upload.summary
+        assert says in upload.summary, upload.summary
+        net = upload.evidence[0].network
+        assert (net.bytes_out, net.bytes_source, net.capture_drops) == (21_000_000, source, drops)

@@ -5,6 +5,8 @@ on 0.0.0.0:443 with a certificate the test CA signed for the three names, prints
 answers only what the unmodified SDKs need for one call each:
 
 - OpenAI:       POST /v1/chat/completions                     a chat completion
+- OpenAI:       POST /v1/files                                a file upload (multipart), answered
+                                                              with its file object
 - Anthropic:    POST /v1/messages                             a message
 - Hugging Face: `HfApi().upload_file` through the legacy (non-Xet) LFS path:
                 POST /api/models/{repo}/preupload/{rev}       "this file goes to LFS"
@@ -133,6 +135,19 @@ class Handler(BaseHTTPRequestHandler):
                         }
                     ],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+                },
+            )
+        elif path == "/v1/files":
+            self._reply(
+                200,
+                {
+                    "id": f"file-umbra{self.conn_id}",
+                    "object": "file",
+                    "bytes": len(body),
+                    "created_at": 1700000000,
+                    "filename": "upload.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "processed",
                 },
             )
         elif path == "/v1/messages":

@@ -26,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -191,3 +192,19 @@ def make_test_ca(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
         )
     )
     return ca_path, cert_path, key_path
+
+
+def wait_for_capture(agent: subprocess.Popen[str]) -> None:
+    """Until the agent's packet socket is open (in its namespace's /proc/net/packet)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if len(Path(f"/proc/{agent.pid}/net/packet").read_text().splitlines()) > 1:
+                time.sleep(0.2)  # the BPF filter is attached right after the socket opens
+                return
+        except OSError:
+            pass
+        if agent.poll() is not None:
+            pytest.fail(f"the agent exited early: {agent.stderr.read() if agent.stderr else ''}")
+        time.sleep(0.05)
+    pytest.fail("the agent never opened its capture socket")

@@ -1,6 +1,6 @@
 """One call through an official, unmodified AI SDK, to the service's real host name.
 
-`python sdk_client.py openai|anthropic|huggingface [UPLOAD_BYTES]`. The namespace's hosts file
+`python sdk_client.py openai|openai-upload|anthropic|huggingface [UPLOAD_BYTES]`. The namespace's hosts file
 sends the name to the test's fake service; SSL_CERT_FILE makes the SDK trust the test CA. Prints
 one JSON line: the pid, what was sent and what came back.
 """
@@ -24,6 +24,13 @@ def main() -> None:
             model="gpt-4o-mini", messages=[{"role": "user", "content": "say hello"}]
         )
         out.update(version=openai.__version__, reply=reply.choices[0].message.content)
+    elif which == "openai-upload":  # a file for fine-tuning: UPLOAD_BYTES of random data
+        import openai
+
+        size = int(sys.argv[2])
+        client = openai.OpenAI(api_key="sk-umbra-test", max_retries=0, timeout=60)
+        made = client.files.create(file=("train.jsonl", os.urandom(size)), purpose="fine-tune")
+        out.update(version=openai.__version__, size=size, file=made.id)
     elif which == "anthropic":
         import anthropic
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netnskit import NetnsPair, make_test_ca, netns_usable
+from netnskit import NetnsPair, make_test_ca, netns_usable, wait_for_capture
 
 HERE = Path(__file__).parent
 AGENT = Path(sys.executable).parent / "umbra-agent"
@@ -110,7 +110,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             text=True,
         )
         started = time.monotonic()
-        _wait_for_capture(agent)
+        wait_for_capture(agent)
         clients = {
             sdk: subprocess.Popen(
                 ns.exec_argv(
@@ -151,22 +151,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         [json.loads(line) for line in log.read_text().splitlines()],
         err,
     )
-
-
-def _wait_for_capture(agent: subprocess.Popen[str]) -> None:
-    """Until the agent's packet socket is open (in its namespace's /proc/net/packet)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if len(Path(f"/proc/{agent.pid}/net/packet").read_text().splitlines()) > 1:
-                time.sleep(0.2)  # the BPF filter is attached right after the socket opens
-                return
-        except OSError:
-            pass
-        if agent.poll() is not None:
-            pytest.fail(f"the agent exited early: {agent.stderr.read() if agent.stderr else ''}")
-        time.sleep(0.05)
-    pytest.fail("the agent never opened its capture socket")
 
 
 def _network(finding: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ _DNS_PORTS: Final = frozenset({53})
 _SERVICE_PORTS: Final = frozenset({53, 80, 443, 853, 8080, 8443})
 
 _UNDECIDED, _PARSING, _DONE = 0, 1, 2
+_FIN_RST: Final = 0x05  # TCP flags
 #: A stream start's source -> the ScanStats counters of starts read and of broken ones.
 _START_STATS: Final = {"tls_sni": ("tls_hellos", "tls_errors"), "http_host": ("http_requests", "http_errors")}
 
@@ -151,6 +152,9 @@ class FlowAnalyzer:
     #: Called the moment a flow is named (a DNS question: each new name the client asks), with
     #: the flow's observation so far: the live sensor attributes it while its socket is open.
     on_name: Callable[[NetworkObservation], None] | None = None
+    #: Called when a named TCP flow carries a FIN or RST (either way), with its observation so far:
+    #: the live sensor reads the socket's byte counters then, before the socket is gone.
+    on_close: Callable[[NetworkObservation], None] | None = None
 
     def __post_init__(self) -> None:
         self._flows: OrderedDict[tuple[int, bytes, int, bytes, int], _Flow] = OrderedDict()
@@ -200,6 +204,8 @@ class FlowAnalyzer:
         else:
             flow.bytes_in += p.ip_length
         if p.proto == TCP:
+            if p.tcp_flags & _FIN_RST and flow.name is not None and self.on_close is not None:
+                self.on_close(_flow_observation(flow, flow.name, flow.source, ()))
             if flow.stage != _DONE:
                 self._tcp(flow, p, outbound, ts)
         elif p.sport in _DNS_PORTS or p.dport in _DNS_PORTS:

@@ -18,7 +18,7 @@ import time
 
 from agent.observations import NetworkObservation, ProcessObservation
 from agent.sensors.process.facts import describe_process
-from agent.system.sockdiag import SockDiag
+from agent.system.sockdiag import SockDiag, SocketIdentity
 from agent.system.socket_owners import SocketOwners
 
 __all__ = ["FlowOwners"]
@@ -46,8 +46,18 @@ class FlowOwners:
         with self._lock:
             self._sockets.warm()
 
+    @property
+    def diag(self) -> SockDiag:
+        """The socket diagnostics it asks (shared with the kernel byte counts)."""
+        return self._diag
+
     def owner(self, obs: NetworkObservation) -> ProcessObservation | None:
         """The process holding the flow's client socket; None when it is closed or unreadable."""
+        return self.find(obs)[0]
+
+    def find(self, obs: NetworkObservation) -> tuple[ProcessObservation | None, SocketIdentity | None]:
+        """The flow's owner, and its client socket as the kernel described it (with its TCP byte
+        counters), from one lookup."""
         started = time.perf_counter()
         with self._lock:
             found = self._diag.lookup(
@@ -60,7 +70,7 @@ class FlowOwners:
             self.asked += 1
             self.found += process is not None
             self.seconds += time.perf_counter() - started
-        return process
+        return process, found
 
     def close(self) -> None:
         self._diag.close()

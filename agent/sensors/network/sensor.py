@@ -19,6 +19,14 @@ the process (`owners.py`), which is described while it is alive. So a connection
 of milliseconds, or a process that asks one DNS question and exits, is still named. A flow
 missed there (its socket closed first) gets one more lookup at poll time.
 
+A watched TCP flow's bytes come from the kernel's own counters for its socket, not from the
+packets captured (`kernel_counts.py`): read when the flow is named, at each poll, when the
+capture sees its FIN or RST, and when the kernel destroys the socket (its last counters, from
+the sock_diag destroy events this thread also listens to). The capture's count stays for UDP
+and QUIC, and for sockets this agent cannot read; the packets the capture lost (the kernel's
+PACKET_STATISTICS on the capture socket) are counted, in total and against each flow that
+lived while they were lost, and such a flow's observation says how many.
+
 `poll()` returns observations for flows named since the last poll, for finished flows, again
 for a flow whose upload grew by `report_step` bytes, and once more when a flow's byte count
 moved and it then went quiet for `SETTLE_SECONDS` (its final count, long before the idle
@@ -47,8 +55,10 @@ from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
 from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
 from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
+from agent.sensors.network.kernel_counts import KernelCounts, kernel_countable
 from agent.sensors.network.owners import FlowOwners
 from agent.system.privileges import CAP_NET_RAW, has_capability
+from agent.system.sockdiag import ClosedSockets
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,7 @@ SNAPLEN: Final = 65535
 RCVBUF: Final = 16 << 20
 SO_RCVBUFFORCE: Final = 33  # Linux: like SO_RCVBUF, past rmem_max, for CAP_NET_ADMIN
 SETTLE_SECONDS: Final = 1.0  # a flow quiet this long after its bytes moved is reported again
+CLOSED_WAIT: Final = 0.1  # seconds a poll waits for the destroy event of a socket that just closed
 MAX_EARLY_OWNERS: Final = 4096  # flows attributed by the reader thread, not yet reported by a poll
 _SOL_PACKET: Final = 263
 _PACKET_STATISTICS: Final = 6
@@ -96,11 +107,19 @@ class NetworkSensor(Sensor):
         self._watch = watch
         self.analyzer = analyzer or FlowAnalyzer(idle_timeout=120.0)
         self.analyzer.on_name = self._on_name
+        self.analyzer.on_close = self._on_close
         self.owners = FlowOwners()
+        self.kernel = KernelCounts(self.owners.diag, max_flows=4 * self.analyzer.max_flows)
+        self._closed_sockets = ClosedSockets()
+        self._closed_lock = threading.Lock()  # the reader thread and a poll both read it
         self._report_step = report_step
         self._analyzer_lock = threading.Lock()  # the reader thread feeds it, poll() reads it
         self._named: list[NetworkObservation] = []  # watched flows named by the frame being fed
+        self._closing: list[NetworkObservation] = []  # watched flows the frame being fed closes
         self._dropped = 0
+        self._captured = 0
+        self._flow_drops: dict[str, int] = {}  # occurrence -> packets lost while it lived
+        self._previous_lost = 0  # packets lost in the poll interval before the last
         self._socket: Any = None
         self._reader = SensorThread("umbra-network-sensor")
         self._error = ""
@@ -161,6 +180,8 @@ class NetworkSensor(Sensor):
             self._error = "no kernel BPF filter (libpcap missing?): filtering in Python"
         if self._watch is not None:
             self.owners.warm()  # every process's sockets, once, so the first flows cost little
+            if not self._closed_sockets.open():  # then counts rest on polls and FIN/RST reads
+                log.info("network sensor: %s", self._closed_sockets.reason)
         self._reader.start(self._read)
 
     def stop(self) -> None:
@@ -168,16 +189,24 @@ class NetworkSensor(Sensor):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        self._closed_sockets.close()
         self.owners.close()
 
     def poll(self) -> Sequence[NetworkObservation]:
-        self._read_kernel_drops()
+        lost = self._read_kernel_drops()
         analyzer = self.analyzer
         with self._analyzer_lock:
             finished, active = analyzer.drain(), analyzer.active()
+        vanished = [obs for obs in active if self._kernel_counts(obs) and self.kernel.read(obs)]
+        self._await_finals(vanished)
+        finished = [self._counted(obs, lost) for obs in finished]
+        active = [self._counted(obs, lost) for obs in active]
+        self._previous_lost = lost
         out: list[NetworkObservation] = []
         for obs in finished:  # finished flows: their final byte counts
             self._reported.pop(obs.occurrence, None)
+            self._flow_drops.pop(obs.occurrence, None)
+            self.kernel.forget(obs)
             out.append(obs)
         quiet_since = time.time() - SETTLE_SECONDS
         for obs in active:
@@ -191,18 +220,42 @@ class NetworkSensor(Sensor):
                 out.append(obs)
         if len(self._reported) > 4 * analyzer.max_flows:
             self._reported.clear()
+        if len(self._flow_drops) > 4 * analyzer.max_flows:
+            self._flow_drops.clear()
         self._watch_servers(out)
         return self._attribute(out)
 
     # --- internals ----------------------------------------------------------------------------
 
+    def _kernel_counts(self, obs: NetworkObservation) -> bool:
+        """A watched TCP flow: its bytes come from its socket's counters where they can be read."""
+        return kernel_countable(obs) and self._follows(obs)
+
+    def _counted(self, obs: NetworkObservation, lost: int) -> NetworkObservation:
+        """The flow's bytes as its socket's kernel counters have them, where it is a watched TCP
+        flow whose socket could be read; and, where the capture counted them, how many packets
+        the capture lost while it lived (`lost`: since the last poll)."""
+        if self._kernel_counts(obs):
+            obs = self.kernel.count(obs)
+        # A flow new at this poll may have lived through the previous poll's losses too: the
+        # capture thread, behind when packets are lost, may only now have seen its first packet.
+        before = self._previous_lost if obs.occurrence not in self._reported else 0
+        drops = self._flow_drops.get(obs.occurrence, before) + lost
+        if not drops:
+            return obs
+        self._flow_drops[obs.occurrence] = drops
+        return obs if obs.bytes_source == "kernel" else replace(obs, capture_drops=drops)
+
     def _read(self) -> None:
         sock = self._socket
         fd = sock.ins
+        closed = self._closed_sockets
         while not self._reader.stopping.is_set():
             try:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if not ready:
+                ready, _, _ = select.select([fd, closed] if closed.fileno() >= 0 else [fd], [], [], 0.2)
+                if closed in ready:  # sockets destroyed: final counts for the flows they carried
+                    self._take_closed()
+                if fd not in ready:
                     continue
                 frame = fd.recv(SNAPLEN)
             except OSError as exc:
@@ -216,13 +269,37 @@ class NetworkSensor(Sensor):
             with self._analyzer_lock:
                 self.analyzer.feed(time.time(), LINKTYPE_ETHERNET, frame)
                 named, self._named = self._named, []
+                closing, self._closing = self._closing, []
             for obs in named:
                 self._attribute_now(obs)
+            for obs in closing:  # a FIN or RST: the socket's counters, while it is still there
+                self.kernel.read(obs)
 
     def _on_name(self, obs: NetworkObservation) -> None:
         """The analyzer named a flow (reader thread, analyzer lock held): keep it if watched."""
         if self._follows(obs):
             self._named.append(obs)
+
+    def _take_closed(self) -> None:
+        """The destroyed sockets' last counters waiting now (reader thread, or a poll)."""
+        with self._closed_lock:
+            if self._closed_sockets.fileno() >= 0:
+                self.kernel.closed(self._closed_sockets.read())
+
+    def _await_finals(self, vanished: list[NetworkObservation]) -> None:
+        """Sockets that closed since the last read: their destroy events are due, with the final
+        counts; wait for them a little (CLOSED_WAIT), so this poll reports those, not a guess."""
+        closed = self._closed_sockets
+        deadline = time.monotonic() + CLOSED_WAIT
+        while vanished and closed.fileno() >= 0 and time.monotonic() < deadline:
+            select.select([closed], [], [], 0.01)
+            self._take_closed()
+            vanished = [obs for obs in vanished if not self.kernel.final(obs)]
+
+    def _on_close(self, obs: NetworkObservation) -> None:
+        """A named TCP flow carries a FIN or RST (reader thread, analyzer lock held)."""
+        if self._follows(obs):
+            self._closing.append(obs)
 
     def _follows(self, obs: NetworkObservation) -> bool:
         """A flow to a watched host, or one whose real host an Encrypted Client Hello hid."""
@@ -232,7 +309,9 @@ class NetworkSensor(Sensor):
         """A watched flow was just named: watch its server, and find who owns it while it is open."""
         if obs.source != "dns" or obs.ech_outer_name:  # a flow of its own, not a DNS question
             self._watch_addresses([obs.server_ip])
-        owner = self.owners.owner(obs)
+        owner, found = self.owners.find(obs)
+        if kernel_countable(obs):
+            self.kernel.follow(obs, found)
         with self._owners_lock:
             self._early_owners[obs.occurrence] = owner
             while len(self._early_owners) > MAX_EARLY_OWNERS:
@@ -293,20 +372,29 @@ class NetworkSensor(Sensor):
             hosts = " or ".join(f"host {ip}" for ip in self._watched)
             self._attach(f"{BPF_FILTER} or {hosts}")
 
-    def _read_kernel_drops(self) -> None:
-        """Add the kernel's drop count (PACKET_STATISTICS, reset by each read) to ours."""
+    def _read_kernel_drops(self) -> int:
+        """Add the kernel's counts for the capture socket (PACKET_STATISTICS: packets delivered
+        and dropped, each read resets them) to ours; return the drops new since the last read."""
         if self._socket is None:
-            return
+            return 0
         try:
             raw = self._socket.ins.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
         except OSError:
-            return
-        self._dropped += struct.unpack("II", raw)[1]
+            return 0
+        packets, drops = struct.unpack("II", raw)
+        self._captured += packets
+        self._dropped += drops
+        return int(drops)
 
     @property
     def dropped(self) -> int:
-        """Packets lost: queue full here, or socket buffer full in the kernel."""
+        """Packets the capture lost since start (the socket's queue was full in the kernel)."""
         return self._dropped
+
+    @property
+    def captured(self) -> int:
+        """Packets the kernel handed the capture socket since start, the lost ones included."""
+        return self._captured
 
     @property
     def watched(self) -> tuple[str, ...]:

@@ -155,6 +155,7 @@ class SocketTableSensor(Sensor):
                     0,
                     resolved=True,
                     process=describe_process(conn.pid) if conn.pid else None,
+                    bytes_source="",
                 )
             )
         # forget connections that closed (a later one with the same ports is a new flow)

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from umbra.v1 import finding_pb2 as umbra_dot_v1_dot_finding__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14umbra/v1/agent.proto\x12\x08umbra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16umbra/v1/finding.proto\"A\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\"n\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12\x0f\n\x07host_id\x18\x03 \x01(\t\x12\x16\n\x0estream_address\x18\x04 \x01(\t\"R\n\x0cSensorStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.umbra.v1.SensorState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbc\x01\n\tHostFacts\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x12\n\nos_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x11\n\tcpu_count\x18\x06 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12-\n\tboot_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x05Hello\x12!\n\x04host\x18\x01 \x01(\x0b\x32\x13.umbra.v1.HostFacts\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\'\n\x07sensors\x18\x03 \x03(\x0b\x32\x16.umbra.v1.SensorStatus\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\"E\n\x0c\x46indingBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x11.umbra.v1.Finding\"\xb5\x01\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x04 \x01(\x04\x12\x15\n\rdropped_total\x18\x05 \x01(\x04\x12\'\n\x07sensors\x18\x06 \x03(\x0b\x32\x16.umbra.v1.SensorStatus\"{\n\x14RuntimeInventoryItem\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\"\n\x07process\x18\x02 \x01(\x0b\x32\x11.umbra.v1.Process\x12+\n\tlistening\x18\x03 \x03(\x0b\x32\x18.umbra.v1.SocketEvidence\"\xae\x02\n\tInventory\x12,\n\x08taken_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08runtimes\x18\x02 \x03(\x0b\x32\x1e.umbra.v1.RuntimeInventoryItem\x12+\n\x06models\x18\x03 \x03(\x0b\x32\x1b.umbra.v1.ModelFileEvidence\x12,\n\tai_agents\x18\x04 \x03(\x0b\x32\x19.umbra.v1.AiAgentEvidence\x12\x30\n\x0bmcp_servers\x18\x05 \x03(\x0b\x32\x1b.umbra.v1.McpServerEvidence\x12\x34\n\rai_extensions\x18\x06 \x03(\x0b\x32\x1d.umbra.v1.AiExtensionEvidence\"\xb5\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.umbra.v1.HelloH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.umbra.v1.FindingBatchH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.umbra.v1.HeartbeatH\x00\x12(\n\tinventory\x18\x04 \x01(\x0b\x32\x13.umbra.v1.InventoryH\x00\x42\x06\n\x04\x62ody\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"8\n\nPolicyRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\">\n\x06Policy\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12#\n\x05rules\x18\x02 \x03(\x0b\x32\x14.umbra.v1.PolicyRule\"\\\n\x10\x43ollectorMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.umbra.v1.AckH\x00\x12\"\n\x06policy\x18\x02 \x01(\x0b\x32\x10.umbra.v1.PolicyH\x00\x42\x06\n\x04\x62ody*z\n\x0bSensorState\x12\x1c\n\x18SENSOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SENSOR_STATE_ACTIVE\x10\x01\x12\x19\n\x15SENSOR_STATE_DEGRADED\x10\x02\x12\x19\n\x15SENSOR_STATE_INACTIVE\x10\x03\x32L\n\rEnrollService\x12;\n\x06\x45nroll\x12\x17.umbra.v1.EnrollRequest\x1a\x18.umbra.v1.EnrollResponse2Q\n\rStreamService\x12@\n\x06Stream\x12\x16.umbra.v1.AgentMessage\x1a\x1a.umbra.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14umbra/v1/agent.proto\x12\x08umbra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16umbra/v1/finding.proto\"A\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\"n\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12\x0f\n\x07host_id\x18\x03 \x01(\t\x12\x16\n\x0estream_address\x18\x04 \x01(\t\"R\n\x0cSensorStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.umbra.v1.SensorState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbc\x01\n\tHostFacts\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x12\n\nos_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x11\n\tcpu_count\x18\x06 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12-\n\tboot_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x05Hello\x12!\n\x04host\x18\x01 \x01(\x0b\x32\x13.umbra.v1.HostFacts\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\'\n\x07sensors\x18\x03 \x03(\x0b\x32\x16.umbra.v1.SensorStatus\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\"E\n\x0c\x46indingBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12#\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x11.umbra.v1.Finding\"\xcc\x01\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x04 \x01(\x04\x12\x15\n\rdropped_total\x18\x05 \x01(\x04\x12\'\n\x07sensors\x18\x06 \x03(\x0b\x32\x16.umbra.v1.SensorStatus\x12\x15\n\rcapture_drops\x18\x07 \x01(\x04\"{\n\x14RuntimeInventoryItem\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\"\n\x07process\x18\x02 \x01(\x0b\x32\x11.umbra.v1.Process\x12+\n\tlistening\x18\x03 \x03(\x0b\x32\x18.umbra.v1.SocketEvidence\"\xae\x02\n\tInventory\x12,\n\x08taken_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08runtimes\x18\x02 \x03(\x0b\x32\x1e.umbra.v1.RuntimeInventoryItem\x12+\n\x06models\x18\x03 \x03(\x0b\x32\x1b.umbra.v1.ModelFileEvidence\x12,\n\tai_agents\x18\x04 \x03(\x0b\x32\x19.umbra.v1.AiAgentEvidence\x12\x30\n\x0bmcp_servers\x18\x05 \x03(\x0b\x32\x1b.umbra.v1.McpServerEvidence\x12\x34\n\rai_extensions\x18\x06 \x03(\x0b\x32\x1d.umbra.v1.AiExtensionEvidence\"\xb5\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.umbra.v1.HelloH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.umbra.v1.FindingBatchH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.umbra.v1.HeartbeatH\x00\x12(\n\tinventory\x18\x04 \x01(\x0b\x32\x13.umbra.v1.InventoryH\x00\x42\x06\n\x04\x62ody\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"8\n\nPolicyRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\">\n\x06Policy\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12#\n\x05rules\x18\x02 \x03(\x0b\x32\x14.umbra.v1.PolicyRule\"\\\n\x10\x43ollectorMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.umbra.v1.AckH\x00\x12\"\n\x06policy\x18\x02 \x01(\x0b\x32\x10.umbra.v1.PolicyH\x00\x42\x06\n\x04\x62ody*z\n\x0bSensorState\x12\x1c\n\x18SENSOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SENSOR_STATE_ACTIVE\x10\x01\x12\x19\n\x15SENSOR_STATE_DEGRADED\x10\x02\x12\x19\n\x15SENSOR_STATE_INACTIVE\x10\x03\x32L\n\rEnrollService\x12;\n\x06\x45nroll\x12\x17.umbra.v1.EnrollRequest\x1a\x18.umbra.v1.EnrollResponse2Q\n\rStreamService\x12@\n\x06Stream\x12\x16.umbra.v1.AgentMessage\x1a\x1a.umbra.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'umbra.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SENSORSTATE']._serialized_start=1814
-  _globals['_SENSORSTATE']._serialized_end=1936
+  _globals['_SENSORSTATE']._serialized_start=1837
+  _globals['_SENSORSTATE']._serialized_end=1959
   _globals['_ENROLLREQUEST']._serialized_start=91
   _globals['_ENROLLREQUEST']._serialized_end=156
   _globals['_ENROLLRESPONSE']._serialized_start=158
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDINGBATCH']._serialized_start=704
   _globals['_FINDINGBATCH']._serialized_end=773
   _globals['_HEARTBEAT']._serialized_start=776
-  _globals['_HEARTBEAT']._serialized_end=957
-  _globals['_RUNTIMEINVENTORYITEM']._serialized_start=959
-  _globals['_RUNTIMEINVENTORYITEM']._serialized_end=1082
-  _globals['_INVENTORY']._serialized_start=1085
-  _globals['_INVENTORY']._serialized_end=1387
-  _globals['_AGENTMESSAGE']._serialized_start=1390
-  _globals['_AGENTMESSAGE']._serialized_end=1571
-  _globals['_ACK']._serialized_start=1573
-  _globals['_ACK']._serialized_end=1596
-  _globals['_POLICYRULE']._serialized_start=1598
-  _globals['_POLICYRULE']._serialized_end=1654
-  _globals['_POLICY']._serialized_start=1656
-  _globals['_POLICY']._serialized_end=1718
-  _globals['_COLLECTORMESSAGE']._serialized_start=1720
-  _globals['_COLLECTORMESSAGE']._serialized_end=1812
-  _globals['_ENROLLSERVICE']._serialized_start=1938
-  _globals['_ENROLLSERVICE']._serialized_end=2014
-  _globals['_STREAMSERVICE']._serialized_start=2016
-  _globals['_STREAMSERVICE']._serialized_end=2097
+  _globals['_HEARTBEAT']._serialized_end=980
+  _globals['_RUNTIMEINVENTORYITEM']._serialized_start=982
+  _globals['_RUNTIMEINVENTORYITEM']._serialized_end=1105
+  _globals['_INVENTORY']._serialized_start=1108
+  _globals['_INVENTORY']._serialized_end=1410
+  _globals['_AGENTMESSAGE']._serialized_start=1413
+  _globals['_AGENTMESSAGE']._serialized_end=1594
+  _globals['_ACK']._serialized_start=1596
+  _globals['_ACK']._serialized_end=1619
+  _globals['_POLICYRULE']._serialized_start=1621
+  _globals['_POLICYRULE']._serialized_end=1677
+  _globals['_POLICY']._serialized_start=1679
+  _globals['_POLICY']._serialized_end=1741
+  _globals['_COLLECTORMESSAGE']._serialized_start=1743
+  _globals['_COLLECTORMESSAGE']._serialized_end=1835
+  _globals['_ENROLLSERVICE']._serialized_start=1961
+  _globals['_ENROLLSERVICE']._serialized_end=2037
+  _globals['_STREAMSERVICE']._serialized_start=2039
+  _globals['_STREAMSERVICE']._serialized_end=2120
 # @@protoc_insertion_point(module_scope)

@@ -243,6 +243,7 @@ class Heartbeat(_message.Message):
     SPOOL_DEPTH_FIELD_NUMBER: _builtins.int
     DROPPED_TOTAL_FIELD_NUMBER: _builtins.int
     SENSORS_FIELD_NUMBER: _builtins.int
+    CAPTURE_DROPS_FIELD_NUMBER: _builtins.int
     cpu_percent: _builtins.float
     """the agent's own process"""
     rss_bytes: _builtins.int
@@ -250,6 +251,8 @@ class Heartbeat(_message.Message):
     """findings waiting for an ack"""
     dropped_total: _builtins.int
     """findings dropped since start (spool full)"""
+    capture_drops: _builtins.int
+    """packets the network capture lost since start (PACKET_STATISTICS)"""
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -263,10 +266,11 @@ class Heartbeat(_message.Message):
         spool_depth: _builtins.int = ...,
         dropped_total: _builtins.int = ...,
         sensors: _abc.Iterable[Global___SensorStatus] | None = ...,
+        capture_drops: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_percent", b"cpu_percent", "dropped_total", b"dropped_total", "rss_bytes", b"rss_bytes", "sensors", b"sensors", "sent_at", b"sent_at", "spool_depth", b"spool_depth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_drops", b"capture_drops", "cpu_percent", b"cpu_percent", "dropped_total", b"dropped_total", "rss_bytes", b"rss_bytes", "sensors", b"sensors", "sent_at", b"sent_at", "spool_depth", b"spool_depth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -322,6 +322,8 @@ class NetworkEvidence(_message.Message):
     REMOTE_PORT_FIELD_NUMBER: _builtins.int
     BYTES_OUT_FIELD_NUMBER: _builtins.int
     BYTES_IN_FIELD_NUMBER: _builtins.int
+    BYTES_SOURCE_FIELD_NUMBER: _builtins.int
+    CAPTURE_DROPS_FIELD_NUMBER: _builtins.int
     host_name: _builtins.str
     """DNS name or TLS/QUIC SNI"""
     vendor: _builtins.str
@@ -333,6 +335,16 @@ class NetworkEvidence(_message.Message):
     remote_port: _builtins.int
     bytes_out: _builtins.int
     bytes_in: _builtins.int
+    bytes_source: _builtins.str
+    """Who counted bytes_out/bytes_in: "kernel" (the socket's TCP counters: payload bytes, exact),
+    "kernel+capture" (the last kernel reading, then captured IP bytes after the socket closed
+    unread), "capture" (captured IP bytes: UDP/QUIC, a saved capture, or a socket this agent
+    cannot read); "" in evidence that is not about one flow (a hub download).
+    """
+    capture_drops: _builtins.int
+    """Packets the capture lost while this flow lived, when the capture counted its bytes: the
+    count may be short by up to that many packets. 0 when the kernel counted them.
+    """
     def __init__(
         self,
         *,
@@ -345,10 +357,12 @@ class NetworkEvidence(_message.Message):
         remote_port: _builtins.int = ...,
         bytes_out: _builtins.int = ...,
         bytes_in: _builtins.int = ...,
+        bytes_source: _builtins.str = ...,
+        capture_drops: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "category", b"category", "host_name", b"host_name", "product", b"product", "remote_address", b"remote_address", "remote_port", b"remote_port", "source", b"source", "vendor", b"vendor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "bytes_source", b"bytes_source", "capture_drops", b"capture_drops", "category", b"category", "host_name", b"host_name", "product", b"product", "remote_address", b"remote_address", "remote_port", b"remote_port", "source", b"source", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -159,6 +159,7 @@ class StorageContract:
             agent_pb2.Heartbeat(
                 spool_depth=4,
                 rss_bytes=50_000_000,
+                capture_drops=1_234,
                 sensors=[agent_pb2.SensorStatus(name="process", state=agent_pb2.SENSOR_STATE_DEGRADED)],
             ),
         )
@@ -172,6 +173,7 @@ class StorageContract:
         )
         assert [(s.name, s.state) for s in host.sensors] == [("process", "degraded")]
         assert host.spool_depth == 4 and host.agent_rss_bytes == 50_000_000
+        assert host.capture_drops == 1_234  # packets the agent's network capture lost
         assert host.first_seen >= started - 1 and host.last_seen >= host.first_seen
         assert host.last_heartbeat > 0
         assert (host.findings_total, host.findings_unapproved) == (2, 1)
