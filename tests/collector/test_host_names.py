@@ -27,30 +27,30 @@ from collector.storage import open_store
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
 from consolekit import PASSWORDS, Client, add_user
 
-NOW = time.time()
 LONG = "a summary long enough that a narrow terminal must cut it short " * 3
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     url = str(tmp_path / "collector.db")  # a bare path: an SQLite file (CollectorProc's, too)
+    now = time.time()  # at set-up, not at collection: a long run must not age the findings
     with open_store(url) as store:
         hosts = {"h-aaa111": "ws-alpha", "h-bbb222": "ws-twin", "h-ccc333": "ws-twin"}
         for host_id, name in hosts.items():
-            store.register_agent(host_id, 0x1, NOW + 86400, name, renewal=False)
+            store.register_agent(host_id, 0x1, now + 86400, name, renewal=False)
             store.upsert_host(host_id, build_hello(host_id, name), "ipv4:10.0.0.1:5000")
         store.store_batch(
             "h-aaa111",
             1,
             [
-                build_finding("crit", severity="critical", last_seen=NOW - 60, summary=LONG),
-                build_finding("med", severity="medium", last_seen=NOW - 120),
-                build_finding("low", severity="low", last_seen=NOW - 180),
-                build_finding("old-high", severity="high", last_seen=NOW - 3 * 86400),
+                build_finding("crit", severity="critical", last_seen=now - 60, summary=LONG),
+                build_finding("med", severity="medium", last_seen=now - 20 * 60),
+                build_finding("low", severity="low", last_seen=now - 2 * 3600),
+                build_finding("old-high", severity="high", last_seen=now - 3 * 86400),
             ],
         )
-        store.store_batch("h-bbb222", 1, [build_finding("twin", severity="high", last_seen=NOW - 60)])
-        store.record_inventory("h-aaa111", build_inventory(NOW, "/m/alpha.gguf"))
+        store.store_batch("h-bbb222", 1, [build_finding("twin", severity="high", last_seen=now - 60)])
+        store.record_inventory("h-aaa111", build_inventory(now, "/m/alpha.gguf"))
     return url
 
 
@@ -97,7 +97,7 @@ def test_severity_is_a_minimum_and_since_takes_a_unit(db: str) -> None:
     assert ids(run("findings", *host, "--severity", "medium")) == ["crit", "med", "old-high"]
     assert ids(run("findings", *host, "--severity", "high")) == ["crit", "old-high"]
     assert ids(run("findings", *host, "--severity", "medium", "--since", "1h")) == ["crit", "med"]
-    assert ids(run("findings", *host, "--since", "150s")) == ["crit", "med"]
+    assert ids(run("findings", *host, "--since", "3000s")) == ["crit", "med"]  # 50 minutes
     assert "needs a unit" in error(run("findings", *host, "--since", "3600"))
 
 
