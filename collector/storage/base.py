@@ -35,6 +35,7 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
@@ -750,6 +751,21 @@ class Store(ABC):
         and approval, each group with the sum of its findings' risk points under `spec`;
         `since` keeps findings last seen from then on."""
 
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        """`tally(by, spec)` summed per key: what every key's score and level need, without the
+        reasons, so a view that ranks or snapshots thousands of hosts and users reads one row each.
+        Backends with kept summaries sum them in SQL."""
+        return score_rows(self.tally(by, spec))
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        """`tally(by, spec)` of only `keys` (a board's riskiest hosts, for their reasons)."""
+        wanted = set(keys)
+        return [r for r in self.tally(by, spec) if r.key in wanted]
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        """Every host's findings per kind, severity and approval, summed over the fleet (key "")."""
+        return totals_of(self.tally("host", spec))
+
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         """Bring the kept summaries (storage.summaries) up to date: recompute the hosts, users and
         weights hashes stored to since, and the tallies whose age buckets changed by `spec.as_of`;
@@ -934,6 +950,27 @@ def tally_rows(rows: Iterable[Sequence[Any]]) -> list[TallyRow]:
         TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p or 0.0))
         for k, kind, sev, appr, n, p in rows
     ]
+
+
+def score_rows(rows: Iterable[TallyRow]) -> list[ScoreRow]:
+    """Tally rows summed per key (the computation `Store.scores` does in SQL over kept summaries)."""
+    sums: dict[str, list[Any]] = {}
+    for r in rows:
+        acc = sums.setdefault(r.key, [0, 0, 0.0])
+        acc[0] += r.findings
+        acc[1] += 0 if r.approved else r.findings
+        acc[2] += r.points
+    return [ScoreRow(k, n, unappr, points) for k, (n, unappr, points) in sums.items()]
+
+
+def totals_of(rows: Iterable[TallyRow]) -> list[TallyRow]:
+    """Tally rows summed over their keys, per kind, severity and approval (key "")."""
+    sums: dict[tuple[str, str, bool], list[Any]] = {}
+    for r in rows:
+        acc = sums.setdefault((r.kind, r.severity, r.approved), [0, 0.0])
+        acc[0] += r.findings
+        acc[1] += r.points
+    return [TallyRow("", kind, sev, appr, n, p) for (kind, sev, appr), (n, p) in sums.items()]
 
 
 def model_rows(rows: Iterable[Sequence[Any]], held: Mapping[str, Sequence[ModelHolder]]) -> list[ModelRow]:

@@ -87,6 +87,7 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
@@ -969,11 +970,17 @@ class PostgresStore(Store):
             + summaries.refresh_usage(self, kinds, _EXPOSED)
         )
 
-    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+    def _kept_tally(self, by: GroupBy, spec: ScoreSpec) -> bool:
+        """Whether `by`'s tally under `spec` is read from the kept summaries, brought up to date here."""
         if by not in ("host", "user"):
             raise ValueError(f"cannot group findings by {by!r}")
-        if since is None and spec.as_of:
-            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        if not spec.as_of:
+            return False
+        summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        return True
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if since is None and self._kept_tally(by, spec):
             return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql(_P)
         if by == "host":
@@ -1026,6 +1033,21 @@ class PostgresStore(Store):
                 else None
             )
         return finding_dict(host_id, *row) if row is not None else None
+
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        if self._kept_tally(by, spec):
+            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
+        return super().scores(by, spec)
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        if self._kept_tally(by, spec):
+            return tally_rows(summaries.read_tally(self, by, keys))
+        return super().tally_of(by, spec, keys)
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        if self._kept_tally("host", spec):
+            return tally_rows(summaries.read_totals(self))
+        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)

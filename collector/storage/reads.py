@@ -117,6 +117,17 @@ class TallyRow:
 
 
 @dataclass(frozen=True)
+class ScoreRow:
+    """One host's (or user's) tally rows summed: all its findings, the unapproved ones, and their
+    risk points (uncapped). Enough for a score and a level, not for reasons (see TallyRow)."""
+
+    key: str
+    findings: int
+    unapproved: int
+    points: float
+
+
+@dataclass(frozen=True)
 class ServiceRow:
     """One AI service (host name) across the fleet."""
 

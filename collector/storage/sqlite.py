@@ -79,6 +79,7 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
@@ -1074,11 +1075,17 @@ class SQLiteStore(Store):
             + (summaries.refresh_usage(self, kinds, _EXPOSED) if self._usage() else 0)
         )
 
-    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+    def _kept_tally(self, by: GroupBy, spec: ScoreSpec) -> bool:
+        """Whether `by`'s tally under `spec` is read from the kept summaries, brought up to date here."""
         if by not in ("host", "user"):
             raise ValueError(f"cannot group findings by {by!r}")
-        if since is None and spec.as_of and self._summaries():
-            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        if not (spec.as_of and self._summaries()):
+            return False
+        summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        return True
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if since is None and self._kept_tally(by, spec):
             return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql()
         if by == "host":
@@ -1097,6 +1104,21 @@ class SQLiteStore(Store):
             + f" GROUP BY kind, {key}, severity, approved"
         )
         return tally_rows(self._rows(sql, params, "risk tallies"))
+
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        if self._kept_tally(by, spec):
+            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
+        return super().scores(by, spec)
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        if self._kept_tally(by, spec):
+            return tally_rows(summaries.read_tally(self, by, keys))
+        return super().tally_of(by, spec, keys)
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        if self._kept_tally("host", spec):
+            return tally_rows(summaries.read_totals(self))
+        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")

@@ -62,6 +62,16 @@ INSERT_TALLY = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 READ_TALLY = "SELECT key, kind, severity, approved, findings, points FROM risk_summary WHERE scope = ?"
+#: The kept tally summed per key (Store.scores), and over every host per kind, severity and approval
+#: (Store.tally_totals): the fleet views fold thousands of rows here instead of tens of thousands in Python.
+READ_SCORES = (
+    "SELECT key, sum(findings), sum(CASE WHEN approved = 0 THEN findings ELSE 0 END), sum(points) "
+    "FROM risk_summary WHERE scope = ? GROUP BY key"
+)
+READ_TOTALS = (
+    "SELECT '', kind, severity, approved, sum(findings), sum(points) FROM risk_summary "
+    "WHERE scope = 'host' GROUP BY kind, severity, approved"
+)
 DELETE_MODEL = "DELETE FROM model_summary WHERE sha256 = ?"
 INSERT_MODEL = (
     "INSERT INTO model_summary (sha256, model_format, model_arch, model_params, nbytes, hosts, "
@@ -249,9 +259,27 @@ def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[i
     return done
 
 
-def read_tally(db: SummaryDb, by: GroupBy) -> list[tuple[Any, ...]]:
-    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by`."""
-    return db.summary_rows(portable(READ_TALLY, db.placeholder), [by])
+def read_tally(db: SummaryDb, by: GroupBy, keys: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by` (of `keys` only)."""
+    p = db.placeholder
+    if keys is None:
+        return db.summary_rows(portable(READ_TALLY, p), [by])
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), CHUNK):
+        chunk = list(keys[start : start + CHUNK])
+        out += db.summary_rows(portable(f"{READ_TALLY} AND key IN {in_list(chunk)}", p), [by, *chunk])
+    return out
+
+
+def read_scores(db: SummaryDb, by: GroupBy) -> list[tuple[str, int, int, float]]:
+    """(key, findings, unapproved, points) of every key of `by`, summed from its kept tally rows."""
+    rows = db.summary_rows(portable(READ_SCORES, db.placeholder), [by])
+    return [(k, int(n), int(unappr or 0), float(points or 0.0)) for k, n, unappr, points in rows]
+
+
+def read_totals(db: SummaryDb) -> list[tuple[Any, ...]]:
+    """(key "", kind, severity, approved, findings, points): the hosts' kept tally summed over the fleet."""
+    return [(k, kind, sev, appr, int(n), p) for k, kind, sev, appr, n, p in db.summary_rows(READ_TOTALS, [])]
 
 
 def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
