@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,6 +27,8 @@ from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
 from .reads import (
+    LIST_ORDER,
+    PAGE_ORDER,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -41,6 +43,9 @@ from .reads import (
     SnapshotRow,
     SnapshotScope,
     TallyRow,
+    filter_sql,
+    in_list,
+    kinds_listing,
 )
 
 #: Largest value an SQL BIGINT holds; wire uint64 values above it are refused or clamped.
@@ -941,6 +946,54 @@ def _names(name: Callable[[int], str]) -> Callable[[int], str]:
         return got
 
     return lookup
+
+
+# ---- the listings' statements, one for both backends
+
+
+def listing_sql(
+    host_id: str | None, kinds: Sequence[int], limit: int | None, rare: bool, placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """`Store.findings`' statement (rows host_id, first_seen, last_seen, count, data, id); `rare`:
+    whether `kinds` have few findings (reads.rare_kinds_sql)."""
+    p = placeholder
+    if limit is not None and limit < 0:
+        raise ValueError("limit must be >= 0")
+    clauses: list[str] = []
+    params: list[Any] = []
+    if host_id is not None:
+        clauses.append(f"host_id = {p}")
+        params.append(host_id)
+    columns = "host_id, first_seen, last_seen, count, data, id"
+    if kinds and limit is not None:
+        return kinds_listing(columns, kinds, rare, clauses, LIST_ORDER, p), [*kinds, *params, limit]
+    if kinds:
+        clauses.append(f"kind IN {in_list(kinds, p)}")
+        params += kinds
+    sql = f"SELECT {columns} FROM findings" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    sql += f" ORDER BY {LIST_ORDER}"
+    if limit is not None:
+        sql += f" LIMIT {p}"
+        params.append(limit)
+    return sql, params
+
+
+def page_sql(
+    where: FindingFilter, limit: int, keyset: tuple[str, list[Any]] | None, rare: bool, placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """`Store.findings_page`'s statement for `limit + 1` rows (see findings_page_of); `keyset` is
+    the backend's "after the cursor" condition; `rare` as in listing_sql."""
+    columns = "host_id, id, first_seen, last_seen, count, data"
+    clauses, params = filter_sql(replace(where, kinds=()), placeholder)
+    if keyset is not None:
+        clauses.append(keyset[0])
+        params += keyset[1]
+    if where.kinds:
+        kinds = [int(k) for k in where.kinds]
+        sql = kinds_listing(columns, kinds, rare, clauses, PAGE_ORDER, placeholder)
+        return sql, [*kinds, *params, limit + 1]
+    sql = f"SELECT {columns} FROM findings" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    return f"{sql} ORDER BY {PAGE_ORDER} LIMIT {placeholder}", [*params, limit + 1]
 
 
 def tally_rows(rows: Iterable[Sequence[Any]]) -> list[TallyRow]:

@@ -73,12 +73,15 @@ from .base import (
     host_record,
     inventory_record,
     inventory_row,
+    listing_sql,
     model_rows,
     ns,
+    page_sql,
     severity_counts,
     tally_rows,
 )
 from .reads import (
+    RARE_KINDS,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -93,8 +96,8 @@ from .reads import (
     SnapshotRow,
     SnapshotScope,
     TallyRow,
-    filter_sql,
     in_list,
+    rare_kinds_sql,
     seconds_to_ns,
 )
 
@@ -912,26 +915,11 @@ class PostgresStore(Store):
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if host_id is not None:
-            where.append("host_id = %s")
-            params.append(host_id)
-        if kind is not None:
-            where.append("kind = %s")
-            params.append(int(codec.kind_value(kind)))
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be >= 0")
-        sql = "SELECT host_id, first_seen, last_seen, count, data FROM findings"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, host_id, id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
+        kinds = [] if kind is None else [int(codec.kind_value(kind))]
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds), _P)
         with self._conn("read findings") as conn:
             rows = conn.execute(sql.encode(), params).fetchall()
-        return [finding_dict(*row) for row in rows]
+        return [finding_dict(*row[:5]) for row in rows]
 
     # ---- the read side's aggregates (collector.query builds every fleet view on these)
 
@@ -1004,17 +992,19 @@ class PostgresStore(Store):
     ) -> FindingPage:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        clauses, params = filter_sql(where, _P)
-        if after is not None:
-            # reads.keyset_sql's condition as a row comparison, which PostgreSQL turns into the
-            # start of an index range (the OR form would be a filter over every row before it).
-            clauses.append(f"(last_seen, host_id, id) < ({_P}, {_P}, {_P})")
-            params += [after.last_seen_ns, after.host_id, after.id]
-        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT {_P}"
-        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
+        # reads.keyset_sql's condition as a row comparison, which PostgreSQL turns into the
+        # start of an index range (the OR form would be a filter over every row before it).
+        keyset = (
+            (f"(last_seen, host_id, id) < ({_P}, {_P}, {_P})", [after.last_seen_ns, after.host_id, after.id])
+            if after is not None
+            else None
+        )
+        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds), _P)
+        return findings_page_of(self._rows(sql, params, "findings"), limit)
+
+    def _rare(self, kinds: Sequence[int]) -> bool:
+        """Whether `kinds` have few findings (reads.kinds_listing); False for no kinds."""
+        return bool(kinds) and self._rows(*rare_kinds_sql(kinds, _P), "findings")[0][0] < RARE_KINDS
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         # finding_keys' last_seen names the one partition the finding is in (as ingest's UPDATEs

@@ -65,12 +65,15 @@ from .base import (
     host_record,
     inventory_record,
     inventory_row,
+    listing_sql,
     model_rows,
     ns,
+    page_sql,
     severity_counts,
     tally_rows,
 )
 from .reads import (
+    RARE_KINDS,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -85,9 +88,9 @@ from .reads import (
     SnapshotRow,
     SnapshotScope,
     TallyRow,
-    filter_sql,
     in_list,
     keyset_sql,
+    rare_kinds_sql,
     seconds_to_ns,
 )
 
@@ -974,29 +977,14 @@ class SQLiteStore(Store):
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if host_id is not None:
-            where.append("host_id = ?")
-            params.append(host_id)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(int(codec.kind_value(kind)))
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be >= 0")
-        sql = "SELECT host_id, first_seen, last_seen, count, data FROM findings"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, host_id, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        kinds = [] if kind is None else [int(codec.kind_value(kind))]
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds))
         try:
             with self._read() as conn:
                 rows = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read findings: {exc}") from exc
-        return [finding_dict(*row) for row in rows]
+        return [finding_dict(*row[:5]) for row in rows]
 
     # ---- the read side's aggregates
 
@@ -1021,16 +1009,13 @@ class SQLiteStore(Store):
             raise ValueError("limit must be >= 1")
         if any(v is not None for v in (where.user, where.service, where.vendor, where.runtime, where.sha256)):
             self._need_facts("evidence facts")
-        clauses, params = filter_sql(where)
-        if after is not None:
-            sql, more = keyset_sql(after)
-            clauses.append(sql)
-            params += more
-        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT ?"
-        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
+        keyset = keyset_sql(after) if after is not None else None
+        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds))
+        return findings_page_of(self._rows(sql, params, "findings"), limit)
+
+    def _rare(self, kinds: Sequence[int]) -> bool:
+        """Whether `kinds` have few findings (reads.kinds_listing); False for no kinds."""
+        return bool(kinds) and self._rows(*rare_kinds_sql(kinds), "findings")[0][0] < RARE_KINDS
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         rows = self._rows(
