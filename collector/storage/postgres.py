@@ -937,15 +937,22 @@ class PostgresStore(Store):
     def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._rows(sql, params, "summaries")
 
+    lock_rows = " FOR UPDATE"
+
     @contextmanager
-    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+    def summary_write(self) -> Iterator[tuple[summaries.Run, summaries.Fetch]]:
         with self._conn("write summaries") as conn, conn.cursor() as cur:
 
             def run(sql: str, rows: Sequence[Sequence[Any]]) -> int:
-                cur.executemany(sql.encode(), rows)
+                if not rows:
+                    return 0
+                cur.executemany(sql.encode(), rows)  # pipelined: one round trip for all rows
                 return cur.rowcount
 
-            yield run
+            def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return cur.execute(sql.encode(), params).fetchall()
+
+            yield run, fetch
 
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         if not spec.as_of:

@@ -1035,11 +1035,16 @@ class SQLiteStore(Store):
     def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._rows(sql, params, "summaries")
 
+    lock_rows = ""  # the writer is alone once its transaction has begun
+
     @contextmanager
-    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+    def summary_write(self) -> Iterator[tuple[summaries.Run, summaries.Fetch]]:
         try:
             with self._write() as conn:
-                yield lambda sql, rows: conn.executemany(sql, rows).rowcount
+                yield (
+                    lambda sql, rows: conn.executemany(sql, rows).rowcount,
+                    lambda sql, params: conn.execute(sql, params).fetchall(),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write summaries: {exc}") from exc
 

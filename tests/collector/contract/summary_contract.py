@@ -17,6 +17,7 @@ from umbra import codec
 from collector import risk
 from collector.query import snapshots
 from collector.query.risk import host_risks, ranked, risk_board, user_risks
+from collector.storage import summaries
 from collector.storage.base import Store, score_rows, totals_of
 
 from .query_contract import DAY, T0, finding, store_on
@@ -104,6 +105,33 @@ class SummaryContract:
             for k, r in risks.items()
         }
         assert got == want
+
+    def test_a_key_stored_to_while_its_refresh_computes_stays_dirty(self, store: Store) -> None:
+        db: Any = store  # a backend that keeps summaries is a summaries.SummaryDb
+        store_on(store, "h1", finding("a", severity="medium"))
+        store_on(store, "h2", finding("a", severity="medium"))
+        spec = risk.score_spec(T0)
+
+        class StoredMeanwhile:
+            """The store, with a batch to h1 stored right after the refresh read the findings."""
+
+            placeholder, lock_rows, stored = db.placeholder, db.lock_rows, False
+
+            def summary_rows(self, sql: str, params: Any) -> Any:
+                rows = db.summary_rows(sql, params)
+                if "FROM findings" in sql and "GROUP BY" in sql and not self.stored:
+                    self.stored = True
+                    store_on(store, "h1", finding("b", severity="critical"))
+                return rows
+
+            def summary_write(self) -> Any:
+                return db.summary_write()
+
+        kinds = sorted(int(codec.kind_value(k)) for k in codec.KIND_NAMES)
+        assert summaries.refresh_tally(StoredMeanwhile(), "host", spec, kinds) == 1  # h2 only
+        assert store.refresh_summaries(spec) >= 1  # h1 is still dirty: recomputed now
+        scores = {r.key: r.points for r in store.scores("host", spec)}
+        assert scores["h1"] == pytest.approx(5.0 + 40.0) and scores["h2"] == pytest.approx(5.0)
 
     def test_refresh_recomputes_only_what_changed(self, store: Store) -> None:
         for h in ("h1", "h2", "h3"):
