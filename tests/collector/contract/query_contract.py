@@ -8,6 +8,7 @@ Expected results are stated from the findings and the risk model, never copied f
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from typing import Any
@@ -539,7 +540,10 @@ class QueryContract:
         assert [r.day for r in store.risk_snapshots("fleet", "")][-1] > day
 
     def test_host_counts_from_the_tally_equal_the_stored_counts(self, store: Store) -> None:
-        store.upsert_host("h1", _hello("h1"), "p")
+        hello = _hello("h1")
+        hello.sensors.add(name="network", state=1)
+        hello.sensors.add(name="gpu", state=2, reason="no NVML")
+        store.upsert_host("h1", hello, "p")
         store_on(store, "h1", finding("a", severity="critical"), finding("b", severity="low", approved=True))
         store_on(store, "h2", finding("a", severity="low"))
         stored = {h.host_id: h for h in store.hosts()}
@@ -548,6 +552,9 @@ class QueryContract:
         assert stored["h1"].findings_by_severity == {"critical": 1, "low": 1}
         assert (bare["h1"].findings_total, bare["h1"].findings_by_severity) == (0, {})
         assert bare["h1"].hostname == stored["h1"].hostname == "h1"
+        assert len(stored["h1"].sensors) == 2
+        for host in stored.values():  # the host list's dicts: asdict's shape, nested records included
+            assert host.to_dict() == dataclasses.asdict(host)
         for view in hosts_view(store):
             host = stored[view["host_id"]]
             assert (view["findings_total"], view["findings_unapproved"], view["findings_by_severity"]) == (
