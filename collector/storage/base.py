@@ -973,7 +973,7 @@ def listing_sql(
         clauses.append(f"host_id = {p}")
         params.append(host_id)
     columns = "host_id, first_seen, last_seen, count, data, id"
-    if kinds and limit is not None:
+    if kinds and limit is not None and host_id is None:  # one host's: see page_sql
         return kinds_listing(columns, kinds, rare, clauses, LIST_ORDER, p), [*kinds, *params, limit]
     if kinds:
         clauses.append(f"kind IN {in_list(kinds, p)}")
@@ -992,11 +992,14 @@ def page_sql(
     """`Store.findings_page`'s statement for `limit + 1` rows (see findings_page_of); `keyset` is
     the backend's "after the cursor" condition; `rare` as in listing_sql."""
     columns = "host_id, id, first_seen, last_seen, count, data"
-    clauses, params = filter_sql(replace(where, kinds=()), placeholder)
+    # A host's findings of some kinds are one range of an index led by (kind, host_id): the
+    # planner's own choice, whatever the kinds' counts.
+    by_kinds = bool(where.kinds) and where.host_id is None
+    clauses, params = filter_sql(replace(where, kinds=()) if by_kinds else where, placeholder)
     if keyset is not None:
         clauses.append(keyset[0])
         params += keyset[1]
-    if where.kinds:
+    if by_kinds:
         kinds = [int(k) for k in where.kinds]
         sql = kinds_listing(columns, kinds, rare, clauses, PAGE_ORDER, placeholder)
         return sql, [*kinds, *params, limit + 1]

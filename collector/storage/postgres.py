@@ -916,7 +916,7 @@ class PostgresStore(Store):
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
         kinds = [] if kind is None else [int(codec.kind_value(kind))]
-        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds), _P)
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds if host_id is None else []), _P)
         with self._conn("read findings") as conn:
             rows = conn.execute(sql.encode(), params).fetchall()
         return [finding_dict(*row[:5]) for row in rows]
@@ -1006,7 +1006,9 @@ class PostgresStore(Store):
             if after is not None
             else None
         )
-        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds), _P)
+        sql, params = page_sql(
+            where, limit, keyset, self._rare(where.kinds if where.host_id is None else []), _P
+        )
         return findings_page_of(self._rows(sql, params, "findings"), limit)
 
     def _rare(self, kinds: Sequence[int]) -> bool:

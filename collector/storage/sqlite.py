@@ -978,7 +978,7 @@ class SQLiteStore(Store):
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
         kinds = [] if kind is None else [int(codec.kind_value(kind))]
-        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds))
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds if host_id is None else []))
         try:
             with self._read() as conn:
                 rows = conn.execute(sql, params).fetchall()
@@ -1010,7 +1010,7 @@ class SQLiteStore(Store):
         if any(v is not None for v in (where.user, where.service, where.vendor, where.runtime, where.sha256)):
             self._need_facts("evidence facts")
         keyset = keyset_sql(after) if after is not None else None
-        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds))
+        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds if where.host_id is None else []))
         return findings_page_of(self._rows(sql, params, "findings"), limit)
 
     def _rare(self, kinds: Sequence[int]) -> bool:
