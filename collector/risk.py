@@ -22,7 +22,7 @@ from typing import Any
 from umbra import codec
 
 from .storage.base import HostRecord
-from .storage.reads import ScoreSpec, TallyRow, seconds_to_ns
+from .storage.reads import ScoreRow, ScoreSpec, TallyRow, seconds_to_ns
 
 #: Points an unapproved finding adds at confidence 1. One critical finding alone makes a host
 #: "high"; informational findings (approved services, health notes) never add risk.
@@ -197,7 +197,7 @@ def fold(rows: Iterable[TallyRow], keys: Iterable[str] = ()) -> dict[str, HostRi
     out = {}
     severities = tuple(reversed(codec.SEVERITY_NAMES))
     for key, summed in points.items():
-        score = round(min(summed, MAX_SCORE), 1)
+        score = score_of(summed)
         sev = by_severity.get(key, {})
         out[key] = HostRisk(
             key,
@@ -211,15 +211,36 @@ def fold(rows: Iterable[TallyRow], keys: Iterable[str] = ()) -> dict[str, HostRi
     return out
 
 
+def score_of(points: float) -> float:
+    """A host's (or user's) score from the sum of its findings' points."""
+    return round(min(points, MAX_SCORE), 1)
+
+
+def fold_scores(rows: Iterable[ScoreRow], keys: Iterable[str] = ()) -> dict[str, HostRisk]:
+    """Per-key sums (`Store.scores`) -> each key's score, level and counts, without the reasons and
+    severities that `fold` adds from the full tally rows; `keys` without rows score 0."""
+    out = {k: HostRisk(k, 0.0, level_for(0.0), 0) for k in keys}
+    for r in rows:
+        score = score_of(r.points)
+        out[r.key] = HostRisk(r.key, score, level_for(score), r.unapproved, findings=r.findings)
+    return out
+
+
 def fleet_summary(host_ids: Sequence[str], rows: Sequence[TallyRow]) -> tuple[FleetRisk, dict[str, HostRisk]]:
     """The fleet summary and each host's risk from the hosts' tally rows (see `fold`)."""
     per_host = fold(rows, host_ids)
+    return fleet_of(per_host, rows), per_host
+
+
+def fleet_of(per_host: Mapping[str, HostRisk], rows: Iterable[TallyRow]) -> FleetRisk:
+    """The fleet summary from every host's risk and tally rows of the hosts (per host, or summed
+    over the fleet as `Store.tally_totals` gives them: only kinds, severities and counts are read)."""
     by_kind: Counter[str] = Counter()
     by_severity: Counter[str] = Counter()
     for r in rows:
         by_kind[r.kind] += r.findings
         by_severity[r.severity] += r.findings
-    return _summary(per_host, by_kind, by_severity), per_host
+    return _summary(per_host, by_kind, by_severity)
 
 
 def _summary(per_host: Mapping[str, HostRisk], by_kind: Counter[str], by_severity: Counter[str]) -> FleetRisk:

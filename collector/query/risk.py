@@ -6,8 +6,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..risk import FleetRisk, HostRisk, fleet_summary, fold, level_at_least, score_spec
+from ..risk import FleetRisk, HostRisk, fleet_of, fleet_summary, fold, fold_scores, level_at_least, score_spec
 from ..storage.base import Store
+from ..storage.reads import GroupBy, ScoreSpec
 
 
 def as_of(store: Store, now: float | None = None) -> float:
@@ -31,6 +32,21 @@ def host_risks(
 def user_risks(store: Store, now: float | None = None, since: float | None = None) -> dict[str, HostRisk]:
     """Every user with findings and their risk (HostRisk.host_id is the user name)."""
     return fold(store.tally("user", score_spec(as_of(store, now)), since))
+
+
+#: The fleet summary, every host's and every user's risk.
+Scored = tuple[FleetRisk, dict[str, HostRisk], dict[str, HostRisk]]
+
+
+def scored(store: Store, now: float | None = None) -> Scored:
+    """The fleet summary, and every host's and user's score, level and counts, without reasons:
+    one row per host and user from the database (`Store.scores`), never their tally rows."""
+    return _scored(store, score_spec(as_of(store, now)))
+
+
+def _scored(store: Store, spec: ScoreSpec) -> Scored:
+    hosts = fold_scores(store.scores("host", spec), (c.host_id for c in store.host_contacts()))
+    return fleet_of(hosts, store.tally_totals(spec)), hosts, fold_scores(store.scores("user", spec))
 
 
 def refresh(store: Store, now: float | None = None) -> int:
@@ -65,8 +81,24 @@ def risk_board(
     store: Store, top: int = 10, now: float | None = None, since: float | None = None
 ) -> RiskBoard:
     now = time.time() if now is None else now
-    fleet, per_host = host_risks(store, now, since)
-    return RiskBoard(fleet, ranked(per_host, top), ranked(user_risks(store, now, since), top))
+    if since is not None:  # a report's window: no kept summaries for it, so the full tally
+        fleet, per_host = host_risks(store, now, since)
+        return RiskBoard(fleet, ranked(per_host, top), ranked(user_risks(store, now, since), top))
+    # Every key's score ranks them; only the riskiest ones' tally rows are read for their reasons.
+    spec = score_spec(as_of(store, now))
+    fleet, hosts, users = _scored(store, spec)
+    return RiskBoard(
+        fleet, _detailed(store, "host", spec, hosts, top), _detailed(store, "user", spec, users, top)
+    )
+
+
+def _detailed(
+    store: Store, by: GroupBy, spec: ScoreSpec, risks: dict[str, HostRisk], top: int
+) -> list[HostRisk]:
+    """The `top` riskiest of `risks` (see `ranked`) with their reasons and severities."""
+    keys = [r.host_id for r in ranked(risks, top)]
+    full = fold(store.tally_of(by, spec, keys), keys) if keys else {}
+    return [full[k] for k in keys]
 
 
 def at_risk(risk: HostRisk, floor: str) -> bool:

@@ -10,7 +10,7 @@ import time
 from ..storage.base import Store
 from ..storage.reads import SnapshotRow, SnapshotScope
 from .hosts import resolve_host
-from .risk import host_risks, user_risks
+from .risk import scored
 from .times import utc_day
 
 
@@ -18,9 +18,9 @@ def take(store: Store, now: float | None = None) -> list[SnapshotRow]:
     """Score everything now and keep it as today's snapshot; returns the fleet row first."""
     now = time.time() if now is None else now
     day = utc_day(now)
-    fleet, per_host = host_risks(store, now)
+    fleet, per_host, per_user = scored(store, now)
     rows = [SnapshotRow(day, "fleet", "", fleet.max_score, fleet.level, fleet.findings, fleet.unapproved)]
-    for scope, risks in (("host", per_host), ("user", user_risks(store, now))):
+    for scope, risks in (("host", per_host), ("user", per_user)):
         rows += [
             SnapshotRow(day, scope, r.host_id, r.score, r.level, r.findings, r.unapproved)  # type: ignore[arg-type]
             for r in risks.values()

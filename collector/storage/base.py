@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,6 +27,8 @@ from umbra import codec
 from umbra.v1 import agent_pb2, finding_pb2
 
 from .reads import (
+    LIST_ORDER,
+    PAGE_ORDER,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -35,11 +37,15 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
     SnapshotScope,
     TallyRow,
+    filter_sql,
+    in_list,
+    kinds_listing,
 )
 
 #: Largest value an SQL BIGINT holds; wire uint64 values above it are refused or clamped.
@@ -113,7 +119,15 @@ class HostRecord:
         return sum(1 for s in self.sensors if s.state == "active")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """asdict's shape, built shallow: asdict deep-copies every field, half the time of a fleet
+        document of 1,000 hosts."""
+        out = {f.name: getattr(self, f.name) for f in _HOST_FIELDS}
+        out["sensors"] = tuple(asdict(s) for s in self.sensors)
+        out["findings_by_severity"] = dict(self.findings_by_severity)
+        return out
+
+
+_HOST_FIELDS = fields(HostRecord)
 
 
 @dataclass(frozen=True)
@@ -761,6 +775,21 @@ class Store(ABC):
         and approval, each group with the sum of its findings' risk points under `spec`;
         `since` keeps findings last seen from then on."""
 
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        """`tally(by, spec)` summed per key: what every key's score and level need, without the
+        reasons, so a view that ranks or snapshots thousands of hosts and users reads one row each.
+        Backends with kept summaries sum them in SQL."""
+        return score_rows(self.tally(by, spec))
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        """`tally(by, spec)` of only `keys` (a board's riskiest hosts, for their reasons)."""
+        wanted = set(keys)
+        return [r for r in self.tally(by, spec) if r.key in wanted]
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        """Every host's findings per kind, severity and approval, summed over the fleet (key "")."""
+        return totals_of(self.tally("host", spec))
+
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         """Bring the kept summaries (storage.summaries) up to date: recompute the hosts, users and
         weights hashes stored to since, and the tallies whose age buckets changed by `spec.as_of`;
@@ -944,6 +973,57 @@ def _names(name: Callable[[int], str]) -> Callable[[int], str]:
     return lookup
 
 
+# ---- the listings' statements, one for both backends
+
+
+def listing_sql(
+    host_id: str | None, kinds: Sequence[int], limit: int | None, rare: bool, placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """`Store.findings`' statement (rows host_id, first_seen, last_seen, count, data, id); `rare`:
+    whether `kinds` have few findings (reads.rare_kinds_sql)."""
+    p = placeholder
+    if limit is not None and limit < 0:
+        raise ValueError("limit must be >= 0")
+    clauses: list[str] = []
+    params: list[Any] = []
+    if host_id is not None:
+        clauses.append(f"host_id = {p}")
+        params.append(host_id)
+    columns = "host_id, first_seen, last_seen, count, data, id"
+    if kinds and limit is not None and host_id is None:  # one host's: see page_sql
+        return kinds_listing(columns, kinds, rare, clauses, LIST_ORDER, p), [*kinds, *params, limit]
+    if kinds:
+        clauses.append(f"kind IN {in_list(kinds, p)}")
+        params += kinds
+    sql = f"SELECT {columns} FROM findings" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    sql += f" ORDER BY {LIST_ORDER}"
+    if limit is not None:
+        sql += f" LIMIT {p}"
+        params.append(limit)
+    return sql, params
+
+
+def page_sql(
+    where: FindingFilter, limit: int, keyset: tuple[str, list[Any]] | None, rare: bool, placeholder: str = "?"
+) -> tuple[str, list[Any]]:
+    """`Store.findings_page`'s statement for `limit + 1` rows (see findings_page_of); `keyset` is
+    the backend's "after the cursor" condition; `rare` as in listing_sql."""
+    columns = "host_id, id, first_seen, last_seen, count, data"
+    # A host's findings of some kinds are one range of an index led by (kind, host_id): the
+    # planner's own choice, whatever the kinds' counts.
+    by_kinds = bool(where.kinds) and where.host_id is None
+    clauses, params = filter_sql(replace(where, kinds=()) if by_kinds else where, placeholder)
+    if keyset is not None:
+        clauses.append(keyset[0])
+        params += keyset[1]
+    if by_kinds:
+        kinds = [int(k) for k in where.kinds]
+        sql = kinds_listing(columns, kinds, rare, clauses, PAGE_ORDER, placeholder)
+        return sql, [*kinds, *params, limit + 1]
+    sql = f"SELECT {columns} FROM findings" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    return f"{sql} ORDER BY {PAGE_ORDER} LIMIT {placeholder}", [*params, limit + 1]
+
+
 def tally_rows(rows: Iterable[Sequence[Any]]) -> list[TallyRow]:
     """(key, kind, severity, approved, findings, points) rows, kept or computed in full."""
     kinds, severities = _names(codec.kind_name), _names(codec.severity_name)
@@ -951,6 +1031,27 @@ def tally_rows(rows: Iterable[Sequence[Any]]) -> list[TallyRow]:
         TallyRow(k, kinds(kind), severities(sev), bool(appr), n, float(p or 0.0))
         for k, kind, sev, appr, n, p in rows
     ]
+
+
+def score_rows(rows: Iterable[TallyRow]) -> list[ScoreRow]:
+    """Tally rows summed per key (the computation `Store.scores` does in SQL over kept summaries)."""
+    sums: dict[str, list[Any]] = {}
+    for r in rows:
+        acc = sums.setdefault(r.key, [0, 0, 0.0])
+        acc[0] += r.findings
+        acc[1] += 0 if r.approved else r.findings
+        acc[2] += r.points
+    return [ScoreRow(k, n, unappr, points) for k, (n, unappr, points) in sums.items()]
+
+
+def totals_of(rows: Iterable[TallyRow]) -> list[TallyRow]:
+    """Tally rows summed over their keys, per kind, severity and approval (key "")."""
+    sums: dict[tuple[str, str, bool], list[Any]] = {}
+    for r in rows:
+        acc = sums.setdefault((r.kind, r.severity, r.approved), [0, 0.0])
+        acc[0] += r.findings
+        acc[1] += r.points
+    return [TallyRow("", kind, sev, appr, n, p) for (kind, sev, appr), (n, p) in sums.items()]
 
 
 def model_rows(rows: Iterable[Sequence[Any]], held: Mapping[str, Sequence[ModelHolder]]) -> list[ModelRow]:

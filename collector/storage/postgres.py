@@ -73,12 +73,15 @@ from .base import (
     host_record,
     inventory_record,
     inventory_row,
+    listing_sql,
     model_rows,
     ns,
+    page_sql,
     severity_counts,
     tally_rows,
 )
 from .reads import (
+    RARE_KINDS,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -87,13 +90,14 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
     SnapshotScope,
     TallyRow,
-    filter_sql,
     in_list,
+    rare_kinds_sql,
     seconds_to_ns,
 )
 
@@ -918,26 +922,11 @@ class PostgresStore(Store):
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if host_id is not None:
-            where.append("host_id = %s")
-            params.append(host_id)
-        if kind is not None:
-            where.append("kind = %s")
-            params.append(int(codec.kind_value(kind)))
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be >= 0")
-        sql = "SELECT host_id, first_seen, last_seen, count, data FROM findings"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, host_id, id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
+        kinds = [] if kind is None else [int(codec.kind_value(kind))]
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds if host_id is None else []), _P)
         with self._conn("read findings") as conn:
             rows = conn.execute(sql.encode(), params).fetchall()
-        return [finding_dict(*row) for row in rows]
+        return [finding_dict(*row[:5]) for row in rows]
 
     # ---- the read side's aggregates (collector.query builds every fleet view on these)
 
@@ -955,15 +944,22 @@ class PostgresStore(Store):
     def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._rows(sql, params, "summaries")
 
+    lock_rows = " FOR UPDATE"
+
     @contextmanager
-    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+    def summary_write(self) -> Iterator[tuple[summaries.Run, summaries.Fetch]]:
         with self._conn("write summaries") as conn, conn.cursor() as cur:
 
             def run(sql: str, rows: Sequence[Sequence[Any]]) -> int:
-                cur.executemany(sql.encode(), rows)
+                if not rows:
+                    return 0
+                cur.executemany(sql.encode(), rows)  # pipelined: one round trip for all rows
                 return cur.rowcount
 
-            yield run
+            def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return cur.execute(sql.encode(), params).fetchall()
+
+            yield run, fetch
 
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         if not spec.as_of:
@@ -976,11 +972,17 @@ class PostgresStore(Store):
             + summaries.refresh_usage(self, kinds, _EXPOSED)
         )
 
-    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+    def _kept_tally(self, by: GroupBy, spec: ScoreSpec) -> bool:
+        """Whether `by`'s tally under `spec` is read from the kept summaries, brought up to date here."""
         if by not in ("host", "user"):
             raise ValueError(f"cannot group findings by {by!r}")
-        if since is None and spec.as_of:
-            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        if not spec.as_of:
+            return False
+        summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        return True
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if since is None and self._kept_tally(by, spec):
             return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql(_P)
         if by == "host":
@@ -1004,17 +1006,21 @@ class PostgresStore(Store):
     ) -> FindingPage:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        clauses, params = filter_sql(where, _P)
-        if after is not None:
-            # reads.keyset_sql's condition as a row comparison, which PostgreSQL turns into the
-            # start of an index range (the OR form would be a filter over every row before it).
-            clauses.append(f"(last_seen, host_id, id) < ({_P}, {_P}, {_P})")
-            params += [after.last_seen_ns, after.host_id, after.id]
-        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT {_P}"
-        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
+        # reads.keyset_sql's condition as a row comparison, which PostgreSQL turns into the
+        # start of an index range (the OR form would be a filter over every row before it).
+        keyset = (
+            (f"(last_seen, host_id, id) < ({_P}, {_P}, {_P})", [after.last_seen_ns, after.host_id, after.id])
+            if after is not None
+            else None
+        )
+        sql, params = page_sql(
+            where, limit, keyset, self._rare(where.kinds if where.host_id is None else []), _P
+        )
+        return findings_page_of(self._rows(sql, params, "findings"), limit)
+
+    def _rare(self, kinds: Sequence[int]) -> bool:
+        """Whether `kinds` have few findings (reads.kinds_listing); False for no kinds."""
+        return bool(kinds) and self._rows(*rare_kinds_sql(kinds, _P), "findings")[0][0] < RARE_KINDS
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         # finding_keys' last_seen names the one partition the finding is in (as ingest's UPDATEs
@@ -1033,6 +1039,21 @@ class PostgresStore(Store):
                 else None
             )
         return finding_dict(host_id, *row) if row is not None else None
+
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        if self._kept_tally(by, spec):
+            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
+        return super().scores(by, spec)
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        if self._kept_tally(by, spec):
+            return tally_rows(summaries.read_tally(self, by, keys))
+        return super().tally_of(by, spec, keys)
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        if self._kept_tally("host", spec):
+            return tally_rows(summaries.read_totals(self))
+        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)

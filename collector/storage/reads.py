@@ -100,6 +100,43 @@ def keyset_sql(cursor: FindingCursor, placeholder: str = "?") -> tuple[str, list
     return sql, [cursor.last_seen_ns, cursor.last_seen_ns, cursor.host_id, cursor.host_id, cursor.id]
 
 
+#: The listing orders: findings_page's keyset order, and `Store.findings`'.
+PAGE_ORDER = "last_seen DESC, host_id DESC, id DESC"
+LIST_ORDER = "last_seen DESC, host_id, id"
+#: Findings of the kinds a listing filters on, up to which they count as rare (see kinds_listing).
+RARE_KINDS = 10_000
+
+
+def rare_kinds_sql(kinds: Sequence[int], placeholder: str = "?") -> tuple[str, list[Any]]:
+    """How many findings `kinds` have, counted up to RARE_KINDS: one range of an index led by kind."""
+    p = placeholder
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM findings WHERE kind IN {in_list(kinds, p)} LIMIT {p}) AS c"
+    return sql, [*(int(k) for k in kinds), RARE_KINDS]
+
+
+def kinds_listing(
+    columns: str,
+    kinds: Sequence[int],
+    rare: bool,
+    clauses: Sequence[str],
+    order: str,
+    placeholder: str = "?",
+) -> str:
+    """A listing of some kinds, newest first, with its plan chosen by how many findings they have
+    (rare_kinds_sql); its parameters are the kinds, then those of `clauses`, then the limit.
+
+    Rare kinds: all their findings (an index range led by kind) sorted, at most RARE_KINDS rows.
+    Common kinds: a walk of the index led by last_seen, which meets them every few entries; `+kind`
+    keeps the planner off the kind index, which would sort every finding of the kind (a million at
+    ten million findings: 1.1 s). A planner left alone picks one of the two whatever the counts."""
+    p = placeholder
+    kind = f"kind IN {in_list(kinds, p)}" if rare else f"+kind IN {in_list(kinds, p)}"
+    select = f"SELECT {columns} FROM findings WHERE {' AND '.join([kind, *clauses])}"
+    if rare:
+        return f"WITH k AS MATERIALIZED ({select}) SELECT * FROM k ORDER BY {order} LIMIT {p}"
+    return f"{select} ORDER BY {order} LIMIT {p}"
+
+
 def seconds_to_ns(seconds: float) -> int:
     return int(seconds * _NS)
 
@@ -113,6 +150,17 @@ class TallyRow:
     severity: str
     approved: bool
     findings: int
+    points: float
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One host's (or user's) tally rows summed: all its findings, the unapproved ones, and their
+    risk points (uncapped). Enough for a score and a level, not for reasons (see TallyRow)."""
+
+    key: str
+    findings: int
+    unapproved: int
     points: float
 
 

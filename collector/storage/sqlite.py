@@ -67,12 +67,15 @@ from .base import (
     host_record,
     inventory_record,
     inventory_row,
+    listing_sql,
     model_rows,
     ns,
+    page_sql,
     severity_counts,
     tally_rows,
 )
 from .reads import (
+    RARE_KINDS,
     ActivityRow,
     FindingCursor,
     FindingFilter,
@@ -81,14 +84,15 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
+    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
     SnapshotScope,
     TallyRow,
-    filter_sql,
     in_list,
     keyset_sql,
+    rare_kinds_sql,
     seconds_to_ns,
 )
 
@@ -998,29 +1002,14 @@ class SQLiteStore(Store):
     def findings(
         self, host_id: str | None = None, kind: str | None = None, limit: int | None = 1000
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if host_id is not None:
-            where.append("host_id = ?")
-            params.append(host_id)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(int(codec.kind_value(kind)))
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be >= 0")
-        sql = "SELECT host_id, first_seen, last_seen, count, data FROM findings"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, host_id, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        kinds = [] if kind is None else [int(codec.kind_value(kind))]
+        sql, params = listing_sql(host_id, kinds, limit, self._rare(kinds if host_id is None else []))
         try:
             with self._read() as conn:
                 rows = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read findings: {exc}") from exc
-        return [finding_dict(*row) for row in rows]
+        return [finding_dict(*row[:5]) for row in rows]
 
     # ---- the read side's aggregates
 
@@ -1045,16 +1034,13 @@ class SQLiteStore(Store):
             raise ValueError("limit must be >= 1")
         if any(v is not None for v in (where.user, where.service, where.vendor, where.runtime, where.sha256)):
             self._need_facts("evidence facts")
-        clauses, params = filter_sql(where)
-        if after is not None:
-            sql, more = keyset_sql(after)
-            clauses.append(sql)
-            params += more
-        sql = "SELECT host_id, id, first_seen, last_seen, count, data FROM findings"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY last_seen DESC, host_id DESC, id DESC LIMIT ?"
-        return findings_page_of(self._rows(sql, [*params, limit + 1], "findings"), limit)
+        keyset = keyset_sql(after) if after is not None else None
+        sql, params = page_sql(where, limit, keyset, self._rare(where.kinds if where.host_id is None else []))
+        return findings_page_of(self._rows(sql, params, "findings"), limit)
+
+    def _rare(self, kinds: Sequence[int]) -> bool:
+        """Whether `kinds` have few findings (reads.kinds_listing); False for no kinds."""
+        return bool(kinds) and self._rows(*rare_kinds_sql(kinds), "findings")[0][0] < RARE_KINDS
 
     def finding(self, host_id: str, finding_id: str) -> dict[str, Any] | None:
         rows = self._rows(
@@ -1074,11 +1060,16 @@ class SQLiteStore(Store):
     def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._rows(sql, params, "summaries")
 
+    lock_rows = ""  # the writer is alone once its transaction has begun
+
     @contextmanager
-    def summary_write(self) -> Iterator[Callable[[str, Sequence[Sequence[Any]]], int]]:
+    def summary_write(self) -> Iterator[tuple[summaries.Run, summaries.Fetch]]:
         try:
             with self._write() as conn:
-                yield lambda sql, rows: conn.executemany(sql, rows).rowcount
+                yield (
+                    lambda sql, rows: conn.executemany(sql, rows).rowcount,
+                    lambda sql, params: conn.execute(sql, params).fetchall(),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write summaries: {exc}") from exc
 
@@ -1099,11 +1090,17 @@ class SQLiteStore(Store):
             + (summaries.refresh_usage(self, kinds, _EXPOSED) if self._usage() else 0)
         )
 
-    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+    def _kept_tally(self, by: GroupBy, spec: ScoreSpec) -> bool:
+        """Whether `by`'s tally under `spec` is read from the kept summaries, brought up to date here."""
         if by not in ("host", "user"):
             raise ValueError(f"cannot group findings by {by!r}")
-        if since is None and spec.as_of and self._summaries():
-            summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        if not (spec.as_of and self._summaries()):
+            return False
+        summaries.refresh_tally(self, by, spec, sorted(KNOWN_KINDS))
+        return True
+
+    def tally(self, by: GroupBy, spec: ScoreSpec, since: float | None = None) -> list[TallyRow]:
+        if since is None and self._kept_tally(by, spec):
             return tally_rows(summaries.read_tally(self, by))
         points, params = spec.points_sql()
         if by == "host":
@@ -1122,6 +1119,21 @@ class SQLiteStore(Store):
             + f" GROUP BY kind, {key}, severity, approved"
         )
         return tally_rows(self._rows(sql, params, "risk tallies"))
+
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        if self._kept_tally(by, spec):
+            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
+        return super().scores(by, spec)
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        if self._kept_tally(by, spec):
+            return tally_rows(summaries.read_tally(self, by, keys))
+        return super().tally_of(by, spec, keys)
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        if self._kept_tally("host", spec):
+            return tally_rows(summaries.read_totals(self))
+        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")

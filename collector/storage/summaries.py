@@ -28,7 +28,7 @@ Everything here is portable SQL over the tables `summary_keys`, `risk_summary` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
@@ -56,13 +56,23 @@ CLAIM_KEY = (
     "UPDATE summary_keys SET dirty = 0, valid_after = ?, valid_until = ? "
     "WHERE scope = ? AND key = ? AND dirty = ?"
 )
-DELETE_TALLY = "DELETE FROM risk_summary WHERE scope = ? AND key = ?"
+DELETE_TALLY = "DELETE FROM risk_summary WHERE scope = ? AND key IN {keys}"
 INSERT_TALLY = (
     "INSERT INTO risk_summary (scope, key, kind, severity, approved, findings, points) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 READ_TALLY = "SELECT key, kind, severity, approved, findings, points FROM risk_summary WHERE scope = ?"
-DELETE_MODEL = "DELETE FROM model_summary WHERE sha256 = ?"
+#: The kept tally summed per key (Store.scores), and over every host per kind, severity and approval
+#: (Store.tally_totals): the fleet views fold thousands of rows here instead of tens of thousands in Python.
+READ_SCORES = (
+    "SELECT key, sum(findings), sum(CASE WHEN approved = 0 THEN findings ELSE 0 END), sum(points) "
+    "FROM risk_summary WHERE scope = ? GROUP BY key"
+)
+READ_TOTALS = (
+    "SELECT '', kind, severity, approved, sum(findings), sum(points) FROM risk_summary "
+    "WHERE scope = 'host' GROUP BY kind, severity, approved"
+)
+DELETE_MODEL = "DELETE FROM model_summary WHERE sha256 IN {keys}"
 INSERT_MODEL = (
     "INSERT INTO model_summary (sha256, model_format, model_arch, model_params, nbytes, hosts, "
     "unapproved_hosts, copies, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -131,7 +141,7 @@ def collect_moved(db: SummaryDb) -> int:
         return 0
     keys = sorted({key for *_, moved in rows for key in parse_moved(moved)})
     # Findings' rows first, then keys in order: the order ingest locks them in on PostgreSQL.
-    with db.summary_write() as run:
+    with db.summary_write() as (run, _):
         run(portable(CLEAR_MOVED, p), rows)
         run(portable(MARK_DIRTY, p), keys)
     return len(rows)
@@ -142,16 +152,48 @@ def portable(statement: str, placeholder: str) -> str:
     return statement if placeholder == "?" else statement.replace("?", placeholder)
 
 
+#: Inside a summary write: run(sql, rows of parameters) -> rows changed; fetch(sql, parameters) -> rows.
+Run = Callable[[str, Sequence[Sequence[Any]]], int]
+Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
 class SummaryDb(Protocol):
     """What a backend gives the refresh: its placeholder, reads, and one write transaction."""
 
     placeholder: str
+    #: What makes a SELECT lock its rows until commit (" FOR UPDATE"; "" where one writer is alone).
+    lock_rows: str
 
     def summary_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run a read (any connection that sees committed data) and return its rows."""
 
-    def summary_write(self) -> AbstractContextManager[Callable[[str, Sequence[Sequence[Any]]], int]]:
-        """One write transaction; inside it, run(sql, rows of parameters) -> rows changed."""
+    def summary_write(self) -> AbstractContextManager[tuple[Run, Fetch]]:
+        """One write transaction; inside it, (run, fetch) on its connection."""
+
+
+#: A chunk's keys as they are now, locked in key order (see `claim`).
+LOCK_KEYS = "SELECT key, dirty FROM summary_keys WHERE scope = ? AND key IN {keys} ORDER BY key"
+
+
+def claim(
+    db: SummaryDb,
+    run: Run,
+    fetch: Fetch,
+    scope: SummaryScope,
+    chunk: Sequence[tuple[str, int]],
+    windows: Mapping[str, tuple[int, int]] | None = None,
+) -> list[str]:
+    """Compare-and-clear a chunk's keys in a few statements, not one round trip per key: lock them
+    (in key order, the order ingest marks them in), keep those whose counter still holds the value
+    read before computing (`chunk`: key, dirty), and clear those with their validity window."""
+    p = db.placeholder
+    keys = [k for k, _ in chunk]
+    sql = portable(LOCK_KEYS.format(keys=in_list(keys)), p) + db.lock_rows
+    now: dict[str, int] = dict(fetch(sql, [scope, *keys]))
+    claimed = [(k, dirty) for k, dirty in chunk if now.get(k) == dirty]
+    every = (_MIN_NS, _MAX_NS)
+    run(portable(CLAIM_KEY, p), [(*(windows or {}).get(k, every), scope, k, d) for k, d in claimed])
+    return [k for k, _ in claimed]
 
 
 def dirty_keys(
@@ -209,6 +251,10 @@ def tally_sql(
     return sql, params
 
 
+def _bigint(value: int) -> int:
+    return max(min(value, _MAX_NS), _MIN_NS)
+
+
 def _window(spec: ScoreSpec, edges: Sequence[Any], window: list[int]) -> None:
     """Narrow a key's (after, until] by one row's per-bound edges (see tally_sql)."""
     for i, (bound, _) in enumerate(spec.decay):
@@ -237,21 +283,40 @@ def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[i
             rows[key].append((by, key, kind, severity, approved, n, float(points or 0.0)))
             if not approved and weights.get(severity, 0.0):
                 _window(spec, edges, windows[key])
-        with db.summary_write() as run:
-            for key, dirty in chunk:
-                after, until = (max(min(v, _MAX_NS), _MIN_NS) for v in windows[key])
-                if run(portable(CLAIM_KEY, p), [(after, until, by, key, dirty)]) != 1:
-                    continue  # stored to meanwhile: the next refresh takes it
-                run(portable(DELETE_TALLY, p), [(by, key)])
-                if rows[key]:
-                    run(portable(INSERT_TALLY, p), rows[key])
-                done += 1
+        bounded = {
+            k: (max(min(a, _MAX_NS), _MIN_NS), max(min(u, _MAX_NS), _MIN_NS)) for k, (a, u) in windows.items()
+        }
+        with db.summary_write() as (run, fetch):
+            # A key stored to meanwhile is not claimed: the next refresh takes it.
+            claimed = claim(db, run, fetch, by, chunk, bounded)
+            if claimed:
+                run(portable(DELETE_TALLY.format(keys=in_list(claimed)), p), [(by, *claimed)])
+                run(portable(INSERT_TALLY, p), [r for k in claimed for r in rows[k]])
+            done += len(claimed)
     return done
 
 
-def read_tally(db: SummaryDb, by: GroupBy) -> list[tuple[Any, ...]]:
-    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by`."""
-    return db.summary_rows(portable(READ_TALLY, db.placeholder), [by])
+def read_tally(db: SummaryDb, by: GroupBy, keys: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+    """(key, kind, severity, approved, findings, points) rows of the kept tally of `by` (of `keys` only)."""
+    p = db.placeholder
+    if keys is None:
+        return db.summary_rows(portable(READ_TALLY, p), [by])
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), CHUNK):
+        chunk = list(keys[start : start + CHUNK])
+        out += db.summary_rows(portable(f"{READ_TALLY} AND key IN {in_list(chunk)}", p), [by, *chunk])
+    return out
+
+
+def read_scores(db: SummaryDb, by: GroupBy) -> list[tuple[str, int, int, float]]:
+    """(key, findings, unapproved, points) of every key of `by`, summed from its kept tally rows."""
+    rows = db.summary_rows(portable(READ_SCORES, db.placeholder), [by])
+    return [(k, int(n), int(unappr or 0), float(points or 0.0)) for k, n, unappr, points in rows]
+
+
+def read_totals(db: SummaryDb) -> list[tuple[Any, ...]]:
+    """(key "", kind, severity, approved, findings, points): the hosts' kept tally summed over the fleet."""
+    return [(k, kind, sev, appr, int(n), p) for k, kind, sev, appr, n, p in db.summary_rows(READ_TOTALS, [])]
 
 
 def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
@@ -265,14 +330,12 @@ def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
         keys = [k for k, _ in chunk]
         sql = portable(CENSUS_OF.format(keys=in_list(keys)), p)
         found = {r[0]: r for r in db.summary_rows(sql, [artifact_kind, *keys])}
-        with db.summary_write() as run:
-            for key, dirty in chunk:
-                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "model", key, dirty)]) != 1:
-                    continue
-                run(portable(DELETE_MODEL, p), [(key,)])
-                if key in found:
-                    run(portable(INSERT_MODEL, p), [found[key]])
-                done += 1
+        with db.summary_write() as (run, fetch):
+            claimed = claim(db, run, fetch, "model", chunk)
+            if claimed:
+                run(portable(DELETE_MODEL.format(keys=in_list(claimed)), p), [claimed])
+                run(portable(INSERT_MODEL, p), [found[k] for k in claimed if k in found])
+            done += len(claimed)
     return done
 
 
@@ -283,12 +346,12 @@ def read_census(db: SummaryDb, limit: int) -> list[tuple[Any, ...]]:
 
 # ---- usage: each host's AI services (per service and process name) and runtimes
 
-DELETE_SERVICES = "DELETE FROM service_summary WHERE host_id = ?"
+DELETE_SERVICES = "DELETE FROM service_summary WHERE host_id IN {keys}"
 INSERT_SERVICES = (
     "INSERT INTO service_summary (host_id, service, process_name, vendor, nbytes, findings, unapproved, "
     "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-DELETE_RUNTIMES = "DELETE FROM runtime_summary WHERE host_id = ?"
+DELETE_RUNTIMES = "DELETE FROM runtime_summary WHERE host_id IN {keys}"
 INSERT_RUNTIMES = (
     "INSERT INTO runtime_summary (host_id, runtime, exposed, findings, unapproved, last_seen) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -341,17 +404,14 @@ def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int
         runtimes: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
         for row in db.summary_rows(portable(RUNTIMES_OF.format(**where), p), [exposed_kind, *keys, *kinds]):
             runtimes[row[0]].append(row)
-        with db.summary_write() as run:
-            for key, dirty in chunk:
-                if run(portable(CLAIM_KEY, p), [(_MIN_NS, _MAX_NS, "usage", key, dirty)]) != 1:
-                    continue
-                run(portable(DELETE_SERVICES, p), [(key,)])
-                run(portable(DELETE_RUNTIMES, p), [(key,)])
-                if services[key]:
-                    run(portable(INSERT_SERVICES, p), services[key])
-                if runtimes[key]:
-                    run(portable(INSERT_RUNTIMES, p), runtimes[key])
-                done += 1
+        with db.summary_write() as (run, fetch):
+            claimed = claim(db, run, fetch, "usage", chunk)
+            if claimed:
+                run(portable(DELETE_SERVICES.format(keys=in_list(claimed)), p), [claimed])
+                run(portable(DELETE_RUNTIMES.format(keys=in_list(claimed)), p), [claimed])
+                run(portable(INSERT_SERVICES, p), [r for k in claimed for r in services[k]])
+                run(portable(INSERT_RUNTIMES, p), [r for k in claimed for r in runtimes[k]])
+            done += len(claimed)
     return done
 
 

@@ -8,6 +8,7 @@ Expected results are stated from the findings and the risk model, never copied f
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from typing import Any
@@ -22,7 +23,7 @@ from collector.query.documents import hosts_view
 from collector.query.findings import BadQuery, finding_filter, list_findings
 from collector.query.risk import as_of, host_risks, risk_board, user_risks
 from collector.storage.base import Store
-from collector.storage.reads import FindingFilter, SnapshotRow
+from collector.storage.reads import RARE_KINDS, FindingFilter, SnapshotRow
 
 T0 = 1_750_000_000.0
 DAY = 86400.0
@@ -125,6 +126,41 @@ class QueryContract:
         assert {(f["host_id"], f["id"]) for f in everything} == set(seen)
         times = [f["last_seen"] for f in store.findings_page(FindingFilter(), 30).findings]
         assert times == sorted(times, reverse=True)
+
+    def test_a_kind_lists_the_same_whether_rare_or_common(self, store: Store) -> None:
+        # More findings of one kind than RARE_KINDS (its listing walks the index by last_seen) and
+        # a few of another (its listing sorts them all): each page is exactly that kind's order.
+        common, rare = "AI_SERVICE_ACCESS", "MODEL_EXFILTRATION"
+        for h in range(2):
+            batch = [
+                finding(f"c{i}", kind=common, approved=i % 3 == 0, last_seen=T0 - (i * 7919 % 5000))
+                for i in range(RARE_KINDS // 2 + 50)
+            ]
+            batch += [finding(f"r{i}", kind=rare, last_seen=T0 - i // 2) for i in range(30)]
+            store.store_batch(f"host-{h}", 1, batch)
+        everything = store.findings(limit=None)
+        for kind, approved in ((common, None), (common, False), (rare, None)):
+            want = sorted(
+                (
+                    (f["last_seen"], f["host_id"], f["id"])
+                    for f in everything
+                    if f["kind"] == kind and approved in (None, f["policy"].get("approved", False))
+                ),
+                reverse=True,
+            )
+            where = FindingFilter(kinds=(int(codec.kind_value(kind)),), approved=approved)
+            got, after = [], None
+            for _ in range(3):  # the first pages, through the cursor
+                page = store.findings_page(where, 40, after)
+                got += [(f["last_seen"], f["host_id"], f["id"]) for f in page.findings]
+                after = page.next
+                if after is None:
+                    break
+            assert got == want[:120], (kind, approved)
+            if approved is None:  # Store.findings has no approval filter
+                listed = store.findings(kind=kind, limit=25)
+                assert [f["last_seen"] for f in listed] == [w[0] for w in want[:25]]
+                assert {f["kind"] for f in listed} == {kind}
 
     def test_a_cursor_is_stable_while_findings_arrive(self, store: Store) -> None:
         store_on(store, "h", *(finding(f"f{i}", last_seen=T0 + i) for i in range(6)))
@@ -504,7 +540,10 @@ class QueryContract:
         assert [r.day for r in store.risk_snapshots("fleet", "")][-1] > day
 
     def test_host_counts_from_the_tally_equal_the_stored_counts(self, store: Store) -> None:
-        store.upsert_host("h1", _hello("h1"), "p")
+        hello = _hello("h1")
+        hello.sensors.add(name="network", state=1)
+        hello.sensors.add(name="gpu", state=2, reason="no NVML")
+        store.upsert_host("h1", hello, "p")
         store_on(store, "h1", finding("a", severity="critical"), finding("b", severity="low", approved=True))
         store_on(store, "h2", finding("a", severity="low"))
         stored = {h.host_id: h for h in store.hosts()}
@@ -513,6 +552,9 @@ class QueryContract:
         assert stored["h1"].findings_by_severity == {"critical": 1, "low": 1}
         assert (bare["h1"].findings_total, bare["h1"].findings_by_severity) == (0, {})
         assert bare["h1"].hostname == stored["h1"].hostname == "h1"
+        assert len(stored["h1"].sensors) == 2
+        for host in stored.values():  # the host list's dicts: asdict's shape, nested records included
+            assert host.to_dict() == dataclasses.asdict(host)
         for view in hosts_view(store):
             host = stored[view["host_id"]]
             assert (view["findings_total"], view["findings_unapproved"], view["findings_by_severity"]) == (
