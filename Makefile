@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck proto bench binary clean
 
-# Debian packages: the agent's packet capture (scapy's BPF filters need libpcap); the PostgreSQL
+# Debian packages: the agent's packet capture (its BPF filters are compiled by libpcap); the PostgreSQL
 # server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
 # PDF report (WeasyPrint draws with pango); the report tests render PDF pages with poppler's pdftoppm;
 # the headless browser of the console's tests (Playwright drives it; it never downloads its own);

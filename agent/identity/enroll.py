@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
 
@@ -106,6 +104,9 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = DEFAULT_TIMEOUT) ->
             ders = _unverified_chain(tls)
     except (OSError, ssl.SSLError) as exc:
         raise EnrollError(f"cannot reach the collector's enrollment port {address}: {exc}") from None
+    from cryptography import x509  # enrollment only: see credentials.py
+    from cryptography.hazmat.primitives import serialization
+
     for der in ders:
         if _pin(der) == pin:
             cert = x509.load_der_x509_certificate(der)
@@ -148,6 +149,9 @@ def enroll(
             response = apb_grpc.EnrollServiceStub(channel).Enroll(request, timeout=timeout)
     except grpc.RpcError as exc:
         raise EnrollError(f"enrollment refused by {address}: {_rpc_error(exc)}") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if response.ca_certificate_pem and _pin(
         x509.load_pem_x509_certificate(response.ca_certificate_pem).public_bytes(serialization.Encoding.DER)
     ) != _pin(x509.load_pem_x509_certificate(ca_pem).public_bytes(serialization.Encoding.DER)):

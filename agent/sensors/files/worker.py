@@ -321,6 +321,8 @@ class Worker:
         self._scanning = False
         self.inventory.forget_stale(self._generation)
         self._save_seen()
+        if not self.first_scan_done.is_set():
+            log.info("file sensor: first inventory done: %d model files", len(self.inventory.models()))
         self.first_scan_done.set()
         # Folders of models outside any watched root: watch them (not recursively) for renames.
         for folder in sorted(self.inventory.folders()):
