@@ -96,7 +96,7 @@ class FilesSensorSection:
     files_per_second: int = 2000
     read_mib_per_second: float = 8.0  # identification reads
     hash_mib_per_second: float = 64.0
-    cpu_percent: float = 3.0  # of one core, for the sensor's worker thread (walk, identification, hashing)
+    cpu_percent: float = 2.0  # of one core, for the sensor's worker thread (walk, identification, hashing)
     settle_seconds: float = 2.0  # a file quiet this long is looked at (at once when closed, on Linux)
     rescan_interval: float = 86400.0
     max_tracked_files: int = 200_000
@@ -138,7 +138,7 @@ class WatchdogSection:
     enabled: bool = True  # false: measure and show the figures, never shed work nor restart
     cpu_percent: float = 5.0  # of one core, averaged over cpu_window
     memory_mib: int = 120  # resident memory
-    cpu_window: float = 60.0
+    cpu_window: float = 300.0  # sustained use, not a burst (a first inventory, a busy minute)
     interval: float = 5.0  # seconds between measurements
     restart_after: float = 300.0  # over a ceiling this long with all sheddable work paused: restart
     restart_backoff: float = 60.0  # the least run time before a restart; doubles per restart, up to 1 h

@@ -2,7 +2,7 @@
 
 osquery's watcher (osquery/core/watcher.cpp) lets its worker use 10 % of a core sustained and 200 MB,
 and respawns a worker over them. Umbra's goals are tighter (1 % of a core steady, 5 % during a first
-inventory, 60 MB), so its default ceilings are 5 % of a core averaged over a minute and 120 MB:
+inventory, 60 MB), so its default ceilings are 5 % of a core averaged over five minutes and 120 MB:
 above them something is wrong (a leak, a pathological directory, a flood of events), not merely busy.
 
 Over a ceiling the watchdog first gives freed memory back to the system (a garbage collection and

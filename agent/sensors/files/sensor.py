@@ -46,7 +46,7 @@ class FileSensor(Sensor):
         files_per_second: float = 2000.0,
         read_bytes_per_second: float = 8 * 2**20,
         hash_bytes_per_second: float = 64 * 2**20,
-        cpu_percent: float = 3.0,
+        cpu_percent: float = 2.0,
         settle_seconds: float = 2.0,
         rescan_interval: float = 86400.0,
         max_tracked_files: int = 200_000,

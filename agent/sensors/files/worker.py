@@ -76,7 +76,7 @@ class Budgets:
     files_per_second: float
     read_bytes_per_second: float
     hash_bytes_per_second: float
-    cpu_percent: float = 3.0
+    cpu_percent: float = 2.0
 
 
 @dataclass(frozen=True)
