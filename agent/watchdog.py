@@ -37,6 +37,9 @@ SHED_ORDER: Final = ("hashing", "inventory walk")
 #: Carried across a restart (exec keeps the environment): restarts so far, for the backoff.
 RESTARTS_ENV: Final = "UMBRA_WATCHDOG_RESTARTS"
 MAX_BACKOFF: Final = 3600.0
+#: Freed memory is handed back this often anyway: the C libraries' (gRPC, SQLite) holes in glibc's
+#: heaps are not returned by free() alone, and the resident figure would creep.
+TRIM_EVERY: Final = 300.0
 #: Back under a ceiling means under this fraction of it (no flapping at the edge).
 HYSTERESIS: Final = 0.8
 
@@ -137,7 +140,8 @@ class Watchdog:
         self._changed = self.started
         self._all_shed_since: float | None = None
         self._under_since: float | None = None
-        self._trimmed_at = -1e9
+        self._trimmed_at: float | None = None  # the first measurement's time, until a trim
+        self._urgent_at = -1e9  # the last trim for being over the memory ceiling
 
     # --- figures ------------------------------------------------------------------------------
 
@@ -172,8 +176,15 @@ class Watchdog:
         usage = self._measure()
         self._remember(usage)
         over = self._over(usage)
-        if over and usage.rss_bytes > self.ceilings.memory_bytes and usage.at - self._trimmed_at > 60:
+        if self._trimmed_at is None:
             self._trimmed_at = usage.at
+        urgent = (
+            bool(over) and usage.rss_bytes > self.ceilings.memory_bytes and usage.at - self._urgent_at > 60
+        )
+        if urgent or usage.at - self._trimmed_at > TRIM_EVERY:
+            self._trimmed_at = usage.at
+            if urgent:
+                self._urgent_at = usage.at
             self._trim()  # cheap, and sometimes enough
             usage = self._measure()
             self._remember(usage)

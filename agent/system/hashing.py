@@ -215,6 +215,7 @@ class FileStateStore:
         self._db = sqlite3.connect(str(self.path), timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes costs a re-hash
+        self._db.execute("PRAGMA cache_size=-512")  # KiB of page cache (SQLite's default: 2 MiB)
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS hashes (

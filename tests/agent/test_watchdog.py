@@ -156,3 +156,14 @@ def test_status_file_is_atomic_private_and_goes_stale(tmp_path: Path) -> None:
     assert not read_status(path).running
     path.write_text("{half")
     assert "cannot read" in read_status(path).why
+
+
+def test_freed_memory_is_handed_back_every_five_minutes_under_the_ceilings() -> None:
+    script, sensor, trims = Script(), FileLike(), []
+    dog = _dog(script, sensor, trims)
+    for _ in range(300):
+        assert dog.check() is None
+    assert trims == []
+    for _ in range(2):
+        dog.check()
+    assert trims == [1] and sensor.calls == []
