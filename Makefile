@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck proto bench binary clean
+.PHONY: setup demo test lint typecheck proto bench bench-agent binary clean
 
 # Debian packages: the agent's packet capture (its BPF filters are compiled by libpcap); the PostgreSQL
 # server the tests start themselves (initdb and pg_ctl in /usr/lib/postgresql/15/bin); the collector's
@@ -58,6 +58,10 @@ proto: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The whole agent daemon's cost on this host (as root: capture on), against its goals.
+bench-agent: setup
+	$(BIN)/python bench/bench_agent_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/dist build/work

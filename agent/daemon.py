@@ -211,7 +211,11 @@ async def run_daemon(config: AgentConfig) -> bool:
         """One watchdog check (from the sensing loop, between polls: the tracker has one thread)."""
         nonlocal restart, episodes
         was = watchdog.state
-        report = watchdog.check()
+        try:
+            report = watchdog.check()
+        except Exception:  # a watchdog bug must not stop the agent it watches
+            log.exception("watchdog check failed")
+            return []
         if report is None:
             return []
         if report.state != "active" and was == "active":

@@ -14,7 +14,11 @@ The first inventory ends at the agent's log line "first inventory done"; an agen
 it (older code) is taken to have finished once its CPU stays under 2 % of a core for 15 s.
 
     .venv/bin/python bench/bench_agent_cost.py [--files 100000] [--steady 120]
-        [--idle-processes 500] [--churn 20] [--agent PATH_TO_umbra-agent]
+        [--idle-processes 500] [--churn 20] [--traffic-mbps 1000] [--model-every 20]
+        [--agent PATH_TO_umbra-agent]
+
+The load generators share the host with the agent (on a 2-core machine, 1 Gbit/s of loopback
+TCP takes a good part of one core), so the figures are the agent's own CPU time, read from /proc.
 """
 
 from __future__ import annotations
@@ -140,10 +144,14 @@ def p99(values: list[float]) -> float:
 
 @dataclass
 class Load:
-    """Background load of the issue's bench: idle processes and a process churn."""
+    """Background load: idle processes, a process churn, non-AI loopback traffic (plain TCP that the
+    kernel's filter must drop before the agent sees it) and model files written now and then."""
 
     idle: int
     churn: float
+    traffic_mbps: float
+    model_every: float
+    downloads: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -152,6 +160,30 @@ class Load:
             self.procs.append(subprocess.Popen(["sleep", "100000"]))
         if self.churn > 0:
             threading.Thread(target=self._churn, daemon=True).start()
+        if self.traffic_mbps > 0:
+            threading.Thread(target=self._traffic, daemon=True).start()
+        if self.model_every > 0:
+            threading.Thread(target=self._models, daemon=True).start()
+
+    def _traffic(self) -> None:
+        server = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=_sink, args=(server,), daemon=True).start()
+        chunk = b"\0" * 65536
+        rate = self.traffic_mbps * 1e6 / 8
+        with socket.create_connection(server.getsockname()) as out:
+            sent, began = 0, time.monotonic()
+            while not self.stop.is_set():
+                out.sendall(chunk)
+                sent += len(chunk)
+                ahead = sent / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _models(self) -> None:
+        n = 0
+        while not self.stop.wait(self.model_every):
+            n += 1
+            make_gguf(self.downloads / f"pulled-{n}.gguf", extra_tensor=200_000 + n)
 
     def _churn(self) -> None:
         period = 1 / self.churn
@@ -165,6 +197,13 @@ class Load:
             p.wait()
 
 
+def _sink(server: socket.socket) -> None:
+    conn, _ = server.accept()
+    with conn:
+        while conn.recv(1 << 20):
+            pass
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
@@ -173,13 +212,17 @@ def main() -> int:
     parser.add_argument("--max-inventory", type=float, default=1800.0)
     parser.add_argument("--idle-processes", type=int, default=500)
     parser.add_argument("--churn", type=float, default=20.0, help="short-lived processes started per second")
+    parser.add_argument("--traffic-mbps", type=float, default=1000.0, help="non-AI loopback TCP, Mbit/s")
+    parser.add_argument("--model-every", type=float, default=20.0, help="a new model file each N s (0: none)")
     parser.add_argument("--agent", default=str(Path(sys.executable).parent / "umbra-agent"))
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("note: not root: the network sensor falls back to socket tables; run as root for capture")
 
     tmp = Path(tempfile.mkdtemp(prefix="umbra-bench-agent-"))
-    load = Load(args.idle_processes, args.churn)
+    load = Load(
+        args.idle_processes, args.churn, args.traffic_mbps, args.model_every, tmp / "home" / "Downloads"
+    )
     agent: subprocess.Popen[str] | None = None
     try:
         home = tmp / "home"
@@ -187,7 +230,7 @@ def main() -> int:
         make_home(home, args.files, args.models)
         print(f"home: {args.files} files, {args.models} models, made in {time.monotonic() - t:.0f} s")
         config = write_config(tmp, home)
-        load.start()
+        load.start()  # before the agent: its first inventory runs under the load too
         log = (tmp / "agent.log").open("w+")
         agent = subprocess.Popen(
             [args.agent, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log, text=True
@@ -249,7 +292,10 @@ def main() -> int:
                 rows,
             )
         )
-        print(f"agent: {args.agent}; load: {args.idle_processes} idle processes, {args.churn:g} starts/s")
+        print(
+            f"agent: {args.agent}; load: {args.idle_processes} idle processes, {args.churn:g} starts/s, "
+            f"{args.traffic_mbps:g} Mbit/s of loopback TCP, a model file each {args.model_every:g} s"
+        )
         print("all goals met" if verdict else "GOALS MISSED")
         return 0
     finally:
