@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_proc import wait_for
+from collector_proc import CollectorProc, wait_for
 from conftest import cli
 from umbra.v1 import finding_pb2 as fpb
 
@@ -216,3 +216,47 @@ def test_restart_is_the_last_resort_and_keeps_the_process(
     assert health.evidence[0].health.sensor == "watchdog"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_the_watchdogs_report_reaches_the_collector(
+    tmp_path: Path, daemons: list[subprocess.Popen[str]]
+) -> None:
+    """The AGENT_HEALTH finding travels like any other: spooled, streamed over mutual TLS, stored."""
+    collector = CollectorProc(tmp_path / "collector")
+    collector.start()
+    try:
+        config = _config(tmp_path, "[watchdog]\nmemory_mib = 16\ninterval = 0.5\nrestart_after = 3600.0\n")
+        # The collector this agent enrolls with replaces the unreachable address of _config.
+        config.write_text(config.read_text().replace("[collector]\naddress", "[collector]\n# address"))
+        enroll = [
+            "enroll",
+            "--config",
+            str(config),
+            "--collector",
+            collector.enroll,
+            "--token",
+            collector.token(),
+        ]
+        enrolled = subprocess.run(
+            [cli("umbra-agent"), *enroll],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
+        _run(config, daemons)
+        stored = wait_for(
+            "the watchdog's AGENT_HEALTH finding at the collector",
+            lambda: [
+                f
+                for f in collector.cli_json("findings", "--kind", "AGENT_HEALTH")
+                if any(e.get("sensor") == "watchdog" for e in f["evidence"])
+            ],
+        )
+        (finding,) = stored
+        (evidence,) = finding["evidence"]
+        assert evidence["state"] == "degraded" and "over the 16 MiB ceiling" in evidence["reason"]
+        doc = _status_json(config)
+        assert doc["connection"]["connected"] and doc["connection"]["last_ack_at"] is not None
+    finally:
+        collector.stop()
