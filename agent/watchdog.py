@@ -30,7 +30,7 @@ from typing import Final, NoReturn, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SHED_ORDER", "Ceilings", "Report", "Sheddable", "Usage", "Watchdog", "own_usage", "reexec"]
+__all__ = ["SHED_ORDER", "Ceilings", "Report", "Sheddable", "Usage", "Watchdog", "mib", "own_usage", "reexec"]
 
 #: What the watchdog sheds, costliest first.
 SHED_ORDER: Final = ("hashing", "inventory walk")
@@ -108,7 +108,8 @@ def release_memory() -> None:
     trim(0)
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
+    """Bytes as whole MiB, the way the watchdog and `status` print memory."""
     return f"{n / 2**20:.0f} MiB"
 
 
@@ -234,7 +235,7 @@ class Watchdog:
         """What is over a ceiling, with its figure; "" when nothing is."""
         c = self.ceilings
         if usage.rss_bytes > c.memory_bytes:
-            return f"resident memory {_mib(usage.rss_bytes)} over the {_mib(c.memory_bytes)} ceiling"
+            return f"resident memory {mib(usage.rss_bytes)} over the {mib(c.memory_bytes)} ceiling"
         cpu = self.cpu_percent()
         if cpu is not None and cpu > c.cpu_percent:
             return (
@@ -250,7 +251,7 @@ class Watchdog:
 
     def _figures(self, usage: Usage) -> str:
         cpu = self.cpu_percent()
-        return (f"CPU {cpu:.1f} %, " if cpu is not None else "") + f"resident memory {_mib(usage.rss_bytes)}"
+        return (f"CPU {cpu:.1f} %, " if cpu is not None else "") + f"resident memory {mib(usage.rss_bytes)}"
 
     def _shed(self, level: int, over: str, now: float) -> Report:
         self._apply(level, now)

@@ -294,14 +294,16 @@ def _status(config: AgentConfig, fmt: str) -> int:
 
 def _daemon_lines(doc: dict[str, Any] | None, why: str) -> list[str]:
     """The daemon, its own cost and its watchdog, for people."""
+    from agent.watchdog import mib
+
     if doc is None:
         return [f"daemon     not running: {why}"]
     proc, dog = doc["process"], doc["watchdog"]
     up = _ago(time.time() - float(doc["started_at"]))
     now, window = _cpu(proc["cpu_percent"]), _cpu(proc["cpu_percent_window"])
-    memory = f"{_mib(proc['rss_bytes'])} resident (peak {_mib(proc['peak_rss_bytes'])})"
+    memory = f"{mib(proc['rss_bytes'])} resident (peak {mib(proc['peak_rss_bytes'])})"
     state = "ok" if dog["state"] == "active" and not dog["shed"] else dog["state"]
-    ceilings = f"ceilings {dog['cpu_ceiling_percent']:g} % CPU, {_mib(dog['memory_ceiling_bytes'])}"
+    ceilings = f"ceilings {dog['cpu_ceiling_percent']:g} % CPU, {mib(dog['memory_ceiling_bytes'])}"
     return [
         f"daemon     running: pid {doc['pid']}, {PROG} {doc['version']}, up {up}",
         f"cost       CPU {now} of a core now, {window} over {dog['cpu_window_seconds']:.0f} s; {memory}",
@@ -334,10 +336,6 @@ def _ago(seconds: float) -> str:
 
 def _cpu(percent: float | None) -> str:
     return "-" if percent is None else f"{percent:.1f} %"
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB"
 
 
 if __name__ == "__main__":
