@@ -199,3 +199,27 @@ def test_a_followed_process_that_starts_and_stops_listening_is_seen_at_the_next_
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_listeners_from_sock_diag_match_the_proc_tables() -> None:
+    """The kernel's LISTEN-only dump names the same listeners, inode and port, as /proc/net/tcp{,6}
+    (read just after; retried, since this shared host opens and closes listeners all the time)."""
+    import socket
+
+    from agent.sensors.process.listening import _listeners
+    from agent.system.sockdiag import tcp_listeners
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        for _ in range(20):
+            dumped, printed = tcp_listeners(), _listeners("/proc")
+            if dumped == printed:
+                break
+        assert dumped is not None and dumped == printed
+        assert dumped[os.fstat(v4.fileno()).st_ino] == v4.getsockname()[1]
+        assert dumped[os.fstat(v6.fileno()).st_ino] == v6.getsockname()[1]
+        closed_inode = os.fstat(v4.fileno()).st_ino
+    assert closed_inode not in (tcp_listeners() or {})

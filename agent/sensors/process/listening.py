@@ -4,7 +4,8 @@ Asking psutil for a process's connections reads all of its descriptors and the w
 of its network namespace: on a workstation with dozens of Python processes (language servers,
 notebooks, test runs), doing that for each of them every poll was most of the agent's steady CPU.
 A process's listening sockets can only change when the host's set of listening sockets changes,
-so each poll reads that set once (the LISTEN rows of /proc/net/tcp and tcp6: inode and port) and
+so each poll reads that set once (inode and port of each listener: from the kernel's socket
+diagnostics, filtered to the LISTEN state, else the LISTEN rows of /proc/net/tcp and tcp6) and
 asks psutil again only for a process that is new, lives in another network namespace (whose
 listeners that set does not show), was last asked longer than `max_age` ago (a listener handed to
 another process keeps its inode), listened on a port whose socket closed, or holds a socket that
@@ -23,6 +24,7 @@ from typing import Final
 import psutil
 
 from agent.observations import ListeningSocket
+from agent.system.sockdiag import tcp_listeners
 
 __all__ = ["ListeningSockets", "listening_sockets"]
 
@@ -99,7 +101,11 @@ class ListeningSockets:
     def begin_poll(self) -> None:
         """Read the host's listening set; forget the answers it may have made wrong: processes
         listening on a port that closed, processes that hold a socket that started listening."""
-        listen = _listeners(self._proc) if _LINUX and self._own_netns else None
+        listen = None
+        if _LINUX and self._own_netns:
+            listen = tcp_listeners() if self._proc == "/proc" else None
+            if listen is None:  # no sock_diag (or another /proc): the text tables
+                listen = _listeners(self._proc)
         before = self._listen
         self._listen = listen
         if listen is None or before is None:
