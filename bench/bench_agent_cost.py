@@ -239,7 +239,10 @@ def main() -> int:
         done_at: float | None = None
         method = "log line"
         started = time.monotonic()
+        # An agent that writes a status file logs the end of its first inventory: wait for that line.
+        logs_done = False
         while agent.poll() is None:
+            logs_done = logs_done or (tmp / "state" / "status.json").exists()
             s = sample(agent.pid)
             if s is not None:
                 samples.append(s)
@@ -248,7 +251,7 @@ def main() -> int:
                 log.seek(0)
                 if DONE_LINE in log.read():
                     done_at = now
-                elif now - started > 30 and _quiet(samples, 15):
+                elif now - started > 30 and not logs_done and _quiet(samples, 15):
                     done_at, method = now - 15, "CPU under 2 % for 15 s"
                 elif now - started > args.max_inventory:
                     print("first inventory did not finish in time")
