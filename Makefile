@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-run demo test lint typecheck proto bench binary clean
+.PHONY: setup setup-run demo test lint typecheck proto bench bench-agent binary clean
 
 # Debian packages, in two sets. What the agent and the collector use when they run (`make demo`):
-# the agent's packet capture (scapy's BPF filters need libpcap); the collector's PDF report
+# the agent's packet capture (its BPF filters are compiled by libpcap); the collector's PDF report
 # (WeasyPrint draws with pango).
 RUN_DEB_PACKAGES := libpcap0.8 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 # What the tests use besides (`make test`): the PostgreSQL server the tests start themselves (initdb
@@ -89,6 +89,10 @@ binary: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The whole agent daemon's cost on this host (as root: capture on), against its goals.
+bench-agent: setup
+	$(BIN)/python bench/bench_agent_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/dist build/work

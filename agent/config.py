@@ -56,6 +56,7 @@ class AgentSection:
     state_dir: str = ""  # empty: /var/lib/umbra as root, ~/.local/state/umbra otherwise
     log_level: str = "info"
     log_format: str = "text"  # "json": one JSON object a line (journald, log shippers)
+    status_interval: float = 5.0  # seconds between rewrites of <state_dir>/status.json (`umbra-agent status`)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class FilesSensorSection:
     files_per_second: int = 2000
     read_mib_per_second: float = 8.0  # identification reads
     hash_mib_per_second: float = 64.0
+    cpu_percent: float = 2.0  # of one core, for the sensor's worker thread (walk, identification, hashing)
     settle_seconds: float = 2.0  # a file quiet this long is looked at (at once when closed, on Linux)
     rescan_interval: float = 86400.0
     max_tracked_files: int = 200_000
@@ -179,6 +181,19 @@ class PrivacySection:
 
 
 @dataclass(frozen=True)
+class WatchdogSection:
+    """The agent's ceilings on its own process (agent/watchdog.py); osquery's are 10 % and 200 MB."""
+
+    enabled: bool = True  # false: measure and show the figures, never shed work nor restart
+    cpu_percent: float = 5.0  # of one core, averaged over cpu_window
+    memory_mib: int = 120  # resident memory
+    cpu_window: float = 300.0  # sustained use, not a burst (a first inventory, a busy minute)
+    interval: float = 5.0  # seconds between measurements
+    restart_after: float = 300.0  # over a ceiling this long with all sheddable work paused: restart
+    restart_backoff: float = 60.0  # the least run time before a restart; doubles per restart, up to 1 h
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent: AgentSection = field(default_factory=AgentSection)
     collector: CollectorSection = field(default_factory=CollectorSection)
@@ -187,6 +202,7 @@ class AgentConfig:
     findings: FindingsSection = field(default_factory=FindingsSection)
     policy: PolicySection = field(default_factory=PolicySection)
     privacy: PrivacySection = field(default_factory=PrivacySection)
+    watchdog: WatchdogSection = field(default_factory=WatchdogSection)
 
     @property
     def state_dir(self) -> Path:
@@ -336,6 +352,8 @@ def _check(config: AgentConfig, path: str) -> None:
     files = config.sensors.files
     if min(files.files_per_second, files.read_mib_per_second, files.hash_mib_per_second) <= 0:
         problems.append("[sensors.files] files_per_second and the MiB/s budgets must be positive")
+    if not 0 < files.cpu_percent <= 100:
+        problems.append("[sensors.files] cpu_percent must be above 0 and at most 100")
     if files.settle_seconds < 0 or files.rescan_interval < 60:
         problems.append("[sensors.files] settle_seconds must not be negative, rescan_interval at least 60")
     if min(files.max_tracked_files, files.max_queued_events, files.max_models, files.max_watches) < 1:
@@ -361,6 +379,13 @@ def _check(config: AgentConfig, path: str) -> None:
         problems.append("[sensors.aitools] homes and project_dirs must be absolute")
     if not 0.0 <= config.policy.min_confidence <= 1.0:
         problems.append("[policy] min_confidence must be between 0 and 1")
+    w = config.watchdog
+    if not 0 < w.cpu_percent <= 100 or w.memory_mib < 1:
+        problems.append("[watchdog] cpu_percent must be above 0 and at most 100, memory_mib at least 1")
+    if min(w.cpu_window, w.interval, config.agent.status_interval) <= 0:
+        problems.append("[watchdog] cpu_window and interval, [agent] status_interval must be positive")
+    if w.restart_after < 0 or w.restart_backoff < 0:
+        problems.append("[watchdog] restart_after and restart_backoff must not be negative")
     if not 0.0 <= config.collector.backoff_jitter <= 1.0:
         problems.append("[collector] backoff_jitter must be between 0 and 1")
     privacy = config.privacy

@@ -7,16 +7,18 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psutil
 from umbra import codec, contract
 from umbra.private import make_private_dir, sqlite_files, tighten
 from umbra.v1 import agent_pb2 as apb
+from umbra.v1 import finding_pb2 as fpb
 
 from agent import __version__
 from agent.catalog.runtimes import load_runtime_catalog
@@ -29,6 +31,7 @@ from agent.detection.aitools import AiToolsDetector
 from agent.detection.artifacts import ArtifactDetector
 from agent.detection.finetune import FineTuningDetector
 from agent.detection.gpu import GpuUsage, GpuWorkloadDetector
+from agent.detection.health import watchdog_draft
 from agent.detection.network import NetworkDetector
 from agent.detection.runtime import RuntimeDetector
 from agent.identity.credentials import collector_address, credentials_loader, identity_path, load_identity
@@ -46,6 +49,8 @@ from agent.sensors.gpu import GpuSensor
 from agent.sensors.network.sensor import NetworkSensor
 from agent.sensors.network.socket_table import SocketTableSensor, catalog_names
 from agent.sensors.process.sensor import ProcessSensor
+from agent.status_file import process_start, remove_status, status_path, write_status
+from agent.watchdog import Ceilings, Watchdog, own_usage, restarts_so_far
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,7 @@ def build_pipeline(config: AgentConfig, tracker: FindingTracker) -> Pipeline:
                 files_per_second=files.files_per_second,
                 read_bytes_per_second=files.read_mib_per_second * 2**20,
                 hash_bytes_per_second=files.hash_mib_per_second * 2**20,
+                cpu_percent=files.cpu_percent,
                 settle_seconds=files.settle_seconds,
                 rescan_interval=files.rescan_interval,
                 max_tracked_files=files.max_tracked_files,
@@ -210,14 +216,32 @@ def _logging_only(new: AgentConfig, old: AgentConfig) -> bool:
     return replace(new, agent=agent) == old
 
 
+def watchdog_for(config: AgentConfig, pipeline: Pipeline) -> Watchdog:
+    w = config.watchdog
+    ceilings = Ceilings(
+        w.cpu_percent, w.memory_mib * 2**20, w.cpu_window, w.restart_after, w.restart_backoff, w.enabled
+    )
+    return Watchdog(ceilings, pipeline.sensors, interval=w.interval, restarts=restarts_so_far())
+
+
+@dataclass(frozen=True)
+class DaemonExit:
+    """Why `run_daemon` returned: a stop (neither set), a changed configuration (SIGHUP: the caller
+    starts the daemon again with it, in this process), or the watchdog's last resort (the caller
+    re-executes)."""
+
+    reload: AgentConfig | None = None
+    restart: bool = False
+
+
 async def run_daemon(
     config: AgentConfig,
     reload: Callable[[], AgentConfig] | None = None,
     config_file: Path | None = None,
-) -> AgentConfig | None:
-    """Run until SIGTERM/SIGINT (returns None) or until SIGHUP brings a changed configuration
-    (returns it: the caller starts the daemon again with it, in this process). `reload` reads
-    the configuration again; a file with an error is refused and the running one kept."""
+) -> DaemonExit:
+    """Run until SIGTERM/SIGINT, a SIGHUP that brings a changed configuration, or the watchdog's
+    restart. `reload` reads the configuration again; a file with an error is refused and the
+    running one kept."""
     # Signals first: a SIGTERM during start-up (sensors starting, a first scan) is a clean stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -303,6 +327,86 @@ async def run_daemon(
     )
     if identity is None:
         log.warning("%s", enroll_hint(address, config_file))
+    watchdog = watchdog_for(config, pipeline)
+    started_at = time.time()
+    restart = False
+    episodes = 0  # the watchdog's interventions in this process
+
+    def guard() -> list[fpb.Finding]:
+        """One watchdog check (from the sensing loop, between polls: the tracker has one thread)."""
+        nonlocal restart, episodes
+        was = watchdog.state
+        try:
+            report = watchdog.check()
+        except Exception:  # a watchdog bug must not stop the agent it watches
+            log.exception("watchdog check failed")
+            return []
+        if report is None:
+            return []
+        if report.state != "active" and was == "active":
+            episodes += 1
+        if report.restart:
+            restart = True
+            stop.set()
+        draft = watchdog_draft(report.state, report.reason, f"{started_at:.3f}:{episodes}")
+        finding = pipeline.judge(draft, time.time())
+        return [finding] if finding is not None else []
+
+    def status_doc() -> dict[str, Any]:
+        usage = watchdog.last or own_usage()  # before the watchdog's first check (a long first poll)
+        stats = client.stats
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "process_start": process_start(os.getpid()),
+            "started_at": started_at,
+            "interval": config.agent.status_interval,
+            "host_id": host,
+            "collector": {
+                "address": address,
+                "enrolled": identity is not None,
+                "connected": stats.connected,
+                "last_error": stats.last_error,
+                "last_ack_sequence": stats.last_ack_sequence,
+                "last_ack_at": stats.last_ack_at or None,
+                "batches_sent": stats.batches_sent,
+                "batches_acked": stats.batches_acked,
+                "reconnects": stats.reconnects,
+            },
+            "spool": {"path": str(config.spool_path), "depth": spool.depth(), "dropped": spool.dropped()},
+            "sensors": [
+                {"name": s.name, "state": s.state.value, "reason": s.reason} for s in pipeline.statuses()
+            ],
+            "process": {
+                "cpu_percent": watchdog.cpu_percent(config.agent.status_interval),
+                "cpu_percent_window": watchdog.cpu_percent(),
+                "rss_bytes": usage.rss_bytes,
+                "peak_rss_bytes": max(watchdog.peak_rss, usage.rss_bytes),
+                "threads": threading.active_count(),
+            },
+            "watchdog": {
+                "enabled": config.watchdog.enabled,
+                "state": watchdog.state,
+                "reason": watchdog.reason,
+                "shed": list(watchdog.shed_work),
+                "restarts": watchdog.restarts,
+                "cpu_ceiling_percent": config.watchdog.cpu_percent,
+                "cpu_window_seconds": config.watchdog.cpu_window,
+                "memory_ceiling_bytes": config.watchdog.memory_mib * 2**20,
+            },
+        }
+
+    status_file = status_path(state_dir)
+
+    async def keep_status() -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(write_status, status_file, status_doc())
+            except OSError as exc:
+                log.warning("cannot write %s: %s", status_file, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=config.agent.status_interval)
+
     log.info(
         "umbra-agent %s (pid %d): host %s, collector %s (%s), spool %s",
         __version__,
@@ -320,6 +424,7 @@ async def run_daemon(
         inventory_due = files is not None
         lost = 0
         spool.set_counter(CAPTURE_DROPS, lost)  # this run's, for `umbra-agent status`
+        next_check = 0.0
         while not stop.is_set():
             started = time.monotonic()
             findings = await asyncio.to_thread(pipeline.poll)
@@ -329,6 +434,9 @@ async def run_daemon(
             if capture_drops(pipeline) != lost:
                 lost = capture_drops(pipeline)
                 spool.set_counter(CAPTURE_DROPS, lost)
+            if started >= next_check:
+                next_check = started + watchdog.interval
+                findings += guard()
             if findings:
                 dropped = spool.append(findings, client.send_cursor, tracker.take_unsaved())
                 if dropped:
@@ -339,7 +447,9 @@ async def run_daemon(
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, interval - elapsed))
 
     try:
-        await asyncio.gather(sense(), client.run(stop), keep_renewed(state_dir, stop, lambda: address))
+        await asyncio.gather(
+            sense(), client.run(stop), keep_renewed(state_dir, stop, lambda: address), keep_status()
+        )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -348,5 +458,11 @@ async def run_daemon(
         pipeline.stop()
         depth = spool.depth()
         spool.close()
-        log.info("umbra-agent stopped: spool closed with %d findings waiting for the collector", depth)
-    return restart_with
+        if not restart:
+            remove_status(status_file, os.getpid())
+        log.info(
+            "umbra-agent %s: spool closed with %d findings waiting for the collector",
+            "restarting (watchdog)" if restart else "stopped",
+            depth,
+        )
+    return DaemonExit(reload=None if restart else restart_with, restart=restart)

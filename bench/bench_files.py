@@ -160,7 +160,12 @@ def make_tree(root: Path, files: int, models: int) -> list[Path]:
 def scan_once(root: Path, state: Path, models: int, throttled: bool) -> tuple[float, float, int]:
     kwargs: dict[str, float] = {}
     if not throttled:
-        kwargs = {"files_per_second": 1e9, "read_bytes_per_second": 1e12, "hash_bytes_per_second": 1e12}
+        kwargs = {
+            "files_per_second": 1e9,
+            "read_bytes_per_second": 1e12,
+            "hash_bytes_per_second": 1e12,
+            "cpu_percent": 100.0,
+        }
     sensor = FileSensor(
         state_path=state,
         homes=[],

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from umbra.durations import parse_duration
 from umbra.table import Column, render_table
@@ -246,10 +246,14 @@ def _run(config: AgentConfig, path: Path | None) -> int:
     path = config_path(path)  # /etc/umbra/agent.toml when none is given and it exists
     reload = (lambda: load_config(path)) if path is not None else None
     while True:
-        changed = asyncio.run(run_daemon(config, reload, path))
-        if changed is None:
+        outcome = asyncio.run(run_daemon(config, reload, path))
+        if outcome.restart:  # the watchdog's last resort: a fresh start, same pid
+            from agent.watchdog import reexec, restarts_so_far
+
+            reexec(restarts_so_far())
+        if outcome.reload is None:
             return 0
-        config = changed
+        config = outcome.reload
         configure_logging(config.agent.log_level, config.agent.log_format)
 
 
@@ -350,44 +354,126 @@ def _enroll(config: AgentConfig, address: str, token: str, ca_file: Path | None,
 
 
 def _status(config: AgentConfig, fmt: str) -> int:
-    from agent.daemon import CAPTURE_DROPS, build_pipeline
-    from agent.delivery.spool import Spool
+    """The running daemon's own account (its status file) when it runs; else what this host allows:
+    each sensor's capability, and the spool the daemon left."""
     from agent.identity.credentials import collector_address, load_identity
+    from agent.status_file import read_status, status_path
 
+    view = read_status(status_path(config.state_dir))
     identity = load_identity(config.state_dir)
     host = identity.host_id if identity else host_id(config.agent.host_id, config.state_dir)
-    tracker = FindingTracker(host)
-    statuses = build_pipeline(config, tracker).statuses()
-    depth: int | None = None
-    dropped: int | None = None
-    capture_lost: int | None = None  # packets the running (or last) daemon's capture lost
-    if config.spool_path.exists():
-        spool = Spool(config.spool_path)
-        depth, dropped = spool.depth(), spool.dropped()
-        capture_lost = spool.counter(CAPTURE_DROPS) if config.sensors.network.enabled else None
-        spool.close()
-    if fmt == "json":
-        doc = {
-            "host_id": tracker.host_id,
-            "sensors": [{"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses],
-            "spool": {"path": str(config.spool_path), "depth": depth, "dropped": dropped},
-            "capture": {"dropped": capture_lost},
-            "collector": collector_address(config.collector.address, identity),
-            "enrolled": identity is not None,
-        }
-        print(json.dumps(doc))
-        return 0
-    print(f"host id    {tracker.host_id}")
     address = collector_address(config.collector.address, identity)
-    print(f"collector  {address} ({'mutual TLS' if identity else 'not enrolled: plain gRPC'})")
-    spool_line = "not created yet" if depth is None else f"{depth} findings waiting, {dropped} dropped"
-    print(f"spool      {config.spool_path}: {spool_line}")
+    capture_lost: int | None = None  # packets the running (or last) daemon's capture lost
+    if config.spool_path.exists() and config.sensors.network.enabled:
+        from agent.daemon import CAPTURE_DROPS
+        from agent.delivery.spool import Spool
+
+        counted = Spool(config.spool_path)
+        capture_lost = counted.counter(CAPTURE_DROPS)
+        counted.close()
+    if view.running and view.doc is not None:
+        doc = view.doc
+        sensors = doc["sensors"]
+        spool = doc["spool"]
+        collector = doc["collector"]
+    else:
+        from agent.daemon import build_pipeline
+        from agent.delivery.spool import Spool
+
+        statuses = build_pipeline(config, FindingTracker(host)).statuses()
+        sensors = [{"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses]
+        depth: int | None = None
+        dropped: int | None = None
+        if config.spool_path.exists():
+            kept = Spool(config.spool_path)
+            depth, dropped = kept.depth(), kept.dropped()
+            kept.close()
+        spool = {"path": str(config.spool_path), "depth": depth, "dropped": dropped}
+        collector = {"address": address, "enrolled": identity is not None}
+    daemon: dict[str, object] = {"running": view.running}
+    if view.running and view.doc is not None:
+        daemon.update(
+            {k: view.doc[k] for k in ("version", "pid", "started_at", "written_at", "process", "watchdog")}
+        )
+    else:
+        daemon.update(why=view.why, last_written_at=view.doc.get("written_at") if view.doc else None)
+    if fmt == "json":
+        print(
+            json.dumps(
+                {
+                    "host_id": host,
+                    "daemon": daemon,
+                    "sensors": sensors,
+                    "spool": spool,
+                    "capture": {"dropped": capture_lost},
+                    "collector": collector["address"],
+                    "enrolled": collector["enrolled"],
+                    "connection": collector if view.running else None,
+                }
+            )
+        )
+        return 0
+    for line in _daemon_lines(view.doc if view.running else None, view.why):
+        print(line)
+    mode = "mutual TLS" if collector["enrolled"] else "not enrolled: plain gRPC"
+    print(f"host id    {host}")
+    print(f"collector  {collector['address']} ({mode})")
+    if view.running:
+        print(f"           {_link(collector)}")
+    waiting = f"{spool['depth']} findings waiting, {spool['dropped']} dropped"
+    print(f"spool      {spool['path']}: {'not created yet' if spool['depth'] is None else waiting}")
     if capture_lost is not None:
         print(f"capture    {capture_lost} packets dropped by the daemon's packet capture since it started")
     print()
     columns = [Column("SENSOR"), Column("STATE"), Column("WHY", flex=True)]
-    print(render_table(columns, [[s.name, s.state.value, s.reason] for s in statuses]))
+    print(render_table(columns, [[s["name"], s["state"], s["reason"]] for s in sensors]))
     return 0
+
+
+def _daemon_lines(doc: dict[str, Any] | None, why: str) -> list[str]:
+    """The daemon, its own cost and its watchdog, for people."""
+    from agent.watchdog import mib
+
+    if doc is None:
+        return [f"daemon     not running: {why}"]
+    proc, dog = doc["process"], doc["watchdog"]
+    up = _ago(time.time() - float(doc["started_at"]))
+    now, window = _cpu(proc["cpu_percent"]), _cpu(proc["cpu_percent_window"])
+    memory = f"{mib(proc['rss_bytes'])} resident (peak {mib(proc['peak_rss_bytes'])})"
+    state = "ok" if dog["state"] == "active" and not dog["shed"] else dog["state"]
+    ceilings = f"ceilings {dog['cpu_ceiling_percent']:g} % CPU, {mib(dog['memory_ceiling_bytes'])}"
+    return [
+        f"daemon     running: pid {doc['pid']}, {PROG} {doc['version']}, up {up}",
+        f"cost       CPU {now} of a core now, {window} over {dog['cpu_window_seconds']:.0f} s; {memory}",
+        f"watchdog   {state if dog['enabled'] else 'off'}{': ' + dog['reason'] if dog['reason'] else ''}"
+        f" ({ceilings}; {dog['restarts']} restarts)",
+    ]
+
+
+def _link(collector: dict[str, Any]) -> str:
+    link = (
+        "connected"
+        if collector["connected"]
+        else f"not connected ({collector['last_error'] or 'connecting'})"
+    )
+    acked = collector["last_ack_at"]
+    ack = (
+        f"last ack: batch {collector['last_ack_sequence']}, {_ago(time.time() - acked)} ago"
+        if acked
+        else "no ack yet"
+    )
+    return f"{link}; {ack}; {collector['batches_sent']} batches sent, {collector['reconnects']} reconnects"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _cpu(percent: float | None) -> str:
+    return "-" if percent is None else f"{percent:.1f} %"
 
 
 if __name__ == "__main__":

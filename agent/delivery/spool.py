@@ -85,6 +85,7 @@ class Spool:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA cache_size=-512")  # KiB of page cache: the agent's memory goal is 60 MB
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(finding_state)")}
             if "saved_at" not in columns:  # a spool from before states were pruned: they start afresh

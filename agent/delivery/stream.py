@@ -76,6 +76,7 @@ class StreamStats:
     batches_sent: int = 0
     batches_acked: int = 0
     last_ack_sequence: int = 0
+    last_ack_at: float = 0.0  # wall-clock time of the last Ack (0: none yet)
     last_error: str = ""
     reconnects: int = 0
     inventories_sent: int = 0
@@ -285,6 +286,7 @@ class StreamClient:
                 self._progress = time.monotonic()
                 removed = await asyncio.to_thread(self.spool.commit, sequence)
                 self.stats.last_ack_sequence = sequence
+                self.stats.last_ack_at = time.time()
                 while sent and sent[0] <= sequence:
                     sent.pop(0)
                     in_flight.release()

@@ -14,13 +14,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from umbra.private import write_private
+
+# cryptography (about 8 MiB resident) is imported by the functions that make keys and read
+# certificates, which run at enrollment and renewal; the daemon's steady state never needs it.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 IDENTITY_FILE = "identity.json"
 #: The name every collector certificate carries (collector/pki.py); agents check it whatever address
@@ -60,10 +63,14 @@ def identity_path(state_dir: Path) -> Path:
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -71,6 +78,10 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def csr_pem(key: ec.EllipticCurvePrivateKey, hostname: str) -> bytes:
     """A CSR proving the key. The subject is a hint only: the collector assigns the host id."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (hostname or "umbra-agent")[:64])])
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
@@ -80,6 +91,10 @@ def check_issued(
     cert_pem: bytes, key: ec.EllipticCurvePrivateKey, ca_pem: bytes, host_id: str
 ) -> x509.Certificate:
     """The collector's answer must be a certificate for our key, from that CA, naming `host_id`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         ca = x509.load_pem_x509_certificate(ca_pem)
@@ -104,13 +119,15 @@ def check_issued(
 def save_identity(
     state_dir: Path, host_id: str, collector: str, key: bytes, cert: bytes, ca: bytes
 ) -> Identity:
-    parsed = x509.load_pem_x509_certificate(cert)
+    not_before, not_after = _validity(cert)
     doc = {
         "host_id": host_id,
         "collector": collector,
         "key_pem": key.decode(),
         "cert_pem": cert.decode(),
         "ca_pem": ca.decode(),
+        "not_before": not_before,  # kept so that loading needs no certificate parser
+        "not_after": not_after,
         "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write_private(identity_path(state_dir), json.dumps(doc, indent=1).encode())
@@ -120,9 +137,17 @@ def save_identity(
         key,
         cert,
         ca,
-        parsed.not_valid_before_utc.timestamp(),
-        parsed.not_valid_after_utc.timestamp(),
+        not_before,
+        not_after,
     )
+
+
+def _validity(cert_pem: bytes) -> tuple[float, float]:
+    """The certificate's notBefore and notAfter (POSIX seconds)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
 
 
 def load_identity(state_dir: Path) -> Identity | None:
@@ -137,15 +162,19 @@ def load_identity(state_dir: Path) -> Identity | None:
     except ValueError as exc:
         raise IdentityError(f"{path} is damaged ({exc}); enroll again") from None
     try:
-        cert = x509.load_pem_x509_certificate(doc["cert_pem"].encode())
+        cert_pem = doc["cert_pem"].encode()
+        if isinstance(doc.get("not_before"), float) and isinstance(doc.get("not_after"), float):
+            not_before, not_after = doc["not_before"], doc["not_after"]
+        else:  # an identity saved before the validity was kept beside the certificate
+            not_before, not_after = _validity(cert_pem)
         return Identity(
             host_id=str(doc["host_id"]),
             collector=str(doc["collector"]),
             key_pem=doc["key_pem"].encode(),
-            cert_pem=doc["cert_pem"].encode(),
+            cert_pem=cert_pem,
             ca_pem=doc["ca_pem"].encode(),
-            not_before=cert.not_valid_before_utc.timestamp(),
-            not_after=cert.not_valid_after_utc.timestamp(),
+            not_before=not_before,
+            not_after=not_after,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise IdentityError(f"{path} is damaged ({type(exc).__name__}: {exc}); enroll again") from None

@@ -31,14 +31,14 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from umbra.v1 import agent_pb2 as apb
 from umbra.v1 import agent_pb2_grpc as apb_grpc
+
+if TYPE_CHECKING:  # cryptography is imported where enrollment needs it (see credentials.py)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.identity.credentials import (
     TLS_CHANNEL_OPTIONS,
@@ -123,6 +123,9 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = DEFAULT_TIMEOUT) ->
         ) from None
     if wants_certificate:
         raise _stream_port(address)
+    from cryptography import x509  # enrollment only: see credentials.py
+    from cryptography.hazmat.primitives import serialization
+
     for der in ders:
         if _pin(der) == pin:
             cert = x509.load_der_x509_certificate(der)
@@ -197,6 +200,9 @@ def _join(host: str, port: int) -> str:
 
 def _kept_key(state_dir: Path) -> ec.EllipticCurvePrivateKey | None:
     """The key of the identity saved in `state_dir`, if there is a usable one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         identity = load_identity(state_dir)
     except IdentityError:
@@ -238,6 +244,9 @@ def enroll(
             response = apb_grpc.EnrollServiceStub(channel).Enroll(request, timeout=timeout)
     except grpc.RpcError as exc:
         raise _enroll_refused(address, exc) from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if response.ca_certificate_pem and _pin(
         x509.load_pem_x509_certificate(response.ca_certificate_pem).public_bytes(serialization.Encoding.DER)
     ) != _pin(x509.load_pem_x509_certificate(ca_pem).public_bytes(serialization.Encoding.DER)):

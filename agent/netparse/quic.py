@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from agent.netparse.aes import ecb_block, gcm_decrypt
 from agent.netparse.tls import CLIENT_HELLO, ClientHello, parse_client_hello
 
 __all__ = [
@@ -111,13 +112,14 @@ def _is_gquic(version: int) -> bool:
 
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    # cryptography is imported where QUIC needs it: most captures and scans never decrypt.
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
+    """TLS 1.3's HKDF-Expand-Label with SHA-256 (RFC 8446 §7.1, RFC 5869 §2.3), with the stdlib's HMAC."""
     full = b"tls13 " + label
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
-    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
+    out, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.digest(secret, block + info + bytes([counter]), hashlib.sha256)
+        out += block
+    return out[:length]
 
 
 _KEY_CACHE: OrderedDict[tuple[int, bytes], InitialKeys | None] = OrderedDict()
@@ -256,15 +258,10 @@ def _one_packet(
 
 
 def _decrypt(data: bytes, start: int, pn_offset: int, end: int, keys: InitialKeys) -> bytes | None:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     sample = data[pn_offset + 4 : pn_offset + 20]
     if len(sample) < 16:
         return None
-    encryptor = Cipher(algorithms.AES(keys.hp), modes.ECB()).encryptor()
-    mask = encryptor.update(sample) + encryptor.finalize()
+    mask = ecb_block(keys.hp, sample)
     first = data[start] ^ (mask[0] & 0x0F)
     pn_len = (first & 0x03) + 1
     if pn_offset + pn_len + 16 > end:
@@ -275,10 +272,7 @@ def _decrypt(data: bytes, start: int, pn_offset: int, end: int, keys: InitialKey
     header = bytes([first]) + data[start + 1 : pn_offset] + pn_bytes
     pn = int.from_bytes(pn_bytes, "big")
     nonce = (int.from_bytes(keys.iv, "big") ^ pn).to_bytes(12, "big")
-    try:
-        return AESGCM(keys.key).decrypt(nonce, data[pn_offset + pn_len : end], header)
-    except (InvalidTag, ValueError):
-        return None
+    return gcm_decrypt(keys.key, nonce, data[pn_offset + pn_len : end], header)
 
 
 def _crypto_frames(plain: bytes, gquic: bool) -> tuple[tuple[int, bytes], ...] | None:

@@ -331,3 +331,57 @@ def _closed(data: bytes) -> list[ClosedSocket]:
                 out.append(ClosedSocket(src, msg.sport, dst, msg.dport, msg.cookie, msg.tcp_bytes))
         at += (size + 3) & ~3
     return out
+
+
+NLM_F_DUMP: Final = 0x300
+NLMSG_DONE: Final = 3
+TCP_LISTEN: Final = 10  # the kernel's TCP state number
+_MAX_RECVS: Final = 10_000
+
+
+def tcp_listeners() -> dict[int, int] | None:
+    """Inode -> local port of every listening TCP socket (IPv4 and IPv6) in this network namespace,
+    from one dump per family that the kernel filters to the LISTEN state: a few listeners to read,
+    where /proc/net/tcp prints every socket of the host. None without sock_diag."""
+    if not hasattr(socket, "AF_NETLINK"):
+        return None
+    found: dict[int, int] = {}
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+            sock.bind((0, 0))
+            sock.settimeout(1.0)
+            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+                body = (
+                    _REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN)
+                    + _SOCKID.pack(0, 0, bytes(16), bytes(16))
+                    + _SOCKID_TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE)
+                )
+                flags = NLM_F_REQUEST | NLM_F_DUMP
+                sock.send(
+                    _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, flags, seq, 0) + body
+                )
+                if not _read_dump(sock, seq, found):
+                    return None
+    except OSError:
+        return None
+    return found
+
+
+def _read_dump(sock: socket.socket, seq: int, found: dict[int, int]) -> bool:
+    """Collect one dump's sockets into `found`; False when it fails or does not end."""
+    for _ in range(_MAX_RECVS):
+        data = sock.recv(65536)
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind, _flags, got_seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+            if length < _NLMSGHDR.size or kind == NLMSG_ERROR:
+                return False
+            if got_seq == seq:
+                if kind == NLMSG_DONE:
+                    return True
+                if kind == SOCK_DIAG_BY_FAMILY and length >= _NLMSGHDR.size + _MSG_SIZE:
+                    at = offset + _NLMSGHDR.size + _MSG_HEAD.size
+                    sport = _SOCKID.unpack_from(data, at)[0]
+                    found[_MSG_TAIL.unpack_from(data, at + _SOCKID.size + _SOCKID_TAIL.size)[4]] = sport
+            offset += (length + 3) & ~3
+    return False

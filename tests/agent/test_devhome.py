@@ -162,6 +162,7 @@ def test_devhome_only_real_models_count(tmp_path: Path, devhome: tuple[Path, Pat
         files_per_second=200_000,
         read_bytes_per_second=512 * 2**20,
         hash_bytes_per_second=512 * 2**20,
+        cpu_percent=100.0,  # a test: as fast as the machine goes (the agent's default is 2 %)
     )
     pipeline = Pipeline([sensor], [ArtifactDetector()], Policy(), FindingTracker("devhome"))
     findings: dict[str, fpb.Finding] = {}

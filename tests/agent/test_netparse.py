@@ -166,6 +166,33 @@ def test_tls_never_raises(data: bytes) -> None:
 
 # --- QUIC ------------------------------------------------------------------------------------
 
+
+def test_quic_aes_through_libcrypto_matches_cryptography() -> None:
+    """The two AES calls QUIC needs, made in the process's own libcrypto, against `cryptography`
+    (an independent binding): same mask, same plaintext, and any altered byte fails the tag."""
+    import random
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from agent.netparse.aes import ecb_block, gcm_decrypt
+
+    rng = random.Random(7)
+    for size in (0, 1, 16, 100, 1200):
+        key, block, nonce = rng.randbytes(16), rng.randbytes(16), rng.randbytes(12)
+        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        assert ecb_block(key, block) == encryptor.update(block) + encryptor.finalize()
+        plain, aad = rng.randbytes(size), rng.randbytes(size % 40)
+        sealed = AESGCM(key).encrypt(nonce, plain, aad)
+        assert gcm_decrypt(key, nonce, sealed, aad) == plain
+        for where in (0, len(sealed) - 1):
+            broken = bytearray(sealed)
+            broken[where] ^= 1
+            assert gcm_decrypt(key, nonce, bytes(broken), aad) is None
+        assert gcm_decrypt(key, nonce, sealed, aad + b"x") is None
+    assert gcm_decrypt(key, nonce, b"short", b"") is None
+
+
 RFC_DCID = bytes.fromhex("8394c8f03e515708")
 
 

@@ -162,8 +162,16 @@ def test_captures_sni_on_loopback_behind_the_kernel_filter(tmp_path: Path) -> No
         sensor.stop()
 
 
-def test_filter_compiles_with_libpcap() -> None:
-    from scapy.arch.common import compile_filter
+def test_filter_compiles_with_libpcap_as_scapy_compiles_it() -> None:
+    """Our ctypes call into libpcap yields the very program scapy's compiler path does (an
+    independent caller of the same library), and a broken expression is a clear error."""
+    from scapy.arch.common import compile_filter as scapy_compile
 
-    program = compile_filter(BPF_FILTER, linktype=1)
-    assert program.bf_len > 20
+    from agent.sensors.network.bpf import FilterError, compile_filter
+
+    ours = compile_filter(BPF_FILTER, linktype=1)
+    theirs = scapy_compile(BPF_FILTER, linktype=1)
+    assert len(ours) == theirs.bf_len > 20
+    assert ours == [(i.code, i.jt, i.jf, i.k) for i in theirs.bf_insns[: theirs.bf_len]]
+    with pytest.raises(FilterError, match="bad filter"):
+        compile_filter("tcp port ninety", linktype=1)

@@ -154,3 +154,72 @@ def test_without_kernel_events_a_late_exec_is_missed_and_the_status_says_polling
     finally:
         proc.kill()
         proc.wait()
+
+
+_LATE_LISTENER = """
+import socket, sys
+print("ready", flush=True)
+sys.stdin.readline()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_followed_process_that_starts_and_stops_listening_is_seen_at_the_next_poll() -> None:
+    """Listening sockets are read again only when the host's listening set changes: a change
+    in a followed process is still seen by the very next poll, both ways."""
+    sensor = ProcessSensor(CATALOG.is_candidate, deep_interval=3600.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LATE_LISTENER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+
+        def mine() -> ProcessObservation:
+            (obs,) = [o for o in sensor.poll() if o.pid == proc.pid]  # python is always followed
+            return obs
+
+        assert mine().listening == ()
+        assert mine().listening == ()  # the cached answer
+        proc.stdin.write("listen\n")
+        proc.stdin.flush()
+        port = int(proc.stdout.readline())
+        assert mine().listening == (ListeningSocket("127.0.0.1", port, "tcp"),)
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert mine().listening == ()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_listeners_from_sock_diag_match_the_proc_tables() -> None:
+    """The kernel's LISTEN-only dump names the same listeners, inode and port, as /proc/net/tcp{,6}
+    (read just after; retried, since this shared host opens and closes listeners all the time)."""
+    import socket
+
+    from agent.sensors.process.listening import _listeners
+    from agent.system.sockdiag import tcp_listeners
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        for _ in range(20):
+            dumped, printed = tcp_listeners(), _listeners("/proc")
+            if dumped == printed:
+                break
+        assert dumped is not None and dumped == printed
+        assert dumped[os.fstat(v4.fileno()).st_ino] == v4.getsockname()[1]
+        assert dumped[os.fstat(v6.fileno()).st_ino] == v6.getsockname()[1]
+        closed_inode = os.fstat(v4.fileno()).st_ino
+    assert closed_inode not in (tcp_listeners() or {})

@@ -46,6 +46,7 @@ class FileSensor(Sensor):
         files_per_second: float = 2000.0,
         read_bytes_per_second: float = 8 * 2**20,
         hash_bytes_per_second: float = 64 * 2**20,
+        cpu_percent: float = 2.0,
         settle_seconds: float = 2.0,
         rescan_interval: float = 86400.0,
         max_tracked_files: int = 200_000,
@@ -71,7 +72,7 @@ class FileSensor(Sensor):
             places=places,
             settle_seconds=settle_seconds,
             rescan_interval=rescan_interval,
-            budgets=Budgets(files_per_second, read_bytes_per_second, hash_bytes_per_second),
+            budgets=Budgets(files_per_second, read_bytes_per_second, hash_bytes_per_second, cpu_percent),
             skip_dir_names=frozenset(skip_dir_names),
             low_priority=low_priority,
             find_writers=find_writers,
@@ -103,6 +104,13 @@ class FileSensor(Sensor):
         if not WATCHDOG:
             reasons.append("watchdog not installed: inventory by periodic scan only, no change events")
         reasons.extend(v for _, v in sorted(self._worker.problems.items()))
+        paused = [
+            w
+            for w, on in (("hashing", self._worker.shed_hashing), ("inventory walk", self._worker.shed_walk))
+            if on
+        ]
+        if paused:
+            reasons.append(f"{' and '.join(paused)} paused by the agent's watchdog")
         dropped = self._worker.events.dropped
         if dropped:
             reasons.append(f"{dropped} file events dropped (queue full)")
@@ -132,6 +140,16 @@ class FileSensor(Sensor):
         self._worker.set_policy_paths(tuple(dict.fromkeys(policy.watched_paths)))
 
     # --- what the daemon and the other sensors ask -----------------------------------------------
+
+    #: The work the agent's watchdog may shed here, costliest first (agent/watchdog.py).
+    SHEDDABLE = ("hashing", "inventory walk")
+
+    def shed(self, work: frozenset[str]) -> None:
+        """Pause the named work (hashing, the inventory walk) until it is no longer named; change
+        events are still followed. Paused work is delayed, not lost."""
+        self._worker.shed_hashing = "hashing" in work
+        self._worker.shed_walk = "inventory walk" in work
+        self._worker.wake.set()
 
     def inventory(self) -> list[ModelFileObservation]:
         """The model files on this host now (sha256 empty while not yet hashed), by path."""

@@ -78,11 +78,14 @@ class Places:
 
 @dataclass(frozen=True)
 class Budgets:
-    """The worker's three rates: files stat'ed, header bytes read, bytes hashed (per second)."""
+    """The worker's rates: files stat'ed, header bytes read, bytes hashed (per second), and the
+    share of one core its thread may use (the first inventory of a large home takes longer instead
+    of costing more: the agent's cost goal is 5 % of a core for the whole daemon)."""
 
     files_per_second: float
     read_bytes_per_second: float
     hash_bytes_per_second: float
+    cpu_percent: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ class Worker:
         self.inventory = Inventory(settings.limits.max_models)
         self.watches = Watches(self.events, settings.limits.max_watches, self.problems)
         self.hashed_bytes = 0  # read for hashing since start (a restart with the cache hashes nothing)
+        # Work the agent's watchdog has shed (agent/watchdog.py): paused, not dropped; set from the
+        # daemon's thread, read here once a loop.
+        self.shed_hashing = False
+        self.shed_walk = False
         self._lock = threading.Lock()  # the policy's paths, set from the pipeline's thread
         self._policy_paths: tuple[str, ...] = ()  # watched_paths of the policy in force
         self._roots_changed = False
@@ -168,6 +175,10 @@ class Worker:
             budgets.files_per_second, burst=max(budgets.files_per_second / 10, 64)
         )
         self._read_bucket = _byte_bucket(budgets.read_bytes_per_second)
+        # CPU seconds per second for this thread; a burst of a tenth of a second at most.
+        share = budgets.cpu_percent / 100
+        self._cpu_bucket = TokenBucket(share, burst=max(share * 2, 0.05))
+        self._cpu_mark = time.thread_time()
         self._hashes = HashQueue(_byte_bucket(budgets.hash_bytes_per_second), self._store)
         self._namer = Namer(self.hints)
         self._training_artifacts = TrainingArtifacts(self._namer.owner)
@@ -228,8 +239,12 @@ class Worker:
         if now >= self._next_settle:
             self._changes.settle_due(now)
             self._next_settle = now + 0.1
-        hashed = self._hash_step()
-        progress, finished = self._walker.step()
+        spent = time.thread_time()
+        self._cpu_bucket.take(spent - self._cpu_mark)
+        self._cpu_mark = spent
+        in_budget = self._cpu_bucket.wait_time() <= 0
+        hashed = in_budget and not self.shed_hashing and self._hash_step()
+        progress, finished = self._walker.step() if in_budget and not self.shed_walk else (False, False)
         if finished and self._scanning:
             self._finish_scan()
         if not self._walker.busy and now >= self._next_scan:
@@ -240,9 +255,11 @@ class Worker:
         if hashed or progress:
             return  # progress: go on (the steps themselves stop when a budget is spent)
         waits = []
-        if self._hashes.busy:
+        if not in_budget:
+            waits.append(self._cpu_bucket.wait_time())
+        if self._hashes.busy and not self.shed_hashing:
             waits.append(self._hashes.wait_time())
-        if self._walker.busy:
+        if self._walker.busy and not self.shed_walk:
             waits.append(self._walker.wait_time())
         wait = min([w for w in waits if w > 0] or [1.0])
         if self._changes:
@@ -330,6 +347,8 @@ class Worker:
         self._scanning = False
         self.inventory.forget_stale(self._generation)
         self._save_seen()
+        if not self.first_scan_done.is_set():
+            log.info("file sensor: first inventory done: %d model files", len(self.inventory.models()))
         self.first_scan_done.set()
         # Folders of models, watched (not recursively) for renames; one inside a recursive watch
         # gets no watch of its own (Watches never nests them).

@@ -1,7 +1,7 @@
 """Network sensor: host names of the flows this machine opens, from a kernel-filtered capture.
 
-A Linux AF_PACKET socket (scapy's `L2ListenSocket`, read as raw frames: no scapy dissection per
-packet) carries a classic BPF program compiled by libpcap, so traffic that names no host never
+A Linux AF_PACKET socket, read as raw frames, carries a classic BPF program compiled by libpcap
+(`bpf.py`: through ctypes, no scapy in the daemon), so traffic that names no host never
 reaches Python: DNS (port 53, UDP and TCP), TCP segments whose payload starts a TLS handshake
 record holding a ClientHello (any port, so STARTTLS and odd ports too), QUIC long-header
 packets on UDP 443, and plain-HTTP requests on port 80. Once a flow is named after a watched
@@ -38,7 +38,6 @@ the sensor still runs, filtering in Python (degraded: every packet costs Python 
 
 from __future__ import annotations
 
-import ctypes.util
 import logging
 import platform
 import select
@@ -54,6 +53,7 @@ from agent.netparse import http, tls
 from agent.netparse.frames import LINKTYPE_ETHERNET, TCP, decode
 from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus, SensorThread
+from agent.sensors.network.bpf import FilterError, attach_filter, libpcap_present
 from agent.sensors.network.flows import FlowAnalyzer, NetworkObservation
 from agent.sensors.network.kernel_counts import KernelCounts, kernel_countable
 from agent.sensors.network.owners import FlowOwners
@@ -144,7 +144,7 @@ class NetworkSensor(Sensor):
             )
         if self._error:
             return SensorStatus(self.name, SensorState.DEGRADED, self._error)
-        if ctypes.util.find_library("pcap") is None:
+        if not libpcap_present():
             return SensorStatus(
                 self.name, SensorState.DEGRADED, "libpcap missing: no kernel BPF filter, filtering in Python"
             )
@@ -320,15 +320,9 @@ class NetworkSensor(Sensor):
     def _attach(self, expression: str) -> bool:
         """Compile with libpcap and attach to the socket; False when that is not possible."""
         try:
-            from scapy.arch.common import compile_filter
-            from scapy.data import SO_ATTACH_FILTER
-            from scapy.libs.structures import sock_fprog
-
-            program = compile_filter(expression, linktype=LINKTYPE_ETHERNET)
-            fprog = sock_fprog(program.bf_len, program.bf_insns)
-            self._socket.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            attach_filter(self._socket.ins, expression, LINKTYPE_ETHERNET)
             return True
-        except Exception as exc:  # scapy raises its own exception types; any failure means no filter
+        except FilterError as exc:
             log.warning("network sensor: BPF filter not attached: %s", exc)
             return False
 

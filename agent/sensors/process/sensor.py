@@ -3,7 +3,8 @@
 Cost is what matters on a workstation: each poll lists PIDs (one directory read) and inspects
 only PIDs it has not seen before, with one cheap pre-filter (the runtime catalog's
 `is_candidate`). Only candidates are followed on every poll (sockets, liveness), and only
-they pay for user-name lookups and socket tables. Processes a few seconds old are looked at
+they pay for user-name lookups and socket tables (read again only when the host's listening
+sockets change: listening.py). Processes a few seconds old are looked at
 once more on the next poll, because a shell or launcher that `exec`s a runtime keeps
 its PID but changes its name. An exec later than that is caught by the kernel's exec events
 (agent/system/proc_connector.py, Linux as root): the PID is looked at again.
@@ -20,9 +21,10 @@ from dataclasses import replace
 import psutil
 
 from agent.catalog.cmdline import is_python, norm
-from agent.observations import ListeningSocket, ProcessObservation
+from agent.observations import ProcessObservation
 from agent.sensors.base import Sensor, SensorCapabilities, SensorState, SensorStatus
 from agent.sensors.process.facts import DeepFacts, process_cwd, process_identity, process_user
+from agent.sensors.process.listening import ListeningSockets
 from agent.system import procfs
 from agent.system.privileges import CAP_SYS_PTRACE, has_capability
 from agent.system.proc_connector import ProcConnector
@@ -64,6 +66,7 @@ class ProcessSensor(Sensor):
         self._self_pid = os.getpid()
         self._want_events = exec_events and _LINUX
         self._events = ProcConnector()
+        self._listening = ListeningSockets(max_age=deep_interval)
 
     def start(self) -> None:
         if self._want_events:
@@ -101,6 +104,7 @@ class ProcessSensor(Sensor):
         for pid in self._seen - pids:
             self._followed.pop(pid, None)
             self._deep_at.pop(pid, None)
+            self._listening.forget(pid)
         recheck, self._young = self._young & pids, set()
         # A process that exec'd is a new program under an old PID: look at it again.
         for pid in self._events.drain().exec_pids & pids:
@@ -108,6 +112,7 @@ class ProcessSensor(Sensor):
             if pid in self._followed and not self._still_same_program(pid):
                 self._followed.pop(pid)
                 self._deep_at.pop(pid, None)
+                self._listening.forget(pid)
         new = pids - self._seen
         self._seen = pids
         if time.monotonic() - self._last_sweep >= self._sweep_interval:
@@ -126,8 +131,9 @@ class ProcessSensor(Sensor):
             elif pid in new and now - obs.create_time < self._young_age:
                 self._young.add(pid)
         observations = []
+        self._listening.begin_poll()
         for pid, obs in list(self._followed.items()):
-            listening = _listening_sockets(pid)
+            listening = self._listening.of(pid)
             if listening is None:  # exited since the PID list was read
                 self._followed.pop(pid, None)
                 self._deep_at.pop(pid, None)
@@ -156,19 +162,3 @@ def _rss(pid: int) -> int:
         return int(psutil.Process(pid).memory_info().rss)
     except (*_GONE, psutil.AccessDenied):
         return 0
-
-
-def _listening_sockets(pid: int) -> tuple[ListeningSocket, ...] | None:
-    """TCP listening sockets of a process; () when hidden from us, None when it is gone."""
-    try:
-        conns = psutil.Process(pid).net_connections(kind="inet")
-    except _GONE:
-        return None
-    except psutil.AccessDenied:
-        return ()
-    found = {
-        ListeningSocket(c.laddr.ip, c.laddr.port, "tcp")
-        for c in conns
-        if c.status == psutil.CONN_LISTEN and c.laddr
-    }
-    return tuple(sorted(found, key=lambda s: (s.port, s.address)))
