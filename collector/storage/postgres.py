@@ -57,7 +57,6 @@ from .base import (
     PolicyRecord,
     PreparedBatch,
     SessionRecord,
-    Store,
     StoreError,
     StoreResult,
     TokenRecord,
@@ -90,7 +89,6 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
-    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
@@ -566,7 +564,7 @@ def _rows_with(row: FindingRow, first: int, count: int) -> FindingRow:
     return (*row[:6], first, row[7], count, *row[9:])
 
 
-class PostgresStore(Store):
+class PostgresStore(summaries.KeptTallyReads):
     """`Store` over one PostgreSQL database (a `postgresql://` URL, libpq's syntax)."""
 
     def __init__(
@@ -1039,21 +1037,6 @@ class PostgresStore(Store):
                 else None
             )
         return finding_dict(host_id, *row) if row is not None else None
-
-    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
-        if self._kept_tally(by, spec):
-            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
-        return super().scores(by, spec)
-
-    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
-        if self._kept_tally(by, spec):
-            return tally_rows(summaries.read_tally(self, by, keys))
-        return super().tally_of(by, spec, keys)
-
-    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
-        if self._kept_tally("host", spec):
-            return tally_rows(summaries.read_totals(self))
-        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         sql, params = _SERVICES.format(since=_since_sql(since)), _since_params(since)

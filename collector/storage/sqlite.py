@@ -51,7 +51,6 @@ from .base import (
     PolicyRecord,
     PreparedBatch,
     SessionRecord,
-    Store,
     StoreError,
     StoreResult,
     TokenRecord,
@@ -84,7 +83,6 @@ from .reads import (
     ModelHolder,
     ModelRow,
     RuntimeRow,
-    ScoreRow,
     ScoreSpec,
     ServiceRow,
     SnapshotRow,
@@ -572,7 +570,7 @@ def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> N
     conn.executemany(summaries.MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
 
 
-class SQLiteStore(Store):
+class SQLiteStore(summaries.KeptTallyReads):
     """`Store` over one SQLite file (or `:memory:`, for tests)."""
 
     def __init__(self, path: str, *, create: bool = True, clock: Callable[[], float] = time.time) -> None:
@@ -1119,21 +1117,6 @@ class SQLiteStore(Store):
             + f" GROUP BY kind, {key}, severity, approved"
         )
         return tally_rows(self._rows(sql, params, "risk tallies"))
-
-    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
-        if self._kept_tally(by, spec):
-            return [ScoreRow(*r) for r in summaries.read_scores(self, by)]
-        return super().scores(by, spec)
-
-    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
-        if self._kept_tally(by, spec):
-            return tally_rows(summaries.read_tally(self, by, keys))
-        return super().tally_of(by, spec, keys)
-
-    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
-        if self._kept_tally("host", spec):
-            return tally_rows(summaries.read_totals(self))
-        return super().tally_totals(spec)
 
     def services(self, since: float | None = None) -> list[ServiceRow]:
         self._need_facts("AI services")

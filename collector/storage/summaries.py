@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
-from .base import PreparedBatch
-from .reads import GroupBy, ScoreSpec, in_list
+from .base import PreparedBatch, Store, tally_rows
+from .reads import GroupBy, ScoreRow, ScoreSpec, TallyRow, in_list
 
 SummaryScope = Literal["host", "user", "model", "usage"]
 
@@ -421,3 +421,26 @@ def read_services(db: SummaryDb) -> list[tuple[Any, ...]]:
 
 def read_runtimes(db: SummaryDb) -> list[tuple[Any, ...]]:
     return db.summary_rows(READ_RUNTIMES, [])
+
+
+class KeptTallyReads(Store):
+    """The reads both backends answer from the kept tally when `_kept_tally` says it serves the
+    spec (brought up to date first), else by the store's full computation."""
+
+    def _kept_tally(self, by: GroupBy, spec: ScoreSpec) -> bool:
+        raise NotImplementedError
+
+    def scores(self, by: GroupBy, spec: ScoreSpec) -> list[ScoreRow]:
+        if self._kept_tally(by, spec):
+            return [ScoreRow(*r) for r in read_scores(self, by)]  # type: ignore[arg-type]
+        return super().scores(by, spec)
+
+    def tally_of(self, by: GroupBy, spec: ScoreSpec, keys: Sequence[str]) -> list[TallyRow]:
+        if self._kept_tally(by, spec):
+            return tally_rows(read_tally(self, by, keys))  # type: ignore[arg-type]
+        return super().tally_of(by, spec, keys)
+
+    def tally_totals(self, spec: ScoreSpec) -> list[TallyRow]:
+        if self._kept_tally("host", spec):
+            return tally_rows(read_totals(self))  # type: ignore[arg-type]
+        return super().tally_totals(spec)
