@@ -617,4 +617,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-VIEWS = ("risk", "services", "runtimes", "models", "compute", "transfers", "aitools", "silent", "trend")
+VIEWS = (
+    "risk", "services", "runtimes", "models", "compute", "transfers", "aitools", "tools", "silent", "trend",
+)  # fmt: skip

@@ -56,6 +56,14 @@ def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]],
         return _named(store, [r.to_dict() for r in view(store, since)]), [
             "host", "kind", "findings", "unapproved", "bytes", "last_seen",
         ]  # fmt: skip
+    if name == "tools":
+        names = host_names(store)
+        rows = [t.to_dict() for t in activity.tools(store)]
+        for t in rows:
+            t["host_count"] = len(t["hosts"])
+            t["hosts"] = ", ".join(host_label(names, h) for h in t["hosts"])
+            t["details"] = ", ".join(t["details"])
+        return rows, ["kind", "tool", "name", "host_count", "hosts", "details"]
     if name == "silent":
         return _named(store, [s.to_dict() for s in activity.silent_hosts(store, args.silent_after)]), [
             "host", "last_seen", "silent_since",

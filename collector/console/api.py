@@ -1,8 +1,8 @@
 """The JSON API under /api (and /healthz, /metrics): the read side's views as JSON, for scripts.
 
 GET /api/fleet, /api/hosts, /api/risk, /api/findings, /api/services, /api/runtimes, /api/models,
-/api/compute, /api/transfers, /api/aitools, /api/silent, /api/trend, /api/inventory. Every route calls the
-query layer; nothing here reads the store itself, and nothing writes.
+/api/compute, /api/transfers, /api/aitools, /api/tools, /api/silent, /api/trend, /api/inventory.
+Every route calls the query layer; nothing here reads the store itself, and nothing writes.
 
 /api/findings takes host (its id or its name; an unknown one is a 400), kind (comma-separated),
 severity (comma-separated) or min_severity (that or higher), user, service, vendor, runtime, sha256,
@@ -115,6 +115,7 @@ def api_routes(
         "/api/compute": lambda q, h: [r.to_dict() for r in activity.compute(store, ago(q, "since"))],
         "/api/transfers": lambda q, h: [r.to_dict() for r in activity.transfers(store, ago(q, "since"))],
         "/api/aitools": lambda q, h: [r.to_dict() for r in activity.aitools(store, ago(q, "since"))],
+        "/api/tools": lambda q, h: [r.to_dict() for r in activity.tools(store)],
         "/api/silent": lambda q, h: [s.to_dict() for s in activity.silent_hosts(store, silent_after)],
         "/api/trend": lambda q, h: [
             r.to_dict() for r in snapshots.trend(store, scope(q), q.get("key", ""), int(limit(q, 30, "days")))

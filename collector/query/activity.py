@@ -63,6 +63,59 @@ def aitools(store: Store, since: float | None = None) -> list[ActivityRow]:
     return store.activity([int(k) for k in AITOOL_KINDS], since)
 
 
+@dataclass(frozen=True)
+class ToolRow:
+    """One AI agent, MCP server or AI extension across the fleet, and the hosts that hold it."""
+
+    kind: str  # "AI_AGENT", "MCP_SERVER", "AI_EXTENSION"
+    tool: str  # agent catalog id; MCP package, remote host or name; extension id
+    name: str
+    hosts: tuple[str, ...]  # host ids, sorted
+    details: tuple[str, ...]  # versions (agents), what it can reach (MCP), permissions (extensions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tools(store: Store) -> list[ToolRow]:
+    """Which hosts hold each AI agent, MCP server and AI extension, from every host's newest
+    inventory (one per host: the cost follows hosts and their tools, never the findings); the
+    tools on most hosts first."""
+    found: dict[tuple[str, str], tuple[str, set[str], set[str]]] = {}
+
+    def add(kind: str, tool: str, name: str, host: str, details: Sequence[str]) -> None:
+        if tool:
+            _, hosts, seen = found.setdefault((kind, tool), (name or tool, set(), set()))
+            hosts.add(host)
+            seen.update(d for d in details if d)
+
+    for inv in store.inventories():
+        for a in inv.ai_agents:
+            add(
+                "AI_AGENT",
+                a.get("agent_id", ""),
+                a.get("agent_name", ""),
+                inv.host_id,
+                [a.get("version", "")],
+            )
+        for m in inv.mcp_servers:
+            tool = m.get("package") or m.get("remote_host") or m.get("name", "")
+            add("MCP_SERVER", tool, m.get("name", ""), inv.host_id, m.get("access", []))
+        for e in inv.ai_extensions:
+            add(
+                "AI_EXTENSION",
+                e.get("extension_id", ""),
+                e.get("name", ""),
+                inv.host_id,
+                e.get("permissions", []),
+            )
+    rows = [
+        ToolRow(kind, tool, name, tuple(sorted(hosts)), tuple(sorted(details)))
+        for (kind, tool), (name, hosts, details) in found.items()
+    ]
+    return sorted(rows, key=lambda r: (-len(r.hosts), r.kind, r.tool))
+
+
 def census(store: Store, limit: int = 100, holders: int = 10) -> list[ModelRow]:
     """Distinct model weights by SHA-256; unapproved weights on several hosts come first."""
     return store.model_census(limit, holders)
