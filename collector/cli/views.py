@@ -61,8 +61,7 @@ def _rows(args: argparse.Namespace, store: Store) -> tuple[list[dict[str, Any]],
         rows = [t.to_dict() for t in activity.tools(store)]
         for t in rows:
             t["host_count"] = len(t["hosts"])
-            t["hosts"] = ", ".join(host_label(names, h) for h in t["hosts"])
-            t["details"] = ", ".join(t["details"])
+            t["hosts"] = [host_label(names, h) for h in t["hosts"]]
         return rows, ["kind", "tool", "name", "host_count", "hosts", "details"]
     if name == "silent":
         return _named(store, [s.to_dict() for s in activity.silent_hosts(store, args.silent_after)]), [
@@ -89,6 +88,8 @@ def _cell(key: str, value: Any) -> str:
         return str(value)[:16]
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):  # JSON keeps the list; a table cell joins it
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 

@@ -62,4 +62,12 @@ def test_each_tool_lists_the_hosts_that_hold_it(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)["tools"]
     claude = next(r for r in doc if r["tool"] == "claude-code")
-    assert claude["host_count"] == 3 and claude["hosts"] == "ws-one, ws-two, ws-three"
+    assert claude["details"] == ["1.0"]  # versions found
+    assert claude["host_count"] == 3 and claude["hosts"] == ["ws-one", "ws-two", "ws-three"]
+    table = subprocess.run(
+        [cli("umbra-collector"), "view", "tools", "--db", db, "--wide"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0 and "ws-one, ws-two, ws-three" in table.stdout, table.stdout
