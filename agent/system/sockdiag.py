@@ -339,13 +339,13 @@ TCP_LISTEN: Final = 10  # the kernel's TCP state number
 _MAX_RECVS: Final = 10_000
 
 
-def tcp_listeners() -> dict[int, int] | None:
-    """Inode -> local port of every listening TCP socket (IPv4 and IPv6) in this network namespace,
-    from one dump per family that the kernel filters to the LISTEN state: a few listeners to read,
-    where /proc/net/tcp prints every socket of the host. None without sock_diag."""
+def tcp_listeners() -> dict[int, tuple[str, int]] | None:
+    """Inode -> (local address, port) of every listening TCP socket (IPv4 and IPv6) in this network
+    namespace, from one dump per family that the kernel filters to the LISTEN state: a few listeners
+    to read, where /proc/net/tcp prints every socket of the host. None without sock_diag."""
     if not hasattr(socket, "AF_NETLINK"):
         return None
-    found: dict[int, int] = {}
+    found: dict[int, tuple[str, int]] = {}
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
             sock.bind((0, 0))
@@ -367,7 +367,7 @@ def tcp_listeners() -> dict[int, int] | None:
     return found
 
 
-def _read_dump(sock: socket.socket, seq: int, found: dict[int, int]) -> bool:
+def _read_dump(sock: socket.socket, seq: int, found: dict[int, tuple[str, int]]) -> bool:
     """Collect one dump's sockets into `found`; False when it fails or does not end."""
     for _ in range(_MAX_RECVS):
         data = sock.recv(65536)
@@ -380,8 +380,12 @@ def _read_dump(sock: socket.socket, seq: int, found: dict[int, int]) -> bool:
                 if kind == NLMSG_DONE:
                     return True
                 if kind == SOCK_DIAG_BY_FAMILY and length >= _NLMSGHDR.size + _MSG_SIZE:
+                    family = data[offset + _NLMSGHDR.size]  # the message's first byte
                     at = offset + _NLMSGHDR.size + _MSG_HEAD.size
-                    sport = _SOCKID.unpack_from(data, at)[0]
-                    found[_MSG_TAIL.unpack_from(data, at + _SOCKID.size + _SOCKID_TAIL.size)[4]] = sport
+                    sport, _dport, src, _dst = _SOCKID.unpack_from(data, at)
+                    inode = _MSG_TAIL.unpack_from(data, at + _SOCKID.size + _SOCKID_TAIL.size)[4]
+                    # As the socket tables print it (psutil too): an IPv4-mapped address stays IPv6.
+                    address = socket.inet_ntop(family, src[:4] if family == socket.AF_INET else src)
+                    found[inode] = (address, sport)
             offset += (length + 3) & ~3
     return False

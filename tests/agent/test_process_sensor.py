@@ -202,7 +202,7 @@ def test_a_followed_process_that_starts_and_stops_listening_is_seen_at_the_next_
 
 
 def test_listeners_from_sock_diag_match_the_proc_tables() -> None:
-    """The kernel's LISTEN-only dump names the same listeners, inode and port, as /proc/net/tcp{,6}
+    """The kernel's LISTEN-only dump names the same listeners, inode, address and port, as /proc/net/tcp{,6}
     (read just after; retried, since this shared host opens and closes listeners all the time)."""
     import socket
 
@@ -219,7 +219,30 @@ def test_listeners_from_sock_diag_match_the_proc_tables() -> None:
             if dumped == printed:
                 break
         assert dumped is not None and dumped == printed
-        assert dumped[os.fstat(v4.fileno()).st_ino] == v4.getsockname()[1]
-        assert dumped[os.fstat(v6.fileno()).st_ino] == v6.getsockname()[1]
+        assert dumped[os.fstat(v4.fileno()).st_ino] == ("127.0.0.1", v4.getsockname()[1])
+        assert dumped[os.fstat(v6.fileno()).st_ino] == ("::1", v6.getsockname()[1])
         closed_inode = os.fstat(v4.fileno()).st_ino
     assert closed_inode not in (tcp_listeners() or {})
+
+
+def test_listeners_from_descriptors_match_psutil() -> None:
+    """A process's listeners found among its descriptors (against the host's listening set) are the
+    ones psutil finds in the socket tables, IPv4 and IPv6, address and port."""
+    import socket
+
+    from agent.sensors.process.listening import ListeningSockets, listening_sockets
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, socket.socket() as idle:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        idle.bind(("127.0.0.1", 0))  # bound, not listening
+        sockets = ListeningSockets()
+        sockets.begin_poll()
+        mine = sockets.of(os.getpid())
+        assert mine == listening_sockets(os.getpid())
+        assert mine is not None
+        assert ListeningSocket("127.0.0.1", v4.getsockname()[1], "tcp") in mine
+        assert ListeningSocket("::1", v6.getsockname()[1], "tcp") in mine
+        assert all(s.port != idle.getsockname()[1] for s in mine)

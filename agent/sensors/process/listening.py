@@ -2,22 +2,25 @@
 
 Asking psutil for a process's connections reads all of its descriptors and the whole socket tables
 of its network namespace: on a workstation with dozens of Python processes (language servers,
-notebooks, test runs), doing that for each of them every poll was most of the agent's steady CPU.
-A process's listening sockets can only change when the host's set of listening sockets changes,
-so each poll reads that set once (inode and port of each listener: from the kernel's socket
-diagnostics, filtered to the LISTEN state, else the LISTEN rows of /proc/net/tcp and tcp6) and
-asks psutil again only for a process that is new, lives in another network namespace (whose
-listeners that set does not show), was last asked longer than `max_age` ago (a listener handed to
-another process keeps its inode), listened on a port whose socket closed, or holds a socket that
-started listening (its descriptors are read for that, not the socket tables). On a busy host
-listeners come and go all the time; each change costs only the processes it concerns. Elsewhere
-than Linux, every poll asks.
+notebooks, test runs), doing that for each of them every poll was most of the agent's steady CPU,
+and on a host with many sockets the tables' parsing stayed the largest part of it even when only
+the processes a change concerned were asked. So each poll reads the host's set of listening
+sockets once (inode, address and port of each listener: from the kernel's socket diagnostics,
+filtered to the LISTEN state, else the LISTEN rows of /proc/net/tcp and tcp6), and a process's
+listeners are the ones among its descriptors (`socket:[inode]` links), with no socket table read.
+The answer is kept, and read again only for a process that is new, was last read longer than
+`max_age` ago (a listener handed to another process keeps its inode), listened on a port whose
+socket closed, or holds a socket that started listening. A process in another network namespace
+(whose listeners that set does not show) is asked through psutil, as is every process elsewhere
+than Linux.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import socket
+import struct
 import time
 from typing import Final
 
@@ -49,23 +52,56 @@ def listening_sockets(pid: int) -> tuple[ListeningSocket, ...] | None:
     return tuple(sorted(found, key=lambda s: (s.port, s.address)))
 
 
-def _listeners(proc: str) -> dict[int, int] | None:
-    """Inode -> port of the listening TCP sockets in the agent's network namespace; None when
-    unreadable."""
-    found: dict[int, int] = {}
-    for table in ("tcp", "tcp6"):
+def _listeners(proc: str) -> dict[int, tuple[str, int]] | None:
+    """Inode -> (address, port) of the listening TCP sockets in the agent's network namespace;
+    None when unreadable."""
+    found: dict[int, tuple[str, int]] = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         try:
             with open(f"{proc}/net/{table}", encoding="ascii", errors="replace") as f:
                 next(f, None)  # the header
                 for line in f:
                     fields = line.split()
                     if len(fields) > 9 and fields[3] == _TCP_LISTEN:
-                        found[int(fields[9])] = int(fields[1].rpartition(":")[2], 16)
+                        address, _, port = fields[1].partition(":")
+                        found[int(fields[9])] = (_table_address(family, address), int(port, 16))
         except FileNotFoundError:  # no IPv6 here
             continue
         except (OSError, ValueError):
             return None
     return found
+
+
+def _table_address(family: int, printed: str) -> str:
+    """An address as /proc/net/tcp prints it: each 32-bit word of the network-order address as the
+    host's integer, in hex."""
+    words = [int(printed[i : i + 8], 16) for i in range(0, len(printed), 8)]
+    return socket.inet_ntop(family, struct.pack(f"={len(words)}I", *words))
+
+
+def _held(proc: str, pid: int, listen: dict[int, tuple[str, int]]) -> tuple[ListeningSocket, ...] | None:
+    """The listening sockets among `pid`'s descriptors (by inode, in the host's listening set);
+    None when it is gone, () when its descriptors are hidden from us."""
+    fd_dir = f"{proc}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ()
+    found = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            listener = listen.get(int(target[8:-1]))
+            if listener is not None:
+                found.add(ListeningSocket(listener[0], listener[1], "tcp"))
+    if not fds and not os.path.exists(f"{proc}/{pid}/exe"):  # a zombie: as good as gone
+        return None
+    return tuple(sorted(found, key=lambda s: (s.port, s.address)))
 
 
 def _holds_any(proc: str, pid: int, inodes: set[int]) -> bool:
@@ -95,7 +131,7 @@ class ListeningSockets:
         self._max_age = max_age
         self._proc = proc
         self._own_netns = _netns(proc, "self") if _LINUX else ""
-        self._listen: dict[int, int] | None = None  # inode -> port
+        self._listen: dict[int, tuple[str, int]] | None = None  # inode -> (address, port)
         self._known: dict[int, tuple[float, tuple[ListeningSocket, ...]]] = {}  # pid -> (when, sockets)
 
     def begin_poll(self) -> None:
@@ -111,7 +147,7 @@ class ListeningSockets:
         if listen is None or before is None:
             self._known.clear()
             return
-        closed = {port for inode, port in before.items() if inode not in listen}
+        closed = {port for inode, (_, port) in before.items() if inode not in listen}
         opened = {inode for inode in listen if inode not in before}
         for pid, (_, sockets) in list(self._known.items()):
             if any(s.port in closed for s in sockets) or (opened and _holds_any(self._proc, pid, opened)):
@@ -123,7 +159,10 @@ class ListeningSockets:
         known = self._known.get(pid)
         if known is not None and here and now - known[0] < self._max_age:
             return known[1]
-        sockets = listening_sockets(pid)
+        if here and self._listen is not None:  # its descriptors against the listening set
+            sockets = _held(self._proc, pid, self._listen)
+        else:
+            sockets = listening_sockets(pid)
         if sockets is None or not here or self._listen is None:
             self._known.pop(pid, None)
         else:
