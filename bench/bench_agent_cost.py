@@ -2,7 +2,8 @@
 generated large home directory, measured from outside through /proc.
 
 The daemon runs as in production (root, so capture is on; no collector answers, so it spools and
-backs off). The bench samples /proc/<pid>/stat (user + system time of all its threads) and
+backs off). The bench samples /proc/<pid>/stat (user + system time of all its threads, and of the
+children it ran and waited for: the whole process tree) and
 /proc/<pid>/status (VmRSS, VmHWM) every second and prints, against the goals of issue 15:
 - the first inventory of the home: its duration, mean and p99 CPU (% of one core, 5 s windows);
 - the steady state after it: mean and p99 CPU, wake-ups per second (context switches of all threads);
@@ -110,7 +111,9 @@ def sample(pid: int) -> Sample | None:
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+    # utime, stime (fields 14, 15), and cutime, cstime (16, 17): the children it waited for, so
+    # the whole process tree is counted (a helper the daemon or a library runs, ldconfig say).
+    cpu = sum(int(f) for f in fields[11:15]) / TICK
     kib = {k: int(v) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M)}
     return Sample(time.monotonic(), cpu, kib.get("VmRSS", 0) / 1024, kib.get("VmHWM", 0) / 1024, switches)
 
@@ -219,6 +222,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("note: not root: the network sensor falls back to socket tables; run as root for capture")
 
+    load_at_start = os.getloadavg()[0]  # the host is shared: say how busy it was
     tmp = Path(tempfile.mkdtemp(prefix="umbra-bench-agent-"))
     load = Load(
         args.idle_processes, args.churn, args.traffic_mbps, args.model_every, tmp / "home" / "Downloads"
@@ -297,7 +301,8 @@ def main() -> int:
         )
         print(
             f"agent: {args.agent}; load: {args.idle_processes} idle processes, {args.churn:g} starts/s, "
-            f"{args.traffic_mbps:g} Mbit/s of loopback TCP, a model file each {args.model_every:g} s"
+            f"{args.traffic_mbps:g} Mbit/s of loopback TCP, a model file each {args.model_every:g} s; "
+            f"host load average (1 min) {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         )
         print("all goals met" if verdict else "GOALS MISSED")
         return 0
