@@ -1,10 +1,11 @@
 """NVML, read defensively: the only module that talks to the NVIDIA driver.
 
 The NVML binding (nvidia-ml-py's `pynvml`) is imported lazily, when the GPU sensor first
-probes, so a host without it, or without a driver, costs an import attempt and nothing else
-(glances does the same). On machines without a GPU the tests build a stand-in
-`libnvidia-ml.so.1` (tests/fixtures/nvml_stub.c), so the real binding and the real error
-handling below run against it; the hardware boundary is the only thing replaced.
+probes, and only once the driver's library loads, so a host without it, or without a driver,
+costs a dlopen attempt and nothing else (glances imports lazily too). On machines without a
+GPU the tests build a stand-in `libnvidia-ml.so.1` (tests/fixtures/nvml_stub.c), so the real
+binding and the real error handling below run against it; the hardware boundary is the only
+thing replaced.
 
 Errors, as NVML defines them (`NVMLError.value` is the NVML_ERROR_* code):
 
@@ -22,13 +23,16 @@ process utilisation on a busy GPU. Reading one GPU is six to seven calls.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 NO_NVML = "no NVIDIA driver/NVML"
+NVML_SONAME = "libnvidia-ml.so.1"
 
 #: NVML error codes (nvml.h). Read from the binding when it has them; these are the fallbacks.
 _CODES = {
@@ -55,7 +59,14 @@ class NvmlUnavailable(Exception):
 
 
 def load_pynvml() -> Any:
-    """The real binding, imported only when asked for (ImportError when not installed)."""
+    """The real binding, imported only when asked for (ImportError when not installed), and on
+    Linux only once the driver's library loads: the binding is about 1 MiB of Python that a host
+    without an NVIDIA driver would keep for nothing (NvmlUnavailable, as NVML itself would say)."""
+    if sys.platform == "linux":
+        try:
+            ctypes.CDLL(NVML_SONAME)  # the name pynvml loads; kept loaded for it when present
+        except OSError:
+            raise NvmlUnavailable(f"{NO_NVML} (NVML Shared Library Not Found)") from None
     return importlib.import_module("pynvml")
 
 
