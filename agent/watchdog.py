@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -30,7 +30,18 @@ from typing import Final, NoReturn, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SHED_ORDER", "Ceilings", "Report", "Sheddable", "Usage", "Watchdog", "mib", "own_usage", "reexec"]
+__all__ = [
+    "SHED_ORDER",
+    "Ceilings",
+    "Report",
+    "Sheddable",
+    "Usage",
+    "Watchdog",
+    "mib",
+    "own_usage",
+    "reexec",
+    "tune_malloc",
+]
 
 #: What the watchdog sheds, costliest first.
 SHED_ORDER: Final = ("hashing", "inventory walk")
@@ -95,17 +106,44 @@ def _rss() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library's malloc controls, looked up once among the symbols the process has loaded
+    (ctypes.util.find_library would run ldconfig in a child process each time); None when the C
+    library is not glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+#: glibc's mallopt parameters (malloc.h) and the daemon's values for them: two arenas, not eight
+#: per core (each thread that allocates would get one, a heap of its own with its own free holes),
+#: and freed memory above 128 KiB handed back at once (fixed thresholds: glibc otherwise raises
+#: them up to 32 MiB as large blocks are freed, and keeps that much free memory resident).
+M_TRIM_THRESHOLD: Final = -1
+M_MMAP_THRESHOLD: Final = -3
+M_ARENA_MAX: Final = -8
+MALLOC_SETTINGS: Final = ((M_ARENA_MAX, 2), (M_TRIM_THRESHOLD, 128 * 1024), (M_MMAP_THRESHOLD, 128 * 1024))
+
+
+def tune_malloc() -> bool:
+    """Apply MALLOC_SETTINGS, before the daemon starts its threads; False where not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
+
+
 def release_memory() -> None:
     """Give freed memory back: collect cycles, then ask glibc to return its free pages."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def mib(n: int) -> str:

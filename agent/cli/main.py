@@ -241,6 +241,9 @@ def _run(config: AgentConfig, path: Path | None) -> int:
     # SIGHUP's default is to end the process: until the daemon handles it (and between two runs of
     # a reload), one that comes is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from agent.watchdog import tune_malloc
+
+    tune_malloc()  # before gRPC and the sensors start their threads
     from agent.daemon import run_daemon  # the daemon's imports (gRPC, TLS) only when it runs
 
     path = config_path(path)  # /etc/umbra/agent.toml when none is given and it exists
