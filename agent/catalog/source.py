@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -25,7 +24,10 @@ class CatalogError(ValueError):
 def read_catalog(packaged: str, path: Path | None = None) -> tuple[bytes, str]:
     """(bytes, label) of `path`, or of the packaged file named `packaged` when path is None."""
     if path is None:
-        resource = resources.files("agent.catalog").joinpath(packaged)
+        # Beside this module, in a wheel and in the one-file binary alike (PyInstaller places the
+        # catalogs where the package's modules would be): importlib.resources would import
+        # tempfile, shutil and zipfile into the daemon for this, most of a MiB that stays.
+        resource = Path(__file__).with_name(packaged)
         try:
             return resource.read_bytes(), str(resource)
         except OSError as exc:

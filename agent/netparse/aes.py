@@ -10,9 +10,10 @@ loaded (no OpenSSL 1.1/3 under its usual name) they fall back to `cryptography`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from typing import Any, Final
+
+from agent.system.libraries import library_names
 
 __all__ = ["ecb_block", "gcm_decrypt"]
 
@@ -24,9 +25,7 @@ _TAG: Final = 16
 @functools.cache
 def _libcrypto() -> Any:
     """libcrypto with the EVP calls typed, or None (then `cryptography` does the work)."""
-    for name in ("libcrypto.so.3", "libcrypto.so.1.1", ctypes.util.find_library("crypto")):
-        if not name:
-            continue
+    for name in library_names(("libcrypto.so.3", "libcrypto.so.1.1"), "crypto"):
         try:
             lib: Any = ctypes.CDLL(name)
             lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p

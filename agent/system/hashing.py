@@ -19,7 +19,6 @@ import array
 import bisect
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import heapq
 import os
@@ -312,7 +311,7 @@ def lower_thread_priority(nice: int = 10) -> list[str]:
         problems.append(f"ioprio_set: unknown syscall number on {platform.machine()}")
         return problems
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: the C library's
         rc = libc.syscall(number, _IOPRIO_WHO_PROCESS, tid, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT)
         if rc != 0:
             problems.append(f"ioprio_set: {os.strerror(ctypes.get_errno())}")

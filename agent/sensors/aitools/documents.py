@@ -8,14 +8,13 @@ broken file in one home must not stop the inventory of the others.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
 import tomllib
 from collections import Counter
 from typing import Any
-
-import yaml
 
 #: Reasons a file is dropped (the keys of `Reader.drops`).
 DROP_REASONS = ("unreadable", "not_regular", "too_large", "malformed", "too_deep", "budget")
@@ -86,11 +85,11 @@ class Reader:
             elif fmt == "toml":
                 doc = tomllib.loads(text)
             else:
-                doc = yaml.load(text, Loader=_SafeLoader)
+                doc = _load_yaml(text)
         except RecursionError:
             self.drop("too_deep")
             return None
-        except (ValueError, yaml.YAMLError):  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
+        except ValueError:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError, bad YAML
             self.drop("malformed")
             return None
         if depth_over(doc, self.max_depth):
@@ -99,13 +98,29 @@ class Reader:
         return doc
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """SafeLoader without aliases: a "billion laughs" document of nested aliases is refused."""
+@functools.cache
+def _yaml_loader() -> Any:
+    """PyYAML's SafeLoader without aliases: a "billion laughs" document of nested aliases is
+    refused. PyYAML is imported on the first YAML document (a host with none keeps its half MiB)."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not accepted")
-        return super().compose_node(parent, index)
+    class SafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("aliases are not accepted")
+            return super().compose_node(parent, index)
+
+    return SafeLoader
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document; ValueError when it is not valid (or uses aliases)."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"YAML: {exc}") from None
 
 
 def depth_over(doc: Any, limit: int) -> bool:

@@ -9,11 +9,12 @@ to the kernel with SO_ATTACH_FILTER, which copies it, so nothing of it needs to 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import socket
 import threading
 from typing import Final
+
+from agent.system.libraries import library_names
 
 __all__ = ["FilterError", "attach_filter", "libpcap_present"]
 
@@ -46,12 +47,13 @@ class _SockFprog(ctypes.Structure):  # struct sock_fprog
 @functools.cache
 def _libpcap() -> ctypes.CDLL | None:
     """libpcap, loaded once (find_library runs ldconfig: never on every status call)."""
-    name = ctypes.util.find_library("pcap")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
+    for name in library_names(("libpcap.so.1", "libpcap.so.0.8"), "pcap"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
         return None
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
