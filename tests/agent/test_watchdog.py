@@ -167,3 +167,41 @@ def test_freed_memory_is_handed_back_every_five_minutes_under_the_ceilings() -> 
     for _ in range(2):
         dog.check()
     assert trims == [1] and sensor.calls == []
+
+
+_FREED = """
+import sys
+from agent.watchdog import tune_malloc
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+tuned = tune_malloc() if sys.argv[1] == "tuned" else None
+big = b"x" * (8 << 20)  # freed: untuned glibc raises its mmap and trim thresholds past it
+del big
+blocks = [b"x" * (512 << 10) for _ in range(40)]  # 20 MiB in blocks under the raised threshold
+peak = rss()
+del blocks[::2]  # 10 MiB freed between blocks still in use: holes in the heap
+print(tuned, peak - rss())
+"""
+
+
+def test_tuned_malloc_hands_freed_memory_back_at_once() -> None:
+    """The daemon's malloc settings (fixed thresholds): 10 MiB of half-MiB blocks freed between
+    blocks still in use go back to the system at once; with glibc's defaults, once a large block
+    was freed, they stay resident as holes in the heap."""
+    import subprocess
+    import sys
+
+    def handed_back(mode: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _FREED, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    applied, tuned = handed_back("tuned")
+    assert applied == "True"  # glibc accepted every setting
+    assert tuned > 9 * MiB
+    _, default = handed_back("default")
+    assert default < 2 * MiB
