@@ -25,6 +25,7 @@ TCP takes a good part of one core), so the figures are the agent's own CPU time,
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -94,20 +95,20 @@ class Sample:
     cpu_seconds: float
     rss_mb: float
     hwm_mb: float
-    switches: int
+    switches: dict[int, int]  # thread id -> its context switches so far
 
 
 def sample(pid: int) -> Sample | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
-        switches = 0
+        switches = {}
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
                 text = Path(f"/proc/{pid}/task/{task}/status").read_text()
             except OSError:
                 continue  # a thread that just ended
-            switches += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", text))
+            switches[int(task)] = sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", text))
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
@@ -116,6 +117,12 @@ def sample(pid: int) -> Sample | None:
     cpu = sum(int(f) for f in fields[11:15]) / TICK
     kib = {k: int(v) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M)}
     return Sample(time.monotonic(), cpu, kib.get("VmRSS", 0) / 1024, kib.get("VmHWM", 0) / 1024, switches)
+
+
+def _new_switches(before: Sample, after: Sample) -> int:
+    """Context switches between two samples, thread by thread: a thread that ended (gRPC's, at each
+    reconnect) takes its count with it, and a new one starts from zero."""
+    return sum(n - before.switches.get(tid, 0) for tid, n in after.switches.items())
 
 
 def window_percents(samples: list[Sample]) -> list[float]:
@@ -272,7 +279,7 @@ def main() -> int:
         steady = [s for s in samples if done_at is not None and s.at >= done_at]
         peak = max((s.hwm_mb for s in samples), default=0.0)
         wakeups = (
-            (steady[-1].switches - steady[0].switches) / (steady[-1].at - steady[0].at)
+            sum(_new_switches(a, b) for a, b in itertools.pairwise(steady)) / (steady[-1].at - steady[0].at)
             if len(steady) > 1
             else 0
         )
