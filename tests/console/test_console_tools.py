@@ -60,15 +60,21 @@ def console(tmp_path: Path) -> Iterator[CollectorProc]:
     collector.stop()
 
 
+@pytest.fixture
+def viewer(console: CollectorProc) -> Client:
+    """A viewer signed in to the console."""
+    client = Client(f"http://{console.http}")
+    assert client.login("vic", PASSWORDS["viewer"]) == 303
+    return client
+
+
 def rows(page: str) -> list[str]:
     table = page.split('<table id="tools">', 1)[1].split("</table>", 1)[0]
     return [r for r in re.findall(r"<tr>\s*(.*?)</tr>", table, re.S) if "<th>" not in r]
 
 
-def test_each_tool_is_listed_with_the_hosts_that_hold_it(console: CollectorProc) -> None:
-    client = Client(f"http://{console.http}")
-    assert client.login("vic", PASSWORDS["viewer"]) == 303
-    status, _, page = client.request("/tools")
+def test_each_tool_is_listed_with_the_hosts_that_hold_it(viewer: Client) -> None:
+    status, _, page = viewer.request("/tools")
     assert status == 200
     found = rows(page)
     assert len(found) == 4
@@ -84,21 +90,17 @@ def test_each_tool_is_listed_with_the_hosts_that_hold_it(console: CollectorProc)
     assert '<span class="mono bad">filesystem</span>' in by_package[FS]
 
 
-def test_the_kind_filter_and_a_bad_kind(console: CollectorProc) -> None:
-    client = Client(f"http://{console.http}")
-    assert client.login("vic", PASSWORDS["viewer"]) == 303
-    status, _, page = client.request("/tools?kind=MCP_SERVER")
+def test_the_kind_filter_and_a_bad_kind(viewer: Client) -> None:
+    status, _, page = viewer.request("/tools?kind=MCP_SERVER")
     assert status == 200
     found = rows(page)
     assert len(found) == 2 and all("MCP_SERVER" in r for r in found)
-    status, _, page = client.request("/tools?kind=%3Cb%3E")
+    status, _, page = viewer.request("/tools?kind=%3Cb%3E")
     assert status == 400 and "No tool kind" in page and "<b>" not in page
 
 
-def test_a_hostile_extension_name_is_text(console: CollectorProc) -> None:
-    client = Client(f"http://{console.http}")
-    assert client.login("vic", PASSWORDS["viewer"]) == 303
-    status, _, page = client.request("/tools?kind=AI_EXTENSION")
+def test_a_hostile_extension_name_is_text(viewer: Client) -> None:
+    status, _, page = viewer.request("/tools?kind=AI_EXTENSION")
     assert status == 200
     (row,) = rows(page)
     assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in row
