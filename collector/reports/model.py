@@ -111,13 +111,13 @@ class Report:
     top_users: tuple[HostRisk, ...]
     controls: tuple[ControlItem, ...] = field(default=())
     host_names: dict[str, str] = field(default_factory=dict)  # host id -> name, for people to read
+    aitools: tuple[ActivityRow, ...] = ()
+    aitools_totals: tuple[KindTotal, ...] = ()
+    tools: tuple[ToolRow, ...] = ()  # each AI tool and the hosts holding it (inventories, not the window)
 
     def host(self, host_id: str) -> str:
         """How the report names a host: its name, its id when it has none (query.hosts.host_label)."""
         return host_label(self.host_names, host_id)
-    aitools: tuple[ActivityRow, ...] = ()
-    aitools_totals: tuple[KindTotal, ...] = ()
-    tools: tuple[ToolRow, ...] = ()  # each AI tool and the hosts holding it (inventories, not the window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
