@@ -1,5 +1,6 @@
-"""Summaries kept in tables: each host's and user's risk tally, each weights hash's census row, and
-each host's AI services and runtimes ("usage"),
+"""Summaries kept in tables: each host's and user's risk tally (a host's with its bytes and newest
+last_seen per kind, for the activity views), each weights hash's census row and first holders,
+each host's AI services and runtimes ("usage") and each service's fleet row ("service"),
 refreshed incrementally, so the fleet views read O(hosts) rows instead of grouping every finding.
 
 Ingest marks what a group commit touched as dirty (`summary_keys`: one upsert per host, user and
@@ -22,8 +23,9 @@ key listed there dirty and clears the column (`collect_moved`). No trigger: a tr
 findings table makes SQLite keep a statement journal for every upserted row, which tripled the
 cost of ingest.
 
-Everything here is portable SQL over the tables `summary_keys`, `risk_summary` and
-`model_summary`; a backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
+Everything here is portable SQL over the tables `summary_keys`, `risk_summary`, `model_summary`,
+`model_holder_summary`, `service_summary`, `runtime_summary` and `fleet_service_summary`; a
+backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes
 FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha256
 """
 
-#: Holders kept per weights hash: the census reads them instead of every copy's index entries
-#: (a hash on 750 hosts had a range of 750 entries in each of 120 day partitions). Asked for more,
-#: a store reads the findings. The console shows 20, reports 5, the CLI and API 10.
+#: Holders kept per weights hash: the census reads them instead of a range of every copy's index
+#: entries in each day partition (about 750 copies a hash at 10M findings, over 120 partitions).
+#: Asked for more, a store reads the findings. The console shows 20, reports 5, the CLI and API 10.
 KEPT_HOLDERS = 20
 #: The census holders of some hashes: the first KEPT_HOLDERS copies by host, path and approval
 #: (the order of the stores' holder reads). The kind is a constant: only a constant proves a
