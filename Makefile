@@ -68,10 +68,12 @@ demo: setup-run
 test: setup
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check agent collector tests bench scripts proto
+	$(BIN)/ruff format --check agent collector tests bench scripts proto
 	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/ruff check agent collector tests bench scripts proto
+	$(BIN)/ruff format --check agent collector tests bench scripts proto
 
 typecheck: setup
 	$(BIN)/mypy

@@ -10,7 +10,10 @@ of R runs) and prints the process's peak RSS: the views aggregate in SQL, so it 
 with N.
 
     .venv/bin/python bench/bench_fleet_views.py [--findings 1000000] [--hosts 1000] [--runs 3]
-        [--db FILE|postgres]
+        [--db FILE|postgres] [--keep-pg DIR]
+
+`--db postgres --keep-pg DIR` keeps the server's cluster in DIR: the first run fills it, later runs
+start the server on it again (migrations applied on open, as `serve` does) and time the same data.
 
 On PostgreSQL the fill ends with VACUUM ANALYZE (what autovacuum does to a table that stops
 changing), so the views' index-only scans find the visibility map set.
@@ -186,6 +189,17 @@ def main() -> None:
         help="an SQLite file to reuse or keep (default: a temporary one), or `postgres`: a PostgreSQL "
         "server started for the run",
     )
+    parser.add_argument(
+        "--keep-pg",
+        type=Path,
+        default=None,
+        help="with --db postgres: keep the cluster in this directory and reuse it (filled once)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="with --keep-pg: fill (when new) and refresh the kept summaries, time nothing",
+    )
     parser.add_argument("--fill-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fill_only:
@@ -196,9 +210,12 @@ def main() -> None:
         if args.db == "postgres":
             from pg_server import PostgresServer
 
-            server = PostgresServer(durable=True).start()
-            cleanup.callback(server.destroy)
-            url, fresh = server.create_database(), True
+            if args.keep_pg is None:
+                server = PostgresServer(durable=True).start()
+                cleanup.callback(server.destroy)
+                url, fresh = server.create_database(), True
+            else:
+                url, fresh = kept_postgres(cleanup, args.keep_pg)
         else:
             db = args.db or str(Path(tmp) / "views.db")
             url, fresh = f"sqlite:///{db}", not Path(db).exists()
@@ -208,8 +225,29 @@ def main() -> None:
             subprocess.run([*cmd, "--hosts", str(args.hosts)], check=True)
             took = time.perf_counter() - started
             print(f"filled {args.findings:,} findings over {args.hosts:,} hosts in {took:.0f} s")
-        store = open_store(url, create=False)
+        # A kept cluster may hold an older schema: migrate it as `serve` would on start.
+        store = open_store(url, create=args.keep_pg is not None)
+        if args.prepare_only:
+            started = time.perf_counter()
+            redone = refresh(store)
+            print(f"refreshed {redone:,} keys in {time.perf_counter() - started:.0f} s")
+            store.close()
+            return
         print_views(store, args.findings, args.runs, "postgres" if args.db == "postgres" else "sqlite")
+
+
+def kept_postgres(cleanup: contextlib.ExitStack, root: Path) -> tuple[str, bool]:
+    """The URL of the bench's database in the cluster kept in `root` (started, stopped at the end)
+    and whether it is new (to fill)."""
+    from pg_server import PostgresServer
+
+    root = root.resolve()
+    fresh = not (root / "data").exists()
+    server = PostgresServer(durable=True, root=root).start()
+    cleanup.callback(server.stop)
+    if fresh:
+        server.admin('CREATE DATABASE "views"')
+    return server.url("views"), fresh
 
 
 def print_views(store: Store, findings: int, runs: int, backend: str) -> None:

@@ -39,7 +39,11 @@ def _free_port() -> int:
 class PostgresServer:
     """One throwaway cluster. `durable=False` (tests) turns fsync off; benches keep the defaults."""
 
-    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
+    def __init__(
+        self, *, durable: bool = False, max_connections: int = 200, root: Path | None = None
+    ) -> None:
+        """`root`: a directory to keep the cluster in (created when missing, reused when it holds
+        one), for a bench that re-times views on data it filled once; default a fresh temporary one."""
         for tool in ("initdb", "pg_ctl"):
             if not (PG_BIN / tool).exists():
                 raise PostgresUnavailable(
@@ -48,7 +52,10 @@ class PostgresServer:
                 )
         self.durable = durable
         self.max_connections = max_connections
-        self.root = Path(tempfile.mkdtemp(prefix="umbra-pg-"))
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="umbra-pg-"))
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from conftest import cli
 from umbra import codec
 
+from agent.daemon import inventory
 from agent.delivery.tracker import FindingTracker
 from agent.detection.aitools import AiToolsDetector
 from agent.pipeline import Pipeline
@@ -21,6 +22,7 @@ from collector.query import activity
 from collector.query.risk import risk_board
 from collector.reports.html import to_html
 from collector.reports.model import build_report
+from collector.reports.tabular import long_rows
 from collector.storage import open_store
 
 sys.path.insert(0, str(Path(__file__).parent / "agent"))
@@ -36,7 +38,8 @@ def test_ai_tooling_findings_are_stored_scored_listed_and_reported(tmp_path: Pat
     copilot.mkdir(parents=True)
     (copilot / "package.json").write_text(json.dumps({"displayName": "GitHub Copilot", "version": "1.300.0"}))
     sensor = AiToolsSensor(homes=[str(home)], processes=False, machine_wide=False)
-    findings = Pipeline([sensor], [AiToolsDetector()], Policy(), FindingTracker("h-dev", 300)).poll()
+    pipeline = Pipeline([sensor], [AiToolsDetector()], Policy(), FindingTracker("h-dev", 300))
+    findings = pipeline.poll()
     kinds = {codec.kind_name(f.kind) for f in findings}
     assert kinds == {"MCP_SERVER", "AI_EXTENSION", "AI_AGENT"}
     with open_store(f"sqlite:///{tmp_path / 'fleet.db'}") as store:
@@ -51,8 +54,20 @@ def test_ai_tooling_findings_are_stored_scored_listed_and_reported(tmp_path: Pat
         assert any(r.endswith("unapproved MCP servers") for r in host.reasons), host.reasons
         assert any(r.endswith("unapproved AI extensions") for r in host.reasons), host.reasons
         assert any(r.endswith("unapproved AI agent") for r in host.reasons), host.reasons
-        html = to_html(build_report(store, None))
+        # the agent's Inventory (as the daemon builds it) from this host and a second one holding the same
+        held = inventory(pipeline)
+        assert held is not None
+        for host in ("h-dev", "h-ops"):
+            store.record_inventory(host, held)
+        report = build_report(store, None)
+        html = to_html(report)
     assert 'id="aitools"' in html and "MCP_SERVER" in html
+    tools = html.split('id="t-tools"', 1)[1].split("</table>", 1)[0]
+    fs = "@modelcontextprotocol/server-filesystem"
+    (row,) = [r for r in tools.split("<tr>") if fs in r]
+    assert "h-dev, h-ops" in row and "filesystem" in row
+    assert ("tools", f"MCP_SERVER:{fs}", "hosts", "2") in set(long_rows(report))
+    assert {t.kind for t in report.tools} == kinds
     db = f"sqlite:///{tmp_path / 'fleet.db'}"
     view = subprocess.run(
         [cli("umbra-collector"), "view", "aitools", "--db", db, "--format", "json"],

@@ -82,6 +82,15 @@ class StreamStats:
     inventories_sent: int = 0
 
 
+def _content(inventory: apb.Inventory) -> bytes:
+    """What an Inventory says, without when it was taken: models, runtimes and AI tooling alike
+    make a change worth sending."""
+    bare = apb.Inventory()
+    bare.CopyFrom(inventory)
+    bare.ClearField("taken_at")
+    return bare.SerializeToString(deterministic=True)
+
+
 class StreamClient:
     def __init__(
         self,
@@ -258,9 +267,7 @@ class StreamClient:
         current = self._inventory() if self._inventory is not None else None
         if current is None:
             return
-        content = apb.Inventory(runtimes=current.runtimes, models=current.models).SerializeToString(
-            deterministic=True
-        )
+        content = _content(current)
         if content != self._sent_inventory:
             outbox.put_nowait(apb.AgentMessage(inventory=current))
             self._sent_inventory = content

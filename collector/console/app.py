@@ -46,6 +46,7 @@ NAV = [
     ("/hosts", "Hosts", False),
     ("/findings", "Findings", False),
     ("/models", "Models", False),
+    ("/tools", "AI tools", False),
     ("/policy", "Policy", False),
     ("/enrollment", "Enrollment", True),
 ]

@@ -19,10 +19,10 @@ from ..query import activity, snapshots
 from ..query.admin import agents_view, policy_view, tokens_view
 from ..query.documents import hosts_view, inventories_view
 from ..query.findings import BadQuery, list_findings, one_finding
-from ..query.hosts import resolve_host
+from ..query.hosts import host_names, resolve_host
 from ..query.risk import risk_board
 from ..query.times import parse_duration
-from ..risk import mcp_access_reasons
+from ..risk import MCP_ACCESS_REASONS, mcp_access_reasons
 from ..storage.base import Store
 from . import charts
 from .api import BadRequest, findings_filter
@@ -42,6 +42,7 @@ HOST_SORTS = {
 SERVICE_KINDS = ("AI_SERVICE_ACCESS", "AI_DATA_UPLOAD")
 RUNTIME_KINDS = ("LOCAL_MODEL_RUNTIME", "MODEL_SERVER_EXPOSED")
 AITOOL_KINDS = ("AI_AGENT", "MCP_SERVER", "AI_EXTENSION")
+TOOL_HOSTS_SHOWN = 12  # hosts named in a tool's row; the rest are counted
 
 
 def _who(request: Request) -> Identity:
@@ -173,6 +174,23 @@ def page_routes(
     def models(request: Request) -> Response:
         return html(request, "models.html", title="Model census", models=activity.census(store, 200, 20))
 
+    def tools(request: Request) -> Response:
+        kind = request.query_params.get("kind", "")
+        if kind and kind not in AITOOL_KINDS:
+            return html(request, "error.html", 400, title="Bad request", message=f"No tool kind {kind!r}.")
+        rows = [r for r in activity.tools(store) if not kind or r.kind == kind]
+        return html(
+            request,
+            "tools.html",
+            title="AI tools",
+            tools=rows,
+            kind=kind,
+            kinds=AITOOL_KINDS,
+            names=host_names(store),
+            risky=MCP_ACCESS_REASONS,
+            shown=TOOL_HOSTS_SHOWN,
+        )
+
     def policy_page(request: Request, status: int = 200, error: str = "", notice: str = "") -> Response:
         return html(
             request,
@@ -270,6 +288,7 @@ def page_routes(
         ("/findings", findings, ["GET"]),
         ("/findings/{host_id}/{finding_id:path}", finding, ["GET"]),
         ("/models", models, ["GET"]),
+        ("/tools", tools, ["GET"]),
         ("/policy", policy_get, ["GET"]),
         ("/policy", policy_post, ["POST"]),
         ("/enrollment", enrollment, ["GET"]),

@@ -11,8 +11,10 @@ from typing import Any
 
 from umbra.v1 import finding_pb2
 
+from ..risk import score_spec
 from ..storage.base import HostContact, Store
-from ..storage.reads import ActivityRow, FindingFilter, ModelRow, RuntimeRow, ServiceRow
+from ..storage.reads import ActivityRow, FindingFilter, ModelRow, RuntimeRow, ScoreSpec, ServiceRow
+from .risk import as_of
 
 COMPUTE_KINDS = (finding_pb2.KIND_GPU_AI_WORKLOAD, finding_pb2.KIND_FINE_TUNING)
 TRANSFER_KINDS = (finding_pb2.KIND_MODEL_EXFILTRATION, finding_pb2.KIND_MODEL_DOWNLOAD)
@@ -48,19 +50,25 @@ def runtimes(store: Store, since: float | None = None) -> list[RuntimeRow]:
     return store.runtimes(since)
 
 
+def _kept(store: Store, since: float | None) -> ScoreSpec | None:
+    """The scoring the risk views use now: with it and no `since`, an activity view reads the hosts'
+    kept tally (one row per host, kind, severity and approval), never the findings."""
+    return score_spec(as_of(store)) if since is None else None
+
+
 def compute(store: Store, since: float | None = None) -> list[ActivityRow]:
     """GPU AI workloads and fine-tuning, per host."""
-    return store.activity([int(k) for k in COMPUTE_KINDS], since)
+    return store.activity([int(k) for k in COMPUTE_KINDS], since, _kept(store, since))
 
 
 def transfers(store: Store, since: float | None = None) -> list[ActivityRow]:
     """Model exfiltration and downloads, per host, with their bytes."""
-    return store.activity([int(k) for k in TRANSFER_KINDS], since)
+    return store.activity([int(k) for k in TRANSFER_KINDS], since, _kept(store, since))
 
 
 def aitools(store: Store, since: float | None = None) -> list[ActivityRow]:
     """AI agents, MCP servers and AI extensions, per host: which hosts hold them, how many unapproved."""
-    return store.activity([int(k) for k in AITOOL_KINDS], since)
+    return store.activity([int(k) for k in AITOOL_KINDS], since, _kept(store, since))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..query import activity, snapshots
+from ..query.activity import ToolRow
 from ..query.hosts import host_label, host_names
 from ..query.risk import as_of, risk_board
 from ..query.times import iso_seconds
@@ -110,12 +111,13 @@ class Report:
     top_users: tuple[HostRisk, ...]
     controls: tuple[ControlItem, ...] = field(default=())
     host_names: dict[str, str] = field(default_factory=dict)  # host id -> name, for people to read
+    aitools: tuple[ActivityRow, ...] = ()
+    aitools_totals: tuple[KindTotal, ...] = ()
+    tools: tuple[ToolRow, ...] = ()  # each AI tool and the hosts holding it (inventories, not the window)
 
     def host(self, host_id: str) -> str:
         """How the report names a host: its name, its id when it has none (query.hosts.host_label)."""
         return host_label(self.host_names, host_id)
-    aitools: tuple[ActivityRow, ...] = ()
-    aitools_totals: tuple[KindTotal, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +156,7 @@ def build_report(store: Store, since_seconds: float | None, now: float | None = 
         host_names=host_names(store),
         aitools=tuple(aitools),
         aitools_totals=_totals(aitools),
+        tools=tuple(activity.tools(store)),
     )
 
 

@@ -102,6 +102,10 @@ def long_rows(report: Report) -> Iterator[Row]:
         )
     yield from _activity("compute", report.compute, report.compute_totals)
     yield from _activity("aitools", report.aitools, report.aitools_totals)
+    for tool in report.tools:
+        yield from _fields(
+            "tools", f"{tool.kind}:{tool.tool}", {"hosts": len(tool.hosts), "details": ";".join(tool.details)}
+        )
     for mr in report.models:
         yield from _fields(
             "models",

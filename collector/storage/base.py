@@ -810,9 +810,12 @@ class Store(ABC):
         most hosts first, then id."""
 
     @abstractmethod
-    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+    def activity(
+        self, kinds: Sequence[int], since: float | None = None, spec: ScoreSpec | None = None
+    ) -> list[ActivityRow]:
         """Findings of `kinds` (wire values) per host and kind: count, unapproved, bytes, last seen;
-        by host id, then kind."""
+        by host id, then kind. With `spec` (the scoring of the risk views) and no `since`, a
+        backend that keeps the hosts' tally answers from it, brought up to date under `spec`."""
 
     @abstractmethod
     def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
@@ -1052,6 +1055,16 @@ def totals_of(rows: Iterable[TallyRow]) -> list[TallyRow]:
         acc[0] += r.findings
         acc[1] += r.points
     return [TallyRow("", kind, sev, appr, n, p) for (kind, sev, appr), (n, p) in sums.items()]
+
+
+def activity_rows(rows: Iterable[Sequence[Any]]) -> list[ActivityRow]:
+    """Store.activity's (host, kind, findings, unapproved, bytes, last seen ns) rows, by host id,
+    then kind."""
+    out = [
+        ActivityRow(host, codec.kind_name(kind), int(n), int(unappr or 0), int(nbytes or 0), last / 1e9)
+        for host, kind, n, unappr, nbytes, last in rows
+    ]
+    return sorted(out, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
 
 
 def model_rows(rows: Iterable[Sequence[Any]], held: Mapping[str, Sequence[ModelHolder]]) -> list[ModelRow]:

@@ -62,6 +62,7 @@ from .base import (
     TokenRecord,
     TokenRefused,
     UserRecord,
+    activity_rows,
     check_role,
     evidence_facts,
     finding_dict,
@@ -99,7 +100,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 _EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 #: Advisory lock keys (the two-int form, apart from the per-host bigint keys): "Umbr", what.
@@ -352,7 +353,46 @@ _MIGRATE_TO_5 = """
 ALTER TABLE hosts ADD COLUMN capture_drops bigint NOT NULL DEFAULT 0;
 """
 
-_MIGRATIONS = {1: _SCHEMA_1, 2: _MIGRATE_TO_2, 3: _MIGRATE_TO_3, 4: _MIGRATE_TO_4, 5: _MIGRATE_TO_5}
+# Migration 6, as SQLite's version 11: the activity views, the services view and the census'
+# holders read kept rows. A host's tally rows keep their findings' bytes and newest last_seen
+# (summaries.read_activity); each AI service keeps one fleet row (summaries.refresh_fleet_services)
+# computed from the hosts' service rows; each weights hash its first holders (KEPT_HOLDERS). Every
+# host, hash and service held is marked dirty: the first refresh computes them.
+_MIGRATE_TO_6 = """
+ALTER TABLE risk_summary ADD COLUMN nbytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE risk_summary ADD COLUMN last_seen bigint NOT NULL DEFAULT 0;
+CREATE TABLE fleet_service_summary (
+    service    text COLLATE "C" PRIMARY KEY,
+    vendor     text COLLATE "C" NOT NULL,
+    hosts      bigint NOT NULL,
+    processes  bigint NOT NULL,
+    nbytes     bigint NOT NULL,
+    findings   bigint NOT NULL,
+    unapproved bigint NOT NULL,
+    last_seen  bigint NOT NULL
+);
+CREATE TABLE model_holder_summary (
+    sha256   text COLLATE "C" NOT NULL,
+    n        integer NOT NULL,
+    host_id  text COLLATE "C" NOT NULL,
+    path     text COLLATE "C" NOT NULL,
+    approved smallint NOT NULL,
+    PRIMARY KEY (sha256, n)
+);
+UPDATE summary_keys SET dirty = dirty + 1 WHERE scope IN ('host', 'model');
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'service', service, 1 FROM service_summary GROUP BY service
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+"""
+
+_MIGRATIONS = {
+    1: _SCHEMA_1,
+    2: _MIGRATE_TO_2,
+    3: _MIGRATE_TO_3,
+    4: _MIGRATE_TO_4,
+    5: _MIGRATE_TO_5,
+    6: _MIGRATE_TO_6,
+}
 
 _FINDING_COLUMNS = (
     f"host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data, {_FACT_COLUMNS}"
@@ -498,9 +538,9 @@ FROM findings WHERE runtime <> ''{since} GROUP BY runtime ORDER BY count(DISTINC
 _CENSUS_HOLDERS = """
 SELECT sha256, host_id, path, approved FROM (
     SELECT sha256, host_id, path, approved,
-           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path) AS n
+           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path, approved) AS n
     FROM findings WHERE sha256 <> '' AND kind = {artifact} AND sha256 = ANY(%s::text[])
-) AS held WHERE n <= %s ORDER BY sha256, host_id, path
+) AS held WHERE n <= %s ORDER BY sha256, n
 """.replace("{artifact}", str(int(finding_pb2.KIND_MODEL_ARTIFACT)))
 
 _PARTITIONS = """
@@ -1059,20 +1099,20 @@ class PostgresStore(summaries.KeptTallyReads):
             for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
         ]
 
-    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+    def activity(
+        self, kinds: Sequence[int], since: float | None = None, spec: ScoreSpec | None = None
+    ) -> list[ActivityRow]:
         if not kinds:
             return []
+        if since is None and spec is not None and self._kept_tally("host", spec):
+            return activity_rows(summaries.read_activity(self, kinds))
         sql = (
             "SELECT host_id, kind, count(*), count(*) FILTER (WHERE approved = 0), sum(nbytes), "
             f"max(last_seen) FROM findings WHERE kind IN {in_list(kinds, _P)}{_since_sql(since)} "
             "GROUP BY kind, host_id"
         )
         params = [int(k) for k in kinds] + _since_params(since)
-        rows = [
-            ActivityRow(host, codec.kind_name(kind), n, int(unappr or 0), int(nbytes or 0), last / 1e9)
-            for host, kind, n, unappr, nbytes, last in self._rows(sql, params, "activity")
-        ]
-        return sorted(rows, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
+        return activity_rows(self._rows(sql, params, "activity"))
 
     def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
         if limit < 1 or holders < 0:
@@ -1082,11 +1122,14 @@ class PostgresStore(summaries.KeptTallyReads):
         if not rows:
             return []
         held: dict[str, list[ModelHolder]] = {}
-        if holders:
-            for sha, host, path, approved in self._rows(
-                _CENSUS_HOLDERS, [[r[0] for r in rows], holders], "the model census"
-            ):
-                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+        hashes = [r[0] for r in rows]
+        found = (
+            summaries.read_holders(self, hashes, holders)
+            if holders <= summaries.KEPT_HOLDERS
+            else self._rows(_CENSUS_HOLDERS, [hashes, holders], "the model census")
+        )
+        for sha, host, path, approved in found if holders else ():
+            held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
         return model_rows(rows, held)
 
     def record_risk_snapshot(self, rows: Sequence[SnapshotRow]) -> None:

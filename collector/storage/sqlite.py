@@ -56,6 +56,7 @@ from .base import (
     TokenRecord,
     TokenRefused,
     UserRecord,
+    activity_rows,
     check_role,
     evidence_facts,
     finding_dict,
@@ -94,7 +95,7 @@ from .reads import (
     seconds_to_ns,
 )
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
 _ARTIFACT = int(finding_pb2.KIND_MODEL_ARTIFACT)
 #: PRAGMA application_id marking a file as an Umbra collector database ("Umbr").
@@ -393,6 +394,38 @@ _MIGRATE_TO_10 = """
 ALTER TABLE hosts ADD COLUMN capture_drops INTEGER NOT NULL DEFAULT 0;
 """
 
+# Version 11, as PostgreSQL's migration 6: the activity views, the services view and the census'
+# holders read kept rows. A host's tally rows keep their findings' bytes and newest last_seen
+# (summaries.read_activity); each AI service keeps one fleet row (summaries.refresh_fleet_services)
+# computed from the hosts' service rows; each weights hash its first holders (KEPT_HOLDERS). Every
+# host, hash and service held is marked dirty: the first refresh computes them.
+_MIGRATE_TO_11 = """
+ALTER TABLE risk_summary ADD COLUMN nbytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE risk_summary ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS fleet_service_summary (
+    service    TEXT PRIMARY KEY,
+    vendor     TEXT NOT NULL,
+    hosts      INTEGER NOT NULL,
+    processes  INTEGER NOT NULL,
+    nbytes     INTEGER NOT NULL,
+    findings   INTEGER NOT NULL,
+    unapproved INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_holder_summary (
+    sha256   TEXT NOT NULL,
+    n        INTEGER NOT NULL,
+    host_id  TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    approved INTEGER NOT NULL,
+    PRIMARY KEY (sha256, n)
+);
+UPDATE summary_keys SET dirty = dirty + 1 WHERE scope IN ('host', 'model');
+INSERT INTO summary_keys (scope, key, dirty)
+    SELECT 'service', service, 1 FROM service_summary GROUP BY service
+    ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1;
+"""
+
 _MIGRATIONS = {
     2: _MIGRATE_TO_2,
     3: _MIGRATE_TO_3,
@@ -403,6 +436,7 @@ _MIGRATIONS = {
     8: _MIGRATE_TO_8,
     9: _MIGRATE_TO_9,
     10: _MIGRATE_TO_10,
+    11: _MIGRATE_TO_11,
 }
 
 _UPSERT_INVENTORY = """
@@ -497,7 +531,7 @@ LIMIT ?
 _CENSUS_HOLDERS = f"""
 SELECT host_id, path, approved FROM findings INDEXED BY findings_model
 WHERE sha256 = ? AND sha256 <> '' AND kind = {_ARTIFACT}
-ORDER BY host_id, path LIMIT ?
+ORDER BY host_id, path, approved LIMIT ?
 """
 
 _UPSERT_SNAPSHOT = """
@@ -1072,10 +1106,12 @@ class SQLiteStore(summaries.KeptTallyReads):
             raise StoreError(f"cannot write summaries: {exc}") from exc
 
     def _summaries(self) -> bool:
-        return self._version >= 8  # version 7 listed moved keys by triggers; 8 by `moved`
+        # Version 7 listed moved keys by triggers, 8 by `moved`; 11's tally rows have bytes and
+        # last_seen. An older file opened read-only computes from the findings.
+        return self._version >= 11
 
     def _usage(self) -> bool:
-        return self._version >= 9
+        return self._version >= 11  # 9 kept the hosts' services; 11 each service's fleet row
 
     def refresh_summaries(self, spec: ScoreSpec) -> int:
         if not self._summaries() or not spec.as_of:
@@ -1149,10 +1185,14 @@ class SQLiteStore(summaries.KeptTallyReads):
             for rt, hosts, exposed, n, unappr, last in self._rows(sql, params, "runtimes")
         ]
 
-    def activity(self, kinds: Sequence[int], since: float | None = None) -> list[ActivityRow]:
+    def activity(
+        self, kinds: Sequence[int], since: float | None = None, spec: ScoreSpec | None = None
+    ) -> list[ActivityRow]:
         if not kinds:
             return []
         self._need_facts("activity")
+        if since is None and spec is not None and self._kept_tally("host", spec):
+            return activity_rows(summaries.read_activity(self, kinds))
         params: list[Any] = [int(k) for k in kinds]
         sql = (
             "SELECT host_id, kind, count(*), sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), sum(nbytes), "
@@ -1162,11 +1202,7 @@ class SQLiteStore(summaries.KeptTallyReads):
             sql += " AND last_seen >= ?"
             params.append(seconds_to_ns(since))
         sql += " GROUP BY kind, host_id"
-        rows = [
-            ActivityRow(host, codec.kind_name(kind), n, int(unappr or 0), int(nbytes or 0), last / 1e9)
-            for host, kind, n, unappr, nbytes, last in self._rows(sql, params, "activity")
-        ]
-        return sorted(rows, key=lambda r: (r.host_id, codec.KIND_NAMES.index(r.kind)))
+        return activity_rows(self._rows(sql, params, "activity"))
 
     def model_census(self, limit: int = 100, holders: int = 10) -> list[ModelRow]:
         self._need_facts("the model census")
@@ -1182,7 +1218,10 @@ class SQLiteStore(summaries.KeptTallyReads):
             return []
         hashes = [r[0] for r in rows]
         held: dict[str, list[ModelHolder]] = {}
-        if holders:
+        if holders and self._summaries() and holders <= summaries.KEPT_HOLDERS:
+            for sha, host, path, approved in summaries.read_holders(self, hashes, holders):
+                held.setdefault(sha, []).append(ModelHolder(host, path, bool(approved)))
+        elif holders:
             # One short index range per hash (findings_model): a window over all copies of the
             # listed hashes would read every copy, and there are thousands of each at 10M findings.
             for sha in hashes:

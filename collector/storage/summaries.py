@@ -1,5 +1,6 @@
-"""Summaries kept in tables: each host's and user's risk tally, each weights hash's census row, and
-each host's AI services and runtimes ("usage"),
+"""Summaries kept in tables: each host's and user's risk tally (a host's with its bytes and newest
+last_seen per kind, for the activity views), each weights hash's census row and first holders,
+each host's AI services and runtimes ("usage") and each service's fleet row ("service"),
 refreshed incrementally, so the fleet views read O(hosts) rows instead of grouping every finding.
 
 Ingest marks what a group commit touched as dirty (`summary_keys`: one upsert per host, user and
@@ -22,8 +23,9 @@ key listed there dirty and clears the column (`collect_moved`). No trigger: a tr
 findings table makes SQLite keep a statement journal for every upserted row, which tripled the
 cost of ingest.
 
-Everything here is portable SQL over the tables `summary_keys`, `risk_summary` and
-`model_summary`; a backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
+Everything here is portable SQL over the tables `summary_keys`, `risk_summary`, `model_summary`,
+`model_holder_summary`, `service_summary`, `runtime_summary` and `fleet_service_summary`; a
+backend supplies the tables, a placeholder and two primitives (`SummaryDb`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, Literal, Protocol
 from .base import PreparedBatch, Store, tally_rows
 from .reads import GroupBy, ScoreRow, ScoreSpec, TallyRow, in_list
 
-SummaryScope = Literal["host", "user", "model", "usage"]
+SummaryScope = Literal["host", "user", "model", "usage", "service"]
 
 _MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
 #: Keys per recompute statement: short IN lists, well under every backend's parameter limit.
@@ -58,8 +60,8 @@ CLAIM_KEY = (
 )
 DELETE_TALLY = "DELETE FROM risk_summary WHERE scope = ? AND key IN {keys}"
 INSERT_TALLY = (
-    "INSERT INTO risk_summary (scope, key, kind, severity, approved, findings, points) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO risk_summary (scope, key, kind, severity, approved, findings, points, nbytes, last_seen) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 READ_TALLY = "SELECT key, kind, severity, approved, findings, points FROM risk_summary WHERE scope = ?"
 #: The kept tally summed per key (Store.scores), and over every host per kind, severity and approval
@@ -87,6 +89,29 @@ SELECT sha256, max(model_format), max(model_arch), max(model_params), max(nbytes
        count(DISTINCT CASE WHEN approved = 0 THEN host_id END), count(*), max(last_seen)
 FROM findings WHERE sha256 <> '' AND kind = ? AND sha256 IN {keys} GROUP BY sha256
 """
+
+#: Holders kept per weights hash: the census reads them instead of a range of every copy's index
+#: entries in each day partition (about 750 copies a hash at 10M findings, over 120 partitions).
+#: Asked for more, a store reads the findings. The console shows 20, reports 5, the CLI and API 10.
+KEPT_HOLDERS = 20
+#: The census holders of some hashes: the first KEPT_HOLDERS copies by host, path and approval
+#: (the order of the stores' holder reads). The kind is a constant: only a constant proves a
+#: partial index's predicate on PostgreSQL.
+HOLDERS_OF = """
+SELECT sha256, n, host_id, path, approved FROM (
+    SELECT sha256, host_id, path, approved,
+           row_number() OVER (PARTITION BY sha256 ORDER BY host_id, path, approved) AS n
+    FROM findings WHERE sha256 <> '' AND kind = {artifact} AND sha256 IN {keys}
+) AS held WHERE n <= ?
+"""
+DELETE_HOLDERS = "DELETE FROM model_holder_summary WHERE sha256 IN {keys}"
+INSERT_HOLDERS = (
+    "INSERT INTO model_holder_summary (sha256, n, host_id, path, approved) VALUES (?, ?, ?, ?, ?)"
+)
+READ_HOLDERS = (
+    "SELECT sha256, host_id, path, approved FROM model_holder_summary "
+    "WHERE sha256 IN {keys} AND n <= ? ORDER BY sha256, n"
+)
 
 
 #: The rows with moved keys (a partial index keeps this a short range), and the compare-and-clear.
@@ -230,7 +255,10 @@ def tally_sql(
     """The tally of some hosts (or users): per key, kind, severity and approval the count and points,
     then per age bound the oldest last_seen at or above it and the newest below it (unapproved only).
 
-    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly."""
+    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly.
+    A host's rows also sum the bytes and keep the newest last_seen (the activity views read them:
+    `read_activity`); a user's have 0 there, so the user index, which has no bytes, still serves
+    them alone."""
     p = placeholder
     points, params = spec.points_sql(p)
     edges = []
@@ -241,11 +269,13 @@ def tally_sql(
     if by == "host":
         column, where = "host_id", f"host_id IN {in_list(keys, p)} AND kind IN {in_list(kinds, p)}"
         params += [*keys, *kinds]
+        activity = "sum(nbytes), max(last_seen)"
     else:
         column, where = "user_name", f"user_name <> '' AND user_name IN {in_list(keys, p)}"
         params += list(keys)
+        activity = "0, 0"
     sql = (
-        f"SELECT {column}, kind, severity, approved, count(*), sum({points}), {', '.join(edges)} "
+        f"SELECT {column}, kind, severity, approved, count(*), sum({points}), {activity}, {', '.join(edges)} "
         f"FROM findings WHERE {where} GROUP BY kind, {column}, severity, approved"
     )
     return sql, params
@@ -279,8 +309,9 @@ def refresh_tally(db: SummaryDb, by: GroupBy, spec: ScoreSpec, kinds: Sequence[i
         rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
         windows = {k: [_MIN_NS, _MAX_NS] for k in keys}
         weights = dict(spec.weights)
-        for key, kind, severity, approved, n, points, *edges in db.summary_rows(sql, params):
-            rows[key].append((by, key, kind, severity, approved, n, float(points or 0.0)))
+        for key, kind, severity, approved, n, points, nbytes, last, *edges in db.summary_rows(sql, params):
+            row = (by, key, kind, severity, approved, n, float(points or 0.0), int(nbytes or 0), int(last))
+            rows[key].append(row)
             if not approved and weights.get(severity, 0.0):
                 _window(spec, edges, windows[key])
         bounded = {
@@ -330,18 +361,57 @@ def refresh_models(db: SummaryDb, artifact_kind: int) -> int:
         keys = [k for k, _ in chunk]
         sql = portable(CENSUS_OF.format(keys=in_list(keys)), p)
         found = {r[0]: r for r in db.summary_rows(sql, [artifact_kind, *keys])}
+        sql = portable(HOLDERS_OF.format(keys=in_list(keys), artifact=int(artifact_kind)), p)
+        held: dict[str, list[tuple[Any, ...]]] = {}
+        for row in db.summary_rows(sql, [*keys, KEPT_HOLDERS]):
+            held.setdefault(row[0], []).append(row)
         with db.summary_write() as (run, fetch):
             claimed = claim(db, run, fetch, "model", chunk)
             if claimed:
                 run(portable(DELETE_MODEL.format(keys=in_list(claimed)), p), [claimed])
                 run(portable(INSERT_MODEL, p), [found[k] for k in claimed if k in found])
+                run(portable(DELETE_HOLDERS.format(keys=in_list(claimed)), p), [claimed])
+                run(portable(INSERT_HOLDERS, p), [r for k in claimed for r in held.get(k, ())])
             done += len(claimed)
     return done
+
+
+#: Findings of some kinds per host and kind (Store.activity) from the hosts' kept tally; the first
+#: parameter is the scope ("host"), the kinds follow.
+READ_ACTIVITY = """
+SELECT key, kind, sum(findings), sum(CASE WHEN approved = 0 THEN findings ELSE 0 END), sum(nbytes),
+       max(last_seen)
+FROM risk_summary WHERE scope = ? AND kind IN {kinds} GROUP BY key, kind
+"""
+
+
+def read_activity(db: SummaryDb, kinds: Sequence[int]) -> list[tuple[str, int, int, int, int, int]]:
+    """(host, kind, findings, unapproved, bytes, newest last_seen) of `kinds` from the hosts' kept
+    tally (brought up to date by the caller): one row per host, kind, severity and approval to
+    fold, never the findings."""
+    sql = portable(READ_ACTIVITY.format(kinds=in_list(kinds)), db.placeholder)
+    return [
+        (host, int(kind), int(n), int(unappr or 0), int(nbytes or 0), int(last))
+        for host, kind, n, unappr, nbytes, last in db.summary_rows(sql, ["host", *kinds])
+    ]
 
 
 def read_census(db: SummaryDb, limit: int) -> list[tuple[Any, ...]]:
     """The kept census rows, the ones unapproved on most hosts first, then most hosts, then hash."""
     return db.summary_rows(portable(READ_CENSUS, db.placeholder), [limit])
+
+
+def read_holders(db: SummaryDb, hashes: Sequence[str], holders: int) -> list[tuple[str, str, str, int]]:
+    """(sha256, host, path, approved): the first `holders` (at most KEPT_HOLDERS) kept holders of
+    each hash, in CENSUS_HOLDERS' order."""
+    out: list[tuple[str, str, str, int]] = []
+    for start in range(0, len(hashes), CHUNK):
+        chunk = list(hashes[start : start + CHUNK])
+        sql = portable(READ_HOLDERS.format(keys=in_list(chunk)), db.placeholder)
+        out += [
+            (sha, host, path, int(appr)) for sha, host, path, appr in db.summary_rows(sql, [*chunk, holders])
+        ]
+    return out
 
 
 # ---- usage: each host's AI services (per service and process name) and runtimes
@@ -370,12 +440,23 @@ SELECT host_id, runtime, max(CASE WHEN kind = ? THEN 1 ELSE 0 END), count(*),
 FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND runtime <> ''
 GROUP BY host_id, runtime
 """
-#: The fleet's views over the kept rows, in the order of Store.services and Store.runtimes.
-READ_SERVICES = """
+#: The services some hosts' kept rows name (their old rows, before a refresh replaces them).
+SERVICES_HELD = "SELECT DISTINCT service FROM service_summary WHERE host_id IN {keys}"
+#: Some services' fleet rows from the hosts' kept rows (one index range per service).
+FLEET_SERVICES_OF = """
 SELECT service, max(vendor), count(DISTINCT host_id), count(DISTINCT process_name), sum(nbytes),
        sum(findings), sum(unapproved), max(last_seen)
-FROM service_summary GROUP BY service
-ORDER BY sum(unapproved) DESC, count(DISTINCT host_id) DESC, service
+FROM service_summary WHERE service IN {keys} GROUP BY service
+"""
+DELETE_FLEET_SERVICES = "DELETE FROM fleet_service_summary WHERE service IN {keys}"
+INSERT_FLEET_SERVICES = (
+    "INSERT INTO fleet_service_summary (service, vendor, hosts, processes, nbytes, findings, unapproved, "
+    "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: The fleet's views over the kept rows, in the order of Store.services and Store.runtimes.
+READ_SERVICES = """
+SELECT service, vendor, hosts, processes, nbytes, findings, unapproved, last_seen
+FROM fleet_service_summary ORDER BY unapproved DESC, hosts DESC, service
 """
 READ_RUNTIMES = """
 SELECT runtime, count(*), sum(exposed), sum(findings), sum(unapproved), max(last_seen)
@@ -389,7 +470,9 @@ USAGE_CHUNK = 100
 
 
 def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int:
-    """Recompute the service and runtime rows of every dirty host; returns how many hosts."""
+    """Recompute the service and runtime rows of every dirty host, then the fleet row of every
+    service they held before or hold now (`refresh_fleet_services`); returns how many hosts and
+    services were recomputed."""
     p = db.placeholder
     collect_moved(db)
     stale = db.summary_rows(portable(STALE_KEYS, p), ["usage", 0, 0])
@@ -407,10 +490,36 @@ def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int
         with db.summary_write() as (run, fetch):
             claimed = claim(db, run, fetch, "usage", chunk)
             if claimed:
+                # The services these hosts held and hold: their fleet rows change (marked in key
+                # order, after the hosts' keys, as every refresh takes them: no deadlock).
+                held = fetch(portable(SERVICES_HELD.format(keys=in_list(claimed)), p), claimed)
+                touched = {s for (s,) in held} | {r[1] for k in claimed for r in services[k]}
+                run(portable(MARK_DIRTY, p), [("service", s) for s in sorted(touched)])
                 run(portable(DELETE_SERVICES.format(keys=in_list(claimed)), p), [claimed])
                 run(portable(DELETE_RUNTIMES.format(keys=in_list(claimed)), p), [claimed])
                 run(portable(INSERT_SERVICES, p), [r for k in claimed for r in services[k]])
                 run(portable(INSERT_RUNTIMES, p), [r for k in claimed for r in runtimes[k]])
+            done += len(claimed)
+    return done + refresh_fleet_services(db)
+
+
+def refresh_fleet_services(db: SummaryDb) -> int:
+    """Recompute the fleet row of every dirty service from the hosts' kept rows (scope "service",
+    marked by `refresh_usage`); returns how many services. A service's row costs its (host,
+    process) rows, never its findings, and the services view reads one row per service."""
+    p = db.placeholder
+    stale = db.summary_rows(portable(STALE_KEYS, p), ["service", 0, 0])
+    done = 0
+    for start in range(0, len(stale), CHUNK):
+        chunk = stale[start : start + CHUNK]
+        keys = [k for k, _ in chunk]
+        sql = portable(FLEET_SERVICES_OF.format(keys=in_list(keys)), p)
+        found = {r[0]: r for r in db.summary_rows(sql, keys)}
+        with db.summary_write() as (run, fetch):
+            claimed = claim(db, run, fetch, "service", chunk)
+            if claimed:
+                run(portable(DELETE_FLEET_SERVICES.format(keys=in_list(claimed)), p), [claimed])
+                run(portable(INSERT_FLEET_SERVICES, p), [found[k] for k in claimed if k in found])
             done += len(claimed)
     return done
 

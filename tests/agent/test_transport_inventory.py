@@ -1,4 +1,5 @@
-"""The stream sends the host's Inventory after Hello, and again only when it changes."""
+"""The stream sends the host's Inventory after Hello, and again only when it changes (models, runtimes or
+AI tooling; not its time)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,18 @@ def test_inventory_follows_hello_and_is_resent_only_when_it_changes(tmp_path: Pa
         await asyncio.sleep(1.0)  # several heartbeats with an unchanged inventory
         current[0] = _inventory("/models/a.gguf", "/models/b.gguf")
         await asyncio.sleep(0.6)
+        # only the AI tooling changes (an MCP server configured): that is a change too
+        changed = apb.Inventory()
+        changed.CopyFrom(current[0])
+        changed.mcp_servers.append(fpb.McpServerEvidence(name="files", package="mcp-server-filesystem"))
+        current[0] = changed
+        await asyncio.sleep(0.6)
+        # a new taken_at alone is not
+        same = apb.Inventory()
+        same.CopyFrom(changed)
+        same.taken_at.FromSeconds(1_800_000_000)
+        current[0] = same
+        await asyncio.sleep(0.6)
         stop.set()
         await task
         await server.stop(None)
@@ -61,5 +74,5 @@ def test_inventory_follows_hello_and_is_resent_only_when_it_changes(tmp_path: Pa
 
     kinds = asyncio.run(scenario())
     assert kinds[:2] == ["hello", "inventory"]
-    assert kinds.count("inventory") == 2, kinds
+    assert kinds.count("inventory") == 3, kinds
     assert kinds.count("heartbeat") >= 3

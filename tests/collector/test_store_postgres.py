@@ -11,10 +11,13 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from collector_testkit import T0, build_finding
+from contract.query_contract import finding
 from contract.storage_contract import StorageContract
 from pg_server import TEMPLATE, PostgresServer
 from umbra.v1 import finding_pb2
 
+from collector.query import activity
+from collector.risk import score_spec
 from collector.storage import Store, StoreError, open_store
 from collector.storage.postgres import DAY_NS, SCHEMA_VERSION, PostgresStore, partition_name
 
@@ -111,6 +114,38 @@ class TestSchema:
             open_store(pg_url)
         with pytest.raises(StoreError, match="newer"):
             open_store(pg_url, create=False)
+
+    def test_migration_6_computes_the_new_kept_rows_from_version_5(self, pg_url: str) -> None:
+        # A version-5 database with its kept summaries up to date, then migrated: the activity,
+        # services and census views answer from the new kept rows as from the findings.
+        with open_store(pg_url) as s:
+            for h in range(3):
+                s.store_batch(
+                    f"h{h}",
+                    1,
+                    [
+                        finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
+                        finding("x", kind="MODEL_EXFILTRATION", sha256="ab" * 32, transfer=True),
+                        finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
+                        finding("m", kind="MODEL_ARTIFACT", sha256="cd" * 32, path=f"/m/{h}.gguf"),
+                    ],
+                )
+            s.refresh_summaries(score_spec(T0))
+        sql(
+            pg_url,
+            "DROP TABLE fleet_service_summary, model_holder_summary; "
+            "ALTER TABLE risk_summary DROP COLUMN nbytes, DROP COLUMN last_seen; "
+            "DELETE FROM summary_keys WHERE scope = 'service'; DELETE FROM schema_version WHERE version = 6",
+        )
+        with pytest.raises(StoreError, match="older"):
+            open_store(pg_url, create=False)
+        with open_store(pg_url) as s:
+            past = T0 - 1000 * DAY
+            for view in (activity.compute, activity.transfers):
+                assert view(s) == view(s, since=past) != []
+            assert s.services() == s.services(since=past) != []
+            (model,) = s.model_census(10, 10)
+            assert [h.path for h in model.holders] == ["/m/0.gguf", "/m/1.gguf", "/m/2.gguf"]
 
 
 class TestPartitions:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from collector_testkit import T0, build_finding, build_inventory
+from contract.query_contract import finding
 from contract.storage_contract import StorageContract
 from umbra.v1 import finding_pb2
 
+from collector.query import activity
+from collector.risk import score_spec
 from collector.storage import SQLiteStore, Store, StoreError, open_store
 
 Factory = Callable[..., finding_pb2.Finding]
@@ -116,6 +119,45 @@ class TestSQLiteBackend:
 
 
 class TestSchemaMigration:
+    def test_version_11_computes_the_new_kept_rows_from_version_10(self, tmp_path: Path) -> None:
+        # A version-10 file with its kept summaries up to date: read-only it answers from the
+        # findings; migrated, the activity, services and census views answer from the new kept rows.
+        url = f"sqlite:///{tmp_path / 'v10.db'}"
+        with open_store(url) as s:
+            for h in range(3):
+                s.store_batch(
+                    f"h{h}",
+                    1,
+                    [
+                        finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
+                        finding("x", kind="MODEL_EXFILTRATION", sha256="ab" * 32, transfer=True),
+                        finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
+                        finding("m", kind="MODEL_ARTIFACT", sha256="cd" * 32, path=f"/m/{h}.gguf"),
+                    ],
+                )
+            s.refresh_summaries(score_spec(T0))
+        conn = sqlite3.connect(tmp_path / "v10.db")
+        conn.executescript(
+            "DROP TABLE fleet_service_summary; DROP TABLE model_holder_summary; "
+            "ALTER TABLE risk_summary DROP COLUMN nbytes; ALTER TABLE risk_summary DROP COLUMN last_seen; "
+            "DELETE FROM summary_keys WHERE scope = 'service'; PRAGMA user_version = 10;"
+        )
+        conn.close()
+        past = T0 - 1000 * 86400.0
+
+        def check(s: Store) -> None:
+            for view in (activity.compute, activity.transfers):
+                assert view(s) == view(s, since=past) != []
+            assert s.services() == s.services(since=past) != []
+            (model,) = s.model_census(10, 10)
+            assert [h.path for h in model.holders] == ["/m/0.gguf", "/m/1.gguf", "/m/2.gguf"]
+
+        with open_store(url, create=False) as old:
+            check(old)
+        with open_store(url) as new:
+            check(new)
+        assert sqlite3.connect(tmp_path / "v10.db").execute("PRAGMA user_version").fetchone() == (11,)
+
     def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
         self, tmp_path: Path, make_finding: Factory
     ) -> None:

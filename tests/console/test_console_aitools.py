@@ -82,6 +82,14 @@ def test_ai_tooling_reaches_the_console_and_the_policy_reaches_the_agent(
     assert "1 MCP server with shell access" in page and "MCP servers with database access" in page
     status, _, overview = client.request("/")
     assert status == 200 and 'id="aitools"' in overview and "MCP_SERVER" in overview
+    # the tools page: each MCP server from the agent's inventory, with this host holding it
+    tools = wait_for(
+        "the host's inventory on the tools page",
+        lambda: (lambda p: p if "@modelcontextprotocol/server-filesystem" in p else None)(
+            client.request("/tools?kind=MCP_SERVER")[2]
+        ),
+    )
+    assert f'href="/hosts/{quote(host, safe="")}"' in tools and "mcp.example-docs.com" in tools
     stored = b"".join(p.read_bytes() for p in collector.work.glob("collector.db*"))
     for secret in SECRETS:
         assert secret.encode() not in stored

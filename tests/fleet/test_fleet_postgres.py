@@ -64,23 +64,25 @@ def test_a_collector_killed_mid_stream_its_agents_move_to_the_other(tmp_path: Pa
     # Both collectors share one CA and server key (one --pki-dir), as replicas behind a balancer do.
     first = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=pg_url)
     second = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=pg_url)
-    first.start()
-    second.start()
-    balancer = Balancer([first.grpc, second.grpc])
-    agents = load_agents(
-        first,
-        tmp_path,
-        balancer.address,
-        4,
-        20_000,
-        "--chunk",
-        "250",
-        "--interval",
-        "0.25",
-        "--batch-size",
-        "250",
-    )
-    try:
+    agents: list[LoadAgent] = []
+    balancer: Balancer | None = None
+    try:  # whatever fails, from the first start on, stops what started
+        first.start()
+        second.start()
+        balancer = Balancer([first.grpc, second.grpc])
+        agents = load_agents(
+            first,
+            tmp_path,
+            balancer.address,
+            4,
+            20_000,
+            "--chunk",
+            "250",
+            "--interval",
+            "0.25",
+            "--batch-size",
+            "250",
+        )
         for agent in agents:
             agent.start()
         wait_for("agents on both collectors", lambda: len(balancer.connections) == 2, timeout=60)
@@ -99,7 +101,8 @@ def test_a_collector_killed_mid_stream_its_agents_move_to_the_other(tmp_path: Pa
     finally:
         for agent in agents:
             agent.stop()
-        balancer.close()
+        if balancer is not None:
+            balancer.close()
         second.stop()
         first.stop()
 
@@ -120,23 +123,24 @@ def test_the_database_away_mid_stream_batches_are_refused_kept_and_delivered_lat
 ) -> None:
     url = own_server.create_database()
     collector = CollectorProc(tmp_path / "c", "--monitor-interval", "500ms", db_url=url)
-    collector.start()
-    agents = load_agents(
-        collector,
-        tmp_path,
-        collector.grpc,
-        2,
-        6_000,
-        "--chunk",
-        "100",
-        "--interval",
-        "0.1",
-        "--backoff-initial",
-        "0.5",
-        "--backoff-max",
-        "2.0",
-    )
+    agents: list[LoadAgent] = []
     try:
+        collector.start()
+        agents = load_agents(
+            collector,
+            tmp_path,
+            collector.grpc,
+            2,
+            6_000,
+            "--chunk",
+            "100",
+            "--interval",
+            "0.1",
+            "--backoff-initial",
+            "0.5",
+            "--backoff-max",
+            "2.0",
+        )
         for agent in agents:
             agent.start()
         wait_for("findings streaming", lambda: stored(collector) > 500, timeout=120, every=0.1)
@@ -178,8 +182,8 @@ def test_serve_retention_drops_what_was_last_seen_before_the_cutoff(tmp_path: Pa
             ],
         )
     collector = CollectorProc(tmp_path / "c", "--retention", "30d", db_url=pg_url)
-    collector.start()
     try:
+        collector.start()
         wait_for(
             "the old finding dropped", lambda: collector.query("SELECT id FROM findings") == [("recent",)]
         )

@@ -15,7 +15,7 @@ import pytest
 from umbra import codec
 
 from collector import risk
-from collector.query import snapshots
+from collector.query import activity, snapshots
 from collector.query.risk import host_risks, ranked, risk_board, user_risks
 from collector.storage import summaries
 from collector.storage.base import Store, score_rows, totals_of
@@ -235,6 +235,109 @@ class SummaryContract:
         assert set(user_risks(store, now=T0)) == set()
         assert store.runtimes() == []
         assert risk.fold(store.tally("host", risk.score_spec(T0)))["h1"].findings == 1
+
+    def test_kept_activity_equals_the_full_computation(self, store: Store) -> None:
+        # the activity views (GPU and fine-tuning, transfers, AI tools) from the hosts' kept tally
+        rng = random.Random(17)
+        kinds = [int(codec.kind_value(k)) for k in codec.KIND_NAMES]
+
+        def wave(version: float) -> None:
+            for h in range(4):
+                batch = [
+                    finding(
+                        f"f{i}",
+                        kind=rng.choice(codec.KIND_NAMES),
+                        approved=rng.random() < 0.4,
+                        last_seen=T0 - rng.randrange(0, 120) * DAY + version,
+                        service=rng.choice(("", "api.openai.com")),
+                        bytes_out=rng.randrange(10_000),
+                    )
+                    for i in range(30)
+                ]
+                store_on(store, f"host-{h}", *batch)
+
+        def check(when: float) -> None:
+            spec = risk.score_spec(when)
+            full = store.activity(kinds, since=T0 - 1000 * DAY)  # a `since` computes from the findings
+            assert store.activity(kinds, spec=spec) == full
+            assert sum(r.bytes for r in full) > 0 and any(r.unapproved for r in full)
+            assert store.activity(kinds[:2], spec=spec) == store.activity(kinds[:2], since=T0 - 1000 * DAY)
+
+        wave(0.0)
+        check(T0)  # read before any refresh: the view brings the kept rows up to date
+        store.refresh_summaries(risk.score_spec(T0))
+        check(T0 + 25 * DAY)
+        wave(1.0)  # newer versions: other kinds, approvals, bytes, ages
+        check(T0)
+        wave(0.5)  # older versions change nothing
+        check(T0)
+        for view in (activity.compute, activity.transfers, activity.aitools):
+            assert view(store) == view(store, since=T0 - 1000 * DAY)
+        store.drop_before(T0 - 50 * DAY)
+        check(T0)
+        store.refresh_summaries(risk.score_spec(T0))
+        check(T0)
+
+    def test_kept_fleet_services_follow_hosts_and_retention(self, store: Store) -> None:
+        # each service's fleet row (hosts, processes, bytes, findings) is kept apart from the hosts'
+        past = T0 - 1000 * DAY
+        store_on(
+            store,
+            "h1",
+            finding("a", service="api.openai.com", vendor="OpenAI", bytes_out=10, last_seen=T0 - 100 * DAY),
+            finding("b", service="claude.ai", vendor="Anthropic", process="curl", bytes_out=5),
+        )
+        store_on(store, "h2", finding("a", service="api.openai.com", vendor="OpenAI", bytes_out=7))
+        assert store.services() == store.services(since=past)
+        assert {r.service: r.hosts for r in store.services()} == {"api.openai.com": 2, "claude.ai": 1}
+        store.refresh_summaries(risk.score_spec(T0))
+        # h2's finding moves to another service: both services' fleet rows follow
+        store_on(store, "h2", finding("a", service="claude.ai", vendor="Anthropic", last_seen=T0 + 60))
+        assert store.services() == store.services(since=past)
+        assert {r.service: (r.hosts, r.processes) for r in store.services()} == {
+            "api.openai.com": (1, 1),
+            "claude.ai": (2, 2),
+        }
+        store.drop_before(T0 - 50 * DAY)  # h1's only api.openai.com finding goes
+        assert store.services() == store.services(since=past)
+        assert [r.service for r in store.services()] == ["claude.ai"]
+
+    def test_kept_census_holders_equal_the_holders_read_from_the_findings(self, store: Store) -> None:
+        # more holders than are kept (summaries.KEPT_HOLDERS): asked for more, a store reads the findings
+        rng = random.Random(23)
+        hashes = ["a1" * 32, "b2" * 32, "c3" * 32]
+        many = summaries.KEPT_HOLDERS + 5
+
+        def wave(version: float) -> None:
+            for h in range(many):
+                batch = [
+                    finding(
+                        f"m{i}",
+                        kind="MODEL_ARTIFACT",
+                        sha256=rng.choice(hashes),
+                        path=rng.choice(("/m/a.gguf", "/m/b.gguf")),
+                        approved=rng.random() < 0.5,
+                        last_seen=T0 - rng.randrange(0, 100) * DAY + version,
+                    )
+                    for i in range(3)
+                ]
+                store_on(store, f"host-{h:02d}", *batch)
+
+        def check(more_than_kept: bool = True) -> None:
+            full = {r.sha256: r.holders for r in store.model_census(10, many * 3)}
+            assert (max(len(h) for h in full.values()) > summaries.KEPT_HOLDERS) == more_than_kept
+            for n in (1, 5, summaries.KEPT_HOLDERS):
+                kept = store.model_census(10, n)
+                assert {r.sha256: r.holders for r in kept} == {sha: h[:n] for sha, h in full.items()}
+            assert store.model_census(10, 0)[0].holders == ()
+
+        wave(0.0)
+        check()
+        store.refresh_summaries(risk.score_spec(T0))
+        wave(1.0)  # newer versions: other hashes, paths, approvals
+        check()
+        store.drop_before(T0 - 50 * DAY)
+        check(more_than_kept=False)
 
 
 def _rounded(rows: Any) -> list[tuple[Any, ...]]:
