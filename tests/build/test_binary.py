@@ -32,8 +32,9 @@ def test_archive_holds_the_agent_its_catalogs_and_wire_code_and_no_collector(bin
         "umbra.codec",
         "grpc",
         "agent.service.install",
-        "scapy.arch.common",  # the BPF compiler's bindings (libpcap itself is the host's)
+        "agent.sensors.network.bpf",  # the capture filter, compiled by the host's libpcap through ctypes
         "pynvml",  # imported by name when the GPU sensor starts
+        "yaml",  # imported on the first YAML document of the AI tools' inventory
         "watchdog.observers.inotify",
         "zstandard",
     } <= modules
@@ -43,8 +44,10 @@ def test_archive_holds_the_agent_its_catalogs_and_wire_code_and_no_collector(bin
     assert "agent/service/umbra-agent.service" in data  # what `install` lays down
     names = modules | data
     assert not [n for n in names if n == "collector" or n.startswith(("collector.", "collector/"))]
-    # what the development virtualenv has beside the agent stays out
-    assert not [n for n in names if n.split(".")[0].split("/")[0] in {"numpy", "grpc_tools", "pytest"}]
+    # what the development virtualenv has beside the agent stays out (scapy: the tests' packet tool)
+    dev_only = {"numpy", "grpc_tools", "pytest", "scapy"}
+    assert not [n for n in names if n.split(".")[0].split("/")[0] in dev_only]
+    assert not [n for n in data if n.startswith("libpcap.")]  # the host's, as the spec says
 
 
 def test_version_matches_the_installed_cli(binary: Path, tmp_path: Path) -> None:
@@ -60,8 +63,9 @@ def test_status_runs_with_an_empty_environment(binary: Path, tmp_path: Path) -> 
     doc = json.loads(result.stdout)
     assert doc["host_id"] == "frozen-host"
     states = {s["name"]: s["state"] for s in doc["sensors"]}
-    assert set(states) == {"process", "gpu", "network", "files"}
+    assert set(states) == {"process", "gpu", "network", "files", "aitools"}
     assert states["process"] == "active"  # root here: nothing the frozen agent needs is missing
+    assert states["aitools"] == "active"
     assert states["network"] == "active"  # capture, and the host's libpcap found through ldconfig
 
 
@@ -72,7 +76,7 @@ def test_scan_finds_a_stand_in_runtime(binary: Path, tmp_path: Path, spawn_runti
         binary, "scan", "--duration", "2", "--format", "json", "--config", str(config), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert "BPF filter not attached" not in result.stderr  # scapy compiled it with the host's libpcap
+    assert "BPF filter not attached" not in result.stderr  # compiled with the host's libpcap
     findings = [json.loads(line) for line in result.stdout.splitlines()]
     ours = [f for f in findings if f["process"] and f["process"]["pid"] == proc.pid]
     assert [f["kind"] for f in ours] == ["LOCAL_MODEL_RUNTIME"], result.stdout
