@@ -74,12 +74,14 @@ class TokenBucket:
         self._at = now
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
-    def wait_time(self) -> float:
-        """Seconds until the bucket is out of debt (0 when it is not in debt)."""
+    def wait_time(self, hold: float = 0.0) -> float:
+        """Seconds until the bucket holds `hold` tokens (capped at `burst`); with the default 0,
+        until it is out of debt. 0 when it holds them already."""
         if self.rate <= 0:
             return 0.0
         tokens = min(self.burst, self._tokens + (time.monotonic() - self._at) * self.rate)
-        return 0.0 if tokens >= 0 else -tokens / self.rate
+        want = min(hold, self.burst)
+        return 0.0 if tokens >= want else (want - tokens) / self.rate
 
 
 class HashJob:

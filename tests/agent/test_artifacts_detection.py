@@ -226,3 +226,14 @@ def test_seen_set_and_token_bucket() -> None:
     bucket = TokenBucket(rate=1000, burst=100)
     assert bucket.take(50) == 0.0
     assert bucket.take(150) == pytest.approx(0.1, abs=0.02)  # 100 tokens of debt at 1000/s
+
+
+def test_token_bucket_says_how_long_until_it_holds_a_quantum_not_only_until_out_of_debt() -> None:
+    # The file sensor sleeps until its CPU bucket holds half its burst again: waking at every token
+    # spent its whole share on its own wake-ups.
+    bucket = TokenBucket(rate=10, burst=1)
+    bucket.take(1.5)  # 0.5 tokens of debt
+    assert bucket.wait_time() == pytest.approx(0.05, abs=0.01)
+    assert bucket.wait_time(0.5) == pytest.approx(0.10, abs=0.01)
+    assert bucket.wait_time(5) == pytest.approx(0.15, abs=0.01)  # never more than the burst
+    assert TokenBucket(rate=10, burst=1).wait_time(0.5) == 0.0  # a full bucket holds it already

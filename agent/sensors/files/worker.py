@@ -256,11 +256,16 @@ class Worker:
             return  # progress: go on (the steps themselves stop when a budget is spent)
         waits = []
         if not in_budget:
-            waits.append(self._cpu_bucket.wait_time())
-        if self._hashes.busy and not self.shed_hashing:
-            waits.append(self._hashes.wait_time())
-        if self._walker.busy and not self.shed_walk:
-            waits.append(self._walker.wait_time())
+            # Out of CPU share, neither walk nor hash may go on: sleep until half the burst is
+            # back, not merely out of debt. Each wake-up costs the loop's own checks, and waking
+            # at every token spent the share on them alone (a 100,000-file home was walked at
+            # about 60 files a second, its first inventory over half an hour).
+            waits.append(self._cpu_bucket.wait_time(self._cpu_bucket.burst / 2))
+        else:
+            if self._hashes.busy and not self.shed_hashing:
+                waits.append(self._hashes.wait_time())
+            if self._walker.busy and not self.shed_walk:
+                waits.append(self._walker.wait_time())
         wait = min([w for w in waits if w > 0] or [1.0])
         if self._changes:
             wait = min(wait, 0.1)
