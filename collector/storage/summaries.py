@@ -249,13 +249,21 @@ def batch_keys(batches: Sequence[PreparedBatch], artifact_kind: int) -> list[tup
     return sorted(dirty_keys((b.host_id for b in batches), users, hashes, usage))
 
 
+def kind_clause(kinds: Sequence[int], placeholder: str = "?") -> str:
+    """The clause naming every stored kind, so an index led by (kind, host_id) serves a host's rows
+    (PostgreSQL's findings_host); none for no kinds, where the key (host_id, id) serves them (SQLite
+    from version 12: naming kinds there would lead its planner to the index on kind)."""
+    return f" AND kind IN {in_list(kinds, placeholder)}" if kinds else ""
+
+
 def tally_sql(
     by: GroupBy, spec: ScoreSpec, keys: Sequence[str], kinds: Sequence[int], placeholder: str = "?"
 ) -> tuple[str, list[Any]]:
     """The tally of some hosts (or users): per key, kind, severity and approval the count and points,
     then per age bound the oldest last_seen at or above it and the newest below it (unapproved only).
 
-    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly.
+    `kinds` (every stored kind) lets an index led by (kind, host_id) serve a host's rows directly
+    (a backend whose key leads with host_id passes none: see `kind_clause`).
     A host's rows also sum the bytes and keep the newest last_seen (the activity views read them:
     `read_activity`); a user's have 0 there, so the user index, which has no bytes, still serves
     them alone."""
@@ -267,7 +275,7 @@ def tally_sql(
         edges.append(f"max(CASE WHEN approved = 0 AND last_seen < {p} THEN last_seen END)")
         params += [bound, bound]
     if by == "host":
-        column, where = "host_id", f"host_id IN {in_list(keys, p)} AND kind IN {in_list(kinds, p)}"
+        column, where = "host_id", f"host_id IN {in_list(keys, p)}{kind_clause(kinds, p)}"
         params += [*keys, *kinds]
         activity = "sum(nbytes), max(last_seen)"
     else:
@@ -426,18 +434,17 @@ INSERT_RUNTIMES = (
     "INSERT INTO runtime_summary (host_id, runtime, exposed, findings, unapproved, last_seen) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-#: Some hosts' services and runtimes from their findings; `kind IN` lets the (kind, host_id, ...)
-#: index serve each host's rows directly.
+#: Some hosts' services and runtimes from their findings; {kinds} is `kind_clause`.
 SERVICES_OF = """
 SELECT host_id, service, process_name, max(vendor), sum(nbytes), count(*),
        sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
-FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND service <> ''
+FROM findings WHERE host_id IN {keys}{kinds} AND service <> ''
 GROUP BY host_id, service, process_name
 """
 RUNTIMES_OF = """
 SELECT host_id, runtime, max(CASE WHEN kind = ? THEN 1 ELSE 0 END), count(*),
        sum(CASE WHEN approved = 0 THEN 1 ELSE 0 END), max(last_seen)
-FROM findings WHERE host_id IN {keys} AND kind IN {kinds} AND runtime <> ''
+FROM findings WHERE host_id IN {keys}{kinds} AND runtime <> ''
 GROUP BY host_id, runtime
 """
 #: The services some hosts' kept rows name (their old rows, before a refresh replaces them).
@@ -480,7 +487,7 @@ def refresh_usage(db: SummaryDb, kinds: Sequence[int], exposed_kind: int) -> int
     for start in range(0, len(stale), USAGE_CHUNK):
         chunk = stale[start : start + USAGE_CHUNK]
         keys = [k for k, _ in chunk]
-        where = {"keys": in_list(keys), "kinds": in_list(kinds)}
+        where = {"keys": in_list(keys), "kinds": kind_clause(kinds)}
         services: dict[str, list[tuple[Any, ...]]] = {k: [] for k in keys}
         for row in db.summary_rows(portable(SERVICES_OF.format(**where), p), [*keys, *kinds]):
             services[row[0]].append(row)

@@ -156,7 +156,79 @@ class TestSchemaMigration:
             check(old)
         with open_store(url) as new:
             check(new)
-        assert sqlite3.connect(tmp_path / "v10.db").execute("PRAGMA user_version").fetchone() == (11,)
+        from collector.storage import sqlite as backend
+
+        assert sqlite3.connect(tmp_path / "v10.db").execute("PRAGMA user_version").fetchone() == (
+            backend.SCHEMA_VERSION,
+        )
+
+    def test_version_12_drops_the_wide_host_index_and_keeps_every_view(self, tmp_path: Path) -> None:
+        # A version-11 file (findings_host, no findings_of_kind): read-only its refreshes name every
+        # kind for findings_host; migrated, they read a host's rows by the key. Same answers.
+        from collector.storage import sqlite as backend
+
+        url = f"sqlite:///{tmp_path / 'v11.db'}"
+        with open_store(url) as s:
+            for h in range(3):
+                s.store_batch(
+                    f"h{h}",
+                    1,
+                    [
+                        finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
+                        finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
+                        finding("u", kind="AI_DATA_UPLOAD", service="api.openai.com", user=f"u{h}"),
+                    ],
+                )
+        conn = sqlite3.connect(tmp_path / "v11.db")
+        conn.executescript(
+            "DROP INDEX findings_of_kind; CREATE INDEX findings_host ON findings (kind, host_id, severity, "
+            "approved, last_seen, confidence, nbytes, runtime, service, process_name, vendor); "
+            "UPDATE summary_keys SET dirty = dirty + 1; PRAGMA user_version = 11;"
+        )
+        conn.close()
+
+        def views(s: Store) -> tuple[object, ...]:
+            spec = score_spec(T0)
+            return (
+                s.tally("host", spec),
+                s.tally("user", spec),
+                s.services(),
+                s.runtimes(),
+                activity.compute(s),
+                [f["id"] for f in s.findings(kind="AI_DATA_UPLOAD")],
+            )
+
+        with open_store(url, create=False) as old:
+            before = views(old)
+        assert before[0] and before[2] and before[5] == ["u", "u", "u"]
+        with open_store(url) as new:
+            assert views(new) == before
+        migrated = sqlite3.connect(tmp_path / "v11.db")
+        assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
+        names = {n for (n,) in migrated.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "findings_of_kind" in names and "findings_host" not in names
+        assert migrated.execute("SELECT count(*) FROM findings").fetchone() == (9,)
+
+    def test_a_host_refresh_reads_the_key_and_a_kind_filter_the_kind_index(self, tmp_path: Path) -> None:
+        # The plans ingest's saving rests on (version 12): no refresh or kind count walks the table.
+        from collector.storage import summaries
+        from collector.storage.reads import rare_kinds_sql
+
+        store = SQLiteStore(str(tmp_path / "c.db"))
+        store.store_batch("h", 1, [finding("a", service="api.openai.com")])
+        sql, params = summaries.tally_sql("host", score_spec(T0), ["h", "i"], store._host_kinds())
+        usage = summaries.SERVICES_OF.format(keys="(?)", kinds=summaries.kind_clause(store._host_kinds()))
+        plans = {
+            "tally": (sql, params),
+            "usage": (usage, ["h"]),
+            "kinds": rare_kinds_sql([int(finding_pb2.KIND_AI_DATA_UPLOAD)]),
+        }
+        for name, (query, args) in plans.items():
+            plan = " ".join(r[-1] for r in store._writer.execute(f"EXPLAIN QUERY PLAN {query}", args))
+            assert "SCAN findings" not in plan, (name, plan)
+            index = "findings_of_kind" if name == "kinds" else "sqlite_autoindex_findings_1"
+            assert index in plan, (name, plan)
+        store.close()
 
     def test_a_version_1_file_is_migrated_by_serve_and_readable_before(
         self, tmp_path: Path, make_finding: Factory
@@ -188,10 +260,10 @@ class TestSchemaMigration:
         )
         # findings_recent from version 3 (findings_kind and findings_last_seen gone), and the read
         # side's covering indexes from version 5, the moved-keys index from version 8, and from
-        # version 9 the tally index carrying runtime and service facts in place of findings_runtime.
+        # version 12 the narrow kind index in place of version 9's findings_host.
         assert {name for (name,) in indexes if not name.startswith("sqlite_autoindex")} == {
             "findings_recent",
-            "findings_host",
+            "findings_of_kind",
             "findings_user",
             "findings_service",
             "findings_model",
