@@ -22,6 +22,7 @@ try:
     import fcntl
 except ImportError:  # Windows: SQLite's own locking only
     fcntl = None  # type: ignore[assignment]
+import itertools
 import json
 import os
 import queue
@@ -174,7 +175,12 @@ _ROW_COLUMNS = (
     + ", ".join(_FACT_COLUMNS)
 )  # FindingRow's order
 _CREATE_STAGED = f"CREATE TEMP TABLE IF NOT EXISTS staged ({_ROW_COLUMNS})"
-_STAGE = f"INSERT INTO temp.staged VALUES ({', '.join(['?'] * (10 + len(_FACT_COLUMNS)))})"
+_ROW_VALUES = f"({', '.join(['?'] * (10 + len(_FACT_COLUMNS)))})"
+_STAGE = f"INSERT INTO temp.staged VALUES {_ROW_VALUES}"
+#: Rows one staging statement binds: one step, so one GIL hand-off, for many rows (in one process,
+#: a group commit's staging 2.6 -> 2.3 us a finding).
+_STAGE_ROWS = 64
+_STAGE_MANY = f"INSERT INTO temp.staged VALUES {', '.join([_ROW_VALUES] * _STAGE_ROWS)}"
 _UPSERT_TAIL = f"""
 ON CONFLICT (host_id, id) DO UPDATE SET
     {_NEWER_BODY}moved = CASE WHEN excluded.last_seen > findings.last_seen
@@ -615,7 +621,13 @@ def _stage(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> list[i
         for b in batches:
             starts.append(at)
             at += len(b.rows)
-        conn.executemany(_STAGE, [row for b in batches for row in b.rows])
+        rows = [row for b in batches for row in b.rows]
+        whole = len(rows) - len(rows) % _STAGE_ROWS
+        chain = itertools.chain.from_iterable
+        conn.executemany(
+            _STAGE_MANY, [tuple(chain(rows[i : i + _STAGE_ROWS])) for i in range(0, whole, _STAGE_ROWS)]
+        )
+        conn.executemany(_STAGE, rows[whole:])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -17,6 +17,7 @@ from umbra.v1 import finding_pb2
 from collector.query import activity
 from collector.risk import score_spec
 from collector.storage import SQLiteStore, Store, StoreError, open_store
+from collector.storage.base import PreparedBatch
 
 Factory = Callable[..., finding_pb2.Finding]
 
@@ -115,6 +116,28 @@ class TestSQLiteBackend:
             store.store_batch("h", 2, [make_finding("b"), make_finding("c")])
         assert [r["id"] for r in store.findings()] == ["a"]
         assert store.hosts()[0].last_sequence == 1
+        store.close()
+
+    def test_a_group_commit_of_uneven_batches_stores_each_row_with_its_own_body(self, tmp_path: Path) -> None:
+        # Staging binds rows many to a statement (and the rest one by one): every batch's range must
+        # still hold its own rows, whatever the sizes, and the counts stay per batch.
+        store = SQLiteStore(str(tmp_path / "c.db"))
+        sizes = {"a": 100, "b": 1, "c": 130, "d": 64}
+
+        def batch(host: str, seq: int, n: int, last: float) -> PreparedBatch:
+            found = [build_finding(f"{host}-{i}", summary=f"{host} {i}", last_seen=last) for i in range(n)]
+            return store.prepare(host, seq, found)
+
+        results = store.store_prepared([batch(h, 1, n, T0) for h, n in sizes.items()])
+        assert [r.new for r in results] == list(sizes.values())
+        # The same ids again, newer (a) or the same (c), beside new ones: counted per batch.
+        again = store.store_prepared([batch("a", 2, 150, T0 + 60), batch("c", 2, 10, T0)])
+        assert [(r.new, r.updated, r.unchanged) for r in again] == [(50, 100, 0), (0, 0, 10)]
+        for f in store.findings(limit=1000):
+            host, n = f["id"].rsplit("-", 1)
+            assert f["host_id"] == host and f["summary"] == f"{host} {n}"
+        assert len(store.findings(limit=1000)) == 345
+        assert store._writer.execute("SELECT count(*) FROM temp.staged").fetchone() == (0,)
         store.close()
 
 
