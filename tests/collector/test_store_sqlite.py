@@ -141,23 +141,28 @@ class TestSQLiteBackend:
         store.close()
 
 
+def _three_hosts(url: str, findings: Callable[[int], list[finding_pb2.Finding]]) -> Store:
+    """A store at `url` holding hosts h0..h2, each with `findings(its number)` (the caller closes it)."""
+    store = open_store(url)
+    for h in range(3):
+        store.store_batch(f"h{h}", 1, findings(h))
+    return store
+
+
 class TestSchemaMigration:
     def test_version_11_computes_the_new_kept_rows_from_version_10(self, tmp_path: Path) -> None:
         # A version-10 file with its kept summaries up to date: read-only it answers from the
         # findings; migrated, the activity, services and census views answer from the new kept rows.
         url = f"sqlite:///{tmp_path / 'v10.db'}"
-        with open_store(url) as s:
-            for h in range(3):
-                s.store_batch(
-                    f"h{h}",
-                    1,
-                    [
-                        finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
-                        finding("x", kind="MODEL_EXFILTRATION", sha256="ab" * 32, transfer=True),
-                        finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
-                        finding("m", kind="MODEL_ARTIFACT", sha256="cd" * 32, path=f"/m/{h}.gguf"),
-                    ],
-                )
+        with _three_hosts(
+            url,
+            lambda h: [
+                finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
+                finding("x", kind="MODEL_EXFILTRATION", sha256="ab" * 32, transfer=True),
+                finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
+                finding("m", kind="MODEL_ARTIFACT", sha256="cd" * 32, path=f"/m/{h}.gguf"),
+            ],
+        ) as s:
             s.refresh_summaries(score_spec(T0))
         conn = sqlite3.connect(tmp_path / "v10.db")
         conn.executescript(
@@ -191,17 +196,14 @@ class TestSchemaMigration:
         from collector.storage import sqlite as backend
 
         url = f"sqlite:///{tmp_path / 'v11.db'}"
-        with open_store(url) as s:
-            for h in range(3):
-                s.store_batch(
-                    f"h{h}",
-                    1,
-                    [
-                        finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
-                        finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
-                        finding("u", kind="AI_DATA_UPLOAD", service="api.openai.com", user=f"u{h}"),
-                    ],
-                )
+        _three_hosts(
+            url,
+            lambda h: [
+                finding("g", kind="GPU_AI_WORKLOAD", runtime="vllm"),
+                finding("s", service="api.openai.com", vendor="OpenAI", bytes_out=100 * h),
+                finding("u", kind="AI_DATA_UPLOAD", service="api.openai.com", user=f"u{h}"),
+            ],
+        ).close()
         conn = sqlite3.connect(tmp_path / "v11.db")
         conn.executescript(
             "DROP INDEX findings_of_kind; CREATE INDEX findings_host ON findings (kind, host_id, severity, "
