@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -169,7 +169,8 @@ _NEWER_BODY = "".join(
 # Binding 21 values a row costs about 2 us in Python's sqlite3, and executemany gives up and takes
 # back the GIL around every row: with the rows bound under the lock, two collector processes
 # spent their time waiting on each other's lock (held 96 % of the wall, on the CPU a third less).
-# Staged, the lock is held about two thirds as long for the same findings (README, "Fleet ingest").
+# Staged, the lock is held about two thirds as long for the same findings (README: "SQLite ingest
+# after session 7's work").
 _ROW_COLUMNS = (
     "host_id, id, kind, severity, confidence, approved, first_seen, last_seen, count, data, "
     + ", ".join(_FACT_COLUMNS)
@@ -445,9 +446,9 @@ INSERT INTO summary_keys (scope, key, dirty)
 
 # Version 12: ingest writes one B-tree fewer a finding. `findings_host` (kind, host_id and nine
 # more columns, which the per-host refreshes read) cost a fifth of the write (in one process at a
-# million findings, 8.8 -> 6.9 us a finding without it). A host's refresh reads the host's rows by
-# the key (host_id, id) instead: slower (every host of a million findings 1.4 -> 2.9 s), but off
-# ingest's path and paced by the monitor. Kind filters (the count that picks a listing's plan, a
+# million findings, 8.8 -> 7.3 us a finding with this version). A host's refresh reads the host's
+# rows by the key (host_id, id) instead: slower (every host of a million findings 1.4 -> 2.2 s), but
+# off ingest's path and paced by the monitor. Kind filters (the count that picks a listing's plan, a
 # rare kind's findings) read an index on kind alone, appended to in rowid order: the cheapest to keep.
 _MIGRATE_TO_12 = """
 DROP INDEX IF EXISTS findings_host;
@@ -794,7 +795,8 @@ class SQLiteStore(summaries.KeptTallyReads):
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 if batches:  # the bodies do not linger in memory until the next write
-                    conn.execute("DELETE FROM temp.staged")
+                    with suppress(sqlite3.Error):  # never hides the write's own error
+                        conn.execute("DELETE FROM temp.staged")
 
     def _writer_lock_fd(self) -> int | None:
         """A lock file that queues writers of several processes (`serve --workers N`, CLI commands).
