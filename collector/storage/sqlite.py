@@ -24,6 +24,7 @@ except ImportError:  # Windows: SQLite's own locking only
     fcntl = None  # type: ignore[assignment]
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -94,6 +95,8 @@ from .reads import (
     rare_kinds_sql,
     seconds_to_ns,
 )
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 12
 _EXPOSED = int(finding_pb2.KIND_MODEL_SERVER_EXPOSED)
@@ -750,6 +753,9 @@ class SQLiteStore(summaries.KeptTallyReads):
         try:
             # Re-read inside the write lock: another collector may have migrated meanwhile.
             current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current < SCHEMA_VERSION:  # a large file takes minutes (version 12: 3.5 min at 10M findings)
+                log.info("%s: migrating schema version %d -> %d", self.path, current, SCHEMA_VERSION)
+            started = time.monotonic()
             for target in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in _statements(_MIGRATIONS[target]):
                     conn.execute(statement)
@@ -757,6 +763,10 @@ class SQLiteStore(summaries.KeptTallyReads):
                     _backfill_facts(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+            if current < SCHEMA_VERSION:
+                log.info(
+                    "%s: schema version %d in %.1f s", self.path, SCHEMA_VERSION, time.monotonic() - started
+                )
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

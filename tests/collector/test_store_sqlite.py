@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -190,7 +191,9 @@ class TestSchemaMigration:
             backend.SCHEMA_VERSION,
         )
 
-    def test_version_12_drops_the_wide_host_index_and_keeps_every_view(self, tmp_path: Path) -> None:
+    def test_version_12_drops_the_wide_host_index_and_keeps_every_view(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
         # A version-11 file (findings_host, no findings_of_kind): read-only its refreshes name every
         # kind for findings_host; migrated, they read a host's rows by the key. Same answers.
         from collector.storage import sqlite as backend
@@ -226,8 +229,9 @@ class TestSchemaMigration:
         with open_store(url, create=False) as old:
             before = views(old)
         assert before[0] and before[2] and before[5] == ["u", "u", "u"]
-        with open_store(url) as new:
+        with caplog.at_level(logging.INFO, logger="collector.storage.sqlite"), open_store(url) as new:
             assert views(new) == before
+        assert "migrating schema version 11 -> 12" in caplog.text  # serve says why it waits
         migrated = sqlite3.connect(tmp_path / "v11.db")
         assert migrated.execute("PRAGMA user_version").fetchone() == (backend.SCHEMA_VERSION,)
         names = {n for (n,) in migrated.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
