@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import signal
@@ -132,6 +133,22 @@ def private_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+#: Net growth in container objects before a cycle collection. Ingest allocates a row tuple per
+#: finding and keeps it until its group commit: at Python's default (700) every collection
+#: re-walks the batches in flight, 8 % of the collector's CPU at 100,000 findings/s. Rows die by
+#: reference count, so in a steady state the count stays low and collections follow real growth.
+GC_THRESHOLD = 100_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built (modules, the PKI, the store) out of every collection, and
+    collect after GC_THRESHOLD new objects outlive their batch instead of every 700."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -146,6 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervise(args, list(sys.argv[1:] if args.argv is None else args.argv), PROG)
     tls = _server_tls(args)
     store = open_store(args.db, create=True)
+    tune_gc()
     try:
         asyncio.run(_run_server(store, args, args.db, tls))
     finally:
