@@ -497,11 +497,20 @@ _AGENT_COLUMNS = "host_id, enrolled_at, renewed_at, serial, not_after, hostname,
 _MAX_ROWID = "SELECT coalesce(max(rowid), 0) FROM findings"
 _COUNT_ROWS_AFTER = "SELECT count(*) FROM findings WHERE rowid > ?"
 
-_TOUCH_HOST_SEQUENCE = """
-INSERT INTO hosts (host_id, first_seen, last_seen, last_sequence) VALUES (?, ?, ?, ?)
+# A group commit's hosts (contact time, newest batch sequence) and summary keys, each in one
+# statement over a JSON array: under the write lock, every statement hands the GIL to the event
+# loop and waits to get it back, so the few statements there do not grow with the commit.
+_TOUCH_HOSTS = """
+INSERT INTO hosts (host_id, first_seen, last_seen, last_sequence)
+SELECT value ->> 0, ?1, ?1, value ->> 1 FROM json_each(?2) WHERE true
 ON CONFLICT (host_id) DO UPDATE SET
     last_seen = max(hosts.last_seen, excluded.last_seen),
     last_sequence = max(hosts.last_sequence, excluded.last_sequence)
+"""
+_MARK_DIRTY = """
+INSERT INTO summary_keys (scope, key, dirty)
+SELECT value ->> 0, value ->> 1, 1 FROM json_each(?) WHERE true
+ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1
 """
 
 _UPSERT_HOST = """
@@ -640,27 +649,43 @@ def _stage(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> list[i
     return starts
 
 
-def _upsert_batch(conn: sqlite3.Connection, batch: PreparedBatch, start: int, now: int | None) -> StoreResult:
-    """Upsert a batch's rows, staged from rowid `start` (`_stage`); with `now`, also record the
-    host's contact and batch sequence."""
-    new = changed = 0
+def _upsert_batch(conn: sqlite3.Connection, batch: PreparedBatch, start: int, before: int) -> StoreResult:
+    """Upsert a batch's rows, staged from rowid `start` (`_stage`); `before`: the table's largest
+    rowid before it, inside this write transaction."""
     rows = len(batch.rows)
-    if rows:
-        # A new row takes rowid max+1 (nothing here sets rowids), so the rows this batch added are
-        # exactly those past the largest rowid before it, inside this write transaction: a short
-        # range at the table's end, cheaper than looking every id up first.
-        before = conn.execute(_MAX_ROWID).fetchone()[0]
-        changed = conn.execute(_UPSERT_FINDING, (start, start + rows - 1)).rowcount
-        new = conn.execute(_COUNT_ROWS_AFTER, (before,)).fetchone()[0]
+    if not rows:
+        return StoreResult(new=0, updated=0, unchanged=0)
+    # A new row takes rowid max+1 (nothing here sets rowids), so the rows this batch added are
+    # exactly those past `before`: a short range at the table's end, cheaper than looking every id
+    # up first. The next batch's `before` is this one's plus its new rows.
+    changed = conn.execute(_UPSERT_FINDING, (start, start + rows - 1)).rowcount
+    new = conn.execute(_COUNT_ROWS_AFTER, (before,)).fetchone()[0]
+    return StoreResult(new=new, updated=changed - new, unchanged=rows - changed)
+
+
+def _upsert_batches(
+    conn: sqlite3.Connection, batches: Sequence[PreparedBatch], starts: Sequence[int], now: int | None
+) -> list[StoreResult]:
+    """Upsert staged batches (`_stage`) in order; with `now`, also record each host's contact and
+    newest batch sequence."""
+    before = conn.execute(_MAX_ROWID).fetchone()[0]
+    results = []
+    for batch, start in zip(batches, starts, strict=True):
+        result = _upsert_batch(conn, batch, start, before)
+        before += result.new
+        results.append(result)
     if now is not None:
-        conn.execute(_TOUCH_HOST_SEQUENCE, (batch.host_id, now, now, batch.sequence))
-    updated = changed - new
-    return StoreResult(new=new, updated=updated, unchanged=rows - new - updated)
+        sequences: dict[str, int] = {}
+        for b in batches:
+            sequences[b.host_id] = max(sequences.get(b.host_id, 0), b.sequence)
+        conn.execute(_TOUCH_HOSTS, (now, json.dumps(list(sequences.items()))))
+    return results
 
 
-def _mark_dirty(conn: sqlite3.Connection, batches: Sequence[PreparedBatch]) -> None:
-    """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries), once each."""
-    conn.executemany(summaries.MARK_DIRTY, summaries.batch_keys(batches, _ARTIFACT))
+def _mark_dirty(conn: sqlite3.Connection, keys: list[tuple[summaries.SummaryScope, str]]) -> None:
+    """Mark the hosts, users and weights hashes a group commit stored to (storage.summaries, keys
+    from `summaries.batch_keys`, computed before the write lock), once each."""
+    conn.execute(_MARK_DIRTY, (json.dumps(keys),))
 
 
 class SQLiteStore(summaries.KeptTallyReads):
@@ -884,11 +909,12 @@ class SQLiteStore(summaries.KeptTallyReads):
         if not batches:
             return []
         now = _ns(self._clock())
+        keys = summaries.batch_keys(batches, _ARTIFACT) if self._summaries() else []
         try:
             with self._write_staged(batches) as (conn, starts):
-                results = [_upsert_batch(conn, b, at, now) for b, at in zip(batches, starts, strict=True)]
-                if self._summaries():
-                    _mark_dirty(conn, batches)
+                results = _upsert_batches(conn, batches, starts, now)
+                if keys:
+                    _mark_dirty(conn, keys)
                 return results
         except sqlite3.Error as exc:
             raise StoreError(f"cannot store {len(batches)} batches: {exc}") from exc
@@ -903,9 +929,9 @@ class SQLiteStore(summaries.KeptTallyReads):
                     "ON CONFLICT (host_id) DO NOTHING",
                     (host_id, now, now),
                 )
-                _upsert_batch(conn, batch, starts[0], None)
+                _upsert_batches(conn, [batch], starts, None)
                 if self._summaries():
-                    _mark_dirty(conn, [batch])
+                    _mark_dirty(conn, summaries.batch_keys([batch], _ARTIFACT))
                 if silent_since is not None:
                     conn.execute(
                         "UPDATE hosts SET silent_since = ? WHERE host_id = ?", (_ns(silent_since), host_id)
