@@ -12,7 +12,7 @@ batch acknowledgement latency, the streams the collector held, and the collector
 RSS. With --runs N it measures N times and prints the median run's table.
 
     .venv/bin/python bench/bench_fleet_agents.py [--agents 1000] [--workers 4] [--batches 4]
-        [--batch-size 250] [--window 2] [--db sqlite|postgres] [--collector-workers 2] [--runs 1]
+        [--batch-size 250] [--window 2] [--db sqlite|postgres] [--collector-workers 2] [--runs 3]
 """
 
 from __future__ import annotations
@@ -488,7 +488,10 @@ def main() -> None:
         help="the store: an SQLite file, or a PostgreSQL server started for the run (durable settings)",
     )
     parser.add_argument(
-        "--runs", type=int, default=1, help="measure N times (a fresh collector each); the median run's table"
+        "--runs",
+        type=int,
+        default=3,
+        help="measure N times (a fresh collector each; default 3); the median run's table",
     )
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
