@@ -502,14 +502,14 @@ _COUNT_ROWS_AFTER = "SELECT count(*) FROM findings WHERE rowid > ?"
 # loop and waits to get it back, so the few statements there do not grow with the commit.
 _TOUCH_HOSTS = """
 INSERT INTO hosts (host_id, first_seen, last_seen, last_sequence)
-SELECT value ->> 0, ?1, ?1, value ->> 1 FROM json_each(?2) WHERE true
+SELECT json_extract(value, '$[0]'), ?1, ?1, json_extract(value, '$[1]') FROM json_each(?2) WHERE true
 ON CONFLICT (host_id) DO UPDATE SET
     last_seen = max(hosts.last_seen, excluded.last_seen),
     last_sequence = max(hosts.last_sequence, excluded.last_sequence)
 """
 _MARK_DIRTY = """
 INSERT INTO summary_keys (scope, key, dirty)
-SELECT value ->> 0, value ->> 1, 1 FROM json_each(?) WHERE true
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 1 FROM json_each(?) WHERE true
 ON CONFLICT (scope, key) DO UPDATE SET dirty = summary_keys.dirty + 1
 """
 

@@ -117,16 +117,17 @@ class StorageContract:
         self, store: Store, make_finding: Factory
     ) -> None:
         # Several batches of one host in one transaction: the largest sequence wins whatever the
-        # order, an empty batch counts, and every host of the commit is registered once.
+        # order, an empty batch counts, and every host of the commit is registered once, its id as
+        # sent (not ASCII only).
         store.store_batches(
             [
                 ("h", 5, [make_finding("a")]),
-                ("g", 2, [make_finding("b")]),
+                ("hôte-ü", 2, [make_finding("b")]),
                 ("h", 3, [make_finding("c")]),
                 ("f", 9, []),
             ]
         )
-        assert {h.host_id: h.last_sequence for h in store.hosts()} == {"f": 9, "g": 2, "h": 5}
+        assert {h.host_id: h.last_sequence for h in store.hosts()} == {"f": 9, "hôte-ü": 2, "h": 5}
         store.store_batches([("h", 4, [make_finding("d")]), ("h", 7, [])])
         assert {h.host_id: h.last_sequence for h in store.hosts()}["h"] == 7
 
