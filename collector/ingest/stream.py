@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import ParamSpec
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -25,7 +24,7 @@ from umbra.v1 import agent_pb2
 
 from .. import health
 from ..identity import IdentityError, peer_host_id
-from ..storage.base import InvalidBatch, Store, StoreError
+from ..storage.base import InvalidBatch, Store, StoreError, hello_row
 from .budget import Budget
 from .fleet import END, Abort, Fleet, Pending, StreamState
 from .limits import (
@@ -40,7 +39,6 @@ from .writer import BatchWriter, Outcome
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 
 _Context = aio.ServicerContext[bytes, agent_pb2.CollectorMessage]
 
@@ -168,7 +166,7 @@ class StreamServicer:
         stored = 0
         reader: asyncio.Task[None] | None = None
         try:
-            await self._call(context, self._store.upsert_host, host_id, hello, peer)
+            await self._register(context, host_id, hello, peer)
             log.info(
                 "stream open: host %s (%s, %s) from %s, agent %s, policy %d",
                 host_id,
@@ -306,7 +304,9 @@ class StreamServicer:
                     state.dropped_reported = hb.dropped_total
                 await self._sensor_health(state, hb.sensors)
             elif which == "hello":  # re-announced (sensors or policy changed); identity stays
-                await self._offload.run(self._store.upsert_host, host_id, message.hello, peer)
+                error = await self._writer.submit_hello(hello_row(host_id, message.hello, peer))
+                if error is not None:
+                    raise error
                 state.policy_version = max(state.policy_version, message.hello.policy_version)
                 await self._sensor_health(state, message.hello.sensors)
                 self._push_policy(state)
@@ -358,14 +358,12 @@ class StreamServicer:
             state.out.put_nowait(message)
             self._stats.policy_pushes += 1
 
-    async def _call(
-        self, context: _Context, fn: Callable[P, None], *args: P.args, **kwargs: P.kwargs
-    ) -> None:
-        try:
-            await self._offload.run(fn, *args, **kwargs)
-        except StoreError as exc:
-            self._stats.store_errors += 1
-            log.error("store failed: %s", exc)
-        else:
+    async def _register(self, context: _Context, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
+        """Store the stream's Hello with the writer's next group of Hellos (a reconnecting fleet
+        takes one write for many hosts); UNAVAILABLE when the store fails."""
+        error = await self._writer.submit_hello(hello_row(host_id, hello, peer))
+        if error is None:
             return
+        self._stats.store_errors += 1
+        log.error("store failed: %s", error)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "collector storage unavailable; retry later")

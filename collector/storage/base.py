@@ -517,6 +517,14 @@ def hello_row(host_id: str, hello: agent_pb2.Hello, peer: str) -> HelloRow:
     )
 
 
+def host_names(rows: Sequence[HelloRow]) -> str:
+    """Hosts for an error message: "host 'a'", or "3 hosts ('a', 'b', ...)"."""
+    if len(rows) == 1:
+        return f"host {rows[0].host_id!r}"
+    named = ", ".join(repr(r.host_id) for r in rows[:2])
+    return f"{len(rows)} hosts ({named}{', ...' if len(rows) > 2 else ''})"
+
+
 class HeartbeatRow(NamedTuple):
     """An agent's self-reported health; `sensors` None keeps the stored ones (none were sent)."""
 
@@ -671,9 +679,15 @@ def _refuse_finding(index: int, f: finding_pb2.Finding) -> NoReturn:
 class Store(ABC):
     """A collector store. Implementations must be safe to call from several threads."""
 
-    @abstractmethod
     def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
         """Register a host (or refresh its facts) from its Hello; marks contact now."""
+        self.upsert_hosts([hello_row(host_id, hello, peer)])
+
+    @abstractmethod
+    def upsert_hosts(self, rows: Sequence[HelloRow]) -> None:
+        """`upsert_host` for many Hellos (`hello_row`) in one transaction: a fleet that reconnects
+        at once costs a write (one disk sync) a group, not one a host. A host given twice keeps
+        the later Hello."""
 
     @abstractmethod
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:

@@ -51,6 +51,7 @@ from .base import (
     AgentRecord,
     ApiKeyRecord,
     FindingRow,
+    HelloRow,
     HostContact,
     HostRecord,
     InventoryRecord,
@@ -69,7 +70,7 @@ from .base import (
     finding_rows,
     findings_page_of,
     heartbeat_row,
-    hello_row,
+    host_names,
     host_record,
     inventory_record,
     inventory_row,
@@ -762,10 +763,15 @@ class PostgresStore(summaries.KeptTallyReads):
 
     # ---- writes
 
-    def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
+    def upsert_hosts(self, rows: Sequence[HelloRow]) -> None:
+        if not rows:
+            return
         now = ns(self._clock())
-        with self._conn(f"register host {host_id!r}") as conn:
-            conn.execute(_UPSERT_HOST, (*hello_row(host_id, hello, peer), now, now))
+        # In host order (stable: a host's later Hello still wins), so two collectors' groups lock
+        # host rows in one order and never deadlock.
+        ordered = sorted(rows, key=lambda r: r.host_id)
+        with self._conn(f"register {host_names(rows)}") as conn, conn.cursor() as cur:
+            cur.executemany(_UPSERT_HOST, [(*row, now, now) for row in ordered])
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = ns(self._clock())

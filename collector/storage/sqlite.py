@@ -46,6 +46,7 @@ from .base import (
     KNOWN_KINDS,
     AgentRecord,
     ApiKeyRecord,
+    HelloRow,
     HostContact,
     HostRecord,
     InventoryRecord,
@@ -64,7 +65,7 @@ from .base import (
     finding_rows,
     findings_page_of,
     heartbeat_row,
-    hello_row,
+    host_names,
     host_record,
     inventory_record,
     inventory_row,
@@ -873,14 +874,15 @@ class SQLiteStore(summaries.KeptTallyReads):
 
     # ---- writes
 
-    def upsert_host(self, host_id: str, hello: agent_pb2.Hello, peer: str) -> None:
+    def upsert_hosts(self, rows: Sequence[HelloRow]) -> None:
+        if not rows:
+            return
         now = _ns(self._clock())
-        row = (*hello_row(host_id, hello, peer), now, now)
         try:
             with self._write() as conn:
-                conn.execute(_UPSERT_HOST, row)
+                conn.executemany(_UPSERT_HOST, [(*row, now, now) for row in rows])
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot register host {host_id!r}: {exc}") from exc
+            raise StoreError(f"cannot register {host_names(rows)}: {exc}") from exc
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = _ns(self._clock())

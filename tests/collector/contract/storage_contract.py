@@ -22,6 +22,7 @@ from umbra.v1 import agent_pb2, finding_pb2
 
 from collector.risk import score_spec
 from collector.storage import InvalidBatch, Store, StoreError
+from collector.storage.base import hello_row
 
 Factory = Callable[..., finding_pb2.Finding]
 DAY = 86_400.0
@@ -197,6 +198,19 @@ class StorageContract:
         assert (host.findings_total, host.findings_unapproved) == (2, 1)
         assert host.findings_by_severity == {"high": 1, "info": 1}
         assert host.last_sequence == 2
+
+    def test_many_hellos_register_in_one_call_a_hosts_later_hello_winning(
+        self, store: Store, make_hello: Callable[..., agent_pb2.Hello]
+    ) -> None:
+        # The writer stores the Hellos of a reconnecting fleet together (upsert_hosts).
+        rows = [hello_row(f"h{i}", make_hello(f"h{i}", f"ws-{i}"), f"ipv4:10.0.0.{i}:1") for i in range(5)]
+        rows.append(hello_row("h2", make_hello("h2", "renamed"), "ipv4:10.0.0.99:1"))
+        store.upsert_hosts(rows)
+        store.upsert_hosts([])
+        hosts = {h.host_id: h for h in store.hosts()}
+        assert sorted(hosts) == ["h0", "h1", "h2", "h3", "h4"]
+        assert (hosts["h2"].hostname, hosts["h2"].peer) == ("renamed", "ipv4:10.0.0.99:1")
+        assert hosts["h4"].hostname == "ws-4" and sorted(s.name for s in hosts["h4"].sensors) == ["gpu", "process"]
 
     def test_heartbeat_without_sensors_keeps_hello_sensors(
         self, store: Store, make_hello: Callable[..., agent_pb2.Hello]
