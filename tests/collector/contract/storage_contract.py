@@ -210,7 +210,8 @@ class StorageContract:
         hosts = {h.host_id: h for h in store.hosts()}
         assert sorted(hosts) == ["h0", "h1", "h2", "h3", "h4"]
         assert (hosts["h2"].hostname, hosts["h2"].peer) == ("renamed", "ipv4:10.0.0.99:1")
-        assert hosts["h4"].hostname == "ws-4" and sorted(s.name for s in hosts["h4"].sensors) == ["gpu", "process"]
+        assert hosts["h4"].hostname == "ws-4"
+        assert sorted(s.name for s in hosts["h4"].sensors) == ["gpu", "process"]
 
     def test_heartbeat_without_sensors_keeps_hello_sensors(
         self, store: Store, make_hello: Callable[..., agent_pb2.Hello]
