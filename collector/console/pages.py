@@ -75,6 +75,7 @@ def page_routes(
             "overview.html",
             title="Fleet overview",
             board=board,
+            names=host_names(store),
             states=states,
             silent=activity.silent_hosts(store, silent_after),
             trend_chart=charts.line([(r.day, r.score) for r in trend], title="Fleet risk, daily"),

@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ..query.times import iso_seconds
 from ..reports import FORMATS
 from .auth import Identity
 
@@ -38,6 +39,7 @@ class Renderer:
         self.env.filters["bytes"] = human_bytes
         self.env.filters["count"] = human_count
         self.env.filters["path"] = lambda s: quote(str(s), safe="")
+        self.env.filters["iso"] = iso_seconds  # Unix seconds -> 2026-12-01T05:10:24Z, as the API writes
         self.env.globals["query"] = lambda args, **more: urlencode({**args, **more})
         self.env.globals["report_formats"] = FORMATS  # the header's "Download report" links
         self.nav = nav  # (path, label, admin only)

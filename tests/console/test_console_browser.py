@@ -122,7 +122,12 @@ def test_admin_sees_the_fleet_filters_opens_a_host_edits_the_policy_and_signs_ou
         fleet = collector.cli_json("fleet")["fleet"]
         assert page.text_content("#findings-total b") == str(fleet["findings"])
         assert page.text_content("#hosts-reporting b") == "2"
-        assert host in page.text_content("#top-hosts")
+        # Hosts by name, the id on hover (and in the link).
+        hosts = collector.cli_json("hosts")
+        named = {h["host_id"]: h["hostname"] for h in (hosts if isinstance(hosts, list) else hosts["hosts"])}
+        assert named[host], "the real agent names its host"
+        link = page.locator(f'#top-hosts a[title="{host}"]')
+        assert link.text_content() == named[host] and link.get_attribute("href") == f"/hosts/{host}"
         assert "ollama" in page.text_content("#runtimes")
         assert page.locator("svg.chart").count() >= 3
         shoot(page, tmp_path, "overview")
@@ -230,5 +235,6 @@ def test_hostile_names_show_as_text_and_nothing_executes(
     assert HOSTILE_PROCESS in page.text_content("#process")
     page.goto(base + "/")
     assert HOSTILE_USER in page.text_content("#top-users")
+    assert HOSTILE_HOST in page.text_content("#top-hosts")  # its name, as text
     shoot(page, tmp_path, "hostile-names")
     assert events == [], events
