@@ -158,6 +158,7 @@ def page_routes(
             title="Findings",
             error=error,
             findings=result.findings if result else [],
+            names=host_names(store) if result and result.findings else {},
             next_cursor=result.cursor if result else None,
             args=args,
             filters=q,
@@ -167,7 +168,9 @@ def page_routes(
         host_id, fid = request.path_params["host_id"], request.path_params["finding_id"]
         f = one_finding(store, host_id, fid)
         if f is not None:
-            return html(request, "finding.html", title=f.get("summary") or f["kind"], f=f)
+            return html(
+                request, "finding.html", title=f.get("summary") or f["kind"], f=f, names=host_names(store)
+            )
         return html(
             request, "error.html", 404, title="No such finding", message=f"No finding {fid} on {host_id}."
         )

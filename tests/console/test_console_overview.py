@@ -1,6 +1,7 @@
-"""The console's overview names hosts: the riskiest hosts, AI tools, GPU, transfers and silent hosts
-show each host's name with its id on hover and in the link, and a silent host's last contact as a
-date, from a real collector's console over a store filled through the Store interface."""
+"""The console names hosts: the overview (riskiest hosts, AI tools, GPU, transfers, silent hosts),
+the findings feed and a finding show each host's name with its id on hover and in the link, and a
+silent host's last contact as a date; from a real collector's console over a store filled through
+the Store interface."""
 
 from __future__ import annotations
 
@@ -65,3 +66,16 @@ def test_the_overview_names_hosts_and_dates_silent_ones(viewer: Client) -> None:
     assert ("/hosts/h-quiet", "h-quiet", "ws-quiet") in links(silent)
     assert ("/hosts/h-nameless", "h-nameless", "h-nameless") in links(silent)  # no name: the id
     assert iso_seconds(LONG_AGO) in silent and str(int(LONG_AGO)) not in silent
+
+
+def test_the_findings_feed_and_a_finding_name_their_host(viewer: Client) -> None:
+    status, _, page = viewer.request("/findings")
+    assert status == 200
+    table = page.split('<table class="findings">', 1)[1].split("</table>", 1)[0]
+    assert ("/hosts/h-aaa111", "h-aaa111", "ws-alpha") in links(table)
+    status, _, page = viewer.request("/findings/h-bbb222/high")
+    assert status == 200
+    host = page.split("<dt>Host</dt>", 1)[1].split("</dd>", 1)[0]
+    # The name as text, and the id beside it: a finding page says exactly which host.
+    assert links(host) == [("/hosts/h-bbb222", "h-bbb222", "&lt;b id=&#34;x&#34;&gt;ws&lt;/b&gt;")]
+    assert '<span class="mono muted">h-bbb222</span>' in host
