@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,21 @@ class Run:
             if e["port"] is not None:
                 by_port.setdefault(e["port"], set()).add(e["pid"])
         score = Score(len(pids))
+        # A flow reported again with the same answer (its record expired and a late packet opened
+        # another) is one flow: a port and pid count as often as exchanges used them, a miss on a
+        # port as often as exchanges used the port.
+        used = Counter((e["port"], e["pid"]) for e in self.exchanges if e["port"] is not None)
+        ports = Counter(e["port"] for e in self.exchanges if e["port"] is not None)
+        reports: Counter[tuple[int, int | None]] = Counter()
         for obs in ours:
             expected = by_port.get(obs["client_port"]) if by_port else {obs["pid"]}
             if not expected:
                 continue  # not one of this run's sockets
+            if by_port:
+                port, pid = obs["client_port"], obs["pid"]
+                reports[port, pid] += 1
+                if reports[port, pid] > (used[port, pid] if pid in expected else ports[port]):
+                    continue
             score.seen += 1
             if obs["pid"] is not None and obs["pid"] in expected:
                 score.named += 1
