@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..storage.base import HelloRow, InvalidBatch, PreparedBatch, Store, StoreError, StoreResult
 from .limits import MAX_FINDINGS_PER_COMMIT
@@ -19,6 +20,7 @@ from .stats import ServerStats
 log = logging.getLogger(__name__)
 
 Outcome = StoreResult | InvalidBatch | StoreError
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,12 +37,7 @@ class _HelloJob:
     loop: asyncio.AbstractEventLoop
 
 
-def _settle(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    if not fut.done():
-        fut.set_result(outcome)
-
-
-def _settle_hello(fut: asyncio.Future[StoreError | None], outcome: StoreError | None) -> None:
+def _settle(fut: asyncio.Future[T], outcome: T) -> None:
     if not fut.done():
         fut.set_result(outcome)
 
@@ -127,7 +124,7 @@ class BatchWriter:
             outcome = StoreError(f"{type(exc).__name__}: {exc}")
         for h in hellos:
             with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
-                h.loop.call_soon_threadsafe(_settle_hello, h.future, outcome)
+                h.loop.call_soon_threadsafe(_settle, h.future, outcome)
 
     def _store_batches(self, jobs: list[_Job]) -> None:
         outcomes: Sequence[Outcome]

@@ -517,7 +517,7 @@ def hello_row(host_id: str, hello: agent_pb2.Hello, peer: str) -> HelloRow:
     )
 
 
-def host_names(rows: Sequence[HelloRow]) -> str:
+def described_hosts(rows: Sequence[HelloRow]) -> str:
     """Hosts for an error message: "host 'a'", or "3 hosts ('a', 'b', ...)"."""
     if len(rows) == 1:
         return f"host {rows[0].host_id!r}"

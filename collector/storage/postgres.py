@@ -65,12 +65,12 @@ from .base import (
     UserRecord,
     activity_rows,
     check_role,
+    described_hosts,
     evidence_facts,
     finding_dict,
     finding_rows,
     findings_page_of,
     heartbeat_row,
-    host_names,
     host_record,
     inventory_record,
     inventory_row,
@@ -770,7 +770,7 @@ class PostgresStore(summaries.KeptTallyReads):
         # In host order (stable: a host's later Hello still wins), so two collectors' groups lock
         # host rows in one order and never deadlock.
         ordered = sorted(rows, key=lambda r: r.host_id)
-        with self._conn(f"register {host_names(rows)}") as conn, conn.cursor() as cur:
+        with self._conn(f"register {described_hosts(rows)}") as conn, conn.cursor() as cur:
             cur.executemany(_UPSERT_HOST, [(*row, now, now) for row in ordered])
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:

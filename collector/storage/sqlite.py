@@ -60,12 +60,12 @@ from .base import (
     UserRecord,
     activity_rows,
     check_role,
+    described_hosts,
     evidence_facts,
     finding_dict,
     finding_rows,
     findings_page_of,
     heartbeat_row,
-    host_names,
     host_record,
     inventory_record,
     inventory_row,
@@ -882,7 +882,7 @@ class SQLiteStore(summaries.KeptTallyReads):
             with self._write() as conn:
                 conn.executemany(_UPSERT_HOST, [(*row, now, now) for row in rows])
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot register {host_names(rows)}: {exc}") from exc
+            raise StoreError(f"cannot register {described_hosts(rows)}: {exc}") from exc
 
     def record_heartbeat(self, host_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
         now = _ns(self._clock())
